@@ -1,0 +1,202 @@
+"""Command line: turns flags (or NETSTAT_EXPORTER_* environment variables) into a frozen Config.
+
+``netstat-exporter [FLAGS]`` serves metrics; ``netstat-exporter [FLAGS] dump [FLAGS]`` prints one
+scrape in the text exposition format and exits. Every error a user can cause ends in one line on
+stderr and a non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import click
+
+from exporter import __version__, logs
+from exporter.config import (
+    DEFAULT_LISTEN_ADDRESS,
+    Config,
+    ConfigError,
+    ProcfsPathError,
+    parse_listen_address,
+)
+from exporter.registry import specs
+
+PROG = "netstat-exporter"
+ENV_PREFIX = "NETSTAT_EXPORTER_"
+EXIT_USAGE = 2
+EXIT_RUNTIME = 1
+
+
+def envvar(flag: str) -> str:
+    """``--web.listen-address`` -> ``NETSTAT_EXPORTER_WEB_LISTEN_ADDRESS``."""
+    return ENV_PREFIX + flag.lstrip("-").replace(".", "_").replace("-", "_").upper()
+
+
+def _opt(flag: str, dest: str, **kw: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    primary = flag.split("/")[0]
+    kw.setdefault("show_default", True)
+    return click.option(flag, dest, envvar=envvar(primary), show_envvar=True, **kw)
+
+
+def _options() -> List[Callable[[Callable[..., Any]], Callable[..., Any]]]:
+    opts = [
+        _opt("--web.listen-address", "listen_address", multiple=True,
+             default=[DEFAULT_LISTEN_ADDRESS],
+             help="Address to listen on, [host]:port; repeat for several."),
+        _opt("--web.telemetry-path", "telemetry_path", default="/metrics",
+             help="Path under which to expose metrics."),
+        _opt("--web.max-requests", "max_requests", type=click.IntRange(min=0), default=40,
+             help="Concurrent scrapes served at most; more get 503. 0 means no limit."),
+        _opt("--web.disable-exporter-metrics/--no-web.disable-exporter-metrics",
+             "disable_exporter_metrics", default=False,
+             help="Leave out the exporter's own process_* and build_info metrics."),
+        _opt("--path.procfs", "procfs", default="/proc", help="procfs mount point."),
+        _opt("--path.sysfs", "sysfs", default="/sys", help="sysfs mount point."),
+        _opt("--collector.disable-defaults/--no-collector.disable-defaults", "disable_defaults",
+             default=False, help="Enable only the collectors named with --collector.<name>."),
+        _opt("--collector.sockets.source", "sockets_source",
+             type=click.Choice(["auto", "netlink", "procfs", "psutil"]), default="auto",
+             help="Where the sockets collector reads sockets: netlink sock_diag, /proc/net, "
+                  "or psutil; auto tries them in that order."),
+        _opt("--log.level", "log_level", type=click.Choice(list(logs.LEVELS)), default="info",
+             help="Only log messages with the given severity or above."),
+        _opt("--log.format", "log_format", type=click.Choice(["logfmt", "json"]),
+             default="logfmt", help="Output format of log messages."),
+    ]
+    for name, spec in specs().items():
+        state = "on" if spec.default_enabled else "off"
+        opts.append(_opt(f"--collector.{name}/--no-collector.{name}", f"collector_{name}",
+                         default=None, show_default=False,
+                         help=f"Enable the {name} collector (default {state}): {spec.description}"))
+    return opts
+
+
+def common_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    for o in reversed(_options()):
+        f = o(f)
+    return f
+
+
+def build_config(params: Dict[str, Any]) -> Config:
+    """Validate flag values and build the Config. Raises ConfigError with a one-line message."""
+    names = set() if params["disable_defaults"] else {
+        n for n, s in specs().items() if s.default_enabled
+    }
+    for name in specs():
+        on = params.get(f"collector_{name}")
+        if on is True:
+            names.add(name)
+        elif on is False:
+            names.discard(name)
+    path = params["telemetry_path"]
+    if not path.startswith("/"):
+        raise ConfigError(f"--web.telemetry-path {path!r} must start with '/'")
+    procfs = params["procfs"]
+    if sys.platform.startswith("linux"):
+        if not os.path.isdir(procfs):
+            raise ProcfsPathError(f"--path.procfs {procfs!r} is not a directory")
+        if not os.access(procfs, os.R_OK | os.X_OK):
+            raise ProcfsPathError(f"--path.procfs {procfs!r} is not readable")
+    return Config(
+        listen_addresses=tuple(parse_listen_address(a) for a in params["listen_address"]),
+        telemetry_path=path,
+        max_requests=params["max_requests"],
+        disable_exporter_metrics=params["disable_exporter_metrics"],
+        procfs=procfs,
+        sysfs=params["sysfs"],
+        collectors=frozenset(names),
+        sockets_source=params["sockets_source"],
+        log_level=params["log_level"],
+        log_format=params["log_format"],
+    )
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@common_options
+@click.version_option(__version__, "--version", prog_name=PROG,
+                      message="%(prog)s %(version)s")
+@click.pass_context
+def cli(ctx: click.Context, **params: Any) -> None:
+    """Prometheus exporter for what netstat and ss show.
+
+    Every flag can also be set through an environment variable: NETSTAT_EXPORTER_ followed by
+    the flag name in capitals with dots and dashes as underscores
+    (--web.listen-address is NETSTAT_EXPORTER_WEB_LISTEN_ADDRESS).
+    """
+    ctx.obj = params
+    if ctx.invoked_subcommand is not None:
+        return
+    config = build_config(params)
+    logs.setup(config.log_level, config.log_format)
+    from exporter.server import serve
+
+    serve(config)
+
+
+@cli.command()
+@common_options
+@click.pass_context
+def dump(ctx: click.Context, **params: Any) -> None:
+    """Print one scrape in the text exposition format and exit.
+
+    Flags may stand before or after the word dump. The output suits node_exporter's textfile
+    collector (write it to a temporary file and rename it into the directory).
+    """
+    parent: Dict[str, Any] = ctx.obj or {}
+    merged = {
+        k: (parent.get(k, v)
+            if ctx.get_parameter_source(k) in (None, click.core.ParameterSource.DEFAULT) else v)
+        for k, v in params.items()
+    }
+    config = build_config(merged)
+    logs.setup(config.log_level, config.log_format)
+    from prometheus_client.exposition import generate_latest
+
+    from exporter.registry import Exporter
+
+    sys.stdout.buffer.write(generate_latest(Exporter(config).target()))
+    sys.stdout.flush()
+
+
+def _fail(message: str, code: int) -> "NoReturn":  # type: ignore[name-defined]  # noqa: F821
+    print(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)
+    sys.exit(code)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    from exporter.server import ServeError
+
+    try:
+        rv = cli.main(args=list(argv) if argv is not None else None, prog_name=PROG,
+                      standalone_mode=False)
+        if isinstance(rv, int) and rv:
+            sys.exit(rv)
+    except click.exceptions.NoSuchOption as e:
+        opt = e.option_name
+        for prefix in ("--collector.", "--no-collector."):
+            if opt.startswith(prefix) and "." not in opt[len(prefix):]:
+                _fail(f"unknown collector {opt[len(prefix):]!r} in {opt} "
+                      f"(known: {', '.join(specs())})", EXIT_USAGE)
+        _fail(e.format_message(), EXIT_USAGE)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as e:
+        _fail(e.format_message(), EXIT_USAGE)
+    except ConfigError as e:
+        _fail(str(e), EXIT_USAGE)
+    except ServeError as e:
+        _fail(str(e), EXIT_RUNTIME)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BrokenPipeError:
+        # `netstat-exporter dump | head`: the reader went away; that is not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,308 @@
+"""Collector ``sockets``: every socket of the host's (the exporter's) network namespace counted by
+protocol, address family and state, as ``ss -s`` / ``netstat -an`` would count them; queue bytes
+of non-listening sockets; and the kernel's /proc/net/sockstat totals.
+
+Sources, in the order ``--collector.sockets.source=auto`` tries them per protocol: netlink
+sock_diag (streamed, flat memory), the /proc/net tables, psutil (other operating systems). The
+source used is reported in ``netstat_sockets_source_info``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+from collections import Counter
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from exporter.config import Config
+from exporter.netlink import sockdiag as nl
+from exporter.procfs import net_sockets, sockstat
+from exporter.registry import register
+
+log = logging.getLogger(__name__)
+
+# include/net/tcp_states.h, named as ss names them, in lower snake case.
+TCP_STATES: Dict[int, str] = {
+    1: "established", 2: "syn_sent", 3: "syn_recv", 4: "fin_wait1", 5: "fin_wait2",
+    6: "time_wait", 7: "close", 8: "close_wait", 9: "last_ack", 10: "listen", 11: "closing",
+    12: "new_syn_recv", 13: "bound_inactive",
+}
+# Always emitted, zero included. new_syn_recv is internal: inet_diag reports request sockets as
+# syn_recv, so it never appears.
+TCP_EMITTED = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13]
+# Datagram and raw sockets only have "connected" (TCP_ESTABLISHED) or not (TCP_CLOSE);
+# ss calls these ESTAB and UNCONN.
+DGRAM_STATES: Dict[int, str] = {1: "established", 7: "unconnected", 10: "listen"}
+DGRAM_EMITTED = [1, 7]
+UNIX_TYPES: Dict[int, str] = {1: "stream", 2: "dgram", 5: "seqpacket"}
+UNIX_EMITTED: Dict[int, List[int]] = {1: [1, 7, 10], 2: [1, 7], 5: [1, 7, 10]}
+
+FAMILIES = [(socket.AF_INET, "ipv4"), (socket.AF_INET6, "ipv6")]
+PROTOCOLS: List[Tuple[str, int]] = [("tcp", nl.IPPROTO_TCP), ("udp", nl.IPPROTO_UDP),
+                                    ("udplite", nl.IPPROTO_UDPLITE), ("raw", nl.IPPROTO_RAW)]
+PROC_FILES = {("tcp", "ipv4"): "tcp", ("tcp", "ipv6"): "tcp6", ("udp", "ipv4"): "udp",
+              ("udp", "ipv6"): "udp6", ("udplite", "ipv4"): "udplite",
+              ("udplite", "ipv6"): "udplite6", ("raw", "ipv4"): "raw", ("raw", "ipv6"): "raw6"}
+
+# TCP is dumped in three groups so that each dump is one kind of socket with one message length
+# and the reader can take its fast path: listeners (the listening hash only), time-wait and
+# request minisockets, and full sockets.
+_LISTEN = 1 << 10
+_MINI = (1 << 6) | (1 << 3)
+TCP_GROUPS = [_LISTEN, _MINI, nl.ALL_STATES & ~(_LISTEN | _MINI)]
+
+
+class Table:
+    """Counts of one (protocol, family): states, queue bytes (None when the source lacks them)."""
+
+    __slots__ = ("states", "rx", "tx")
+
+    def __init__(self, states: "Counter[int]", rx: Optional[int], tx: Optional[int]) -> None:
+        self.states, self.rx, self.tx = states, rx, tx
+
+
+def _netlink_inet(proto: str, number: int, family: int) -> Table:
+    if proto != "tcp":
+        c = nl.count_inet(family, number)
+        return Table(c.states, c.rx_queue, c.tx_queue)
+    states: "Counter[int]" = Counter()
+    rx = tx = 0
+    s = nl._open()
+    try:
+        for group in TCP_GROUPS:
+            c = nl.count_inet(family, number, group, sock=s)
+            states.update(c.states)
+            rx += c.rx_queue
+            tx += c.tx_queue
+    finally:
+        s.close()
+    return Table(states, rx, tx)
+
+
+def _procfs_inet(root: str, proto: str, fam: str) -> Optional[Table]:
+    t = net_sockets.read_inet(root, PROC_FILES[(proto, fam)])
+    return None if t is None else Table(t.states, t.rx_queue, t.tx_queue)
+
+
+_PSUTIL_STATUS = {v.upper(): k for k, v in TCP_STATES.items()}
+
+
+def _psutil_tables() -> Dict[Tuple[str, str], Table]:
+    import psutil
+
+    out: Dict[Tuple[str, str], Table] = {}
+    for kind, proto in (("tcp", "tcp"), ("udp", "udp")):
+        for fam_num, fam in FAMILIES:
+            out[(proto, fam)] = Table(Counter(), None, None)
+        for c in psutil.net_connections(kind=kind):
+            fam = "ipv6" if c.family == socket.AF_INET6 else "ipv4"
+            if proto == "tcp":
+                st = _PSUTIL_STATUS.get(c.status.replace("_", "_"), 7)
+            else:
+                st = 1 if c.raddr else 7
+            out[(proto, fam)].states[st] += 1
+    return out
+
+
+@register("sockets", default_enabled=True,
+          description="socket counts per protocol, family and state; queue bytes; sockstat")
+class SocketsCollector:
+    def __init__(self, config: Config) -> None:
+        self.procfs = config.procfs
+        self.source = config.sockets_source
+        if self.source == "auto" and not sys.platform.startswith("linux"):
+            self.source = "psutil"
+        self.page_size = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+    # --- reading -----------------------------------------------------------------------------
+
+    def _inet_tables(self) -> Tuple[Dict[Tuple[str, str], Table], Dict[str, str]]:
+        """Tables per (protocol, family) and the source used per protocol."""
+        if self.source == "psutil":
+            t = _psutil_tables()
+            return t, {p: "psutil" for p, _ in t}
+        tables: Dict[Tuple[str, str], Table] = {}
+        used: Dict[str, str] = {}
+        for proto, number in PROTOCOLS:
+            for fam_num, fam in FAMILIES:
+                table: Optional[Table] = None
+                src = self.source
+                if src in ("auto", "netlink"):
+                    try:
+                        table, src = _netlink_inet(proto, number, fam_num), "netlink"
+                    except nl.NetlinkError as e:
+                        if self.source == "netlink" or not _falls_back(e):
+                            if e.errno in _ABSENT:
+                                continue  # protocol or family not in this kernel: no data
+                            raise
+                        log.debug("netlink refused, reading /proc/net",
+                                  extra={"protocol": proto, "family": fam, "err": str(e)})
+                        src = "procfs"
+                if table is None:
+                    table, src = _procfs_inet(self.procfs, proto, fam), "procfs"
+                if table is not None:
+                    tables[(proto, fam)] = table
+                    used[proto] = src
+        return tables, used
+
+    def _unix(self) -> Tuple[Optional["Counter[Tuple[int, int]]"], Optional[int], Optional[int], str]:
+        if self.source in ("auto", "netlink"):
+            try:
+                counts, rx, tx, _ = nl.count_unix()
+                return counts, rx, tx, "netlink"
+            except nl.NetlinkError as e:
+                if self.source == "netlink" or not _falls_back(e):
+                    raise
+        if self.source == "psutil":
+            import psutil
+
+            c: "Counter[Tuple[int, int]]" = Counter()
+            for conn in psutil.net_connections(kind="unix"):
+                c[(int(conn.type), 1 if conn.raddr else 7)] += 1
+            return c, None, None, "psutil"
+        return net_sockets.read_unix(self.procfs), None, None, "procfs"
+
+    # --- metrics -----------------------------------------------------------------------------
+
+    def collect(self) -> Iterator[Metric]:
+        tables, used = self._inet_tables()
+        sockets = GaugeMetricFamily(
+            "netstat_sockets",
+            "Sockets in this network namespace by protocol, address family and state "
+            "(inet_diag_msg.idiag_state over netlink, or the st column of /proc/net/<proto>).",
+            labels=["protocol", "family", "state"])
+        rxq = GaugeMetricFamily(
+            "netstat_sockets_receive_queue_bytes",
+            "Bytes queued for receiving summed over non-listening sockets (idiag_rqueue, or "
+            "rx_queue in /proc/net/<proto>); listeners' queue fields are accept-queue lengths "
+            "and are in the listeners collector.",
+            labels=["protocol", "family"])
+        txq = GaugeMetricFamily(
+            "netstat_sockets_send_queue_bytes",
+            "Bytes queued for sending summed over non-listening sockets (idiag_wqueue, or "
+            "tx_queue in /proc/net/<proto>).",
+            labels=["protocol", "family"])
+        for (proto, fam), t in tables.items():
+            names = TCP_STATES if proto == "tcp" else DGRAM_STATES
+            emitted = TCP_EMITTED if proto == "tcp" else DGRAM_EMITTED
+            for st in emitted:
+                sockets.add_metric([proto, fam, names[st]], float(t.states.get(st, 0)))
+            for st, n in sorted(t.states.items()):
+                if st not in emitted:
+                    sockets.add_metric([proto, fam, names.get(st, f"state_{st}")], float(n))
+            if t.rx is not None and t.tx is not None:
+                rxq.add_metric([proto, fam], float(t.rx))
+                txq.add_metric([proto, fam], float(t.tx))
+
+        unix, urx, utx, usrc = self._unix()
+        unix_m = GaugeMetricFamily(
+            "netstat_sockets_unix",
+            "Unix domain sockets by type and state (unix_diag_msg.udiag_type/udiag_state, "
+            "or /proc/net/unix), as netstat -x shows them.",
+            labels=["type", "state"])
+        if unix is not None:
+            used["unix"] = usrc
+            for typ, states in UNIX_EMITTED.items():
+                for st in states:
+                    unix_m.add_metric([UNIX_TYPES[typ], DGRAM_STATES[st]],
+                                      float(unix.get((typ, st), 0)))
+            for (typ, st), n in sorted(unix.items()):
+                if st not in UNIX_EMITTED.get(typ, []):
+                    unix_m.add_metric([UNIX_TYPES.get(typ, f"type_{typ}"),
+                                       DGRAM_STATES.get(st, TCP_STATES.get(st, f"state_{st}"))],
+                                      float(n))
+            if urx is not None and utx is not None:
+                rxq.add_metric(["unix", "unix"], float(urx))
+                txq.add_metric(["unix", "unix"], float(utx))
+
+        source = GaugeMetricFamily(
+            "netstat_sockets_source_info",
+            "Which reader the sockets collector used for each protocol in this scrape "
+            "(netlink, procfs or psutil); value 1.",
+            labels=["protocol", "source"])
+        for proto, src in used.items():
+            source.add_metric([proto, src], 1.0)
+        yield from (sockets, unix_m, rxq, txq, source)
+        yield from self._sockstat()
+
+    def _sockstat(self) -> Iterator[Metric]:
+        v4 = sockstat.read_sockstat(self.procfs, "sockstat")
+        v6 = sockstat.read_sockstat(self.procfs, "sockstat6")
+        if v4 is None and v6 is None:
+            return
+        used = GaugeMetricFamily(
+            "netstat_sockstat_sockets_used",
+            "Sockets in use in this network namespace, all protocols "
+            "(/proc/net/sockstat 'sockets: used').")
+        inuse = GaugeMetricFamily(
+            "netstat_sockstat_inuse_sockets",
+            "Sockets in use per protocol in this network namespace "
+            "(/proc/net/sockstat and sockstat6 'inuse').",
+            labels=["protocol", "family"])
+        tcp = {
+            "orphan": GaugeMetricFamily(
+                "netstat_sockstat_tcp_orphan_sockets",
+                "TCP sockets no longer attached to a process, host-wide, all namespaces "
+                "(/proc/net/sockstat 'TCP: orphan'); limited by net.ipv4.tcp_max_orphans."),
+            "tw": GaugeMetricFamily(
+                "netstat_sockstat_tcp_time_wait_sockets",
+                "TCP sockets in TIME_WAIT in this network namespace (/proc/net/sockstat "
+                "'TCP: tw'); limited by net.ipv4.tcp_max_tw_buckets."),
+            "alloc": GaugeMetricFamily(
+                "netstat_sockstat_tcp_allocated_sockets",
+                "TCP sockets allocated, host-wide, all namespaces (/proc/net/sockstat "
+                "'TCP: alloc')."),
+        }
+        mem = GaugeMetricFamily(
+            "netstat_sockstat_memory_bytes",
+            "Memory used by socket buffers, host-wide, all namespaces (/proc/net/sockstat "
+            "'mem', pages times the page size); compare with net.ipv4.tcp_mem.",
+            labels=["protocol"])
+        frag_q = GaugeMetricFamily(
+            "netstat_sockstat_fragment_queues",
+            "IP reassembly queues in use in this network namespace "
+            "(/proc/net/sockstat 'FRAG: inuse', sockstat6 'FRAG6: inuse').",
+            labels=["family"])
+        frag_m = GaugeMetricFamily(
+            "netstat_sockstat_fragment_memory_bytes",
+            "Memory used by IP reassembly in this network namespace "
+            "(/proc/net/sockstat 'FRAG: memory', sockstat6 'FRAG6: memory').",
+            labels=["family"])
+        for data, fam, suffix in ((v4, "ipv4", ""), (v6, "ipv6", "6")):
+            if data is None:
+                continue
+            for proto in ("TCP", "UDP", "UDPLITE", "RAW"):
+                row = data.get(proto + suffix)
+                if row and "inuse" in row:
+                    inuse.add_metric([proto.lower(), fam], float(row["inuse"]))
+            frag = data.get("FRAG" + suffix)
+            if frag:
+                if "inuse" in frag:
+                    frag_q.add_metric([fam], float(frag["inuse"]))
+                if "memory" in frag:
+                    frag_m.add_metric([fam], float(frag["memory"]))
+        if v4 is not None:
+            if "used" in v4.get("sockets", {}):
+                used.add_metric([], float(v4["sockets"]["used"]))
+            for key, fam in tcp.items():
+                if key in v4.get("TCP", {}):
+                    fam.add_metric([], float(v4["TCP"][key]))
+            for proto in ("TCP", "UDP"):
+                row = v4.get(proto, {})
+                if "mem" in row:
+                    mem.add_metric([proto.lower()], float(row["mem"] * self.page_size))
+        yield from (m for m in (used, inuse, *tcp.values(), mem, frag_q, frag_m) if m.samples)
+
+
+# errno values that mean "this kernel has no such protocol or family": no data, not an error.
+_ABSENT = {2, 22, 93, 94, 95, 96, 97}  # ENOENT EINVAL EPROTONOSUPPORT ESOCKTNOSUPPORT EOPNOTSUPP EPFNOSUPPORT EAFNOSUPPORT
+
+
+def _falls_back(e: nl.NetlinkError) -> bool:
+    """Whether a netlink failure should send ``auto`` to /proc/net: refused (permission, a
+    seccomp or container policy, no sock_diag module) or not implemented for this protocol."""
+    return e.errno in {1, 13, 2, 22, 93, 94, 95, 96, 97, None}

@@ -1,0 +1,31 @@
+"""Pure readers of /proc files: one module per file, no Prometheus imports.
+
+Every reader takes the procfs root as a parameter (``--path.procfs``), splits I/O from
+parsing (``read_x(root)`` reads, ``parse_x(text)`` is pure) and raises
+:class:`~exporter.procfs.errors.ParseError` naming the file and line on malformed input.
+A file that does not exist because a feature is off (IPv6 disabled, a module not loaded)
+is reported as ``None`` ("no data"), never as an error.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+from exporter.procfs.errors import ParseError
+
+__all__ = ["ParseError", "read_text", "read_optional_text"]
+
+
+def read_text(root: str, *parts: str) -> str:
+    """Read ``<root>/<parts...>`` as text. Raises OSError if it cannot be read."""
+    with open(os.path.join(root, *parts), encoding="ascii", errors="replace") as f:
+        return f.read()
+
+
+def read_optional_text(root: str, *parts: str) -> Optional[str]:
+    """Like :func:`read_text`, but a missing file is ``None`` (the feature is off)."""
+    try:
+        return read_text(root, *parts)
+    except FileNotFoundError:
+        return None

@@ -1,0 +1,56 @@
+"""/proc/net/sockstat and /proc/net/sockstat6: socket totals kept by the kernel.
+
+Format (net/ipv4/proc.c sockstat_seq_show, net/ipv6/proc.c sockstat6_seq_show)::
+
+    sockets: used 166
+    TCP: inuse 6 orphan 0 tw 2 alloc 9 mem 1
+    UDP: inuse 3 mem 2
+    UDPLITE: inuse 0
+    RAW: inuse 0
+    FRAG: inuse 0 memory 0
+
+Scope differs per field: ``sockets used``, every ``inuse``, TCP ``tw`` and FRAG are per network
+namespace; TCP ``orphan``, ``alloc`` and every ``mem`` are host-wide (global counters).
+``mem`` is in pages; FRAG ``memory`` is in bytes.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, Optional
+
+from exporter.procfs.errors import ParseError
+
+Sockstat = Dict[str, Dict[str, int]]
+
+
+def parse_sockstat(text: str, path: str) -> Sockstat:
+    """``{"TCP": {"inuse": 6, ...}, "sockets": {"used": 166}, ...}``."""
+    out: Sockstat = {}
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        proto, sep, rest = line.partition(":")
+        if not sep:
+            raise ParseError(path, "expected 'PROTO: key value ...'", n)
+        f = rest.split()
+        if not f or len(f) % 2:
+            raise ParseError(path, f"expected key/value pairs after {proto!r}", n)
+        vals: Dict[str, int] = {}
+        for k, v in zip(f[0::2], f[1::2]):
+            try:
+                vals[k] = int(v)
+            except ValueError:
+                raise ParseError(path, f"value of {proto} {k} is not a number: {v!r}", n) from None
+        out[proto.strip()] = vals
+    return out
+
+
+def read_sockstat(root: str, name: str = "sockstat") -> Optional[Sockstat]:
+    """Read ``<root>/net/sockstat`` (or ``sockstat6``); None when absent."""
+    path = os.path.join(root, "net", name)
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            return parse_sockstat(f.read(), path)
+    except FileNotFoundError:
+        return None
