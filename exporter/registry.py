@@ -24,9 +24,12 @@ from typing import (
     Optional,
     Protocol,
     Sequence,
+    Tuple,
+    Union,
 )
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector as _PromCollector
 
 from exporter import __version__
@@ -47,23 +50,55 @@ Factory = Callable[[Config], Collector]
 
 
 @dataclass(frozen=True)
+class MetricDoc:
+    """One metric a collector can emit: the single source of its name, type, help and labels.
+
+    ``docs/metrics.md`` is generated from these, and collectors build their families from them
+    (:meth:`family`), so the reference and the exposition cannot drift apart. ``name`` is the
+    name as exposed (counters end in ``_total``).
+    """
+
+    name: str
+    type: str  # "gauge" or "counter"
+    help: str
+    labels: Tuple[str, ...] = ()
+    note: str = ""  # shown in the reference only (e.g. "only with --collector.x.flag")
+
+    def __post_init__(self) -> None:
+        if self.type not in ("gauge", "counter"):
+            raise ValueError(f"{self.name}: type must be gauge or counter")
+        if (self.type == "counter") != self.name.endswith("_total"):
+            raise ValueError(f"{self.name}: counters, and only counters, end in _total")
+
+    def family(self) -> Union[GaugeMetricFamily, CounterMetricFamily]:
+        """A fresh, empty family for one scrape."""
+        if self.type == "counter":
+            return CounterMetricFamily(self.name[: -len("_total")], self.help,
+                                       labels=list(self.labels))
+        return GaugeMetricFamily(self.name, self.help, labels=list(self.labels))
+
+
+@dataclass(frozen=True)
 class CollectorSpec:
     name: str
     default_enabled: bool
     description: str
     factory: Factory
+    metrics: Tuple[MetricDoc, ...] = ()
 
 
 _SPECS: Dict[str, CollectorSpec] = {}
 
 
-def register(name: str, *, default_enabled: bool, description: str) -> Callable[[Factory], Factory]:
-    """Class or function decorator: register a collector factory under ``name``."""
+def register(name: str, *, default_enabled: bool, description: str,
+             metrics: Sequence[MetricDoc] = ()) -> Callable[[Factory], Factory]:
+    """Class or function decorator: register a collector factory under ``name``, with the
+    metrics it can emit."""
 
     def deco(factory: Factory) -> Factory:
         if name in _SPECS:
             raise RuntimeError(f"collector {name!r} registered twice")
-        _SPECS[name] = CollectorSpec(name, default_enabled, description, factory)
+        _SPECS[name] = CollectorSpec(name, default_enabled, description, factory, tuple(metrics))
         return factory
 
     return deco
@@ -102,6 +137,8 @@ class Exporter:
         }
         if extra:  # tests inject collectors that misbehave on purpose
             self.collectors.update(extra)
+        # process_* metrics of the exporter itself (RSS, CPU, open fds), from client_python.
+        self.process = ProcessCollector(registry=None)
 
     @property
     def names(self) -> List[str]:
@@ -117,22 +154,28 @@ class Exporter:
         return sorted(set(names) - set(self.collectors))
 
 
+EXPORTER_METRICS = (
+    MetricDoc(f"{NAMESPACE}_exporter_collector_duration_seconds", "gauge",
+              "How long a collector took in this scrape.", ("collector",)),
+    MetricDoc(f"{NAMESPACE}_exporter_collector_success", "gauge",
+              "1 if the collector succeeded in this scrape, 0 if it failed (see the exporter "
+              "log).", ("collector",)),
+    MetricDoc(f"{NAMESPACE}_exporter_build_info", "gauge",
+              "Version of netstat-exporter and the Python that runs it; value 1.",
+              ("version", "python_version"),
+              note="left out with --web.disable-exporter-metrics"),
+)
+_DURATION, _SUCCESS, _BUILD = EXPORTER_METRICS
+
+
 class _Target(_PromCollector):
     def __init__(self, exporter: Exporter, names: List[str]) -> None:
         self._exporter = exporter
         self._names = names
 
     def collect(self) -> Iterator[Metric]:
-        duration = GaugeMetricFamily(
-            f"{NAMESPACE}_exporter_collector_duration_seconds",
-            "How long a collector took in this scrape.",
-            labels=["collector"],
-        )
-        success = GaugeMetricFamily(
-            f"{NAMESPACE}_exporter_collector_success",
-            "1 if the collector succeeded in this scrape, 0 if it failed (see the exporter log).",
-            labels=["collector"],
-        )
+        duration = _DURATION.family()
+        success = _SUCCESS.family()
         for name in self._names:
             start = time.perf_counter()
             try:
@@ -150,13 +193,10 @@ class _Target(_PromCollector):
         yield duration
         yield success
         if not self._exporter.config.disable_exporter_metrics:
-            info = GaugeMetricFamily(
-                f"{NAMESPACE}_exporter_build_info",
-                "Version of netstat-exporter and the Python that runs it; value 1.",
-                labels=["version", "python_version"],
-            )
+            info = _BUILD.family()
             info.add_metric([__version__, platform.python_version()], 1.0)
             yield info
+            yield from self._exporter.process.collect()
 
 
 def _one_line(e: BaseException) -> str:

@@ -16,12 +16,12 @@ import sys
 from collections import Counter
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 
 from exporter.config import Config
 from exporter.netlink import sockdiag as nl
 from exporter.procfs import net_sockets, sockstat
-from exporter.registry import register
+from exporter.registry import MetricDoc, register
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,72 @@ PROC_FILES = {("tcp", "ipv4"): "tcp", ("tcp", "ipv6"): "tcp6", ("udp", "ipv4"): 
 _LISTEN = 1 << 10
 _MINI = (1 << 6) | (1 << 3)
 TCP_GROUPS = [_LISTEN, _MINI, nl.ALL_STATES & ~(_LISTEN | _MINI)]
+
+
+
+M_SOCKETS = MetricDoc(
+    "netstat_sockets", "gauge",
+    "Sockets in this network namespace by protocol, address family and state "
+    "(inet_diag_msg.idiag_state over netlink, or the st column of /proc/net/<proto>).",
+    ("protocol", "family", "state"))
+M_UNIX = MetricDoc(
+    "netstat_sockets_unix", "gauge",
+    "Unix domain sockets by type and state (unix_diag_msg udiag_type and udiag_state, "
+    "or /proc/net/unix), as netstat -x shows them.",
+    ("type", "state"))
+M_RXQ = MetricDoc(
+    "netstat_sockets_receive_queue_bytes", "gauge",
+    "Bytes queued for receiving, summed over non-listening sockets (idiag_rqueue, "
+    "UNIX_DIAG_RQLEN, or rx_queue in /proc/net/<proto>). A listener's queue fields are its "
+    "accept queue, reported by the listeners collector.",
+    ("protocol", "family"), note="absent for unix sockets read from /proc/net/unix")
+M_TXQ = MetricDoc(
+    "netstat_sockets_send_queue_bytes", "gauge",
+    "Bytes queued for sending, summed over non-listening sockets (idiag_wqueue, "
+    "UNIX_DIAG_RQLEN, or tx_queue in /proc/net/<proto>).",
+    ("protocol", "family"), note="absent for unix sockets read from /proc/net/unix")
+M_SOURCE = MetricDoc(
+    "netstat_sockets_source_info", "gauge",
+    "Which reader the sockets collector used for each protocol in this scrape "
+    "(netlink, procfs or psutil); value 1.",
+    ("protocol", "source"))
+M_USED = MetricDoc(
+    "netstat_sockstat_sockets_used", "gauge",
+    "Sockets in use in this network namespace, all protocols (/proc/net/sockstat "
+    "'sockets: used').")
+M_INUSE = MetricDoc(
+    "netstat_sockstat_inuse_sockets", "gauge",
+    "Sockets in use per protocol in this network namespace (/proc/net/sockstat and "
+    "sockstat6 'inuse').",
+    ("protocol", "family"))
+M_ORPHAN = MetricDoc(
+    "netstat_sockstat_tcp_orphan_sockets", "gauge",
+    "TCP sockets no longer attached to a process, host-wide, all namespaces "
+    "(/proc/net/sockstat 'TCP: orphan'); limited by net.ipv4.tcp_max_orphans.")
+M_TW = MetricDoc(
+    "netstat_sockstat_tcp_time_wait_sockets", "gauge",
+    "TCP sockets in TIME_WAIT in this network namespace (/proc/net/sockstat 'TCP: tw'); "
+    "limited by net.ipv4.tcp_max_tw_buckets.")
+M_ALLOC = MetricDoc(
+    "netstat_sockstat_tcp_allocated_sockets", "gauge",
+    "TCP sockets allocated, host-wide, all namespaces (/proc/net/sockstat 'TCP: alloc').")
+M_MEM = MetricDoc(
+    "netstat_sockstat_memory_bytes", "gauge",
+    "Memory used by socket buffers, host-wide, all namespaces (/proc/net/sockstat 'mem', "
+    "pages times the page size); compare with net.ipv4.tcp_mem.",
+    ("protocol",))
+M_FRAG_Q = MetricDoc(
+    "netstat_sockstat_fragment_queues", "gauge",
+    "IP reassembly queues in use in this network namespace (/proc/net/sockstat "
+    "'FRAG: inuse', sockstat6 'FRAG6: inuse').",
+    ("family",))
+M_FRAG_M = MetricDoc(
+    "netstat_sockstat_fragment_memory_bytes", "gauge",
+    "Memory used by IP reassembly in this network namespace (/proc/net/sockstat "
+    "'FRAG: memory', sockstat6 'FRAG6: memory').",
+    ("family",))
+METRICS = (M_SOCKETS, M_UNIX, M_RXQ, M_TXQ, M_SOURCE, M_USED, M_INUSE, M_ORPHAN, M_TW,
+           M_ALLOC, M_MEM, M_FRAG_Q, M_FRAG_M)
 
 
 class Table:
@@ -109,7 +175,8 @@ def _psutil_tables() -> Dict[Tuple[str, str], Table]:
 
 
 @register("sockets", default_enabled=True,
-          description="socket counts per protocol, family and state; queue bytes; sockstat")
+          description="socket counts per protocol, family and state; queue bytes; sockstat",
+          metrics=METRICS)
 class SocketsCollector:
     def __init__(self, config: Config) -> None:
         self.procfs = config.procfs
@@ -170,22 +237,7 @@ class SocketsCollector:
 
     def collect(self) -> Iterator[Metric]:
         tables, used = self._inet_tables()
-        sockets = GaugeMetricFamily(
-            "netstat_sockets",
-            "Sockets in this network namespace by protocol, address family and state "
-            "(inet_diag_msg.idiag_state over netlink, or the st column of /proc/net/<proto>).",
-            labels=["protocol", "family", "state"])
-        rxq = GaugeMetricFamily(
-            "netstat_sockets_receive_queue_bytes",
-            "Bytes queued for receiving summed over non-listening sockets (idiag_rqueue, or "
-            "rx_queue in /proc/net/<proto>); listeners' queue fields are accept-queue lengths "
-            "and are in the listeners collector.",
-            labels=["protocol", "family"])
-        txq = GaugeMetricFamily(
-            "netstat_sockets_send_queue_bytes",
-            "Bytes queued for sending summed over non-listening sockets (idiag_wqueue, or "
-            "tx_queue in /proc/net/<proto>).",
-            labels=["protocol", "family"])
+        sockets, rxq, txq = M_SOCKETS.family(), M_RXQ.family(), M_TXQ.family()
         for (proto, fam), t in tables.items():
             names = TCP_STATES if proto == "tcp" else DGRAM_STATES
             emitted = TCP_EMITTED if proto == "tcp" else DGRAM_EMITTED
@@ -199,11 +251,7 @@ class SocketsCollector:
                 txq.add_metric([proto, fam], float(t.tx))
 
         unix, urx, utx, usrc = self._unix()
-        unix_m = GaugeMetricFamily(
-            "netstat_sockets_unix",
-            "Unix domain sockets by type and state (unix_diag_msg.udiag_type/udiag_state, "
-            "or /proc/net/unix), as netstat -x shows them.",
-            labels=["type", "state"])
+        unix_m = M_UNIX.family()
         if unix is not None:
             used["unix"] = usrc
             for typ, states in UNIX_EMITTED.items():
@@ -219,11 +267,7 @@ class SocketsCollector:
                 rxq.add_metric(["unix", "unix"], float(urx))
                 txq.add_metric(["unix", "unix"], float(utx))
 
-        source = GaugeMetricFamily(
-            "netstat_sockets_source_info",
-            "Which reader the sockets collector used for each protocol in this scrape "
-            "(netlink, procfs or psutil); value 1.",
-            labels=["protocol", "source"])
+        source = M_SOURCE.family()
         for proto, src in used.items():
             source.add_metric([proto, src], 1.0)
         yield from (sockets, unix_m, rxq, txq, source)
@@ -234,44 +278,9 @@ class SocketsCollector:
         v6 = sockstat.read_sockstat(self.procfs, "sockstat6")
         if v4 is None and v6 is None:
             return
-        used = GaugeMetricFamily(
-            "netstat_sockstat_sockets_used",
-            "Sockets in use in this network namespace, all protocols "
-            "(/proc/net/sockstat 'sockets: used').")
-        inuse = GaugeMetricFamily(
-            "netstat_sockstat_inuse_sockets",
-            "Sockets in use per protocol in this network namespace "
-            "(/proc/net/sockstat and sockstat6 'inuse').",
-            labels=["protocol", "family"])
-        tcp = {
-            "orphan": GaugeMetricFamily(
-                "netstat_sockstat_tcp_orphan_sockets",
-                "TCP sockets no longer attached to a process, host-wide, all namespaces "
-                "(/proc/net/sockstat 'TCP: orphan'); limited by net.ipv4.tcp_max_orphans."),
-            "tw": GaugeMetricFamily(
-                "netstat_sockstat_tcp_time_wait_sockets",
-                "TCP sockets in TIME_WAIT in this network namespace (/proc/net/sockstat "
-                "'TCP: tw'); limited by net.ipv4.tcp_max_tw_buckets."),
-            "alloc": GaugeMetricFamily(
-                "netstat_sockstat_tcp_allocated_sockets",
-                "TCP sockets allocated, host-wide, all namespaces (/proc/net/sockstat "
-                "'TCP: alloc')."),
-        }
-        mem = GaugeMetricFamily(
-            "netstat_sockstat_memory_bytes",
-            "Memory used by socket buffers, host-wide, all namespaces (/proc/net/sockstat "
-            "'mem', pages times the page size); compare with net.ipv4.tcp_mem.",
-            labels=["protocol"])
-        frag_q = GaugeMetricFamily(
-            "netstat_sockstat_fragment_queues",
-            "IP reassembly queues in use in this network namespace "
-            "(/proc/net/sockstat 'FRAG: inuse', sockstat6 'FRAG6: inuse').",
-            labels=["family"])
-        frag_m = GaugeMetricFamily(
-            "netstat_sockstat_fragment_memory_bytes",
-            "Memory used by IP reassembly in this network namespace "
-            "(/proc/net/sockstat 'FRAG: memory', sockstat6 'FRAG6: memory').",
-            labels=["family"])
+        used, inuse, mem = M_USED.family(), M_INUSE.family(), M_MEM.family()
+        tcp = {"orphan": M_ORPHAN.family(), "tw": M_TW.family(), "alloc": M_ALLOC.family()}
+        frag_q, frag_m = M_FRAG_Q.family(), M_FRAG_M.family()
         for data, fam, suffix in ((v4, "ipv4", ""), (v6, "ipv6", "6")):
             if data is None:
                 continue
