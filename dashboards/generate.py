@@ -585,7 +585,7 @@ def listeners() -> Json:
                    "Value #D": "Queue fill", "expected": "Expected"},
                   hide=("Time", "job", "Value #A"), order=columns),
               sort_by=[("Queue fill", True)]),
-        table("Unexpected listeners", "Listeners that match no entry of the expected-listeners "
+        table("Listeners not in the expected file", "Listeners that match no entry of the expected-listeners "
               "file: a service that should not run, or a file that needs an entry.", "short",
               targets((f"max by (job, {', '.join(LISTENER_LABELS)}) "
                        f"({sel('netstat_listener_info', UNEXPECTED)})", ""),
@@ -665,7 +665,7 @@ def fleet() -> Json:
     ratio_steps = thresholds((None, "green"), (0.5, "orange"), (0.8, "red"))
     panels = [
         row("Fleet"),
-        stat("Hosts", "Hosts whose exporter reports (one series of "
+        stat("Hosts reporting", "Hosts whose exporter reports (one series of "
              "netstat_exporter_collector_success per host and collector).", "short",
              targets((f"count(count by (job, instance) ({sel(VAR_METRIC)}))", "")), w=6),
         stat("Hosts with failing collectors", "Hosts where at least one collector failed in "

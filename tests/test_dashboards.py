@@ -269,6 +269,10 @@ def lint(d: dict[str, Any], exclusions: dict[str, set[str]] | None = None) -> li
         if v["type"] == "query" and v.get("refresh") != 2:
             bad.append(f"template-on-time-change-reload: {v['name']} refresh should be 2")
 
+    titles = [p.get("title") for p in panels(d) if p["type"] != "row"]
+    if len(titles) != len(set(titles)):
+        bad.append(f"panel titles are not unique (.lint entries and reports name panels by "
+                   f"title): {sorted(t for t in titles if titles.count(t) > 1)}")
     ids = [p.get("id") for p in panels(d)]
     if len(ids) != len(set(ids)) or None in ids:
         bad.append(f"panel ids are not unique: {ids}")
@@ -709,7 +713,7 @@ def test_fleet_returns_one_row_per_host(tmp_path: Any) -> None:
         results = evaluate(prom, ("netstat-fleet.json",), "netstat", ".+", timeout=45)
     print("\n" + report(results))
     for key, rows in results.items():
-        if key in EXPECTED_EMPTY:
+        if key in EXPECTED_EMPTY or key[2] == "query":  # variables: one value per series
             continue
         assert rows, f"{key}: no data"
         per_host = [r["metric"].get("instance") for r in rows]
@@ -718,5 +722,31 @@ def test_fleet_returns_one_row_per_host(tmp_path: Any) -> None:
         else:
             assert len(rows) == 1, (key, rows)
     count = {k[1]: r[0]["value"][1] for k, r in results.items()
-             if k[1] in ("Hosts", "Hosts with failing collectors")}
-    assert count == {"Hosts": str(hosts_n), "Hosts with failing collectors": "0"}
+             if k[1] in ("Hosts reporting", "Hosts with failing collectors")}
+    assert count == {"Hosts reporting": str(hosts_n), "Hosts with failing collectors": "0"}
+
+
+# --- provisioning ------------------------------------------------------------------------------
+
+PROVISIONING = os.path.join(ROOT, "deploy", "grafana", "provisioning")
+DASHBOARDS_MOUNT = "/var/lib/grafana/dashboards"
+
+
+def test_provisioning_loads_the_dashboards_and_a_prometheus_data_source() -> None:
+    with open(os.path.join(PROVISIONING, "datasources", "netstat.yaml"), encoding="utf-8") as f:
+        ds = yaml.safe_load(f)
+    with open(os.path.join(PROVISIONING, "dashboards", "netstat.yaml"), encoding="utf-8") as f:
+        prov = yaml.safe_load(f)
+    assert ds["apiVersion"] == 1 and prov["apiVersion"] == 1
+    (source,) = ds["datasources"]
+    # The dashboards' datasource variable lists data sources of this type and starts on the
+    # default one.
+    assert source["type"] == "prometheus" and source["isDefault"] is True
+    assert all(v["query"] == source["type"] for n in FILES
+               for v in load(n)["templating"]["list"] if v["type"] == "datasource")
+    (provider,) = prov["providers"]
+    assert provider["type"] == "file"
+    assert provider["options"]["path"] == DASHBOARDS_MOUNT
+    with open(os.path.join(DASH_DIR, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    assert f"../dashboards:{DASHBOARDS_MOUNT}" in readme
