@@ -37,6 +37,9 @@ class Handler(BaseHTTPRequestHandler):
     server_version = f"netstat-exporter/{__version__}"
     sys_version = ""
     timeout = REQUEST_TIMEOUT_SECONDS
+    # Keep-alive: Prometheus reuses its connection, so repeated scrapes do not leave a
+    # TIME_WAIT socket behind on the very host whose TIME_WAIT sockets are being counted.
+    protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib name
         log.debug("http", extra={"client": self.client_address[0], "request": format % args})

@@ -32,8 +32,11 @@ TCP_STATES: Dict[int, str] = {
     12: "new_syn_recv", 13: "bound_inactive",
 }
 # Always emitted, zero included. new_syn_recv is internal: inet_diag reports request sockets as
-# syn_recv, so it never appears.
-TCP_EMITTED = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13]
+# syn_recv. bound_inactive (13) is only a request bit: since Linux 6.5 asking for it makes
+# inet_diag walk the bind hash too, and the bound-but-idle sockets found there are reported with
+# their real state, TCP_CLOSE. So "close" counts sockets that hold a port without listening or
+# connecting, which `ss` lists only with -B (iproute2 6.5+) and /proc/net/tcp never shows.
+TCP_EMITTED = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
 # Datagram and raw sockets only have "connected" (TCP_ESTABLISHED) or not (TCP_CLOSE);
 # ss calls these ESTAB and UNCONN.
 DGRAM_STATES: Dict[int, str] = {1: "established", 7: "unconnected", 10: "listen"}
@@ -51,8 +54,11 @@ PROC_FILES = {("tcp", "ipv4"): "tcp", ("tcp", "ipv6"): "tcp6", ("udp", "ipv4"): 
 # TCP is dumped in three groups so that each dump is one kind of socket with one message length
 # and the reader can take its fast path: listeners (the listening hash only), time-wait and
 # request minisockets, and full sockets.
+# Request sockets are TCP_NEW_SYN_RECV (12) in the hash and reported as SYN_RECV; the kernel
+# adds bit 12 itself when SYN_RECV is asked for (inet_diag_dump_icsk), so bit 12 must not be
+# asked for again in another group or each request socket is counted twice.
 _LISTEN = 1 << 10
-_MINI = (1 << 6) | (1 << 3)
+_MINI = (1 << 6) | (1 << 3) | (1 << 12)
 TCP_GROUPS = [_LISTEN, _MINI, nl.ALL_STATES & ~(_LISTEN | _MINI)]
 
 
@@ -60,7 +66,8 @@ TCP_GROUPS = [_LISTEN, _MINI, nl.ALL_STATES & ~(_LISTEN | _MINI)]
 M_SOCKETS = MetricDoc(
     "netstat_sockets", "gauge",
     "Sockets in this network namespace by protocol, address family and state "
-    "(inet_diag_msg.idiag_state over netlink, or the st column of /proc/net/<proto>).",
+    "(inet_diag_msg.idiag_state over netlink, or the st column of /proc/net/<proto>). "
+    "TCP state close includes sockets that are bound but idle (netlink, Linux 6.5+).",
     ("protocol", "family", "state"))
 M_UNIX = MetricDoc(
     "netstat_sockets_unix", "gauge",

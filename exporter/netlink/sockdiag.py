@@ -183,6 +183,14 @@ def feed(buf: bytearray, n: int, on_message: ChunkFn,
         if ln < NLMSG_HDRLEN or off + ln > n:
             raise ParseError(source, f"bad netlink message length {ln} at byte {off} of {n}")
         if typ == NLMSG_DONE:
+            # A dump that failed says so in NLMSG_DONE's payload (netlink_dump copies the dump
+            # callback's error there): e.g. -ENOENT when no sock_diag handler exists for the
+            # protocol (raw_diag not built). Treating it as "no sockets" would report a silent 0.
+            if ln >= NLMSG_HDRLEN + 4:
+                (err,) = struct.unpack_from("<i", buf, off + NLMSG_HDRLEN)
+                if err < 0:
+                    raise NetlinkError(-err, "netlink sock_diag dump failed: "
+                                             f"{os.strerror(-err)}")
             return True, interrupted
         if typ == NLMSG_ERROR:
             if ln < NLMSG_HDRLEN + 4:
