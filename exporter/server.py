@@ -33,7 +33,7 @@ class ServeError(RuntimeError):
 
 
 class Handler(BaseHTTPRequestHandler):
-    server: "ExporterHTTPServer"
+    server: ExporterHTTPServer
     server_version = f"netstat-exporter/{__version__}"
     sys_version = ""
     timeout = REQUEST_TIMEOUT_SECONDS
@@ -89,13 +89,13 @@ class Handler(BaseHTTPRequestHandler):
             self._send(503, b"too many concurrent scrapes, try again later\n")
             return
         try:
-            encoder, content_type = choose_encoder(self.headers.get("Accept"))
+            encoder, content_type = choose_encoder(self.headers.get("Accept") or "")
             body = encoder(exporter.target(only, exclude))
         finally:
             if sem is not None:
                 sem.release()
         headers = []
-        if gzip_accepted(self.headers.get("Accept-Encoding")):
+        if gzip_accepted(self.headers.get("Accept-Encoding") or ""):
             import gzip
 
             body = gzip.compress(body, compresslevel=1)
@@ -163,7 +163,7 @@ def serve(config: Config) -> None:
     servers = make_servers(config)
     for s in servers:
         host, port = s.server_address[:2]
-        log.info("listening", extra={"address": f"{host}:{port}",
+        log.info("listening", extra={"address": f"{host!s}:{port}",
                                      "collectors": ",".join(s.exporter.names)})
     for s in servers[1:]:
         threading.Thread(target=s.serve_forever, name=f"http-{s.server_address[1]}",

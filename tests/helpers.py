@@ -32,9 +32,13 @@ def exporter_cmd(*args: str) -> List[str]:
     return [sys.executable, "-m", "exporter", *args]
 
 
-def run_cli(*args: str, timeout: float = 60, **kw: object) -> subprocess.CompletedProcess:
-    return subprocess.run(exporter_cmd(*args), capture_output=True, text=True, timeout=timeout,
-                          cwd=ROOT, **kw)  # type: ignore[call-overload]
+def run_cli(*args: str, timeout: float = 60, prefix: Sequence[str] = (),
+            env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
+    """Run ``python -m exporter ARGS`` (optionally behind a wrapper such as setpriv)."""
+    full_env = dict(env if env is not None else os.environ)
+    full_env["PYTHONPATH"] = ROOT
+    return subprocess.run([*prefix, *exporter_cmd(*args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT, env=full_env)
 
 
 def poll(fn: Callable[[], Optional[T]], timeout: float = 15.0, interval: float = 0.05,
@@ -73,8 +77,8 @@ def parse(text: str) -> List[Sample]:
 
 
 def value(samples: Sequence[Sample], name: str, **labels: str) -> Optional[float]:
-    for n, l, v in samples:
-        if n == name and all(l.get(k) == val for k, val in labels.items()):
+    for n, lbl, v in samples:
+        if n == name and all(lbl.get(k) == val for k, val in labels.items()):
             return v
     return None
 

@@ -7,6 +7,7 @@ setns(2), so sockets the function creates live in that namespace while the test 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import itertools
 import os
@@ -56,7 +57,7 @@ class NetNS:
     def __init__(self, tag: str = "t") -> None:
         self.name = f"nse-{tag}-{os.getpid()}-{next(_counter)}"
 
-    def __enter__(self) -> "NetNS":
+    def __enter__(self) -> NetNS:
         subprocess.run(["ip", "netns", "add", self.name], check=True)
         self.ip("link", "set", "lo", "up")
         return self
@@ -67,10 +68,8 @@ class NetNS:
     def close(self) -> None:
         r = subprocess.run(["ip", "netns", "pids", self.name], capture_output=True, text=True)
         for pid in r.stdout.split():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
 
     @property

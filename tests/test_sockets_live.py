@@ -17,7 +17,6 @@ from collections import Counter
 from typing import Dict, List, Tuple
 
 import pytest
-
 from helpers import have, ns_http_get, parse, poll, running_exporter, select, value
 from netns import NetNS, veth
 
@@ -246,7 +245,7 @@ def test_udp_raw_unix_counts_match_ss(hosts: NetNS) -> None:
     with running_exporter("--collector.disable-defaults", "--collector.sockets",
                           netns=m.name) as ex:
         (want, unix_lines), (ours,) = compare(m, read_ss, [KeepAlive(m, ex.port).get])
-    for (proto, fam), (states, rq, sq) in want.items():
+    for (proto, fam), (states, _, _) in want.items():
         for ss_name, name in (("ESTAB", "established"), ("UNCONN", "unconnected")):
             assert value(ours, "netstat_sockets", protocol=proto, family=fam, state=name) \
                 == states[ss_name], (proto, fam, name)
@@ -287,3 +286,25 @@ def test_procfs_source_agrees_with_netlink(hosts: NetNS) -> None:
     assert set(b) <= set(a)
     assert {k: a[k] for k in b} == b
     assert value(b_samples, "netstat_sockets_source_info", protocol="tcp", source="procfs") == 1
+
+
+def test_psutil_source_agrees_with_ss(hosts: NetNS) -> None:
+    """The reader for other operating systems, run here where ss can check it: TCP and UDP
+    states per family (psutil has no queue bytes and no unix socket states)."""
+    m = hosts
+
+    def read_ss():
+        return {(p, f): ss_counts(m, flag, fflag)[0] for p, flag in (("tcp", "-t"), ("udp", "-u"))
+                for f, fflag in (("ipv4", "-4"), ("ipv6", "-6"))}
+
+    with running_exporter("--collector.disable-defaults", "--collector.sockets",
+                          "--collector.sockets.source=psutil", netns=m.name) as ex:
+        want, (ours,) = compare(m, read_ss, [KeepAlive(m, ex.port).get])
+    assert value(ours, "netstat_sockets_source_info", protocol="tcp", source="psutil") == 1
+    for (proto, fam), states in want.items():
+        names = SS_STATE if proto == "tcp" else {"ESTAB": "established", "UNCONN": "unconnected"}
+        for ss_name, name in names.items():
+            assert value(ours, "netstat_sockets", protocol=proto, family=fam, state=name) \
+                == states[ss_name], (proto, fam, name)
+    assert not select(ours, "netstat_sockets_receive_queue_bytes")
+    assert not select(ours, "netstat_sockets_unix")

@@ -26,7 +26,7 @@ import socket
 import struct
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Iterator, List, Optional, Tuple, Union
 
 from exporter.procfs.errors import ParseError
 
@@ -133,7 +133,10 @@ def unix_request(states: int = ALL_STATES, show: int = UDIAG_SHOW_RQLEN) -> byte
 ChunkFn = Callable[[bytearray, int, int], None]
 
 
-def _dump(payload: bytes, on_messages: ChunkFn, on_uniform: Optional[Callable[[bytearray, int, int, int], None]] = None,
+RunFn = Callable[[bytearray, int, int, int], None]
+
+
+def _dump(payload: bytes, on_messages: ChunkFn, on_uniform: Optional[RunFn] = None,
           *, sock: Optional[socket.socket] = None, source: str = "netlink") -> bool:
     """Send one dump request and feed the replies to the handlers. Returns NLM_F_DUMP_INTR seen.
 
@@ -164,8 +167,7 @@ def _dump(payload: bytes, on_messages: ChunkFn, on_uniform: Optional[Callable[[b
             s.close()
 
 
-def feed(buf: bytearray, n: int, on_message: ChunkFn,
-         on_uniform: Optional[Callable[[bytearray, int, int, int], None]] = None,
+def feed(buf: bytearray, n: int, on_message: ChunkFn, on_uniform: Optional[RunFn] = None,
          *, source: str = "netlink") -> Tuple[bool, bool]:
     """Parse one received chunk ``buf[:n]``. Returns (done, interrupted).
 
@@ -304,8 +306,9 @@ def count_unix(*, sock: Optional[socket.socket] = None) -> Tuple[Counter, int, i
         # A uniform unix run is msg(16) + one RQLEN attribute (4 + 8) = 44 bytes: check that the
         # attribute sits where expected, else walk it.
         base = start + NLMSG_HDRLEN
+        attr_types = bytes(buf[base + UNIX_MSG_LEN + 2:end:ln])
         if ln != NLMSG_HDRLEN + UNIX_MSG_LEN + 12 or \
-                bytes(buf[base + UNIX_MSG_LEN + 2:end:ln]) != bytes([UNIX_DIAG_RQLEN]) * ((end - start) // ln):
+                attr_types != bytes([UNIX_DIAG_RQLEN]) * ((end - start) // ln):
             for i in range(start, end, ln):
                 one(buf, i, ln)
             return
@@ -346,7 +349,7 @@ def _addr(family: int, raw: bytes) -> str:
     return socket.inet_ntop(socket.AF_INET6, raw[:16])
 
 
-def parse_inet_msg(buf: bytes, off: int = 0) -> InetSocket:
+def parse_inet_msg(buf: Union[bytes, bytearray], off: int = 0) -> InetSocket:
     """Decode one inet_diag_msg (``off`` points at the nlmsghdr)."""
     b = off + NLMSG_HDRLEN
     if len(buf) - b < INET_MSG_LEN:
