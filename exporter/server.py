@@ -40,6 +40,9 @@ class Handler(BaseHTTPRequestHandler):
     # Keep-alive: Prometheus reuses its connection, so repeated scrapes do not leave a
     # TIME_WAIT socket behind on the very host whose TIME_WAIT sockets are being counted.
     protocol_version = "HTTP/1.1"
+    # Headers and body in separate segments on a kept-alive connection meet the client's delayed
+    # ACK: without TCP_NODELAY every scrape would stall about 40 ms.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib name
         log.debug("http", extra={"client": self.client_address[0], "request": format % args})
@@ -51,9 +54,11 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         for k, v in headers or []:
             self.send_header(k, v)
-        self.end_headers()
+        # One write for headers and body (end_headers would flush the headers on their own).
+        self._headers_buffer.append(b"\r\n")  # type: ignore[attr-defined]
         if self.command != "HEAD":
-            self.wfile.write(body)
+            self._headers_buffer.append(body)  # type: ignore[attr-defined]
+        self.flush_headers()
 
     def do_HEAD(self) -> None:
         self.do_GET()
