@@ -34,9 +34,9 @@ HOST_UID, LISTENERS_UID, FLEET_UID = "netstat-host", "netstat-listeners", "netst
 VAR_METRIC = "netstat_exporter_collector_success"
 TOPK = 10
 
-# Recording rule of alerts/netstat-rules.yaml: TIME_WAIT sockets averaged over a day, the baseline
-# the TIME_WAIT alerts compare against.
-TIME_WAIT_BASELINE = "instance:netstat_sockstat_tcp_time_wait_sockets:avg_over_time_1d"
+# Recording rule of alerts/netstat-rules.yaml: the median of TIME_WAIT sockets over the last hour,
+# the baseline NetstatTimeWaitSpike compares against.
+TIME_WAIT_BASELINE = "instance:netstat_tcp_time_wait:median_1h"
 
 
 # --- PromQL -----------------------------------------------------------------------------------
@@ -350,14 +350,15 @@ def host() -> Json:
                            (f"sum by (type, state) ({sel('netstat_sockets_unix')})",
                             "unix {{type}} {{state}}")),
                    w=8, h=9),
-        timeseries("TIME_WAIT against baseline and limit", "TIME_WAIT sockets (/proc/net/sockstat "
-                   "'tw'), their average over the last day (recording rule "
-                   f"{TIME_WAIT_BASELINE}) and net.ipv4.tcp_max_tw_buckets.", "short",
-                   targets((tw, "time_wait"),
-                           (sel(TIME_WAIT_BASELINE), "baseline (1d average)"),
+        timeseries("TIME_WAIT against baseline and limit", "TCP sockets in TIME_WAIT, their "
+                   f"median over the last hour (recording rule {TIME_WAIT_BASELINE} of "
+                   "alerts/netstat-rules.yaml, the baseline of NetstatTimeWaitSpike) and "
+                   "net.ipv4.tcp_max_tw_buckets.", "short",
+                   targets((f"sum({sel('netstat_sockets', TCP, TW)})", "time_wait"),
+                           (sel(TIME_WAIT_BASELINE), "baseline (1h median)"),
                            (sel("netstat_limits_tcp_max_tw_buckets"), "tcp_max_tw_buckets")),
                    overrides=[override("tcp_max_tw_buckets", *LIMIT_LINE),
-                              override("baseline (1d average)",
+                              override("baseline (1h median)",
                                        ("custom.lineStyle", {"fill": "dash", "dash": [4, 4]}),
                                        ("custom.fillOpacity", 0))]),
         timeseries("Orphans against limit", "TCP sockets no longer attached to a process "

@@ -608,8 +608,8 @@ needs_prometheus = pytest.mark.skipif(not have("prometheus"),
 
 @contextmanager
 def temporary_listener() -> Iterator[int]:
-    """A TCP listener with a connection in CLOSE_WAIT: something for the Listeners dashboard
-    to show on an idle host, and a port no expected-listeners file names."""
+    """A TCP listener with a connection in CLOSE_WAIT: something for the connection panels of
+    the Listeners dashboard to show on an idle host."""
     import socket
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
@@ -624,11 +624,24 @@ def temporary_listener() -> Iterator[int]:
         srv.close()
 
 
+def expected_file(path: str, *entries: dict[str, Any]) -> str:
+    """An expected-listeners file for --collector.listeners.expected-file."""
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump({"listeners": list(entries)}, f)
+    return f"--collector.listeners.expected-file={path}"
+
+
+ANY_PORT = {"port": "1-65535", "protocol": "any"}
+
+
 @needs_prometheus
 def test_every_query_returns_data_from_a_real_prometheus(tmp_path: Any) -> None:
+    # Python processes (the exporter, this test's listener) are expected; Prometheus, started
+    # below, is the unexpected listener the Listeners dashboard must show.
+    expected = expected_file(str(tmp_path / "expected.yaml"), dict(ANY_PORT, process="python*"))
     with ExitStack() as stack:
         stack.enter_context(temporary_listener())
-        ex = stack.enter_context(running_exporter(*collector_flags()))
+        ex = stack.enter_context(running_exporter(*collector_flags(), expected))
         instance = f"127.0.0.1:{ex.port}"
         prom = Prometheus([instance], str(tmp_path))
         stack.callback(prom.close)
@@ -702,8 +715,12 @@ def test_fleet_returns_one_row_per_host(tmp_path: Any) -> None:
             return pool.submit(lambda: http_get(url, timeout=10)[::2]).result(timeout=30)
 
         instances = []
-        for ns, addr in hosts:
-            ex = stack.enter_context(running_exporter(*collector_flags(), netns=ns, host=addr))
+        for i, (ns, addr) in enumerate(hosts):
+            # The last host expects nothing but port 1: its exporter is an unexpected listener.
+            entry = {"port": 1, "protocol": "tcp"} if i == hosts_n - 1 else ANY_PORT
+            flag = expected_file(str(tmp_path / f"expected{i}.yaml"), entry)
+            ex = stack.enter_context(running_exporter(*collector_flags(), flag, netns=ns,
+                                                      host=addr))
             instances.append(f"{addr}:{ex.port}")
         prom = Prometheus(instances, str(tmp_path), netns=hub, get=get)
         stack.callback(prom.close)
@@ -722,8 +739,10 @@ def test_fleet_returns_one_row_per_host(tmp_path: Any) -> None:
         else:
             assert len(rows) == 1, (key, rows)
     count = {k[1]: r[0]["value"][1] for k, r in results.items()
-             if k[1] in ("Hosts reporting", "Hosts with failing collectors")}
-    assert count == {"Hosts reporting": str(hosts_n), "Hosts with failing collectors": "0"}
+             if k[0] == "netstat-fleet" and k[1].startswith("Hosts ")}
+    assert count == {"Hosts reporting": str(hosts_n), "Hosts with failing collectors": "0",
+                     "Hosts with unexpected listeners": "1",
+                     "Hosts checking listeners": str(hosts_n)}
 
 
 # --- provisioning ------------------------------------------------------------------------------
