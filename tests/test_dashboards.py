@@ -14,12 +14,9 @@ Grafana itself is not installed on test machines, so the dashboards are proved t
 
 from __future__ import annotations
 
-import concurrent.futures
 import copy
-import ctypes
 import importlib.util
 import json
-import logging
 import os
 import re
 import subprocess
@@ -32,11 +29,10 @@ from typing import Any, Callable
 import pytest
 import yaml
 from helpers import ROOT, free_port, have, http_get, poll, running_exporter
+from netns import NetNS
 
 from exporter import docs
 from exporter.registry import specs
-
-log = logging.getLogger(__name__)
 
 DASH_DIR = os.path.join(ROOT, "dashboards")
 FILES = ("netstat-host.json", "netstat-listeners.json", "netstat-fleet.json")
@@ -656,48 +652,24 @@ def test_every_query_returns_data_from_a_real_prometheus(tmp_path: Any) -> None:
 
 # --- the fleet: exporters in network namespaces -----------------------------------------------
 
-CLONE_NEWNET = 0x40000000
-
-
-def _enter_netns(name: str) -> None:
-    """Move the calling thread (only) into network namespace ``name``."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
-    try:
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), f"setns {name}")
-    finally:
-        os.close(fd)
-
-
-def ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
-
-
 @contextmanager
-def fleet_namespaces(n: int) -> Iterator[list[tuple[str, str]]]:
-    """``n`` network namespaces, the first a hub joined to each other by a veth pair. Yields
-    (namespace, address its exporter listens on). Nothing touches the root namespace."""
-    names = [f"nsx{os.getpid()}f{i}" for i in range(n)]
-    created: list[str] = []
-    try:
-        for ns in names:
-            ip("netns", "add", ns)
-            created.append(ns)
-            ip("-n", ns, "link", "set", "lo", "up")
-        hosts = [(names[0], "127.0.0.1")]
-        for i, ns in enumerate(names[1:], start=1):
-            ip("-n", names[0], "link", "add", f"hub{i}", "type", "veth", "peer", "name", "eth0",
-               "netns", ns)
-            ip("-n", names[0], "addr", "add", f"10.200.{i}.1/24", "dev", f"hub{i}")
-            ip("-n", ns, "addr", "add", f"10.200.{i}.2/24", "dev", "eth0")
-            ip("-n", names[0], "link", "set", f"hub{i}", "up")
-            ip("-n", ns, "link", "set", "eth0", "up")
+def fleet_namespaces(n: int) -> Iterator[list[tuple[NetNS, str]]]:
+    """``n`` network namespaces, the first a hub joined to each other one by a veth pair made
+    inside the namespaces (the root namespace never sees them). Yields (namespace, address its
+    exporter listens on)."""
+    with ExitStack() as stack:
+        nss = [stack.enter_context(NetNS("fleet")) for _ in range(n)]
+        hub = nss[0]
+        hosts = [(hub, "127.0.0.1")]
+        for i, ns in enumerate(nss[1:], start=1):
+            hub.ip("link", "add", f"hub{i}", "type", "veth", "peer", "name", "eth0",
+                   "netns", ns.name)
+            hub.ip("addr", "add", f"10.200.{i}.1/24", "dev", f"hub{i}")
+            ns.ip("addr", "add", f"10.200.{i}.2/24", "dev", "eth0")
+            hub.ip("link", "set", f"hub{i}", "up")
+            ns.ip("link", "set", "eth0", "up")
             hosts.append((ns, f"10.200.{i}.2"))
         yield hosts
-    finally:
-        for ns in created:  # deleting a namespace deletes its veth ends too
-            subprocess.run(["ip", "netns", "delete", ns], capture_output=True, timeout=30)
 
 
 @needs_prometheus
@@ -707,22 +679,20 @@ def test_fleet_returns_one_row_per_host(tmp_path: Any) -> None:
     with ExitStack() as stack:
         hosts = stack.enter_context(fleet_namespaces(hosts_n))
         hub = hosts[0][0]
-        pool = concurrent.futures.ThreadPoolExecutor(1, initializer=_enter_netns,
-                                                     initargs=(hub,))
-        stack.callback(pool.shutdown)
 
-        def get(url: str) -> tuple[int, bytes]:
-            return pool.submit(lambda: http_get(url, timeout=10)[::2]).result(timeout=30)
+        def get(url: str) -> tuple[int, bytes]:  # Prometheus listens in the hub namespace
+            status, _, body = hub.call(http_get, url, timeout=10)
+            return status, body
 
         instances = []
         for i, (ns, addr) in enumerate(hosts):
             # The last host expects nothing but port 1: its exporter is an unexpected listener.
             entry = {"port": 1, "protocol": "tcp"} if i == hosts_n - 1 else ANY_PORT
             flag = expected_file(str(tmp_path / f"expected{i}.yaml"), entry)
-            ex = stack.enter_context(running_exporter(*collector_flags(), flag, netns=ns,
+            ex = stack.enter_context(running_exporter(*collector_flags(), flag, netns=ns.name,
                                                       host=addr))
             instances.append(f"{addr}:{ex.port}")
-        prom = Prometheus(instances, str(tmp_path), netns=hub, get=get)
+        prom = Prometheus(instances, str(tmp_path), netns=hub.name, get=get)
         stack.callback(prom.close)
         poll(prom.ready, timeout=30, what="prometheus to be ready")
         poll(lambda: len(prom.query('count_over_time(up{job="netstat"}[1m]) >= 3', True))
