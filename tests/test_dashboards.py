@@ -450,6 +450,10 @@ def _mutations() -> list[tuple[str, Callable[[dict[str, Any]], None], str]]:
     def dup_id(d: dict[str, Any]) -> None:
         d["panels"][2]["id"] = d["panels"][1]["id"]
 
+    def dup_title(d: dict[str, Any]) -> None:
+        ps = [p for p in panels(d) if p["type"] != "row"]
+        ps[1]["title"] = ps[0]["title"]
+
     def dup_ref(d: dict[str, Any]) -> None:
         p = next(p for p in panels(d) if len(p.get("targets", [])) > 1)
         p["targets"][1]["refId"] = p["targets"][0]["refId"]
@@ -468,6 +472,7 @@ def _mutations() -> list[tuple[str, Callable[[dict[str, Any]], None], str]]:
             ("no description", no_description, "panel-title-description-rule"),
             ("duplicate panel id", dup_id, "panel ids are not unique"),
             ("duplicate refId", dup_ref, "distinct refIds"),
+            ("duplicate title", dup_title, "panel titles are not unique"),
             ("single-select job", single_job, "job should be multi-select"),
             ("variable not reloaded", no_reload, "template-on-time-change-reload")]
 
