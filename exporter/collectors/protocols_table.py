@@ -394,12 +394,21 @@ _LOWER_UPPER = re.compile(r"([a-z0-9])([A-Z])")
 _UPPER_UPPERLOWER = re.compile(r"([A-Z])([A-Z][a-z])")
 
 
+# Words the rule would split into something promtool rejects: "HMac" gives "h_mac", and a lone
+# "h" reads as an abbreviated unit (hours) to `promtool check metrics`. Kept whole instead.
+_WORDS = {"HMac": "Hmac"}
+
+
 def snake(name: str) -> str:
     """The naming rule of the metric contract: split at lower/digit->Upper and at
     Upper->UpperLower boundaries, lower-case, join with "_". ``ListenOverflows`` ->
     ``listen_overflows``, ``TCPTimeWaitOverflow`` -> ``tcp_time_wait_overflow``, ``TWRecycled``
     -> ``tw_recycled``, ``MPTcpExt`` -> ``mp_tcp_ext``. Applied literally, so an all-capitals
-    run followed by a plural ``s`` splits there too (``DelayedACKs`` -> ``delayed_ac_ks``)."""
+    run followed by a plural ``s`` splits there too (``DelayedACKs`` -> ``delayed_ac_ks``); the
+    one exception is the words of ``_WORDS`` (``MPJoinAckHMacFailure`` ->
+    ``mp_join_ack_hmac_failure``)."""
+    for word, whole in _WORDS.items():
+        name = name.replace(word, whole)
     return _LOWER_UPPER.sub(r"\1_\2", _UPPER_UPPERLOWER.sub(r"\1_\2", name)).lower()
 
 
