@@ -18,7 +18,7 @@ import subprocess
 from typing import List, Tuple
 
 import pytest
-from helpers import FIXTURES, have, run_cli
+from helpers import FIXTURES, have, run_cli, running_exporter
 
 SCENARIOS = ["new", "old", "ipv6-disabled", "malformed", "truncated"]
 # (golden name, scenario, extra flags)
@@ -91,3 +91,16 @@ def test_truncated_fails_only_the_collectors_that_read_it() -> None:
     assert f"{root}/net/dev:6: wlan0 has 3 values, the header names 16" in err
     assert f"{root}/net/route:7: expected 11 columns" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.skipif(not have("promtool"), reason="promtool is installed by scripts/test-all")
+def test_live_scrape_passes_promtool() -> None:
+    """A real scrape of this host with every default collector and every listing on."""
+    with running_exporter("--collector.routes.table", "--collector.ports.top-destinations=10",
+                          "--collector.protocols.fields=.*") as ex:
+        text = ex.scrape_text()
+    for name in ("protocols", "interfaces", "routes", "ports", "limits"):
+        assert f'netstat_exporter_collector_success{{collector="{name}"}} 1.0' in text
+    r = subprocess.run(["promtool", "check", "metrics"], input=text.encode(),
+                       capture_output=True, timeout=60)
+    assert r.returncode == 0 and not r.stdout.strip() and not r.stderr.strip(), r

@@ -29,8 +29,9 @@ SINGLE: Tuple[Tuple[str, MetricDoc], ...] = (
           "without TIME_WAIT and TcpExt TCPTimeWaitOverflow counts them")),
     ("net/ipv4/tcp_max_orphans",
      _doc("tcp_max_orphans", "net.ipv4.tcp_max_orphans",
-          "Most TCP sockets not attached to any process; beyond it orphans are reset "
-          "(TcpExt TCPAbortOnMemory)")),
+          "Most TCP sockets not attached to any process, host-wide; beyond it orphans are "
+          "reset (TcpExt TCPAbortOnMemory). Recent kernels show it only in the initial network "
+          "namespace")),
     ("net/ipv4/tcp_fin_timeout",
      _doc("tcp_fin_timeout", "net.ipv4.tcp_fin_timeout",
           "How long an orphaned connection stays in FIN_WAIT2, in seconds (not the TIME_WAIT "
@@ -49,7 +50,8 @@ M_TCP_MEM = MetricDoc(
     "/proc/sys/net/ipv4/tcp_mem, pages times the page size): below min no pressure, above "
     "pressure TCP moderates buffers, at max allocations fail; compare with "
     "netstat_sockstat_memory_bytes{protocol=\"tcp\"}.",
-    ("level",))
+    ("level",), note="absent inside a network namespace other than the host's on kernels that "
+                     "show tcp_mem only in the initial one")
 M_RANGE_LOW = _doc("ip_local_port_range_low", "net.ipv4.ip_local_port_range",
                    "First port of the range connect() and autobind pick local ports from")
 M_RANGE_HIGH = _doc("ip_local_port_range_high", "net.ipv4.ip_local_port_range",
