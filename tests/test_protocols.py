@@ -10,10 +10,11 @@ import shutil
 from typing import Dict, Optional, Tuple
 
 import pytest
-from helpers import FIXTURES, value
+from helpers import FIXTURES, run_cli, value
 from netns import Holder, dump, needs_root, netns, run
 from prometheus_client import CollectorRegistry
 
+from exporter import docs
 from exporter.collectors.protocols import ProtocolsCollector
 from exporter.collectors.protocols_table import FILES, TABLE, lookup, snake
 from exporter.config import DEFAULT_PROTOCOLS_FIELDS, Config
@@ -282,3 +283,29 @@ def test_live_against_nstat(tmp_path: "os.PathLike[str]") -> None:
         if n.startswith("netstat_") and n.endswith("_total") and "exporter" not in n:
             assert n in counters, f"{n} has no nstat counterpart"
 
+
+
+# --- flags and reference --------------------------------------------------------------------
+
+@pytest.mark.parametrize("flag", ["--collector.protocols.fields=(",
+                                  "--collector.interfaces.device-include=[",
+                                  "--collector.interfaces.device-exclude=*x",
+                                  "--collector.routes.max-routes=-1",
+                                  "--collector.ports.top-destinations=many"])
+def test_bad_flag_is_one_line_and_exit_2(flag: str) -> None:
+    r = run_cli(flag, "dump")
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("netstat-exporter: error: "), r.stderr
+    assert flag.split("=")[0] in lines[0]
+
+
+def test_reference_lists_every_table_field_and_the_default_set() -> None:
+    text = docs.render()
+    default = re.compile(DEFAULT_PROTOCOLS_FIELDS)
+    for f in TABLE.values():
+        row = next(line for line in text.splitlines() if line.startswith(f"| `{f.name}` |"))
+        assert f"{f.group} {f.field} in" in row
+        assert ("*(default)*" in row) == bool(default.match(f.key)), row
+    with open(os.path.join(os.path.dirname(FIXTURES), "..", "docs", "metrics.md")) as fh:
+        assert fh.read() == text, "docs/metrics.md is stale: python -m exporter.docs"
