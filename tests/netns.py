@@ -8,7 +8,7 @@ import select
 import subprocess
 import sys
 from contextlib import contextmanager
-from typing import Iterator, List
+from typing import Dict, Iterator, List
 
 import pytest
 from helpers import ROOT, Sample, parse
@@ -35,6 +35,17 @@ def run(ns: str, *cmd: str, input: str = "") -> str:  # noqa: A002 - subprocess'
                        input=input, timeout=60)
     assert r.returncode == 0, f"{cmd}: {r.stderr}"
     return r.stdout
+
+
+def set_sysctl(ns: str, values: Dict[str, str]) -> None:
+    """Write /proc/sys values inside ``ns``: ``{"net/ipv4/tcp_fin_timeout": "17"}``."""
+    for path, v in values.items():
+        run(ns, "sh", "-c", f'echo "$1" > /proc/sys/{path}', "sh", v)
+
+
+def read_sysctl(ns: str, path: str) -> str:
+    """A /proc/sys value inside ``ns``, or "" when the file is not shown there."""
+    return run(ns, "sh", "-c", f"cat /proc/sys/{path} 2>/dev/null || true").strip()
 
 
 def sh(*cmds: List[str]) -> None:

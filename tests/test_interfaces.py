@@ -9,7 +9,7 @@ from typing import Dict, List
 
 import pytest
 from helpers import FIXTURES, select, value
-from netns import Holder, dump, needs_root, netns, run, sh
+from netns import Holder, dump, needs_root, netns, run, set_sysctl, sh
 from prometheus_client import CollectorRegistry
 
 from exporter.collectors.interfaces import InterfacesCollector
@@ -118,8 +118,8 @@ def _ip_link(ns: str) -> Dict[str, dict]:  # type: ignore[type-arg]
 def test_live_against_ip_link() -> None:
     with netns("ifa") as a, netns("ifb") as b:
         for ns in (a, b):  # no IPv6 chatter (DAD, router solicitations) moving the counters
-            run(ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
-                "net.ipv6.conf.default.disable_ipv6=1")
+            set_sysctl(ns, {"net/ipv6/conf/all/disable_ipv6": "1",
+                            "net/ipv6/conf/default/disable_ipv6": "1"})
         sh(["ip", "-n", a, "link", "add", "vx0", "type", "veth", "peer", "name", "vy0",
             "netns", b],
            ["ip", "-n", a, "link", "add", "vdown0", "type", "veth", "peer", "name", "vdown1"],

@@ -7,7 +7,7 @@ import os
 
 import pytest
 from helpers import FIXTURES, value
-from netns import dump, needs_root, netns, run
+from netns import dump, needs_root, netns, read_sysctl, set_sysctl
 from prometheus_client import CollectorRegistry
 
 from exporter.collectors.limits import LimitsCollector
@@ -69,25 +69,23 @@ def test_malformed_value_names_the_file() -> None:
 @needs_root
 def test_live_values_set_in_a_namespace() -> None:
     with netns("limits") as ns:
-        run(ns, "sysctl", "-qw", "net.ipv4.tcp_max_tw_buckets=4321",
-            "net.ipv4.tcp_fin_timeout=17", "net.core.somaxconn=777",
-            "net.ipv4.tcp_max_syn_backlog=333", "net.ipv4.ip_local_port_range=41000 41999")
+        set_sysctl(ns, {"net/ipv4/tcp_max_tw_buckets": "4321",
+                        "net/ipv4/tcp_fin_timeout": "17", "net/core/somaxconn": "777",
+                        "net/ipv4/tcp_max_syn_backlog": "333",
+                        "net/ipv4/ip_local_port_range": "41000 41999"})
         samples = dump(ns, "--collector.disable-defaults", "--collector.limits")
-        # tcp_mem is global and, on recent kernels, only shown in the initial namespace.
-        mem = [int(x) for x in run(ns, "sh", "-c", "cat /proc/sys/net/ipv4/tcp_mem "
-                                                   "2>/dev/null || true").split()]
-        orphans = run(ns, "sh", "-c", "cat /proc/sys/net/ipv4/tcp_max_orphans 2>/dev/null "
-                                      "|| true").strip()
-        ct = {k: run(ns, "sh", "-c", f"cat /proc/sys/net/netfilter/{k} 2>/dev/null || true")
-              .strip() for k in ("nf_conntrack_count", "nf_conntrack_max")}
+        # tcp_mem, tcp_max_orphans and conntrack are global; recent kernels hide them from
+        # other namespaces, and then they are no data.
+        mem = [int(x) for x in read_sysctl(ns, "net/ipv4/tcp_mem").split()]
+        orphans = read_sysctl(ns, "net/ipv4/tcp_max_orphans")
+        ct = {k: read_sysctl(ns, f"net/netfilter/{k}")
+              for k in ("nf_conntrack_count", "nf_conntrack_max")}
     assert value(samples, "netstat_limits_tcp_max_tw_buckets") == 4321
     assert value(samples, "netstat_limits_tcp_fin_timeout_seconds") == 17
     assert value(samples, "netstat_limits_somaxconn") == 777
     assert value(samples, "netstat_limits_tcp_max_syn_backlog") == 333
     assert value(samples, "netstat_limits_ip_local_port_range_low") == 41000
     assert value(samples, "netstat_limits_ip_local_port_range_high") == 41999
-    # tcp_max_orphans, tcp_mem and conntrack are global; recent kernels hide them from other
-    # namespaces, and then they are no data.
     assert value(samples, "netstat_limits_tcp_max_orphans") == \
         (float(orphans) if orphans else None)
     for level, pages in zip(("min", "pressure", "max"), mem or [None] * 3):

@@ -9,7 +9,7 @@ from typing import Dict, List
 
 import pytest
 from helpers import FIXTURES, select, value
-from netns import Holder, dump, needs_root, netns, run
+from netns import Holder, dump, needs_root, netns, set_sysctl
 from prometheus_client import CollectorRegistry
 
 from exporter.collectors.ports import PortsCollector, ephemeral_ports
@@ -112,8 +112,8 @@ sys.stdin.read()
 @pytest.mark.parametrize("source", ["netlink", "procfs"])
 def test_live_many_clients_to_one_destination(source: str) -> None:
     with netns("ports") as ns:
-        run(ns, "sysctl", "-qw", "net.ipv4.ip_local_port_range=40000 40099",
-            "net.ipv4.ip_local_reserved_ports=40090-40099")
+        set_sysctl(ns, {"net/ipv4/ip_local_port_range": "40000 40099",
+                        "net/ipv4/ip_local_reserved_ports": "40090-40099"})
         holder = Holder(ns, CLIENTS)
         try:
             ports: Dict[str, List[int]] = json.loads(holder.ready)

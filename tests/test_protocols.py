@@ -11,7 +11,7 @@ from typing import Dict, Optional, Tuple
 
 import pytest
 from helpers import FIXTURES, run_cli, value
-from netns import Holder, dump, needs_root, netns, run
+from netns import Holder, dump, needs_root, netns, read_sysctl, run
 from prometheus_client import CollectorRegistry
 
 from exporter import docs
@@ -253,7 +253,7 @@ def test_live_against_nstat(tmp_path: "os.PathLike[str]") -> None:
             samples = dump(ns, "--collector.disable-defaults", "--collector.protocols",
                            "--collector.protocols.fields=.*")
             after = _nstat(ns, history)
-            sysctl = {k: int(run(ns, "sysctl", "-n", f"net.ipv4.{k}"))
+            sysctl = {k: int(read_sysctl(ns, f"net/ipv4/{k}"))
                       for k in ("ip_forward", "ip_default_ttl")}
         finally:
             holder.close()
