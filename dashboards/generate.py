@@ -173,14 +173,16 @@ def table(title: str, description: str, unit: str, tg: list[Json], w: int = 24, 
 
 def alertlist(title: str, description: str, label_filter: str, w: int = 24, h: int = 6
               ) -> Json:
-    """Grafana's alert list panel (unified alerting): shows the rules Grafana knows of,
-    including those of a Prometheus data source with a ruler, filtered by label."""
+    """Grafana's alert list panel (unified alerting): the netstat alerts (names starting with
+    Netstat, as in alerts/netstat-alerts.yaml) Grafana knows of, including those of a
+    Prometheus data source's rules, filtered by label."""
     return {
         "type": "alertlist", "title": title, "description": description,
         "gridPos": {"h": h, "w": w, "x": 0, "y": 0},
         "options": {
             "viewMode": "list", "groupMode": "default", "groupBy": [], "maxItems": 20,
-            "sortOrder": 3, "dashboardAlerts": False, "alertName": "", "showInstances": True,
+            "sortOrder": 3, "dashboardAlerts": False, "alertName": "Netstat",
+            "showInstances": True,
             "alertInstanceLabelFilter": label_filter,
             "stateFilter": {"firing": True, "pending": True, "noData": False,
                             "normal": False, "error": True},
