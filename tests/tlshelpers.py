@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import http.client
+import ipaddress
 import os
 import socket
 import ssl
@@ -23,8 +24,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from helpers import ROOT, exporter_cmd, free_port, poll
-
-import ipaddress
 
 NOW = datetime.datetime.now(datetime.timezone.utc)
 DAY = datetime.timedelta(days=1)
