@@ -5,6 +5,7 @@ concurrent scrape, and each is dropped within --web.read-header-timeout."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import ssl
 import time
@@ -108,42 +109,69 @@ def test_drip_fed_headers_are_cut_off_at_the_deadline(plain: int) -> None:
         s.close()
 
 
+def test_kept_alive_connection_stalling_in_its_second_request_is_dropped(plain: int) -> None:
+    s = _connect(plain)
+    try:
+        s.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = b""
+        while not first.endswith(b"OK\n"):
+            chunk = s.recv(4096)
+            assert chunk, first
+            first += chunk
+        assert first.startswith(b"HTTP/1.1 200 ") and b"Connection: close" not in first
+        s.sendall(b"GET /metrics HTTP/1.1\r\n")  # second request, never finished
+        assert _scrape_ok(plain)
+        assert _closed_by_server(s)
+    finally:
+        s.close()
+
+
+def test_pipelined_requests_are_answered_in_turn(plain: int) -> None:
+    out = _raw(plain, b"GET /-/healthy HTTP/1.1\r\n\r\n"
+                      b"GET /nosuch HTTP/1.1\r\n\r\n"
+                      b"GET /-/ready HTTP/1.1\r\nConnection: close\r\n\r\n")
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", out) == [b"200", b"404", b"200"], out
+
+
 def test_request_line_too_long_is_414(plain: int) -> None:
     out = _raw(plain, b"GET /" + b"a" * (MAX_REQUEST_LINE + 10) + b" HTTP/1.1\r\n\r\n")
-    assert out.startswith(b"HTTP/1.0 414 "), out[:100]
+    assert out.startswith(b"HTTP/1.1 414 "), out[:100]
 
 
 def test_request_line_without_newline_too_long_is_414(plain: int) -> None:
     with _connect(plain) as s:
         s.sendall(b"GET /" + b"a" * (MAX_REQUEST_LINE + 10))
-        assert s.recv(100).startswith(b"HTTP/1.0 414 ")
+        assert s.recv(100).startswith(b"HTTP/1.1 414 ")
 
 
 def test_headers_too_large_is_431(plain: int) -> None:
     headers = b"".join(b"X-Filler-%d: %s\r\n" % (i, b"v" * 200) for i in range(100))
     assert len(headers) > MAX_HEADER_BYTES
     out = _raw(plain, b"GET /metrics HTTP/1.1\r\n" + headers + b"\r\n")
-    assert out.startswith(b"HTTP/1.0 431 "), out[:100]
+    assert out.startswith(b"HTTP/1.1 431 "), out[:100]
 
 
-@pytest.mark.parametrize("head", [
-    b"GET /metrics HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
-    b"POST /metrics HTTP/1.1\r\nContent-Length: 100000000\r\n\r\n",
-    b"GET /metrics HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+@pytest.mark.parametrize("head,status", [
+    (b"GET /metrics HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello", b"413"),
+    (b"GET /metrics HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+     b"413"),
+    (b"POST /metrics HTTP/1.1\r\nContent-Length: 100000000\r\n\r\n", b"405"),
 ])
-def test_request_bodies_are_refused_unread(plain: int, head: bytes) -> None:
+def test_request_bodies_are_refused_unread(plain: int, head: bytes, status: bytes) -> None:
+    # Answered and closed (_raw reads to the end) without waiting for the body.
     out = _raw(plain, head)
-    assert out.startswith(b"HTTP/1.0 413 "), out[:100]
+    assert out.startswith(b"HTTP/1.1 " + status + b" "), out[:100]
+    assert b"Connection: close" in out
 
 
 def test_empty_body_is_fine(plain: int) -> None:
-    out = _raw(plain, b"GET /-/healthy HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
-    assert out.startswith(b"HTTP/1.0 200 "), out[:100]
+    out = _raw(plain, b"GET /-/healthy HTTP/1.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 200 "), out[:100]
 
 
 def test_garbage_gets_400_and_server_keeps_serving(plain: int) -> None:
     out = _raw(plain, b"\x16\x03\x01 not http at all\r\n\r\n")
-    assert out.startswith(b"HTTP/1.0 400 "), out[:100]
+    assert out.startswith(b"HTTP/1.1 400 "), out[:100]
     assert _scrape_ok(plain)
 
 

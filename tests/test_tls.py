@@ -153,7 +153,7 @@ def test_tls_with_basic_auth_and_headers(pki: PKI) -> None:
         assert r[1]["Strict-Transport-Security"] == "max-age=63072000"
 
 
-def test_certificate_rotation_without_restart(pki: PKI, tmp_path: "os.PathLike[str]") -> None:
+def test_certificate_rotation_without_restart(pki: PKI, tmp_path: os.PathLike[str]) -> None:
     d = str(tmp_path)
     ca, ca_key, ca_cert = make_ca(d, "rot-ca")
     first = make_leaf(d, "rot-1", ca_key, ca_cert, server=True)

@@ -132,7 +132,7 @@ def test_missing_file_is_one_line() -> None:
                                 "cannot read: No such file or directory")
 
 
-def test_missing_extra_is_one_line(tmp_path: "os.PathLike[str]", pki: PKI) -> None:
+def test_missing_extra_is_one_line(tmp_path: os.PathLike[str], pki: PKI) -> None:
     # A directory on PYTHONPATH whose yaml and bcrypt modules fail to import, as if the
     # 'web' extra were not installed.
     shim = os.path.join(str(tmp_path), "shim")
@@ -144,7 +144,7 @@ def test_missing_extra_is_one_line(tmp_path: "os.PathLike[str]", pki: PKI) -> No
         "tls_server_config:", "  cert_file: server.crt", "  key_file: server.key"])
     from helpers import ROOT
     r = run_cli("--web.listen-address=127.0.0.1:0", f"--web.config.file={cfg}",
-                env=dict(os.environ, PYTHONPATH=f"{shim}:{ROOT}"))
+                prefix=["env", f"PYTHONPATH={shim}:{ROOT}"])
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip().splitlines() == [
         "netstat-exporter: error: --web.config.file needs PyYAML: install the 'web' extra "
@@ -201,14 +201,14 @@ def test_full_config_parses(pki: PKI) -> None:
     assert snap.auth
 
 
-def test_basic_auth_only_means_no_tls(tmp_path: "os.PathLike[str]") -> None:
+def test_basic_auth_only_means_no_tls(tmp_path: os.PathLike[str]) -> None:
     path = write_web_config(os.path.join(str(tmp_path), "auth.yml"), [
         "basic_auth_users:", f"  bob: '{bcrypt_hash('x', cost=4)}'"])
     snap = webconfig.load_snapshot(path)
     assert snap.ssl_context is None and snap.config.tls is None and snap.auth
 
 
-def test_empty_file_is_plain_http(tmp_path: "os.PathLike[str]") -> None:
+def test_empty_file_is_plain_http(tmp_path: os.PathLike[str]) -> None:
     path = write_web_config(os.path.join(str(tmp_path), "empty.yml"), ["# nothing"])
     snap = webconfig.load_snapshot(path)
     assert snap.ssl_context is None and not snap.auth and snap.headers == ()
@@ -286,7 +286,7 @@ def test_parse_basic_keeps_colons_in_password() -> None:
 
 # --- reload in process ---
 
-def test_reload_on_change_and_bad_file_keeps_old(tmp_path: "os.PathLike[str]",
+def test_reload_on_change_and_bad_file_keeps_old(tmp_path: os.PathLike[str],
                                                  caplog: pytest.LogCaptureFixture) -> None:
     path = os.path.join(str(tmp_path), "web.yml")
     write_web_config(path, ["http_server_config:", "  headers:",
@@ -311,7 +311,7 @@ def test_reload_on_change_and_bad_file_keeps_old(tmp_path: "os.PathLike[str]",
 
 # --- end to end: basic auth over plain HTTP, reload, SIGHUP, no credentials in logs ---
 
-def test_basic_auth_end_to_end_and_credentials_never_logged(tmp_path: "os.PathLike[str]"
+def test_basic_auth_end_to_end_and_credentials_never_logged(tmp_path: os.PathLike[str]
                                                             ) -> None:
     path = write_web_config(os.path.join(str(tmp_path), "web.yml"), [
         "basic_auth_users:", f"  alice: '{bcrypt_hash('Sup3r-secret', 6)}'"])
@@ -336,7 +336,7 @@ def test_basic_auth_end_to_end_and_credentials_never_logged(tmp_path: "os.PathLi
         assert secret not in err
 
 
-def test_reload_on_change_and_on_sighup_end_to_end(tmp_path: "os.PathLike[str]") -> None:
+def test_reload_on_change_and_on_sighup_end_to_end(tmp_path: os.PathLike[str]) -> None:
     path = os.path.join(str(tmp_path), "web.yml")
     ha, hb = bcrypt_hash("pw-a", 4), bcrypt_hash("pw-b", 4)
     write_web_config(path, ["basic_auth_users:", f"  alice: '{ha}'"])
@@ -371,7 +371,7 @@ def test_reload_on_change_and_on_sighup_end_to_end(tmp_path: "os.PathLike[str]")
     assert "not-a-hash" not in err
 
 
-def test_wrong_password_and_unknown_user_take_comparable_time(tmp_path: "os.PathLike[str]"
+def test_wrong_password_and_unknown_user_take_comparable_time(tmp_path: os.PathLike[str]
                                                               ) -> None:
     """Relative comparison: medians of the two kinds of failure over the real server. If the
     unknown-user path skipped bcrypt (cost 10, tens of milliseconds) it would be several times

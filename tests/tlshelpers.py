@@ -149,7 +149,7 @@ def https_get(port: int, path: str = "/metrics", ctx: Optional[ssl.SSLContext] =
 
 
 class Proc:
-    def __init__(self, proc: "subprocess.Popen[str]", port: int) -> None:
+    def __init__(self, proc: subprocess.Popen[str], port: int) -> None:
         self.proc, self.port = proc, port
         self.stderr = ""
 
