@@ -752,4 +752,13 @@ def test_provisioning_loads_the_dashboards_and_a_prometheus_data_source() -> Non
     assert provider["options"]["path"] == DASHBOARDS_MOUNT
     with open(os.path.join(DASH_DIR, "README.md"), encoding="utf-8") as f:
         readme = f.read()
-    assert f"../dashboards:{DASHBOARDS_MOUNT}" in readme
+    # The README's and compose's mount of dashboards/ is where the provider looks.
+    with open(os.path.join(ROOT, "deploy", "compose.yaml"), encoding="utf-8") as f:
+        grafana = yaml.safe_load(f)["services"]["grafana"]
+    mount = f"../dashboards:{DASHBOARDS_MOUNT}"
+    assert mount in readme and f"{mount}:ro" in grafana["volumes"]
+    # $__rate_interval is computed from the data source's scrape interval: it must be the
+    # interval of the Prometheus compose starts.
+    with open(os.path.join(ROOT, "deploy", "prometheus", "compose.yml"), encoding="utf-8") as f:
+        assert source["jsonData"]["timeInterval"] == yaml.safe_load(f)["global"][
+            "scrape_interval"]
