@@ -60,6 +60,22 @@ def _options() -> List[Callable[[Callable[..., Any]], Callable[..., Any]]]:
              type=click.Choice(["auto", "netlink", "procfs", "psutil"]), default="auto",
              help="Where the sockets collector reads sockets: netlink sock_diag, /proc/net, "
                   "or psutil; auto tries them in that order."),
+        _opt("--collector.listeners.source", "listeners_source",
+             type=click.Choice(["auto", "netlink", "procfs", "psutil"]), default="auto",
+             help="Where the listeners collector reads sockets: netlink sock_diag (with accept "
+                  "queues), /proc/net (queue length only), or psutil (no queues); auto tries "
+                  "them in that order."),
+        _opt("--collector.listeners.pid-label/--no-collector.listeners.pid-label",
+             "listeners_pid_label", default=False,
+             help="Add a pid label to netstat_listener_info (the lowest pid per process "
+                  "identity); pids change on every restart."),
+        _opt("--collector.listeners.max-ports", "listeners_max_ports",
+             type=click.IntRange(min=1), default=100,
+             help="Listening TCP ports named in netstat_listener_connections, lowest first; the "
+                  "connections of the others are summed under port=\"other\"."),
+        _opt("--collector.listeners.expected-file", "listeners_expected_file", default="",
+             help="YAML or TOML (*.toml) file of expected listeners; every other listener is "
+                  "reported as unexpected. Re-read on SIGHUP."),
         _opt("--log.level", "log_level", type=click.Choice(list(logs.LEVELS)), default="info",
              help="Only log messages with the given severity or above."),
         _opt("--log.format", "log_format", type=click.Choice(["logfmt", "json"]),
@@ -108,6 +124,10 @@ def build_config(params: Dict[str, Any]) -> Config:
         sysfs=params["sysfs"],
         collectors=frozenset(names),
         sockets_source=params["sockets_source"],
+        listeners_source=params["listeners_source"],
+        listeners_pid_label=params["listeners_pid_label"],
+        listeners_max_ports=params["listeners_max_ports"],
+        listeners_expected_file=params["listeners_expected_file"],
         log_level=params["log_level"],
         log_format=params["log_format"],
     )

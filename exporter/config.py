@@ -87,6 +87,13 @@ class Config:
     collectors: FrozenSet[str] = field(default_factory=frozenset)
     # sockets: where to read sockets from; "auto" tries netlink, then /proc, then psutil.
     sockets_source: str = "auto"
+    # listeners: where to read sockets from (as for sockets); add a pid label to
+    # netstat_listener_info; how many ports netstat_listener_connections names before summing the
+    # rest as "other"; the expected-listeners file ("" for none).
+    listeners_source: str = "auto"
+    listeners_pid_label: bool = False
+    listeners_max_ports: int = 100
+    listeners_expected_file: str = ""
     # --- logging ---
     log_level: str = "info"
     log_format: str = "logfmt"

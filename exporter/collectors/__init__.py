@@ -4,4 +4,6 @@ everywhere (module, ``--collector.<name>`` flag, ``collector`` label, test file,
 Importing this package registers them all, in the order listed here.
 """
 
-from exporter.collectors import sockets  # noqa: F401
+# Registration order, not alphabetical order:
+from exporter.collectors import sockets  # noqa: F401, I001
+from exporter.collectors import listeners  # noqa: F401
