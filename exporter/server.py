@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import logging
+import signal
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -158,6 +159,10 @@ def make_servers(config: Config, exporter: Optional[Exporter] = None) -> List[Ex
 
 def serve(config: Config) -> None:
     servers = make_servers(config)
+    # SIGHUP: collectors re-read their files (the expected-listeners file), in a thread of its
+    # own rather than in the handler, which runs in the accept loop's thread.
+    signal.signal(signal.SIGHUP, lambda signum, frame: threading.Thread(
+        target=servers[0].exporter.reload, name="sighup", daemon=True).start())
     for s in servers:
         host, port = s.server_address[:2]
         log.info("listening", extra={"address": f"{host}:{port}",
