@@ -28,11 +28,16 @@ Thread-safe: the HTTP server scrapes from several threads, so calls are serialis
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
+import os
 import pwd
 import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Collection, Dict, List, Optional, Set, Tuple
+from typing import Collection, Deque, Dict, Iterator, List, Optional, Set, Tuple
 
 from exporter.procfs import pid_fd, pid_stat, pid_status
 from exporter.procfs.errors import ParseError
@@ -42,6 +47,8 @@ log = logging.getLogger(__name__)
 # OSError covers FileNotFoundError (gone), ProcessLookupError (ESRCH: gone mid-read),
 # PermissionError (EACCES/EPERM: not allowed); ParseError a file cut short by the exit.
 _VANISHED = (OSError, ParseError)
+# Threads reading fd tables during a walk (at most one per CPU).
+READ_THREADS = 4
 
 
 @dataclass(frozen=True)
@@ -117,9 +124,11 @@ class OwnerCache:
         self._unknown &= current
 
         alive = self._check_processes({pid for hs in self._holders.values() for pid, _ in hs})
+        links = self._links(alive)
         lost: Set[int] = set()
         for ino, holders in list(self._holders.items()):
-            kept = [(pid, fd) for pid, fd in holders if pid in alive and self._holds(pid, fd, ino)]
+            link = f"{pid_fd.SOCKET_PREFIX}{ino}]"
+            kept = [(pid, fd) for pid, fd in holders if links.get(pid, {}).get(fd) == link]
             stats.verified += len(kept)
             if len(kept) < len(holders):
                 # A holder went: look again, so that the answer is what a first look would give
@@ -168,11 +177,18 @@ class OwnerCache:
             alive.add(pid)
         return alive
 
-    def _holds(self, pid: int, fd: int, ino: int) -> bool:
-        try:
-            return pid_fd.read_fd_link(self.procfs, pid, fd) == f"{pid_fd.SOCKET_PREFIX}{ino}]"
-        except OSError:
-            return False
+    def _links(self, alive: Set[int]) -> Dict[int, Dict[int, str]]:
+        """What each cached holder's fds point to now, one directory open per process."""
+        fds: Dict[int, List[int]] = {}
+        for holders in self._holders.values():
+            for pid, fd in holders:
+                if pid in alive:
+                    fds.setdefault(pid, []).append(fd)
+        out: Dict[int, Dict[int, str]] = {}
+        for pid, numbers in fds.items():
+            with contextlib.suppress(OSError):  # gone since its stat was read
+                out[pid] = pid_fd.read_fd_links(self.procfs, pid, numbers)
+        return out
 
     def _walk(self, wanted: Set[int]) -> None:
         """Read processes' fds, newest first, until every inode in ``wanted`` has a holder."""
@@ -184,10 +200,7 @@ class OwnerCache:
             log.warning("cannot list processes", extra={"path": self.procfs, "err": str(e)})
             return
         tables: Dict[int, List[Tuple[int, int]]] = {}
-        for pid in pids:
-            fds = self._fds(pid, tables)
-            if not fds:
-                continue
+        for pid, fds in self._tables(pids, tables):
             found = [(fd, ino) for fd, ino in fds if ino in seek]
             if not found or not self._remember(pid):
                 continue
@@ -198,6 +211,53 @@ class OwnerCache:
             self._ancestors(pid, inodes, tables)
             if not missing:
                 return
+
+    def _tables(self, pids: List[int], tables: Dict[int, List[Tuple[int, int]]]
+                ) -> Iterator[Tuple[int, List[Tuple[int, int]]]]:
+        """(pid, socket fds) in the order of ``pids``, read ahead by a few threads.
+
+        Reading fd links is nearly all kernel time (d_path of each link), during which Python
+        lets other threads run, so a few readers working ahead of the consumer cut the walk by
+        about the number of CPUs. Results are still taken strictly in order, so what is found
+        does not depend on timing; at most ``window`` processes are read beyond the one where
+        the walk stops.
+        """
+        workers = min(READ_THREADS, os.cpu_count() or 1)
+        if workers <= 1 or len(pids) < 2:
+            for pid in pids:
+                yield pid, self._fds(pid, tables)
+            return
+        window = 2 * workers
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="fd-walk")
+        try:
+            ahead: Deque[Tuple[int, Future[Optional[List[Tuple[int, int]]]]]] = deque()
+            it = iter(pids)
+            for pid in itertools.islice(it, window):
+                ahead.append((pid, pool.submit(self._read, pid)))
+            while ahead:
+                pid, fut = ahead.popleft()
+                nxt = next(it, None)
+                if nxt is not None:
+                    ahead.append((nxt, pool.submit(self._read, nxt)))
+                fds = tables.get(pid)  # read already, as an ancestor of a holder
+                yield pid, fds if fds is not None else self._count(pid, fut.result(), tables)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _read(self, pid: int) -> Optional[List[Tuple[int, int]]]:
+        """One process's socket fds; None if gone or not ours to read. No shared state."""
+        try:
+            return pid_fd.socket_fds(self.procfs, pid)
+        except _VANISHED:
+            return None
+
+    def _count(self, pid: int, fds: Optional[List[Tuple[int, int]]],
+               tables: Dict[int, List[Tuple[int, int]]]) -> List[Tuple[int, int]]:
+        if fds is not None:
+            self.stats.walked_processes += 1
+            self.stats.walked_sockets += len(fds)
+        tables[pid] = fds or []
+        return tables[pid]
 
     def _ancestors(self, pid: int, inodes: Set[int], tables: Dict[int, List[Tuple[int, int]]]
                    ) -> None:
@@ -215,16 +275,7 @@ class OwnerCache:
     def _fds(self, pid: int, tables: Dict[int, List[Tuple[int, int]]]) -> List[Tuple[int, int]]:
         """The socket fds of ``pid``, read once per walk; [] if gone or not ours to read."""
         fds = tables.get(pid)
-        if fds is None:
-            try:
-                fds = pid_fd.socket_fds(self.procfs, pid)
-            except _VANISHED:
-                fds = []  # gone, or not ours to read
-            else:
-                self.stats.walked_processes += 1
-                self.stats.walked_sockets += len(fds)
-            tables[pid] = fds
-        return fds
+        return fds if fds is not None else self._count(pid, self._read(pid), tables)
 
     def _remember(self, pid: int) -> bool:
         """Cache the process's stat (start time, name, parent); False if it has gone."""

@@ -176,34 +176,44 @@ def test_port_ranges() -> None:
 
 
 def test_count_by_port_matches_a_full_dump() -> None:
-    """The kernel-filtered count equals a full dump filtered here, for one port, several
-    ranges, and more ranges than fit in a filter (which falls back to filtering here)."""
-    srv = socket.socket()
+    """The kernel-filtered count equals a full dump filtered here: for one port, several
+    ranges, the largest filter, more ranges than fit (filtered here), one family or both."""
+    srv, srv6 = socket.socket(), socket.socket(socket.AF_INET6)
     srv.bind(("127.0.0.1", 0))
-    srv.listen(16)
     port = srv.getsockname()[1]
-    conns = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
-    accepted = [srv.accept()[0] for _ in conns]
+    srv6.bind(("::1", port))
+    socks = [srv, srv6]
+    for s in (srv, srv6):
+        s.listen(16)
+        socks += [socket.create_connection(s.getsockname()[:2]) for _ in range(3)]
+        socks += [s.accept()[0] for _ in range(3)]
     try:
         every = nl.list_inet(socket.AF_INET, nl.IPPROTO_TCP)
         locals_ = sorted({s.sport for s in every})
-        many = list(range(1, 65536, 2))[: nl.MAX_FILTER_RANGES + 10] + [port]
+        odd = [p for p in range(1, 65536, 2) if p != port - 1 and p != port + 1]
+        largest = odd[: nl.MAX_FILTER_RANGES - 1] + [port]  # the largest filter there is
+        assert nl.sport_filter(largest) is not None
+        many = odd[: nl.MAX_FILTER_RANGES + 10] + [port]
         assert nl.sport_filter(many) is None
-        for ports in ([port], [port, port + 1, locals_[0]], locals_, many):
-            wanted = set(ports)
-            for _ in range(5):  # sockets on a busy host come and go between the two dumps
-                got = nl.count_by_port(socket.AF_INET, nl.IPPROTO_TCP, nl.ALL_STATES, wanted)
-                mine: Dict[Tuple[int, int], int] = {}
-                for s in nl.list_inet(socket.AF_INET, nl.IPPROTO_TCP):
-                    if s.sport in wanted:
-                        mine[(s.sport, s.state)] = mine.get((s.sport, s.state), 0) + 1
-                if dict(got) == mine:
-                    break
-            assert dict(got) == mine
-        # our three accepted connections and the listener itself
-        assert got[(port, nl.TCP_ESTABLISHED)] == 3 and got[(port, nl.TCP_LISTEN)] == 1
+        for family in (socket.AF_INET, socket.AF_UNSPEC):
+            fams = [family] if family else [socket.AF_INET, socket.AF_INET6]
+            for ports in ([port], [port, port + 1, locals_[0]], locals_, largest, many):
+                wanted = set(ports)
+                for _ in range(5):  # sockets on a busy host come and go between the dumps
+                    got = nl.count_by_port(family, nl.IPPROTO_TCP, nl.ALL_STATES, wanted)
+                    mine: Dict[Tuple[int, int], int] = {}
+                    for f in fams:
+                        for s in nl.list_inet(f, nl.IPPROTO_TCP):
+                            if s.sport in wanted:
+                                mine[(s.sport, s.state)] = mine.get((s.sport, s.state), 0) + 1
+                    if dict(got) == mine:
+                        break
+                assert dict(got) == mine
+            # our accepted connections and the listeners themselves
+            n = len(fams)
+            assert got[(port, nl.TCP_ESTABLISHED)] == 3 * n and got[(port, nl.TCP_LISTEN)] == n
     finally:
-        for s in conns + accepted + [srv]:
+        for s in socks:
             s.close()
 
 
@@ -404,6 +414,13 @@ def test_collector_pid_label_and_port_cap(proc_tree: str) -> None:
     # 80 and 8080 summed
     assert value(samples, c, port="other", state="established") == 1
     assert value(samples, c, port="other", state="close_wait") == 1
+
+
+def test_collector_without_connections(proc_tree: str) -> None:
+    samples = collect(make_exporter(procfs=proc_tree, listeners_source="procfs",
+                                    listeners_connections=False))
+    assert select(samples, "netstat_listener_connections") == []
+    assert len(info(samples)) == 6
 
 
 @pytest.mark.parametrize("name", ["good.yaml", "good.toml"])

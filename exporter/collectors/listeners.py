@@ -52,10 +52,8 @@ TCP_STATES: Dict[int, str] = {
 }
 OTHER_PORT = "other"
 _LISTEN_STATES = 1 << nl.TCP_LISTEN
-# Connections are dumped in two groups, time-wait and request minisockets and then full
-# sockets, so that each dump is one kind of message and is counted on the fast path.
-_MINI = (1 << nl.TCP_TIME_WAIT) | (1 << nl.TCP_SYN_RECV)
-_CONN_GROUPS = (_MINI, nl.ALL_STATES & ~(_MINI | _LISTEN_STATES))
+# Connections: every state but listen, in one dump (one pass over the established hash).
+_CONNECTED = nl.ALL_STATES & ~_LISTEN_STATES
 _PSUTIL_STATES = {name.upper(): num for num, name in TCP_STATES.items()}
 _PSUTIL_STATES.update({"SYN_RECV": 3, "NONE": 7})
 # errno values meaning "this kernel has no such family or protocol": no data, not an error.
@@ -93,7 +91,7 @@ M_CONN = MetricDoc(
     "zeros included; from sock_diag filtered by port in the kernel, or /proc/net/tcp). Ports "
     "beyond --collector.listeners.max-ports, lowest numbers first, are summed under "
     "port=\"other\".",
-    ("port", "state"))
+    ("port", "state"), note="not with --no-collector.listeners.connections")
 M_COUNT = MetricDoc(
     "netstat_listeners", "gauge",
     "Listening sockets: TCP in LISTEN, UDP bound and not connected.",
@@ -158,32 +156,46 @@ def _address(addr: str, ifindex: int) -> str:
         return f"{addr}%{ifindex}"
 
 
-def read_netlink() -> Snapshot:
+_ADDRESSES: Dict[Tuple[int, bytes, int], str] = {}
+
+
+def _format(family: int, raw: bytes, ifindex: int) -> str:
+    """Raw inet_diag address bytes as text; memoised, listeners share few addresses."""
+    key = (family, raw, ifindex)
+    text = _ADDRESSES.get(key)
+    if text is None:
+        if len(_ADDRESSES) > 4096:
+            _ADDRESSES.clear()
+        ip = socket.inet_ntop(family, raw[:4] if family == socket.AF_INET else raw)
+        text = _ADDRESSES[key] = _address(ip, ifindex)
+    return text
+
+
+def read_netlink(connections: bool = True) -> Snapshot:
     snap = Snapshot(source="netlink")
     s = nl._open()
     try:
         for fam_num, fam in FAMILIES:
             try:
-                tcp = nl.list_inet(fam_num, nl.IPPROTO_TCP, _LISTEN_STATES, sock=s)
-                udp = nl.list_inet(fam_num, nl.IPPROTO_UDP, 1 << nl.TCP_CLOSE, sock=s)
+                tcp = nl.list_inet_brief(fam_num, nl.IPPROTO_TCP, _LISTEN_STATES, sock=s)
+                udp = nl.list_inet_brief(fam_num, nl.IPPROTO_UDP, 1 << nl.TCP_CLOSE, sock=s)
             except nl.NetlinkError as e:
                 if e.errno in _ABSENT and fam_num == socket.AF_INET6:
                     continue  # IPv6 off
                 raise
             snap.families.add(fam)
-            for x in tcp:
-                snap.listeners.append(Listener("tcp", fam, _address(x.src, x.ifindex), x.sport,
-                                               x.inode, x.uid, x.rqueue, x.wqueue))
-            for x in udp:
-                if x.sport:
-                    snap.listeners.append(Listener("udp", fam, _address(x.src, x.ifindex),
-                                                   x.sport, x.inode, x.uid))
+            add = snap.listeners.append
+            for _f, _st, sp, src, ifindex, rq, wq, uid, inode in tcp:
+                add(Listener("tcp", fam, _format(fam_num, src, ifindex),
+                             (sp & 0xFF) << 8 | sp >> 8, inode, uid, rq, wq))
+            for _f, _st, sp, src, ifindex, _rq, _wq, uid, inode in udp:
+                if sp:
+                    add(Listener("udp", fam, _format(fam_num, src, ifindex),
+                                 (sp & 0xFF) << 8 | sp >> 8, inode, uid))
         ports = {x.port for x in snap.listeners if x.protocol == "tcp"}
-        for fam_num, fam in FAMILIES:
-            if fam in snap.families and ports:
-                for group in _CONN_GROUPS:
-                    snap.connections.update(
-                        nl.count_by_port(fam_num, nl.IPPROTO_TCP, group, ports, sock=s))
+        if ports and connections:
+            snap.connections = nl.count_by_port(socket.AF_UNSPEC, nl.IPPROTO_TCP,
+                                                _CONNECTED, ports, sock=s)
     finally:
         s.close()
     return snap
@@ -256,6 +268,7 @@ class ListenersCollector:
             self.source = "psutil"
         self.pid_label = config.listeners_pid_label
         self.max_ports = config.listeners_max_ports
+        self.connections = config.listeners_connections
         self.owners = OwnerCache(config.procfs)
         self._services: Dict[Tuple[int, str], str] = {}
         self._psutil_ids: Dict[Tuple[int, float], Identity] = {}
@@ -294,7 +307,7 @@ class ListenersCollector:
             return read_psutil()
         if self.source in ("auto", "netlink"):
             try:
-                return read_netlink()
+                return read_netlink(self.connections)
             except nl.NetlinkError as e:
                 if self.source == "netlink" or e.errno not in _FALLBACK:
                     raise
@@ -407,7 +420,8 @@ class ListenersCollector:
                 lf.add_metric(list(k), float(v))
             yield lf
 
-        yield self._connections(snap)
+        if self.connections:
+            yield self._connections(snap)
 
         cf = M_COUNT.family()
         for proto in PROTOCOLS:
