@@ -281,6 +281,16 @@ def test_owner_cache_rechecks_sockets_whose_owner_went(proc_tree: str) -> None:
     assert [o.identity.name for o in got[1005]] == ["sshd"]
 
 
+def test_walk_threads_do_not_change_the_answer(proc_tree: str,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    answers = []
+    for threads in (1, 4):
+        monkeypatch.setattr(owners, "READ_THREADS", threads)
+        cache = owners.OwnerCache(proc_tree)
+        answers.append((cache.owners(LISTENER_INODES), cache.stats))
+    assert answers[0] == answers[1]
+
+
 def _rewrite_stat(tree: str, pid: int, comm: str, starttime: int) -> None:
     path = os.path.join(tree, str(pid), "stat")
     with open(path) as f:
@@ -855,6 +865,34 @@ def test_unprivileged_exporter(bindir: str) -> None:
         for proto in ("tcp", "udp"):
             assert value(samples, "netstat_listeners_unattributed",
                          protocol=proto) == root_held[proto]
+
+
+@root_only
+@pytest.mark.parametrize("caps, attributed", [
+    ("+sys_ptrace", False),        # may read the links, but not list another user's fd directory
+    ("+dac_read_search", False),   # may list the directory, but not read the links
+    ("+sys_ptrace,+dac_read_search", True),
+])
+def test_capabilities_for_attribution(bindir: str, caps: str, attributed: bool) -> None:
+    """Which capabilities let an exporter running as nobody name root's processes."""
+    with netns("caps") as ns, \
+            child(bindir, "lsnr-rootly", [("tcp", "127.0.0.1", 8)], netns=ns) as rootly:
+        gid = pwd.getpwnam("nobody").pw_gid
+        r = subprocess.run(
+            ["ip", "netns", "exec", ns, "setpriv", "--reuid=nobody", f"--regid={gid}",
+             "--clear-groups", f"--inh-caps={caps}", f"--ambient-caps={caps}",
+             sys.executable, "-m", "exporter", "--collector.disable-defaults",
+             "--collector.listeners", "dump"],
+            capture_output=True, text=True, cwd=ROOT, timeout=60,
+            env=dict(os.environ, PYTHONPATH=ROOT))
+        assert r.returncode == 0, r.stderr
+        samples = parse(r.stdout)
+        lab = info(samples, port=str(rootly.sockets[0][2]))
+        assert len(lab) == 1
+        assert lab[0]["process"] == ("lsnr-rootly" if attributed else "")
+        assert lab[0]["executable"] == (os.path.realpath(sys.executable) if attributed else "")
+        assert value(samples, "netstat_listeners_unattributed",
+                     protocol="tcp") == (0 if attributed else 1)
 
 
 @root_only
