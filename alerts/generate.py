@@ -22,7 +22,8 @@ import os
 import re
 import sys
 import textwrap
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RULES_FILE = "netstat-rules.yaml"
@@ -30,7 +31,7 @@ ALERTS_FILE = "netstat-alerts.yaml"
 
 # (name, default, meaning). Names ending in _for or _window are Prometheus durations; selector
 # and runbook_url are text; everything else is a number. The runbook explains each default.
-SETTINGS: Tuple[Tuple[str, str, str], ...] = (
+SETTINGS: tuple[tuple[str, str, str], ...] = (
     ("selector", 'job="netstat"',
      "label matchers selecting the exporter's series in every rule, e.g. job=\"node\" or "
      "job=~\"netstat|edge\",env=\"prod\""),
@@ -74,7 +75,7 @@ SETTINGS: Tuple[Tuple[str, str, str], ...] = (
     ("exporter_absent_for", "15m", ""),
     ("collector_failing_for", "10m", ""),
 )
-DEFAULTS: Dict[str, str] = {name: default for name, default, _ in SETTINGS}
+DEFAULTS: dict[str, str] = {name: default for name, default, _ in SETTINGS}
 
 _DURATION = re.compile(r"^(?:\d+(?:ms|[smhdwy]))+$")
 _NUMBER = re.compile(r"^(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$")
@@ -85,7 +86,7 @@ class SettingError(ValueError):
     """A setting that does not exist or whose value has the wrong form."""
 
 
-def check_settings(values: Mapping[str, str]) -> Dict[str, str]:
+def check_settings(values: Mapping[str, str]) -> dict[str, str]:
     """The defaults overridden by ``values``, each value checked against its kind."""
     out = dict(DEFAULTS)
     for name, value in values.items():
@@ -122,7 +123,7 @@ def _q(query: str) -> str:
 _WHERE = "{{ $labels.address }} port {{ $labels.port }}"
 _PROCESS = "{{ with $labels.process }} ({{ . }}){{ end }}"
 
-RECORDING_GROUPS: List[Dict[str, Any]] = [
+RECORDING_GROUPS: list[dict[str, Any]] = [
     {"name": "netstat.rules", "rules": [
         {"record": "instance:netstat_tcp_time_wait:sum", "expr": """
             sum without (protocol, family, state) (
@@ -162,7 +163,7 @@ RECORDING_GROUPS: List[Dict[str, Any]] = [
 
 
 def _alert(name: str, severity: str, expr: str, for_: str, summary: str,
-           description: str) -> Dict[str, Any]:
+           description: str) -> dict[str, Any]:
     return {"alert": name, "expr": expr, "for": for_, "labels": {"severity": severity},
             "annotations": {"summary": summary, "description": description,
                             "runbook_url": "${runbook_url}#" + name.lower()}}
@@ -173,12 +174,13 @@ _ACCEPT_RATIO = """(
               / netstat_listener_accept_queue_limit{${selector}}
               > ${accept_queue_ratio}
             )"""
+_LISTENERS_OK = 'netstat_exporter_collector_success{${selector}, collector="listeners"}'
 _CLOSE_WAIT_PORT = """(
               netstat_listener_connections{${selector}, state="close_wait"}
               > ${close_wait_max}
             )"""
 
-ALERT_GROUPS: List[Dict[str, Any]] = [
+ALERT_GROUPS: list[dict[str, Any]] = [
     {"name": "netstat.sockets", "rules": [
         _alert("NetstatTimeWaitSpike", "warning", """
             instance:netstat_tcp_time_wait:sum
@@ -241,8 +243,8 @@ ALERT_GROUPS: List[Dict[str, Any]] = [
             > ${orphans_ratio}""",
                "${orphans_for}",
                "Orphaned TCP sockets close to net.ipv4.tcp_max_orphans.",
-               "{{ $labels.instance }} has orphaned TCP sockets at {{ $value | humanizePercentage }}"
-               " of net.ipv4.tcp_max_orphans ("
+               "{{ $labels.instance }} has orphaned TCP sockets at "
+               "{{ $value | humanizePercentage }} of net.ipv4.tcp_max_orphans ("
                + _q("netstat_limits_tcp_max_orphans{instance=%q,job=%q}")
                + "); past the limit the kernel resets connections (\"too many orphaned "
                "sockets\")."),
@@ -287,24 +289,22 @@ ALERT_GROUPS: List[Dict[str, Any]] = [
                "{{ with $labels.user }} (user {{ . }}){{ end }} listens on {{ $labels.protocol }} "
                + _WHERE + " on {{ $labels.instance }}, which the expected-listeners file does "
                "not list."),
-        _alert("NetstatListenerVanished", "warning", """
+        _alert("NetstatListenerVanished", "warning", f"""
             (
               sum by (instance, job, protocol, address, port) (
                 count_over_time(
-                  netstat_listener_info{${selector}}[${listener_vanished_window}]
+                  netstat_listener_info{{${{selector}}}}[${{listener_vanished_window}}]
                 )
               )
               / on (instance, job) group_left
               sum by (instance, job) (
-                count_over_time(
-                  netstat_exporter_collector_success{${selector}, collector="listeners"}[${listener_vanished_window}]
-                )
+                count_over_time({_LISTENERS_OK}[${{listener_vanished_window}}])
               )
             ) >= 0.5
             unless on (instance, job, protocol, address, port)
-              netstat_listener_info{${selector}}
+              netstat_listener_info{{${{selector}}}}
             and on (instance, job)
-              netstat_exporter_collector_success{${selector}, collector="listeners"} == 1""",
+              {_LISTENERS_OK} == 1""",
                "${listener_vanished_for}",
                "A socket that listened for the last hour listens no more.",
                "Nothing listens any more on {{ $labels.protocol }} " + _WHERE + " on "
@@ -357,7 +357,7 @@ ALERT_GROUPS: List[Dict[str, Any]] = [
 # --- rendering -------------------------------------------------------------------------------
 
 def _fill(text: str, values: Mapping[str, str]) -> str:
-    def sub(m: "re.Match[str]") -> str:
+    def sub(m: re.Match[str]) -> str:
         if m.group(1) not in values:
             raise KeyError(f"no setting {m.group(1)!r}")
         return values[m.group(1)]
@@ -365,12 +365,13 @@ def _fill(text: str, values: Mapping[str, str]) -> str:
     return _PLACEHOLDER.sub(sub, text)
 
 
-def _resolve(groups: Sequence[Mapping[str, Any]], values: Mapping[str, str]) -> List[Dict[str, Any]]:
-    out: List[Dict[str, Any]] = []
+def _resolve(groups: Sequence[Mapping[str, Any]],
+             values: Mapping[str, str]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
     for g in groups:
-        rules: List[Dict[str, Any]] = []
+        rules: list[dict[str, Any]] = []
         for r in g["rules"]:
-            rule: Dict[str, Any] = {}
+            rule: dict[str, Any] = {}
             for k, v in r.items():
                 if isinstance(v, dict):
                     rule[k] = {kk: _fill(vv, values) for kk, vv in v.items()}
@@ -383,7 +384,7 @@ def _resolve(groups: Sequence[Mapping[str, Any]], values: Mapping[str, str]) -> 
     return out
 
 
-def rule_groups(values: Optional[Mapping[str, str]] = None) -> Dict[str, List[Dict[str, Any]]]:
+def rule_groups(values: Mapping[str, str] | None = None) -> dict[str, list[dict[str, Any]]]:
     """The rule groups per file name, with settings ``values`` over the defaults."""
     v = check_settings(values or {})
     return {RULES_FILE: _resolve(RECORDING_GROUPS, v), ALERTS_FILE: _resolve(ALERT_GROUPS, v)}
@@ -426,13 +427,13 @@ def to_yaml(groups: Sequence[Mapping[str, Any]], header: str = "") -> str:
     return "\n".join(out).rstrip("\n") + "\n"
 
 
-def render(values: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+def render(values: Mapping[str, str] | None = None) -> dict[str, str]:
     """File name -> text of both rule files."""
     v = check_settings(values or {})
     return {name: to_yaml(groups, _header(v)) for name, groups in rule_groups(v).items()}
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="alerts/generate.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="override a setting (repeatable); see --list")
@@ -446,7 +447,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for name, default, meaning in SETTINGS:
             print(f"{name}={default}" + (f"  # {meaning}" if meaning else ""))
         return 0
-    overrides: Dict[str, str] = {}
+    overrides: dict[str, str] = {}
     for item in a.set:
         name, sep, value = item.partition("=")
         if not sep:

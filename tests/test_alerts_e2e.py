@@ -17,9 +17,10 @@ import socket
 import subprocess
 import tempfile
 import urllib.parse
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from typing import Any, Callable, Dict, Iterator, List, Optional, TypeVar
+from typing import Any, Callable, TypeVar
 
 import pytest
 from alertrules import load_generator, rules
@@ -40,7 +41,7 @@ BACKLOG = 1
 CLIENTS = 6
 
 
-def e2e_settings() -> Dict[str, str]:
+def e2e_settings() -> dict[str, str]:
     """The shipped settings with every `for:` cut to 2s and every window shortened, so that the
     alerts can go pending within seconds of a 1s scrape and evaluation interval."""
     s = {name: "2s" for name in gen.DEFAULTS if name.endswith("_for")}
@@ -93,21 +94,21 @@ class Stack:
         assert status == 200, (status, body[:300])
         return json.loads(body)["data"]
 
-    def query(self, expr: str) -> List[Dict[str, Any]]:
+    def query(self, expr: str) -> list[dict[str, Any]]:
         return self.api("query", query=expr)["result"]  # type: ignore[no-any-return]
 
-    def alerts(self, name: str) -> List[Dict[str, Any]]:
+    def alerts(self, name: str) -> list[dict[str, Any]]:
         return [a for a in self.api("alerts")["alerts"]
                 if a["labels"]["alertname"] == name and a["state"] in ("pending", "firing")]
 
-    def wait_alert(self, name: str, timeout: float = 40) -> List[Dict[str, Any]]:
+    def wait_alert(self, name: str, timeout: float = 40) -> list[dict[str, Any]]:
         if self.prometheus.poll() is not None:
             raise AssertionError(f"prometheus exited with {self.prometheus.returncode}")
         return poll(lambda: self.alerts(name), timeout=timeout, interval=0.5,
                     what=f"{name} to be pending or firing")
 
 
-def _prometheus_config(rule_files: List[str]) -> str:
+def _prometheus_config(rule_files: list[str]) -> str:
     return json.dumps({  # JSON is YAML
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s",
                    "scrape_timeout": "1s"},
@@ -135,8 +136,8 @@ def stack() -> Iterator[Stack]:
         # Every collector the exporter has, whether on by default or not.
         es.enter_context(running_exporter(*(f"--collector.{n}" for n in specs()),
                                           netns=ns.name))
-        log = open(os.path.join(tmp, "prometheus.log"), "w+", encoding="utf-8")
-        es.callback(log.close)
+        log = es.enter_context(open(os.path.join(tmp, "prometheus.log"), "w+",
+                                    encoding="utf-8"))
         prom = subprocess.Popen(
             ["ip", "netns", "exec", ns.name, "prometheus", f"--config.file={config}",
              f"--storage.tsdb.path={os.path.join(tmp, 'data')}",
@@ -167,7 +168,7 @@ def stack() -> Iterator[Stack]:
         expected = {r.get("alert") or r["record"] for groups_ in
                     gen.rule_groups(e2e_settings()).values() for r in rules(groups_)}
         assert loaded == expected
-        poll(lambda: s.query(f'up{{job="netstat"}} == 1'), timeout=20, interval=0.5,
+        poll(lambda: s.query('up{job="netstat"} == 1'), timeout=20, interval=0.5,
              what="prometheus to scrape the exporter")
         yield s
 
@@ -210,7 +211,7 @@ class FullQueue:
         self.srv.bind(("127.0.0.1", 0))
         self.srv.listen(BACKLOG)
         self.port = int(self.srv.getsockname()[1])
-        self.clients: List[socket.socket] = []
+        self.clients: list[socket.socket] = []
         for _ in range(CLIENTS):
             c = socket.socket()
             c.setblocking(False)
@@ -231,7 +232,7 @@ def _comm() -> str:
 def test_full_accept_queue_raises_accept_queue_and_listen_drop_alerts(stack: Stack) -> None:
     missing = {"listeners", "protocols"} - set(specs())
     assert not missing, f"collectors {sorted(missing)} are not in this tree yet"
-    queue: Optional[FullQueue] = stack.ns.run(FullQueue)
+    queue: FullQueue | None = stack.ns.run(FullQueue)
     assert queue is not None
     try:
         alerts = stack.wait_alert("NetstatAcceptQueueNearFull")
