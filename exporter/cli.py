@@ -118,7 +118,7 @@ def build_config(params: Dict[str, Any]) -> Config:
 @click.version_option(__version__, "--version", prog_name=PROG,
                       message="%(prog)s %(version)s")
 @click.pass_context
-def cli(ctx: click.Context, **params: Any) -> None:
+def cli(ctx: click.Context, /, **params: Any) -> None:
     """Prometheus exporter for what netstat and ss show.
 
     Every flag can also be set through an environment variable: NETSTAT_EXPORTER_ followed by
@@ -138,7 +138,7 @@ def cli(ctx: click.Context, **params: Any) -> None:
 @cli.command()
 @common_options
 @click.pass_context
-def dump(ctx: click.Context, **params: Any) -> None:
+def dump(ctx: click.Context, /, **params: Any) -> None:
     """Print one scrape in the text exposition format and exit.
 
     Flags may stand before or after the word dump. The output suits node_exporter's textfile
@@ -160,7 +160,7 @@ def dump(ctx: click.Context, **params: Any) -> None:
     sys.stdout.flush()
 
 
-def _fail(message: str, code: int) -> "NoReturn":  # type: ignore[name-defined]  # noqa: F821
+def _fail(message: str, code: int) -> NoReturn:  # type: ignore[name-defined]  # noqa: F821
     print(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)
     sys.exit(code)
 

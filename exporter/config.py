@@ -63,7 +63,7 @@ def parse_listen_address(text: str) -> ListenAddress:
     return ListenAddress(host=host, port=port)
 
 
-def compile_regex(flag: str, pattern: Optional[str]) -> Optional["re.Pattern[str]"]:
+def compile_regex(flag: str, pattern: Optional[str]) -> Optional[re.Pattern[str]]:
     """Compile an anchored regex flag value, or raise RegexError naming the flag."""
     if pattern is None or pattern == "":
         return None
@@ -91,5 +91,5 @@ class Config:
     log_level: str = "info"
     log_format: str = "logfmt"
 
-    def replace(self, **changes: object) -> "Config":
+    def replace(self, **changes: object) -> Config:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

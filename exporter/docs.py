@@ -5,7 +5,11 @@
 
 from __future__ import annotations
 
+from typing import Set
+
 from exporter.registry import EXPORTER_METRICS, MetricDoc, specs
+
+__all__ = ["EXPORTER_METRICS", "metric_names", "render"]
 
 
 def _row(m: MetricDoc) -> str:
@@ -42,7 +46,7 @@ def render() -> str:
     return "\n".join(out) + "\n"
 
 
-def metric_names() -> set:
+def metric_names() -> Set[str]:
     """Every metric name the reference lists (for rule and dashboard tests)."""
     names = {m.name for s in specs().values() for m in s.metrics}
     return names | {m.name for m in EXPORTER_METRICS}

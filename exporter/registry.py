@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import (
     Callable,
     Dict,
+    FrozenSet,
     Iterable,
     Iterator,
     List,
@@ -111,7 +112,7 @@ def specs() -> Mapping[str, CollectorSpec]:
     return dict(_SPECS)
 
 
-def default_collectors() -> frozenset:
+def default_collectors() -> FrozenSet[str]:
     return frozenset(n for n, s in specs().items() if s.default_enabled)
 
 
@@ -144,7 +145,7 @@ class Exporter:
     def names(self) -> List[str]:
         return list(self.collectors)
 
-    def target(self, only: Optional[Sequence[str]] = None, exclude: Sequence[str] = ()) -> "_Target":
+    def target(self, only: Optional[Sequence[str]] = None, exclude: Sequence[str] = ()) -> _Target:
         """A registry-like object for one scrape, restricted as ``collect[]``/``exclude[]`` ask."""
         names = list(self.collectors) if not only else [n for n in self.collectors if n in only]
         names = [n for n in names if n not in exclude]

@@ -32,9 +32,13 @@ def exporter_cmd(*args: str) -> List[str]:
     return [sys.executable, "-m", "exporter", *args]
 
 
-def run_cli(*args: str, timeout: float = 60, **kw: object) -> subprocess.CompletedProcess:
-    return subprocess.run(exporter_cmd(*args), capture_output=True, text=True, timeout=timeout,
-                          cwd=ROOT, **kw)  # type: ignore[call-overload]
+def run_cli(*args: str, timeout: float = 60, prefix: Sequence[str] = (),
+            env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
+    """Run ``python -m exporter ARGS`` (optionally behind a wrapper such as setpriv)."""
+    full_env = dict(env if env is not None else os.environ)
+    full_env["PYTHONPATH"] = ROOT
+    return subprocess.run([*prefix, *exporter_cmd(*args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT, env=full_env)
 
 
 def poll(fn: Callable[[], Optional[T]], timeout: float = 15.0, interval: float = 0.05,
@@ -73,8 +77,8 @@ def parse(text: str) -> List[Sample]:
 
 
 def value(samples: Sequence[Sample], name: str, **labels: str) -> Optional[float]:
-    for n, l, v in samples:
-        if n == name and all(l.get(k) == val for k, val in labels.items()):
+    for n, lbl, v in samples:
+        if n == name and all(lbl.get(k) == val for k, val in labels.items()):
             return v
     return None
 
@@ -83,9 +87,24 @@ def select(samples: Sequence[Sample], name: str, **labels: str) -> List[Sample]:
     return [s for s in samples if s[0] == name and all(s[1].get(k) == v for k, v in labels.items())]
 
 
+def ns_http_get(netns: str, url: str, timeout: float = 30, headers: Optional[Dict[str, str]] = None
+                ) -> Tuple[int, Dict[str, str], bytes]:
+    """http_get from inside network namespace ``netns`` (a thread that setns(2) into it)."""
+    from netns import call_in
+
+    return call_in(netns, http_get, url, timeout, headers)
+
+
 class RunningExporter:
-    def __init__(self, proc: subprocess.Popen, port: int, host: str = "127.0.0.1") -> None:
-        self.proc, self.port, self.host = proc, port, host
+    def __init__(self, proc: subprocess.Popen, port: int, host: str = "127.0.0.1",
+                 netns: Optional[str] = None) -> None:
+        self.proc, self.port, self.host, self.netns = proc, port, host, netns
+
+    def get(self, path: str, headers: Optional[Dict[str, str]] = None
+            ) -> Tuple[int, Dict[str, str], bytes]:
+        if self.netns is not None:
+            return ns_http_get(self.netns, self.base + path, headers=headers)
+        return http_get(self.base + path, headers=headers)
 
     @property
     def base(self) -> str:
@@ -93,7 +112,7 @@ class RunningExporter:
         return f"http://{h}:{self.port}"
 
     def scrape_text(self, query: str = "", path: str = "/metrics") -> str:
-        status, _, body = http_get(self.base + path + query)
+        status, _, body = self.get(path + query)
         assert status == 200, (status, body[:500])
         return body.decode()
 
@@ -103,10 +122,12 @@ class RunningExporter:
 
 @contextmanager
 def running_exporter(*args: str, host: str = "127.0.0.1", netns: Optional[str] = None,
-                     user: Optional[str] = None, env: Optional[Dict[str, str]] = None
-                     ) -> Iterator[RunningExporter]:
-    """Start the real exporter (``python -m exporter``) on a free loopback port."""
-    port = free_port(host) if netns is None else 19816
+                     user: Optional[str] = None, env: Optional[Dict[str, str]] = None,
+                     port: Optional[int] = None) -> Iterator[RunningExporter]:
+    """Start the real exporter (``python -m exporter``) on a free loopback port (inside a
+    namespace of the test's own, port 19816 unless given)."""
+    if port is None:
+        port = free_port(host) if netns is None else 19816
     addr = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     cmd = exporter_cmd(f"--web.listen-address={addr}", *args)
     if user is not None:
@@ -117,17 +138,12 @@ def running_exporter(*args: str, host: str = "127.0.0.1", netns: Optional[str] =
     full_env = dict(os.environ, PYTHONPATH=ROOT, **(env or {}))
     proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    ex = RunningExporter(proc, port, host)
+    ex = RunningExporter(proc, port, host, netns)
     try:
         def up() -> bool:
             if proc.poll() is not None:
                 raise RuntimeError(f"exporter exited: {proc.stderr.read() if proc.stderr else ''}")
-            if netns is not None:
-                r = subprocess.run(["ip", "netns", "exec", netns, "python3", "-c",
-                                    f"import urllib.request;urllib.request.urlopen('{ex.base}/-/healthy',timeout=2)"],
-                                   capture_output=True)
-                return r.returncode == 0
-            return http_get(ex.base + "/-/healthy", timeout=2)[0] == 200
+            return ex.get("/-/healthy")[0] == 200
 
         poll(up, timeout=20, what="exporter to answer /-/healthy")
         yield ex

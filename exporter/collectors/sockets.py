@@ -3,8 +3,9 @@ protocol, address family and state, as ``ss -s`` / ``netstat -an`` would count t
 of non-listening sockets; and the kernel's /proc/net/sockstat totals.
 
 Sources, in the order ``--collector.sockets.source=auto`` tries them per protocol: netlink
-sock_diag (streamed, flat memory), the /proc/net tables, psutil (other operating systems). The
-source used is reported in ``netstat_sockets_source_info``.
+sock_diag (streamed, flat memory), the /proc/net tables, psutil (other operating systems: TCP and
+UDP states only, no queue bytes, no unix sockets). The source used is reported in
+``netstat_sockets_source_info``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 import socket
 import sys
 from collections import Counter
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 from prometheus_client.core import Metric
 
@@ -32,8 +33,11 @@ TCP_STATES: Dict[int, str] = {
     12: "new_syn_recv", 13: "bound_inactive",
 }
 # Always emitted, zero included. new_syn_recv is internal: inet_diag reports request sockets as
-# syn_recv, so it never appears.
-TCP_EMITTED = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13]
+# syn_recv. bound_inactive (13) is only a request bit: since Linux 6.5 asking for it makes
+# inet_diag walk the bind hash too, and the bound-but-idle sockets found there are reported with
+# their real state, TCP_CLOSE. So "close" counts sockets that hold a port without listening or
+# connecting, which `ss` lists only with -B (iproute2 6.5+) and /proc/net/tcp never shows.
+TCP_EMITTED = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
 # Datagram and raw sockets only have "connected" (TCP_ESTABLISHED) or not (TCP_CLOSE);
 # ss calls these ESTAB and UNCONN.
 DGRAM_STATES: Dict[int, str] = {1: "established", 7: "unconnected", 10: "listen"}
@@ -51,8 +55,11 @@ PROC_FILES = {("tcp", "ipv4"): "tcp", ("tcp", "ipv6"): "tcp6", ("udp", "ipv4"): 
 # TCP is dumped in three groups so that each dump is one kind of socket with one message length
 # and the reader can take its fast path: listeners (the listening hash only), time-wait and
 # request minisockets, and full sockets.
+# Request sockets are TCP_NEW_SYN_RECV (12) in the hash and reported as SYN_RECV; the kernel
+# adds bit 12 itself when SYN_RECV is asked for (inet_diag_dump_icsk), so bit 12 must not be
+# asked for again in another group or each request socket is counted twice.
 _LISTEN = 1 << 10
-_MINI = (1 << 6) | (1 << 3)
+_MINI = (1 << 6) | (1 << 3) | (1 << 12)
 TCP_GROUPS = [_LISTEN, _MINI, nl.ALL_STATES & ~(_LISTEN | _MINI)]
 
 
@@ -60,7 +67,8 @@ TCP_GROUPS = [_LISTEN, _MINI, nl.ALL_STATES & ~(_LISTEN | _MINI)]
 M_SOCKETS = MetricDoc(
     "netstat_sockets", "gauge",
     "Sockets in this network namespace by protocol, address family and state "
-    "(inet_diag_msg.idiag_state over netlink, or the st column of /proc/net/<proto>).",
+    "(inet_diag_msg.idiag_state over netlink, or the st column of /proc/net/<proto>). "
+    "TCP state close includes sockets that are bound but idle (netlink, Linux 6.5+).",
     ("protocol", "family", "state"))
 M_UNIX = MetricDoc(
     "netstat_sockets_unix", "gauge",
@@ -127,7 +135,7 @@ class Table:
 
     __slots__ = ("states", "rx", "tx")
 
-    def __init__(self, states: "Counter[int]", rx: Optional[int], tx: Optional[int]) -> None:
+    def __init__(self, states: Counter[int], rx: Optional[int], tx: Optional[int]) -> None:
         self.states, self.rx, self.tx = states, rx, tx
 
 
@@ -135,7 +143,7 @@ def _netlink_inet(proto: str, number: int, family: int) -> Table:
     if proto != "tcp":
         c = nl.count_inet(family, number)
         return Table(c.states, c.rx_queue, c.tx_queue)
-    states: "Counter[int]" = Counter()
+    states: Counter[int] = Counter()
     rx = tx = 0
     s = nl._open()
     try:
@@ -162,14 +170,13 @@ def _psutil_tables() -> Dict[Tuple[str, str], Table]:
 
     out: Dict[Tuple[str, str], Table] = {}
     for kind, proto in (("tcp", "tcp"), ("udp", "udp")):
-        for fam_num, fam in FAMILIES:
+        for _, fam in FAMILIES:
             out[(proto, fam)] = Table(Counter(), None, None)
         for c in psutil.net_connections(kind=kind):
             fam = "ipv6" if c.family == socket.AF_INET6 else "ipv4"
-            if proto == "tcp":
-                st = _PSUTIL_STATUS.get(c.status.replace("_", "_"), 7)
-            else:
-                st = 1 if c.raddr else 7
+            # psutil names TCP states as the kernel does (ESTABLISHED, SYN_SENT, ...); for UDP
+            # it has no state, only whether there is a remote address.
+            st = _PSUTIL_STATUS.get(c.status, 7) if proto == "tcp" else (1 if c.raddr else 7)
             out[(proto, fam)].states[st] += 1
     return out
 
@@ -216,7 +223,7 @@ class SocketsCollector:
                     used[proto] = src
         return tables, used
 
-    def _unix(self) -> Tuple[Optional["Counter[Tuple[int, int]]"], Optional[int], Optional[int], str]:
+    def _unix(self) -> Tuple[Optional[Counter[Tuple[int, int]]], Optional[int], Optional[int], str]:
         if self.source in ("auto", "netlink"):
             try:
                 counts, rx, tx, _ = nl.count_unix()
@@ -225,12 +232,9 @@ class SocketsCollector:
                 if self.source == "netlink" or not _falls_back(e):
                     raise
         if self.source == "psutil":
-            import psutil
-
-            c: "Counter[Tuple[int, int]]" = Counter()
-            for conn in psutil.net_connections(kind="unix"):
-                c[(int(conn.type), 1 if conn.raddr else 7)] += 1
-            return c, None, None, "psutil"
+            # psutil cannot tell a unix socket's state (no peer, no listening flag on Linux),
+            # so unix counts are left out rather than guessed.
+            return None, None, None, "psutil"
         return net_sockets.read_unix(self.procfs), None, None, "procfs"
 
     # --- metrics -----------------------------------------------------------------------------
@@ -297,9 +301,9 @@ class SocketsCollector:
         if v4 is not None:
             if "used" in v4.get("sockets", {}):
                 used.add_metric([], float(v4["sockets"]["used"]))
-            for key, fam in tcp.items():
+            for key, family in tcp.items():
                 if key in v4.get("TCP", {}):
-                    fam.add_metric([], float(v4["TCP"][key]))
+                    family.add_metric([], float(v4["TCP"][key]))
             for proto in ("TCP", "UDP"):
                 row = v4.get(proto, {})
                 if "mem" in row:
@@ -308,7 +312,8 @@ class SocketsCollector:
 
 
 # errno values that mean "this kernel has no such protocol or family": no data, not an error.
-_ABSENT = {2, 22, 93, 94, 95, 96, 97}  # ENOENT EINVAL EPROTONOSUPPORT ESOCKTNOSUPPORT EOPNOTSUPP EPFNOSUPPORT EAFNOSUPPORT
+# ENOENT EINVAL EPROTONOSUPPORT ESOCKTNOSUPPORT EOPNOTSUPP EPFNOSUPPORT EAFNOSUPPORT
+_ABSENT = {2, 22, 93, 94, 95, 96, 97}
 
 
 def _falls_back(e: nl.NetlinkError) -> bool:

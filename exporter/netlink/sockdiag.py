@@ -26,7 +26,7 @@ import socket
 import struct
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Iterator, List, Optional, Tuple, Union
 
 from exporter.procfs.errors import ParseError
 
@@ -133,7 +133,10 @@ def unix_request(states: int = ALL_STATES, show: int = UDIAG_SHOW_RQLEN) -> byte
 ChunkFn = Callable[[bytearray, int, int], None]
 
 
-def _dump(payload: bytes, on_messages: ChunkFn, on_uniform: Optional[Callable[[bytearray, int, int, int], None]] = None,
+RunFn = Callable[[bytearray, int, int, int], None]
+
+
+def _dump(payload: bytes, on_messages: ChunkFn, on_uniform: Optional[RunFn] = None,
           *, sock: Optional[socket.socket] = None, source: str = "netlink") -> bool:
     """Send one dump request and feed the replies to the handlers. Returns NLM_F_DUMP_INTR seen.
 
@@ -164,8 +167,7 @@ def _dump(payload: bytes, on_messages: ChunkFn, on_uniform: Optional[Callable[[b
             s.close()
 
 
-def feed(buf: bytearray, n: int, on_message: ChunkFn,
-         on_uniform: Optional[Callable[[bytearray, int, int, int], None]] = None,
+def feed(buf: bytearray, n: int, on_message: ChunkFn, on_uniform: Optional[RunFn] = None,
          *, source: str = "netlink") -> Tuple[bool, bool]:
     """Parse one received chunk ``buf[:n]``. Returns (done, interrupted).
 
@@ -183,6 +185,14 @@ def feed(buf: bytearray, n: int, on_message: ChunkFn,
         if ln < NLMSG_HDRLEN or off + ln > n:
             raise ParseError(source, f"bad netlink message length {ln} at byte {off} of {n}")
         if typ == NLMSG_DONE:
+            # A dump that failed says so in NLMSG_DONE's payload (netlink_dump copies the dump
+            # callback's error there): e.g. -ENOENT when no sock_diag handler exists for the
+            # protocol (raw_diag not built). Treating it as "no sockets" would report a silent 0.
+            if ln >= NLMSG_HDRLEN + 4:
+                (err,) = struct.unpack_from("<i", buf, off + NLMSG_HDRLEN)
+                if err < 0:
+                    raise NetlinkError(-err, "netlink sock_diag dump failed: "
+                                             f"{os.strerror(-err)}")
             return True, interrupted
         if typ == NLMSG_ERROR:
             if ln < NLMSG_HDRLEN + 4:
@@ -296,8 +306,9 @@ def count_unix(*, sock: Optional[socket.socket] = None) -> Tuple[Counter, int, i
         # A uniform unix run is msg(16) + one RQLEN attribute (4 + 8) = 44 bytes: check that the
         # attribute sits where expected, else walk it.
         base = start + NLMSG_HDRLEN
+        attr_types = bytes(buf[base + UNIX_MSG_LEN + 2:end:ln])
         if ln != NLMSG_HDRLEN + UNIX_MSG_LEN + 12 or \
-                bytes(buf[base + UNIX_MSG_LEN + 2:end:ln]) != bytes([UNIX_DIAG_RQLEN]) * ((end - start) // ln):
+                attr_types != bytes([UNIX_DIAG_RQLEN]) * ((end - start) // ln):
             for i in range(start, end, ln):
                 one(buf, i, ln)
             return
@@ -338,7 +349,7 @@ def _addr(family: int, raw: bytes) -> str:
     return socket.inet_ntop(socket.AF_INET6, raw[:16])
 
 
-def parse_inet_msg(buf: bytes, off: int = 0) -> InetSocket:
+def parse_inet_msg(buf: Union[bytes, bytearray], off: int = 0) -> InetSocket:
     """Decode one inet_diag_msg (``off`` points at the nlmsghdr)."""
     b = off + NLMSG_HDRLEN
     if len(buf) - b < INET_MSG_LEN:

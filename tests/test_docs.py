@@ -1,0 +1,43 @@
+"""docs/metrics.md is generated from the declarations, and what the exporter emits is declared."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from helpers import ROOT, run_cli
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter import docs
+from exporter.registry import specs
+
+
+def test_reference_is_up_to_date() -> None:
+    with open(os.path.join(ROOT, "docs", "metrics.md")) as f:
+        assert f.read() == docs.render(), \
+            "docs/metrics.md is stale: run python -m exporter.docs > docs/metrics.md"
+
+
+def test_every_emitted_metric_is_declared_with_its_type_and_labels() -> None:
+    declared = {m.name: m for s in specs().values() for m in s.metrics}
+    declared.update({m.name: m for m in docs.EXPORTER_METRICS})
+    r = run_cli("dump")
+    assert r.returncode == 0, r.stderr
+    seen = set()
+    for fam in text_string_to_metric_families(r.stdout):
+        if fam.name.startswith("process_"):
+            continue
+        name = fam.name + ("_total" if fam.type == "counter" else "")
+        assert name in declared, f"{name} is emitted but not declared"
+        assert declared[name].type == fam.type, name
+        for s in fam.samples:
+            assert set(s.labels) <= set(declared[name].labels) | {"pid"}, (name, s.labels)
+        seen.add(name)
+    assert "netstat_sockets" in seen
+
+
+def test_metric_names_follow_conventions() -> None:
+    for s in specs().values():
+        for m in s.metrics:
+            assert re.fullmatch(r"netstat_[a-z0-9_]+", m.name), m.name
+            assert m.help.strip() and not m.help.endswith(" "), m.name

@@ -1,0 +1,131 @@
+"""The HTTP server in-process: routes, collect[] filtering, the concurrent-scrape cap, a failing
+collector, compression, keep-alive."""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import threading
+from typing import Iterator, List
+
+import pytest
+from helpers import FIXTURES, http_get, parse, select, value
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from exporter.config import Config, ListenAddress
+from exporter.registry import Exporter
+from exporter.server import make_servers
+
+
+class Broken:
+    def collect(self) -> Iterator[Metric]:
+        g = GaugeMetricFamily("netstat_half_written", "emitted before the failure")
+        g.add_metric([], 1)
+        yield g
+        raise OSError(13, "Permission denied: /proc/net/whatever")
+
+
+class Slow:
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def collect(self) -> Iterator[Metric]:
+        self.entered.set()
+        assert self.release.wait(30)
+        yield GaugeMetricFamily("netstat_slow", "slow collector", value=1)
+
+
+@pytest.fixture
+def server(request):
+    extra = getattr(request, "param", None) or {}
+    cfg = Config(listen_addresses=(ListenAddress("127.0.0.1", 0),), max_requests=1,
+                 collectors=frozenset({"sockets"}), sockets_source="procfs",
+                 procfs=f"{FIXTURES}/proc/live")
+    (srv,) = make_servers(cfg, Exporter(cfg, extra=extra))
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    srv.base = f"http://127.0.0.1:{srv.server_address[1]}"
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_landing_health_404_405(server) -> None:
+    status, headers, body = http_get(server.base + "/")
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert b'href="/metrics"' in body and b"<li>sockets</li>" in body
+    assert http_get(server.base + "/-/healthy")[0] == 200
+    assert http_get(server.base + "/metricsx")[0] == 404
+    assert http_get(server.base + "/favicon.ico")[0] == 404
+    conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+    conn.request("POST", "/metrics", body=b"x")
+    r = conn.getresponse()
+    assert r.status == 405 and r.getheader("Allow") == "GET, HEAD"
+
+
+@pytest.mark.parametrize("server", [{"broken": Broken()}], indirect=True)
+def test_failing_collector_drops_only_its_own_metrics(server) -> None:
+    s = parse(http_get(server.base + "/metrics")[2].decode())
+    assert value(s, "netstat_exporter_collector_success", collector="broken") == 0
+    assert value(s, "netstat_exporter_collector_success", collector="sockets") == 1
+    assert not select(s, "netstat_half_written")  # nothing of the failed collector leaks out
+    assert value(s, "netstat_sockets", protocol="tcp", family="ipv4", state="listen") == 2
+
+
+@pytest.mark.parametrize("server", [{"broken": Broken()}], indirect=True)
+def test_collect_and_exclude_filters(server) -> None:
+    s = parse(http_get(server.base + "/metrics?collect[]=sockets")[2].decode())
+    assert {lbl["collector"] for _, lbl, _ in select(s, "netstat_exporter_collector_success")} \
+        == {"sockets"}
+    s = parse(http_get(server.base + "/metrics?exclude[]=sockets")[2].decode())
+    assert not select(s, "netstat_sockets")
+    assert value(s, "netstat_exporter_collector_success", collector="broken") == 0
+    status, _, body = http_get(server.base + "/metrics?collect[]=nosuch")
+    assert status == 400 and b"nosuch" in body
+    assert http_get(server.base + "/metrics?exclude[]=nosuch")[0] == 400
+
+
+slow = Slow()
+
+
+@pytest.mark.parametrize("server", [{"slow": slow}], indirect=True)
+def test_concurrent_scrape_cap_and_threading(server) -> None:
+    results: List[int] = []
+    first = threading.Thread(target=lambda: results.append(http_get(server.base + "/metrics")[0]))
+    first.start()
+    try:
+        assert slow.entered.wait(10)
+        # The one scrape slot is taken: another scrape is refused at once...
+        status, _, body = http_get(server.base + "/metrics", timeout=10)
+        assert status == 503, body
+        # ...while the landing page and health check still answer.
+        assert http_get(server.base + "/", timeout=10)[0] == 200
+        assert http_get(server.base + "/-/healthy", timeout=10)[0] == 200
+    finally:
+        slow.release.set()
+        first.join(30)
+    assert results == [200]
+    assert http_get(server.base + "/metrics")[0] == 200  # the slot was given back
+
+
+def test_gzip_openmetrics_and_keepalive(server) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+    conn.request("GET", "/metrics", headers={"Accept-Encoding": "gzip"})
+    r = conn.getresponse()
+    assert r.getheader("Content-Encoding") == "gzip"
+    text = gzip.decompress(r.read()).decode()
+    assert "netstat_sockets{" in text
+    # Same connection again (HTTP/1.1 keep-alive), asking for OpenMetrics.
+    conn.request("GET", "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+    r = conn.getresponse()
+    assert r.status == 200
+    assert r.getheader("Content-Type").startswith("application/openmetrics-text")
+    assert r.read().rstrip().endswith(b"# EOF")
+
+
+def test_head_request(server) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+    conn.request("HEAD", "/")
+    r = conn.getresponse()
+    assert r.status == 200 and r.read() == b""
