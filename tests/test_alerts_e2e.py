@@ -4,13 +4,12 @@ namespace of the test's own. Real sockets make a TIME_WAIT burst and a listener 
 queue is full; Prometheus's HTTP API must then show the matching alerts pending or firing.
 
 Everything runs inside the namespace, so the host's own sockets (and other tests running at the
-same time) cannot move the counts. The test's own sockets and HTTP requests are made from one
-worker thread that has entered the namespace with setns(2).
+same time) cannot move the counts. The test's own sockets and HTTP requests are made from a
+thread that has entered the namespace (tests/netns.py).
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import socket
@@ -18,21 +17,19 @@ import subprocess
 import tempfile
 import urllib.parse
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from typing import Any, Callable, TypeVar
+from typing import Any
 
 import pytest
 from alertrules import load_generator, rules
 from helpers import http_get, poll, running_exporter
+from netns import NetNS
 
 from exporter.registry import specs
 
 pytestmark = pytest.mark.root
-T = TypeVar("T")
 
 gen = load_generator()
-CLONE_NEWNET = 0x40000000
 EXPORTER_PORT = 19816  # fixed by helpers.running_exporter inside a namespace
 PROMETHEUS_PORT = 19090  # the namespace is new: nothing else listens there
 TIME_WAIT_MIN = 200
@@ -50,47 +47,15 @@ def e2e_settings() -> dict[str, str]:
     return s
 
 
-class Namespace:
-    """A network namespace with loopback up, and one thread inside it to run socket code."""
-
-    def __init__(self) -> None:
-        self.name = f"alerts-e2e-{os.getpid()}"
-        subprocess.run(["ip", "netns", "add", self.name], check=True)
-        try:
-            subprocess.run(["ip", "-n", self.name, "link", "set", "lo", "up"], check=True)
-            self.pool = ThreadPoolExecutor(1, initializer=self._enter)
-            # Fail here, not later, if setns did not work.
-            self.run(lambda: None)
-        except BaseException:
-            subprocess.run(["ip", "netns", "del", self.name], check=False)
-            raise
-
-    def _enter(self) -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        fd = os.open(f"/run/netns/{self.name}", os.O_RDONLY)
-        try:
-            if libc.setns(fd, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), "setns failed")
-        finally:
-            os.close(fd)
-
-    def run(self, fn: Callable[..., T], *args: Any) -> T:
-        return self.pool.submit(fn, *args).result(timeout=60)
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=True)
-        subprocess.run(["ip", "netns", "del", self.name], check=False)
-
-
 class Stack:
-    def __init__(self, ns: Namespace, prometheus: subprocess.Popen) -> None:
+    def __init__(self, ns: NetNS, prometheus: subprocess.Popen) -> None:
         self.ns, self.prometheus = ns, prometheus
 
     def api(self, path: str, **params: str) -> Any:
         url = f"http://127.0.0.1:{PROMETHEUS_PORT}/api/v1/{path}"
         if params:
             url += "?" + urllib.parse.urlencode(params)
-        status, _, body = self.ns.run(http_get, url, 5)
+        status, _, body = self.ns.call(http_get, url, 5)
         assert status == 200, (status, body[:300])
         return json.loads(body)["data"]
 
@@ -122,8 +87,7 @@ def _prometheus_config(rule_files: list[str]) -> str:
 def stack() -> Iterator[Stack]:
     with ExitStack() as es:
         tmp = es.enter_context(tempfile.TemporaryDirectory(prefix="alerts-e2e-"))
-        ns = Namespace()
-        es.callback(ns.close)
+        ns = es.enter_context(NetNS("alerts"))
         rule_files = []
         for name, text in gen.render(e2e_settings()).items():
             path = os.path.join(tmp, name)
@@ -138,11 +102,10 @@ def stack() -> Iterator[Stack]:
                                           netns=ns.name))
         log = es.enter_context(open(os.path.join(tmp, "prometheus.log"), "w+",
                                     encoding="utf-8"))
-        prom = subprocess.Popen(
-            ["ip", "netns", "exec", ns.name, "prometheus", f"--config.file={config}",
-             f"--storage.tsdb.path={os.path.join(tmp, 'data')}",
-             f"--web.listen-address=127.0.0.1:{PROMETHEUS_PORT}"],
-            stdout=log, stderr=subprocess.STDOUT)
+        prom = ns.popen("prometheus", f"--config.file={config}",
+                        f"--storage.tsdb.path={os.path.join(tmp, 'data')}",
+                        f"--web.listen-address=127.0.0.1:{PROMETHEUS_PORT}",
+                        stdout=log, stderr=subprocess.STDOUT)
 
         def stop() -> None:
             prom.terminate()
@@ -159,7 +122,7 @@ def stack() -> Iterator[Stack]:
             if prom.poll() is not None:
                 log.seek(0)
                 raise RuntimeError("prometheus exited: " + log.read()[-2000:])
-            return ns.run(http_get, f"http://127.0.0.1:{PROMETHEUS_PORT}/-/ready", 2)[0] == 200
+            return ns.call(http_get, f"http://127.0.0.1:{PROMETHEUS_PORT}/-/ready", 2)[0] == 200
 
         poll(ready, timeout=30, interval=0.2, what="prometheus to be ready")
         # The rules loaded are the generated ones, all of them.
@@ -194,7 +157,7 @@ def test_time_wait_burst_raises_time_wait_spike(stack: Stack) -> None:
         "count_over_time(instance:netstat_tcp_time_wait:sum[1m])")),
         timeout=30, interval=0.5, what="a few evaluations of the TIME_WAIT baseline")
     assert stack.alerts("NetstatTimeWaitSpike") == []
-    stack.ns.run(_time_wait_burst, BURST)
+    stack.ns.call(_time_wait_burst, BURST)
     (alert,) = stack.wait_alert("NetstatTimeWaitSpike")
     assert alert["labels"] == {"alertname": "NetstatTimeWaitSpike", "severity": "warning",
                                "instance": f"127.0.0.1:{EXPORTER_PORT}", "job": "netstat"}
@@ -232,7 +195,7 @@ def _comm() -> str:
 def test_full_accept_queue_raises_accept_queue_and_listen_drop_alerts(stack: Stack) -> None:
     missing = {"listeners", "protocols"} - set(specs())
     assert not missing, f"collectors {sorted(missing)} are not in this tree yet"
-    queue: FullQueue | None = stack.ns.run(FullQueue)
+    queue: FullQueue | None = stack.ns.call(FullQueue)
     assert queue is not None
     try:
         alerts = stack.wait_alert("NetstatAcceptQueueNearFull")
@@ -249,4 +212,4 @@ def test_full_accept_queue_raises_accept_queue_and_listen_drop_alerts(stack: Sta
         assert drops["labels"]["instance"] == f"127.0.0.1:{EXPORTER_PORT}"
         assert float(drops["value"]) > 0
     finally:
-        stack.ns.run(queue.close)
+        stack.ns.call(queue.close)
