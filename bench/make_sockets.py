@@ -1,5 +1,9 @@
-"""Opens N loopback TCP sockets: about half ESTABLISHED (held open) and half TIME_WAIT, then
-prints "ready" and waits for a line on stdin. Run inside the benchmark's network namespace."""
+"""Opens loopback TCP sockets: PAIRS established connections (both ends held open) and TW
+connections left in TIME_WAIT, then prints "ready" and waits for a line (or EOF) on stdin.
+
+Usage: make_sockets.py PAIRS TW BASEPORT. Run inside the benchmark's network namespace; the
+benchmark starts several of these when one process may not hold enough descriptors.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +12,21 @@ import socket
 import sys
 
 
-def main(total: int) -> None:
-    resource.setrlimit(resource.RLIMIT_NOFILE, (total + 10000, total + 10000))
-    est_pairs = total // 4  # 2 sockets per pair: ~half of the total
-    tw = total - 2 * est_pairs
+def main(pairs: int, tw: int, base: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if 2 * pairs + 100 > hard:
+        raise SystemExit(f"make_sockets.py: {2 * pairs} descriptors exceed the limit {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     keep = []
+    # Several listening ports, so the ephemeral range never runs out for one destination.
     listeners = []
-    # Spread over several listening ports so the ephemeral range never runs out.
-    for i in range(max(1, total // 20000 + 1)):
+    for i in range((pairs + tw) // 20000 + 1):
         lst = socket.socket()
         lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        lst.bind(("127.0.0.1", 20000 + i))
+        lst.bind(("127.0.0.1", base + i))
         lst.listen(4096)
         listeners.append(lst)
-    for n in range(est_pairs):
+    for n in range(pairs):
         lst = listeners[n % len(listeners)]
         c = socket.create_connection(lst.getsockname())
         s, _ = lst.accept()
@@ -37,4 +42,4 @@ def main(total: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]))
+    main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))

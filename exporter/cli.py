@@ -16,9 +16,11 @@ import click
 from exporter import __version__, logs
 from exporter.config import (
     DEFAULT_LISTEN_ADDRESS,
+    DEFAULT_PROTOCOLS_FIELDS,
     Config,
     ConfigError,
     ProcfsPathError,
+    compile_regex,
     parse_listen_address,
 )
 from exporter.registry import specs
@@ -60,6 +62,28 @@ def _options() -> List[Callable[[Callable[..., Any]], Callable[..., Any]]]:
              type=click.Choice(["auto", "netlink", "procfs", "psutil"]), default="auto",
              help="Where the sockets collector reads sockets: netlink sock_diag, /proc/net, "
                   "or psutil; auto tries them in that order."),
+        _opt("--collector.protocols.fields", "protocols_fields",
+             default=DEFAULT_PROTOCOLS_FIELDS,
+             help="Regex over Group_Field kernel names (TcpExt_ListenOverflows, as nstat "
+                  "names them with an underscore) choosing the protocol counters exported; "
+                  "replaces the default set, e.g. '.*' for all."),
+        _opt("--collector.interfaces.device-include", "interfaces_device_include", default="",
+             help="Regex of interface names to export (default all)."),
+        _opt("--collector.interfaces.device-exclude", "interfaces_device_exclude", default="",
+             help="Regex of interface names to leave out."),
+        _opt("--collector.routes.table/--no-collector.routes.table", "routes_table",
+             default=False, help="Export every route as netstat_route_info."),
+        _opt("--collector.routes.max-routes", "routes_max_routes", type=click.IntRange(min=0),
+             default=1000, help="Routes listed by --collector.routes.table at most; the rest "
+                                "are only counted."),
+        _opt("--collector.ports.top-destinations", "ports_top_destinations",
+             type=click.IntRange(min=0), default=0,
+             help="Export the local-port use of the N busiest destinations "
+                  "(local address, remote address, remote port)."),
+        _opt("--collector.ports.source", "ports_source",
+             type=click.Choice(["auto", "netlink", "procfs"]), default="auto",
+             help="Where the ports collector reads sockets: netlink sock_diag or /proc/net; "
+                  "auto tries netlink first."),
         _opt("--log.level", "log_level", type=click.Choice(list(logs.LEVELS)), default="info",
              help="Only log messages with the given severity or above."),
         _opt("--log.format", "log_format", type=click.Choice(["logfmt", "json"]),
@@ -99,6 +123,9 @@ def build_config(params: Dict[str, Any]) -> Config:
             raise ProcfsPathError(f"--path.procfs {procfs!r} is not a directory")
         if not os.access(procfs, os.R_OK | os.X_OK):
             raise ProcfsPathError(f"--path.procfs {procfs!r} is not readable")
+    compile_regex("--collector.protocols.fields", params["protocols_fields"])
+    compile_regex("--collector.interfaces.device-include", params["interfaces_device_include"])
+    compile_regex("--collector.interfaces.device-exclude", params["interfaces_device_exclude"])
     return Config(
         listen_addresses=tuple(parse_listen_address(a) for a in params["listen_address"]),
         telemetry_path=path,
@@ -108,6 +135,13 @@ def build_config(params: Dict[str, Any]) -> Config:
         sysfs=params["sysfs"],
         collectors=frozenset(names),
         sockets_source=params["sockets_source"],
+        protocols_fields=params["protocols_fields"],
+        interfaces_device_include=params["interfaces_device_include"],
+        interfaces_device_exclude=params["interfaces_device_exclude"],
+        routes_table=params["routes_table"],
+        routes_max_routes=params["routes_max_routes"],
+        ports_top_destinations=params["ports_top_destinations"],
+        ports_source=params["ports_source"],
         log_level=params["log_level"],
         log_format=params["log_format"],
     )

@@ -73,6 +73,20 @@ def compile_regex(flag: str, pattern: Optional[str]) -> Optional[re.Pattern[str]
         raise RegexError(f"{flag}: invalid regular expression {pattern!r}: {e}") from None
 
 
+# The protocols collector's default fields, matched against "Group_Field" kernel names: what
+# node_exporter's netstat collector exports by default, plus the counters that explain TIME_WAIT
+# pile-ups, listen-queue overflows and memory aborts.
+DEFAULT_PROTOCOLS_FIELDS = (
+    r"^(.*_(InErrors|InErrs)|Ip_Forwarding|Ip(6|Ext)_(InOctets|OutOctets)|Icmp6?_(InMsgs|OutMsgs)"
+    r"|TcpExt_(Listen.*|Syncookies.*|TCPSynRetrans|TCPTimeouts|TCPOFOQueue|TW|TWRecycled"
+    r"|TWKilled|TCPTimeWaitOverflow|TCPBacklogDrop|TCPAbortOn.*|TCPReqQFull.*"
+    r"|TCPMemoryPressures|TCPRcvQDrop)"
+    r"|Tcp_(ActiveOpens|PassiveOpens|AttemptFails|EstabResets|CurrEstab|InSegs|OutSegs"
+    r"|RetransSegs|OutRsts)"
+    r"|Udp6?_(InDatagrams|OutDatagrams|NoPorts|RcvbufErrors|SndbufErrors))$"
+)
+
+
 @dataclass(frozen=True)
 class Config:
     # --- web ---
@@ -87,6 +101,17 @@ class Config:
     collectors: FrozenSet[str] = field(default_factory=frozenset)
     # sockets: where to read sockets from; "auto" tries netlink, then /proc, then psutil.
     sockets_source: str = "auto"
+    # protocols: regex over "Group_Field" names (TcpExt_ListenOverflows) choosing the fields.
+    protocols_fields: str = DEFAULT_PROTOCOLS_FIELDS
+    # interfaces: regexes over device names; "" means no filter.
+    interfaces_device_include: str = ""
+    interfaces_device_exclude: str = ""
+    # routes: list every route as netstat_route_info, at most max_routes of them.
+    routes_table: bool = False
+    routes_max_routes: int = 1000
+    # ports: busiest destinations listed (0: none); where sockets are read from.
+    ports_top_destinations: int = 0
+    ports_source: str = "auto"
     # --- logging ---
     log_level: str = "info"
     log_format: str = "logfmt"

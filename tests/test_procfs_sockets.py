@@ -59,9 +59,9 @@ def test_queue_bytes_skip_listeners() -> None:
 
 
 def test_ipv6_disabled_is_no_data() -> None:
-    assert net_sockets.read_inet(tree("ipv6-disabled"), "tcp6") is None
-    assert sockstat.read_sockstat(tree("ipv6-disabled"), "sockstat6") is None
-    assert net_sockets.read_inet(tree("ipv6-disabled"), "tcp") is not None
+    assert net_sockets.read_inet(tree("sockets-ipv6-disabled"), "tcp6") is None
+    assert sockstat.read_sockstat(tree("sockets-ipv6-disabled"), "sockstat6") is None
+    assert net_sockets.read_inet(tree("sockets-ipv6-disabled"), "tcp") is not None
 
 
 def test_empty_files() -> None:
@@ -72,10 +72,10 @@ def test_empty_files() -> None:
 
 
 @pytest.mark.parametrize("name, reader, where", [
-    ("truncated", lambda r: net_sockets.read_inet(r, "tcp"), "net/tcp:5"),
+    ("sockets-truncated", lambda r: net_sockets.read_inet(r, "tcp"), "net/tcp:5"),
     ("garbage", lambda r: net_sockets.read_inet(r, "tcp"), "net/tcp:4"),
     ("garbage", net_sockets.read_unix, "net/unix:1"),
-    ("truncated", sockstat.read_sockstat, "net/sockstat:2"),
+    ("sockets-truncated", sockstat.read_sockstat, "net/sockstat:2"),
     ("garbage", sockstat.read_sockstat, "net/sockstat:1"),
 ])
 def test_malformed_files_name_file_and_line(name: str, reader, where: str) -> None:

@@ -54,7 +54,7 @@ def test_sockstat_metrics_and_units() -> None:
 
 
 def test_ipv6_disabled_is_no_data_not_a_failure() -> None:
-    reg = registry("ipv6-disabled")
+    reg = registry("sockets-ipv6-disabled")
     assert reg.get_sample_value("netstat_sockets", {"protocol": "tcp", "family": "ipv6",
                                                     "state": "listen"}) is None
     assert reg.get_sample_value("netstat_sockets", {"protocol": "tcp", "family": "ipv4",

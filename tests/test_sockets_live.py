@@ -13,6 +13,7 @@ import http.client
 import os
 import socket
 import subprocess
+import time
 from collections import Counter
 from typing import Dict, List, Tuple
 
@@ -177,13 +178,18 @@ class KeepAlive:
 
 
 def compare(m: NetNS, read_ss, scrapers):
-    """Read `ss`, scrape, read `ss` again; retry (bounded) while a timer changed the table."""
-    for _ in range(5):
+    """Read `ss`, scrape, read `ss` again; retry (bounded) while a kernel timer (a SYN-ACK
+    retransmission, an expiring TIME_WAIT) changed the table in between."""
+    deadline = time.monotonic() + 20
+    while True:
         before = read_ss()
         got = [s() for s in scrapers]
-        if read_ss() == before:
+        after = read_ss()
+        if after == before:
             return before, got
-    pytest.fail("socket table kept changing during the comparison")
+        if time.monotonic() > deadline:
+            pytest.fail(f"socket table kept changing during the comparison: {before} != {after}")
+        time.sleep(0.2)
 
 
 def test_tcp_counts_match_ss_and_node_exporter(hosts: NetNS) -> None:

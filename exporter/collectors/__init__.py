@@ -4,4 +4,10 @@ everywhere (module, ``--collector.<name>`` flag, ``collector`` label, test file,
 Importing this package registers them all, in the order listed here.
 """
 
-from exporter.collectors import sockets  # noqa: F401
+# Registration order is the order of the reference and of the exposition, not alphabetical.
+from exporter.collectors import sockets  # noqa: F401, I001
+from exporter.collectors import protocols  # noqa: F401
+from exporter.collectors import interfaces  # noqa: F401
+from exporter.collectors import routes  # noqa: F401
+from exporter.collectors import ports  # noqa: F401
+from exporter.collectors import limits  # noqa: F401

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from typing import Iterable, Iterator, List, Optional
 
 from exporter.procfs.errors import ParseError
 
@@ -110,3 +110,58 @@ def read_unix(root: str) -> Optional[Counter]:  # type: ignore[type-arg]
         return None
 
 
+@dataclass(frozen=True)
+class InetRow:
+    """One row of /proc/net/{tcp,udp,...}[6]: state and both endpoints."""
+
+    state: int
+    src: str
+    sport: int
+    dst: str
+    dport: int
+
+
+def _addr(text: str) -> str:
+    """``0100007F`` -> ``127.0.0.1``; IPv6 is four 32-bit words, each printed in host byte
+    order (net/ipv6/tcp_ipv6.c get_tcp6_sock prints s6_addr32[0..3] with %08X)."""
+    import socket
+    import struct
+
+    words = [int(text[i:i + 8], 16) for i in range(0, len(text), 8)]
+    raw = struct.pack(f"={len(words)}I", *words)
+    return socket.inet_ntop(socket.AF_INET if len(words) == 1 else socket.AF_INET6, raw)
+
+
+def parse_inet_rows(lines: Iterable[str], path: str) -> Iterator[InetRow]:
+    """Every socket of a /proc/net/tcp-style table with its endpoints, streamed."""
+    it = iter(lines)
+    header = next(it, None)
+    if header is None:
+        return
+    if "local_address" not in header:
+        raise ParseError(path, "missing header line", 1)
+    for n, line in enumerate(it, start=2):
+        f = line.split(None, 4)
+        if not f:
+            continue
+        if len(f) < 4:
+            raise ParseError(path, f"expected at least 4 columns, got {len(f)}", n)
+        try:
+            la, lp = f[1].split(":")
+            ra, rp = f[2].split(":")
+            if len(la) not in (8, 32) or len(ra) != len(la):
+                raise ValueError(la)
+            yield InetRow(int(f[3], 16), _addr(la), int(lp, 16), _addr(ra), int(rp, 16))
+        except ValueError:
+            raise ParseError(path, f"bad address or state {f[1]!r} {f[2]!r} {f[3]!r}",
+                             n) from None
+
+
+def read_inet_rows(root: str, name: str) -> Optional[List[InetRow]]:
+    """Rows of ``<root>/net/<name>``; None when the file is absent."""
+    path = os.path.join(root, "net", name)
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            return list(parse_inet_rows(f, path))
+    except FileNotFoundError:
+        return None

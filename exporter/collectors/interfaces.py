@@ -1,0 +1,112 @@
+"""Collector ``interfaces``: per-interface traffic counters (``netstat -i``, ``ip -s link``) from
+/proc/net/dev, and each interface's state, MTU and speed from /sys/class/net.
+
+``--collector.interfaces.device-include`` / ``--collector.interfaces.device-exclude`` filter
+devices by name, as node_exporter's netdev collector does.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Dict, Iterator, List
+
+from prometheus_client.core import Metric
+
+from exporter.config import Config, compile_regex
+from exporter.procfs import netdev
+from exporter.registry import MetricDoc, register
+from exporter.sysfs import net_class
+
+log = logging.getLogger(__name__)
+
+# /proc/net/dev column -> (metric name part, what it counts). Column names as
+# dev_seq_printf_stats() in net/core/net-procfs.c prints them.
+_COLUMNS = {
+    "receive_bytes": "Bytes received",
+    "receive_packets": "Packets received",
+    "receive_errs": "Receive errors (rx_errors)",
+    "receive_drop": "Received packets dropped (rx_dropped + rx_missed_errors)",
+    "receive_fifo": "Receive FIFO overruns (rx_fifo_errors)",
+    "receive_frame": "Receive framing errors (rx_length, rx_over, rx_crc and rx_frame errors)",
+    "receive_compressed": "Compressed packets received",
+    "receive_multicast": "Multicast packets received",
+    "transmit_bytes": "Bytes transmitted",
+    "transmit_packets": "Packets transmitted",
+    "transmit_errs": "Transmit errors (tx_errors)",
+    "transmit_drop": "Packets dropped on transmit (tx_dropped)",
+    "transmit_fifo": "Transmit FIFO errors (tx_fifo_errors)",
+    "transmit_colls": "Collisions detected while transmitting",
+    "transmit_carrier": "Transmit carrier errors (tx_carrier, aborted, window and heartbeat "
+                        "errors)",
+    "transmit_compressed": "Compressed packets transmitted",
+}
+
+
+def _metric_name(column: str) -> str:
+    return "netstat_interface_" + column.replace("_errs", "_errors") + "_total"
+
+
+COUNTERS: Dict[str, MetricDoc] = {
+    col: MetricDoc(_metric_name(col), "counter",
+                   f"{text}, per interface (/proc/net/dev column "
+                   f"{col.split('_')[0].capitalize()} {col.split('_', 1)[1]}).", ("device",))
+    for col, text in _COLUMNS.items()
+}
+M_UP = MetricDoc(
+    "netstat_interface_up", "gauge",
+    "1 if the interface is operationally up, else 0 (/sys/class/net/<device>/operstate; for "
+    "operstate 'unknown', as on loopback, the IFF_UP bit of flags and the carrier).",
+    ("device",))
+M_MTU = MetricDoc(
+    "netstat_interface_mtu_bytes", "gauge",
+    "MTU of the interface in bytes (/sys/class/net/<device>/mtu).", ("device",))
+M_SPEED = MetricDoc(
+    "netstat_interface_speed_bytes", "gauge",
+    "Link speed in bytes per second (/sys/class/net/<device>/speed, Mbit/s times 125000).",
+    ("device",), note="absent when the driver reports none, e.g. loopback or a link that is down")
+METRICS = (*COUNTERS.values(), M_UP, M_MTU, M_SPEED)
+
+
+@register("interfaces", default_enabled=True,
+          description="per-interface traffic counters from /proc/net/dev (netstat -i); state, "
+                      "MTU and speed from /sys/class/net",
+          metrics=METRICS)
+class InterfacesCollector:
+    def __init__(self, config: Config) -> None:
+        self.procfs = config.procfs
+        self.sysfs = config.sysfs
+        self.include = compile_regex("--collector.interfaces.device-include",
+                                     config.interfaces_device_include)
+        self.exclude = compile_regex("--collector.interfaces.device-exclude",
+                                     config.interfaces_device_exclude)
+
+    def _wanted(self, dev: str) -> bool:
+        if self.include is not None and not self.include.match(dev):
+            return False
+        return not (self.exclude is not None and self.exclude.match(dev))
+
+    def collect(self) -> Iterator[Metric]:
+        stats = netdev.read_netdev(self.procfs)
+        if stats is None:
+            return
+        fams = {col: doc.family() for col, doc in COUNTERS.items()}
+        up, mtu, speed = M_UP.family(), M_MTU.family(), M_SPEED.family()
+        for dev in sorted(stats):
+            if not self._wanted(dev):
+                continue
+            for col, v in stats[dev].items():
+                fam = fams.get(col)
+                if fam is not None:  # a column a newer kernel adds is not exported
+                    fam.add_metric([dev], float(v))
+            nc = net_class.read_net_class(self.sysfs, dev)
+            if nc is None:
+                continue
+            state = nc.up
+            if state is not None:
+                up.add_metric([dev], 1.0 if state else 0.0)
+            if nc.mtu is not None:
+                mtu.add_metric([dev], float(nc.mtu))
+            if nc.speed_mbps is not None:
+                speed.add_metric([dev], float(nc.speed_mbps) * 125000.0)
+        out: List[Metric] = [*fams.values(), up, mtu, speed]
+        yield from (m for m in out if m.samples)

@@ -1,0 +1,83 @@
+"""/proc/net/snmp and /proc/net/netstat: protocol counters in header/value line pairs.
+
+Both files print each group as two lines, a header naming the fields and a line of values, each
+starting with ``Group:`` (net/ipv4/proc.c: snmp_seq_show_ipstats, snmp_seq_show_tcp_udp,
+netstat_seq_show; the MPTcpExt group comes from net/mptcp/mib.c mptcp_seq_show)::
+
+    Tcp: RtoAlgorithm RtoMin RtoMax MaxConn ActiveOpens ...
+    Tcp: 1 200 120000 -1 29 ...
+
+/proc/net/snmp holds Ip, Icmp, IcmpMsg, Tcp, Udp and UdpLite; /proc/net/netstat holds TcpExt,
+IpExt and MPTcpExt. The set of fields grows with the kernel; IcmpMsg lists only the ICMP types
+seen so far (icmpmsg_put in net/ipv4/proc.c), and is absent until one is. Values are decimal
+and may be negative (Tcp MaxConn is printed as -1, RFC 2012's "dynamic").
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, Optional
+
+from exporter.procfs.errors import ParseError
+
+# group -> field -> value, in file order.
+Groups = Dict[str, Dict[str, int]]
+
+
+def parse_snmp(text: str, path: str) -> Groups:
+    """Parse header/value line pairs. Raises ParseError naming the line for a header without a
+    value line, a group name that changes between the two lines, a field/value count mismatch,
+    or a value that is not a decimal integer."""
+    out: Groups = {}
+    lines = text.splitlines()
+    n = 0
+    while n < len(lines):
+        header = lines[n]
+        if not header.strip():
+            n += 1
+            continue
+        group, sep, names = header.partition(":")
+        if not sep or not group or " " in group.strip():
+            raise ParseError(path, "expected a 'Group: Field ...' header line", n + 1)
+        group = group.strip()
+        if n + 1 >= len(lines) or not lines[n + 1].strip():
+            raise ParseError(path, f"header of {group} has no value line", n + 1)
+        vgroup, vsep, values = lines[n + 1].partition(":")
+        if not vsep or vgroup.strip() != group:
+            raise ParseError(path, f"expected the value line of {group}, got "
+                                   f"{lines[n + 1][:40]!r}", n + 2)
+        fields, nums = names.split(), values.split()
+        if len(fields) != len(nums):
+            raise ParseError(path, f"{group} has {len(fields)} fields but {len(nums)} values",
+                             n + 2)
+        row: Dict[str, int] = {}
+        for f, v in zip(fields, nums):
+            try:
+                row[f] = int(v)
+            except ValueError:
+                raise ParseError(path, f"value of {group} {f} is not a number: {v!r}",
+                                 n + 2) from None
+        if group in out:
+            raise ParseError(path, f"group {group} appears twice", n + 1)
+        out[group] = row
+        n += 2
+    return out
+
+
+def _read(root: str, name: str) -> Optional[Groups]:
+    path = os.path.join(root, "net", name)
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            return parse_snmp(f.read(), path)
+    except FileNotFoundError:
+        return None
+
+
+def read_snmp(root: str) -> Optional[Groups]:
+    """``<root>/net/snmp``; None when absent."""
+    return _read(root, "snmp")
+
+
+def read_netstat(root: str) -> Optional[Groups]:
+    """``<root>/net/netstat``; None when absent."""
+    return _read(root, "netstat")

@@ -1,0 +1,138 @@
+"""ports: range arithmetic, the /proc/net row reader, the collector on fixtures, and a live test
+with many client connections inside a namespace whose ephemeral range is narrowed."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict, List
+
+import pytest
+from helpers import FIXTURES, select, value
+from netns import Holder, dump, needs_root, netns, set_sysctl
+from prometheus_client import CollectorRegistry
+
+from exporter.collectors.ports import PortsCollector, ephemeral_ports
+from exporter.config import Config
+from exporter.procfs import net_sockets, sysctl
+from exporter.procfs.errors import ParseError
+
+
+def test_reserved_ranges() -> None:
+    assert sysctl.parse_port_ranges("8080,9000-9010\n", "p") == [(8080, 8080), (9000, 9010)]
+    assert sysctl.parse_port_ranges("\n", "p") == []
+    for bad in ("9000-", "a", "9010-9000", "70000"):
+        with pytest.raises(ParseError):
+            sysctl.parse_port_ranges(bad, "p")
+
+
+def test_ephemeral_ports() -> None:
+    assert len(ephemeral_ports(40000, 40099, [])) == 100
+    assert len(ephemeral_ports(40000, 40099, [(40010, 40019), (40050, 40050), (1, 10)])) == 89
+
+
+def test_inet_rows_fixture() -> None:
+    rows = net_sockets.read_inet_rows(os.path.join(FIXTURES, "proc", "new"), "tcp6")
+    assert rows is not None
+    assert [(r.src, r.sport, r.dst, r.dport, r.state) for r in rows] == [
+        ("::", 22, "::", 0, 10), ("fd00::2", 40004, "fd00::9", 443, 1)]
+    with pytest.raises(ParseError, match=":2: bad address"):
+        list(net_sockets.parse_inet_rows(["  sl  local_address rem_address st\n",
+                                          "0: 0100007F:zz 00000000:0000 0A\n"], "tcp"))
+    assert net_sockets.read_inet_rows(os.path.join(FIXTURES, "proc", "ipv6-disabled"),
+                                      "tcp6") is None
+
+
+def collect(scenario: str, top: int = 0) -> CollectorRegistry:
+    cfg = Config(procfs=os.path.join(FIXTURES, "proc", scenario), ports_source="procfs",
+                 ports_top_destinations=top)
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(PortsCollector(cfg))
+    return reg
+
+
+def test_collector_on_fixture() -> None:
+    reg = collect("new", top=2)
+    # 40000-40099 minus 40010-40019 and 40050.
+    assert reg.get_sample_value("netstat_ports_ephemeral_available") == 89
+    # 40001 (twice, two destinations), 40002, 40003, 40004 (IPv6); 40010 is reserved; the
+    # listener and the server side of a connection are not in the range.
+    assert reg.get_sample_value("netstat_ports_ephemeral_used", {"protocol": "tcp"}) == 4
+    assert reg.get_sample_value("netstat_ports_ephemeral_destination_used_max",
+                                {"protocol": "tcp"}) == 3
+    assert reg.get_sample_value("netstat_ports_ephemeral_destination_used", {
+        "protocol": "tcp", "destination": "10.0.0.5->10.0.0.9:443"}) == 3
+    # UDP: a connected socket and an unconnected one bound in the range both use a port;
+    # only the connected one has a destination.
+    assert reg.get_sample_value("netstat_ports_ephemeral_used", {"protocol": "udp"}) == 2
+    assert reg.get_sample_value("netstat_ports_ephemeral_destination_used_max",
+                                {"protocol": "udp"}) == 1
+    dests = [s for m in reg.collect() for s in m.samples
+             if s.name == "netstat_ports_ephemeral_destination_used"]
+    assert len([s for s in dests if s.labels["protocol"] == "tcp"]) == 2
+    assert "netstat_ports_ephemeral_destination_used" not in {
+        m.name for m in collect("new").collect()}
+
+
+def test_missing_range_is_no_data(tmp_path: os.PathLike[str]) -> None:
+    cfg = Config(procfs=str(tmp_path), ports_source="procfs")
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(PortsCollector(cfg))
+    assert list(reg.collect()) == []
+
+
+# --- live -----------------------------------------------------------------------------------
+
+CLIENTS = r"""
+import json, socket, sys
+K, M, CLOSED, U = 30, 12, 6, 3
+a = socket.socket(); a.bind(("127.0.0.1", 5001)); a.listen(128)
+b = socket.socket(); b.bind(("127.0.0.1", 5002)); b.listen(128)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("127.0.0.1", 5003))
+keep, ports = [], {"a": [], "b": [], "udp": []}
+for name, srv, n in (("a", a, K), ("b", b, M)):
+    for i in range(n):
+        c = socket.socket()  # source address 127.0.0.1, chosen by the route
+        c.connect(srv.getsockname())
+        s, _ = srv.accept()
+        ports[name].append(c.getsockname()[1])
+        if name == "a" and i < CLOSED:
+            c.close(); s.close()  # client closes first: its port stays in TIME_WAIT
+        else:
+            keep += [c, s]
+for _ in range(U):
+    d = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); d.connect(("127.0.0.1", 5003))
+    ports["udp"].append(d.getsockname()[1]); keep.append(d)
+print(json.dumps(ports), flush=True)
+sys.stdin.read()
+"""
+
+
+@needs_root
+@pytest.mark.parametrize("source", ["netlink", "procfs"])
+def test_live_many_clients_to_one_destination(source: str) -> None:
+    with netns("ports") as ns:
+        set_sysctl(ns, {"net/ipv4/ip_local_port_range": "40000 40099",
+                        "net/ipv4/ip_local_reserved_ports": "40090-40099"})
+        holder = Holder(ns, CLIENTS)
+        try:
+            ports: Dict[str, List[int]] = json.loads(holder.ready)
+            samples = dump(ns, "--collector.disable-defaults", "--collector.ports",
+                           f"--collector.ports.source={source}",
+                           "--collector.ports.top-destinations=5")
+        finally:
+            holder.close()
+    assert all(40000 <= p < 40090 for ps in ports.values() for p in ps)
+    assert len(set(ports["a"])) == 30 and len(set(ports["b"])) == 12
+    assert value(samples, "netstat_ports_ephemeral_available") == 90
+    # The kernel may give the same local port to both destinations: count distinct ports.
+    assert value(samples, "netstat_ports_ephemeral_used", protocol="tcp") == \
+        len(set(ports["a"]) | set(ports["b"]))
+    assert value(samples, "netstat_ports_ephemeral_destination_used_max", protocol="tcp") == 30
+    top = {s[1]["destination"]: s[2]
+           for s in select(samples, "netstat_ports_ephemeral_destination_used", protocol="tcp")}
+    assert top == {"127.0.0.1->127.0.0.1:5001": 30, "127.0.0.1->127.0.0.1:5002": 12}
+    assert value(samples, "netstat_ports_ephemeral_used", protocol="udp") == 3
+    assert value(samples, "netstat_ports_ephemeral_destination_used_max", protocol="udp") == 3
+    assert value(samples, "netstat_ports_ephemeral_destination_used", protocol="udp",
+                 destination="127.0.0.1->127.0.0.1:5003") == 3
