@@ -54,6 +54,13 @@ def _options() -> List[Callable[[Callable[..., Any]], Callable[..., Any]]]:
         _opt("--web.disable-exporter-metrics/--no-web.disable-exporter-metrics",
              "disable_exporter_metrics", default=False,
              help="Leave out the exporter's own process_* and build_info metrics."),
+        _opt("--web.config.file", "web_config_file", default="",
+             help="Path to a configuration file that can enable TLS or basic authentication "
+                  "(exporter-toolkit format). Re-read when it changes and on SIGHUP."),
+        _opt("--web.read-header-timeout", "read_header_timeout",
+             type=click.FloatRange(min=0.1, max=3600), default=10.0,
+             help="Seconds a client has, from connecting, to complete the TLS handshake and "
+                  "send the request line and headers; slower clients are disconnected."),
         _opt("--path.procfs", "procfs", default="/proc", help="procfs mount point."),
         _opt("--path.sysfs", "sysfs", default="/sys", help="sysfs mount point."),
         _opt("--collector.disable-defaults/--no-collector.disable-defaults", "disable_defaults",
@@ -131,6 +138,8 @@ def build_config(params: Dict[str, Any]) -> Config:
         telemetry_path=path,
         max_requests=params["max_requests"],
         disable_exporter_metrics=params["disable_exporter_metrics"],
+        web_config_file=params["web_config_file"] or None,
+        read_header_timeout=params["read_header_timeout"],
         procfs=procfs,
         sysfs=params["sysfs"],
         collectors=frozenset(names),

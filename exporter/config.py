@@ -94,6 +94,10 @@ class Config:
     telemetry_path: str = "/metrics"
     max_requests: int = 40
     disable_exporter_metrics: bool = False
+    # exporter-toolkit web configuration file (TLS, basic auth, headers); None: plain HTTP.
+    web_config_file: Optional[str] = None
+    # Seconds from accepting a connection until its request head (and TLS handshake) is in.
+    read_header_timeout: float = 10.0
     # --- paths ---
     procfs: str = "/proc"
     sysfs: str = "/sys"

@@ -166,6 +166,7 @@ class KeepAlive:
     no new sockets between `ss` and the scrape (both ends stay ESTABLISHED and are counted)."""
 
     def __init__(self, ns: NetNS, port: int) -> None:
+        self.ns, self.port = ns, port
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         ns.call(self.conn.connect)
 
@@ -174,6 +175,12 @@ class KeepAlive:
         r = self.conn.getresponse()
         body = r.read()
         assert r.status == 200, body[:300]
+        # The response stays in the server's send queue until our (delayed) ACK arrives; wait
+        # for it so that the next count of queue bytes does not catch this scrape in flight.
+        # (with a state filter ss leaves out the State column: Send-Q is the second field)
+        poll(lambda: all(line.split()[1] == "0" for line in self.ns.run(
+            "ss", "-tnH", "state", "established", f"( sport = :{self.port} )").splitlines()),
+            timeout=5, interval=0.01, what="the scrape's send queue to drain")
         return parse(body.decode())
 
 

@@ -1,0 +1,126 @@
+"""A real Prometheus scrapes the exporter over TLS (client certificate required) with basic
+auth, using the job from deploy/prometheus/prometheus.yml; the target is up, and the same job
+with a wrong password is down with a 401."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import subprocess
+import urllib.parse
+from typing import Any, Dict, Iterator, Optional
+
+import pytest
+import yaml
+from helpers import ROOT, free_port, http_get, poll
+from tlshelpers import bcrypt_hash, exporter_with, make_pki, write_web_config
+
+PROM_EXAMPLE = os.path.join(ROOT, "deploy", "prometheus", "prometheus.yml")
+EXAMPLE_DIR = "/etc/prometheus/netstat-exporter"
+
+
+@pytest.fixture()
+def prometheus_bin() -> str:
+    exe = shutil.which("prometheus")
+    assert exe, "prometheus is not installed (scripts/test-all installs Debian's prometheus)"
+    return exe
+
+
+@pytest.fixture()
+def exporter(tmp_path: os.PathLike[str]) -> Iterator[Dict[str, Any]]:
+    d = os.path.join(str(tmp_path), "exporter")
+    os.mkdir(d)
+    pki = make_pki(d)
+    password = "scrape-" + os.urandom(6).hex()
+    cfg = write_web_config(os.path.join(d, "web.yml"), [
+        "tls_server_config:",
+        "  cert_file: server.crt",
+        "  key_file: server.key",
+        "  client_auth_type: RequireAndVerifyClientCert",
+        "  client_ca_file: ca.crt",
+        "basic_auth_users:",
+        f"  prometheus: '{bcrypt_hash(password, 8)}'",
+    ])
+    with exporter_with(f"--web.config.file={cfg}") as ex:
+        yield {"port": ex.port, "pki": pki, "password": password, "proc": ex}
+
+
+def prometheus_config(tmp: str, port: int, pki: Any, password: str) -> str:
+    """The example's TLS job, pointed at the test's exporter, files and password; plus the same
+    job with a wrong password as a control."""
+    # Files at the names the example uses, in a directory of the test's own.
+    files = os.path.join(tmp, "prom-files")
+    os.mkdir(files)
+    shutil.copy(pki.ca.cert, os.path.join(files, "ca.crt"))
+    shutil.copy(pki.client.cert, os.path.join(files, "client.crt"))
+    shutil.copy(pki.client.key, os.path.join(files, "client.key"))
+    with open(os.path.join(files, "password"), "w") as f:
+        f.write(password)
+    with open(os.path.join(files, "wrong-password"), "w") as f:
+        f.write(password + "x")
+    with open(PROM_EXAMPLE) as f:
+        cfg = yaml.safe_load(f.read().replace(EXAMPLE_DIR, files))
+    (job,) = [j for j in cfg["scrape_configs"] if j["job_name"] == "netstat-tls"]
+    job["static_configs"] = [{"targets": [f"127.0.0.1:{port}"]}]
+    bad = copy.deepcopy(job)
+    bad["job_name"] = "netstat-tls-wrong-password"
+    bad["basic_auth"]["password_file"] = os.path.join(files, "wrong-password")
+    cfg["scrape_configs"] = [job, bad]
+    cfg["global"].update({"scrape_interval": "1s", "scrape_timeout": "1s",
+                          "evaluation_interval": "1s"})
+    cfg.pop("rule_files", None)  # rules are checked by promtool elsewhere
+    path = os.path.join(tmp, "prometheus.yml")
+    with open(path, "w") as f:
+        yaml.safe_dump(cfg, f)
+    return path
+
+
+def test_prometheus_scrapes_over_tls_with_basic_auth(
+        tmp_path: os.PathLike[str], exporter: Dict[str, Any], prometheus_bin: str) -> None:
+    tmp = str(tmp_path)
+    cfg = prometheus_config(tmp, exporter["port"], exporter["pki"], exporter["password"])
+    check = subprocess.run(["promtool", "check", "config", cfg], capture_output=True, text=True,
+                           timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
+    port = free_port()
+    proc = subprocess.Popen(
+        [prometheus_bin, f"--config.file={cfg}", f"--storage.tsdb.path={tmp}/data",
+         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    api = f"http://127.0.0.1:{port}/api/v1"
+    try:
+        def targets() -> Optional[Dict[str, Dict[str, Any]]]:
+            if proc.poll() is not None:
+                raise RuntimeError(f"prometheus exited: {proc.stderr.read() if proc.stderr else ''}")
+            status, _, body = http_get(api + "/targets", timeout=5)
+            if status != 200:
+                return None
+            active = json.loads(body)["data"]["activeTargets"]
+            by_job = {t["labels"]["job"]: t for t in active}
+            if len(by_job) == 2 and all(t["health"] != "unknown" for t in by_job.values()):
+                return by_job
+            return None
+
+        # Health is settled once every target has been scraped at least once.
+        by_job = poll(targets, timeout=60, interval=0.25, what="both targets scraped")
+        good, bad = by_job["netstat-tls"], by_job["netstat-tls-wrong-password"]
+        assert good["health"] == "up", good
+        assert good["scrapeUrl"].startswith("https://127.0.0.1:")
+        assert bad["health"] == "down" and "401" in bad["lastError"], bad
+
+        def sockets_series() -> int:
+            q = urllib.parse.quote('count(netstat_sockets{job="netstat-tls"})')
+            status, _, body = http_get(f"{api}/query?query={q}", timeout=5)
+            result = json.loads(body)["data"]["result"] if status == 200 else []
+            return int(float(result[0]["value"][1])) if result else 0
+
+        assert poll(sockets_series, timeout=30, what="exporter metrics stored") > 0
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
