@@ -116,6 +116,15 @@ class Config:
     # ports: busiest destinations listed (0: none); where sockets are read from.
     ports_top_destinations: int = 0
     ports_source: str = "auto"
+    # listeners: where to read sockets from (as for sockets); add a pid label to
+    # netstat_listener_info; how many ports netstat_listener_connections names before summing the
+    # rest as "other", and whether to count connections at all; the expected-listeners file
+    # ("" for none).
+    listeners_source: str = "auto"
+    listeners_pid_label: bool = False
+    listeners_max_ports: int = 100
+    listeners_connections: bool = True
+    listeners_expected_file: str = ""
     # --- logging ---
     log_level: str = "info"
     log_format: str = "logfmt"

@@ -154,6 +154,13 @@ class Exporter:
     def unknown(self, names: Iterable[str]) -> List[str]:
         return sorted(set(names) - set(self.collectors))
 
+    def reload(self) -> None:
+        """Have every collector that reads a file of its own re-read it (on SIGHUP)."""
+        for collector in self.collectors.values():
+            reload = getattr(collector, "reload", None)
+            if callable(reload):
+                reload()
+
 
 EXPORTER_METRICS = (
     MetricDoc(f"{NAMESPACE}_exporter_collector_duration_seconds", "gauge",

@@ -411,7 +411,8 @@ def serve(config: Config) -> None:
     # Load the web config before binding: a bad file is a start-up error (ConfigError).
     web = WebState(config.web_config_file) if config.web_config_file else None
     servers = make_servers(config, web=web)
-    reloads: List[Callable[[], object]] = []
+    # SIGHUP re-reads the web config and the collectors' files (the expected-listeners file).
+    reloads: List[Callable[[], object]] = [servers[0].exporter.reload]
     if web is not None:
         reloads.append(web.reload)
     on_sighup(reloads)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -131,7 +132,9 @@ def running_exporter(*args: str, host: str = "127.0.0.1", netns: Optional[str] =
     addr = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     cmd = exporter_cmd(f"--web.listen-address={addr}", *args)
     if user is not None:
-        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups",
+        # The user's own group: there is no group "nobody" on Debian (it is "nogroup").
+        gid = pwd.getpwnam(user).pw_gid
+        cmd = ["setpriv", f"--reuid={user}", f"--regid={gid}", "--clear-groups",
                "--inh-caps=-all", "--bounding-set=-all", *cmd]
     if netns is not None:
         cmd = ["ip", "netns", "exec", netns, *cmd]

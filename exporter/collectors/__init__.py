@@ -6,6 +6,7 @@ Importing this package registers them all, in the order listed here.
 
 # Registration order is the order of the reference and of the exposition, not alphabetical.
 from exporter.collectors import sockets  # noqa: F401, I001
+from exporter.collectors import listeners  # noqa: F401
 from exporter.collectors import protocols  # noqa: F401
 from exporter.collectors import interfaces  # noqa: F401
 from exporter.collectors import routes  # noqa: F401

@@ -21,12 +21,13 @@ the chunk is walked message by message. Both paths give the same answer; the tes
 from __future__ import annotations
 
 import errno as _errno
+import functools
 import os
 import socket
 import struct
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable, Iterator, List, Optional, Tuple, Union
+from typing import Callable, Dict, FrozenSet, Iterable, Iterator, List, Optional, Tuple, Union
 
 from exporter.procfs.errors import ParseError
 
@@ -111,10 +112,10 @@ def _open() -> socket.socket:
 _seq = 0
 
 
-def _request(s: socket.socket, payload: bytes) -> int:
+def _request(s: socket.socket, payload: bytes, msg_type: int = SOCK_DIAG_BY_FAMILY) -> int:
     global _seq
     _seq = (_seq + 1) & 0xFFFFFFFF
-    hdr = NLMSG_HDR.pack(NLMSG_HDRLEN + len(payload), SOCK_DIAG_BY_FAMILY,
+    hdr = NLMSG_HDR.pack(NLMSG_HDRLEN + len(payload), msg_type,
                          NLM_F_REQUEST | NLM_F_DUMP, _seq, 0)
     s.sendto(hdr + payload, (0, 0))
     return _seq
@@ -137,8 +138,12 @@ RunFn = Callable[[bytearray, int, int, int], None]
 
 
 def _dump(payload: bytes, on_messages: ChunkFn, on_uniform: Optional[RunFn] = None,
-          *, sock: Optional[socket.socket] = None, source: str = "netlink") -> bool:
+          *, sock: Optional[socket.socket] = None, source: str = "netlink",
+          msg_type: int = SOCK_DIAG_BY_FAMILY) -> bool:
     """Send one dump request and feed the replies to the handlers. Returns NLM_F_DUMP_INTR seen.
+
+    ``msg_type`` is the request's and the replies' message type: SOCK_DIAG_BY_FAMILY, or
+    TCPDIAG_GETSOCK for the older request that dumps both address families at once.
 
     ``on_uniform(buf, start, end, L)`` gets runs where every message is exactly ``L`` bytes long
     and of type SOCK_DIAG_BY_FAMILY; ``on_messages(buf, off, ln)`` gets every other message, one
@@ -148,7 +153,7 @@ def _dump(payload: bytes, on_messages: ChunkFn, on_uniform: Optional[RunFn] = No
     s = sock or _open()
     try:
         try:
-            _request(s, payload)
+            _request(s, payload, msg_type)
         except OSError as e:
             raise NetlinkError(e.errno, f"netlink sock_diag request refused: {e.strerror}") from None
         buf = bytearray(RECV_BUFSIZE)
@@ -158,7 +163,7 @@ def _dump(payload: bytes, on_messages: ChunkFn, on_uniform: Optional[RunFn] = No
                 n = s.recv_into(buf)
             except OSError as e:
                 raise NetlinkError(e.errno, f"netlink sock_diag read failed: {e.strerror}") from None
-            done, intr = feed(buf, n, on_messages, on_uniform, source=source)
+            done, intr = feed(buf, n, on_messages, on_uniform, source=source, msg_type=msg_type)
             interrupted |= intr
             if done:
                 return interrupted
@@ -168,7 +173,7 @@ def _dump(payload: bytes, on_messages: ChunkFn, on_uniform: Optional[RunFn] = No
 
 
 def feed(buf: bytearray, n: int, on_message: ChunkFn, on_uniform: Optional[RunFn] = None,
-         *, source: str = "netlink") -> Tuple[bool, bool]:
+         *, source: str = "netlink", msg_type: int = SOCK_DIAG_BY_FAMILY) -> Tuple[bool, bool]:
     """Parse one received chunk ``buf[:n]``. Returns (done, interrupted).
 
     Exposed for tests, which feed captured and hand-made chunks through it.
@@ -205,7 +210,7 @@ def feed(buf: bytearray, n: int, on_message: ChunkFn, on_uniform: Optional[RunFn
         if flags & NLM_F_DUMP_INTR:
             interrupted = True
         step = (ln + 3) & ~3
-        if typ != SOCK_DIAG_BY_FAMILY:
+        if typ != msg_type:
             off += step
             continue
         if try_uniform:
@@ -213,7 +218,7 @@ def feed(buf: bytearray, n: int, on_message: ChunkFn, on_uniform: Optional[RunFn
             # type? (A trailing NLMSG_DONE is shorter than any diag message, so it is left over.)
             try_uniform = False
             m = (n - off) // ln if step == ln else 0
-            if m > 1 and _is_uniform(buf, off, m, ln):
+            if m > 1 and _is_uniform(buf, off, m, ln, msg_type):
                 on_uniform(buf, off, off + m * ln, ln)  # type: ignore[misc]
                 off += m * ln
                 continue
@@ -222,14 +227,15 @@ def feed(buf: bytearray, n: int, on_message: ChunkFn, on_uniform: Optional[RunFn
     return False, interrupted
 
 
-def _is_uniform(buf: bytearray, start: int, m: int, ln: int) -> bool:
+def _is_uniform(buf: bytearray, start: int, m: int, ln: int,
+                msg_type: int = SOCK_DIAG_BY_FAMILY) -> bool:
     """Whether the ``m`` messages from ``start`` are all ``ln`` bytes long and of type
-    SOCK_DIAG_BY_FAMILY, checked in C over strided views of the length and type fields."""
+    ``msg_type``, checked in C over strided views of the length and type fields."""
     view = memoryview(buf)[start:start + m * ln]
     lens = view.cast("I")[0::ln // 4]
     types = view.cast("H")[2::ln // 2]
     return (lens.tobytes() == struct.pack("<I", ln) * m
-            and types.tobytes() == struct.pack("<H", SOCK_DIAG_BY_FAMILY) * m)
+            and types.tobytes() == struct.pack("<H", msg_type) * m)
 
 
 def count_inet(family: int, protocol: int, states: int = ALL_STATES, *,
@@ -349,19 +355,20 @@ def _addr(family: int, raw: bytes) -> str:
     return socket.inet_ntop(socket.AF_INET6, raw[:16])
 
 
+# The whole inet_diag_msg in one go: family, state, (timer, retrans), sport, dport (network byte
+# order, swapped below), src, dst, ifindex, (cookie), expires, rqueue, wqueue, uid, inode.
+_INET_MSG = struct.Struct("<BB2xHH16s16sI8xIIIII")
+
+
 def parse_inet_msg(buf: Union[bytes, bytearray], off: int = 0) -> InetSocket:
     """Decode one inet_diag_msg (``off`` points at the nlmsghdr)."""
     b = off + NLMSG_HDRLEN
     if len(buf) - b < INET_MSG_LEN:
         raise ParseError("netlink", f"inet_diag_msg truncated: {len(buf) - b} bytes")
-    family, state = buf[b], buf[b + 1]
-    sport, dport = struct.unpack_from(">HH", buf, b + 4)
-    src = bytes(buf[b + 8:b + 24])
-    dst = bytes(buf[b + 24:b + 40])
-    (ifindex,) = struct.unpack_from("<I", buf, b + 40)
-    _exp, rq, wq, uid, inode = INET_MSG_TAIL.unpack_from(buf, b + 52)
-    return InetSocket(family, state, _addr(family, src), sport, _addr(family, dst), dport,
-                      ifindex, rq, wq, uid, inode)
+    family, state, sp, dp, src, dst, ifindex, _exp, rq, wq, uid, inode = \
+        _INET_MSG.unpack_from(buf, b)
+    return InetSocket(family, state, _addr(family, src), (sp & 0xFF) << 8 | sp >> 8,
+                      _addr(family, dst), (dp & 0xFF) << 8 | dp >> 8, ifindex, rq, wq, uid, inode)
 
 
 def list_inet(family: int, protocol: int, states: int = ALL_STATES, *,
@@ -376,6 +383,36 @@ def list_inet(family: int, protocol: int, states: int = ALL_STATES, *,
     return out
 
 
+# family, state, sport (network byte order, as read little-endian), src (16 bytes, IPv4 in the
+# first 4), ifindex, rqueue, wqueue, uid, inode: what a listener needs, in one unpack.
+_INET_BRIEF = struct.Struct("<BB2xH2x16s16xI8x4xIIII")
+InetBrief = Tuple[int, int, int, bytes, int, int, int, int, int]
+
+
+def list_inet_brief(family: int, protocol: int, states: int = ALL_STATES, *,
+                    sock: Optional[socket.socket] = None) -> List[InetBrief]:
+    """Like :func:`list_inet`, as plain tuples and without formatting addresses, for callers
+    with many sockets: (family, state, sport, src, ifindex, rqueue, wqueue, uid, inode). ``sport``
+    is in network byte order read as little-endian (swap it); ``src`` is the raw 16 bytes."""
+    out: List[InetBrief] = []
+    unpack = _INET_BRIEF.unpack_from
+
+    def one(buf: bytearray, off: int, ln: int) -> None:
+        if ln < NLMSG_HDRLEN + INET_MSG_LEN:
+            raise ParseError("netlink", f"inet_diag_msg of {ln} bytes, expected at least "
+                                        f"{NLMSG_HDRLEN + INET_MSG_LEN}")
+        out.append(unpack(buf, off + NLMSG_HDRLEN))
+
+    def run(buf: bytearray, start: int, end: int, ln: int) -> None:
+        if ln < NLMSG_HDRLEN + INET_MSG_LEN:
+            raise ParseError("netlink", f"inet_diag_msg of {ln} bytes, expected at least "
+                                        f"{NLMSG_HDRLEN + INET_MSG_LEN}")
+        out.extend(unpack(buf, i) for i in range(start + NLMSG_HDRLEN, end, ln))
+
+    _dump(inet_request(family, protocol, states), one, run, sock=sock)
+    return out
+
+
 def supported() -> bool:
     """Whether this process can open a NETLINK_SOCK_DIAG socket at all."""
     try:
@@ -385,3 +422,170 @@ def supported() -> bool:
         return False
 
 
+
+
+# --- counting by local port, filtered in the kernel ------------------------------------------
+#
+# inet_diag runs a small bytecode program (INET_DIAG_REQ_BYTECODE) against every socket and sends
+# only the ones it accepts (net/ipv4/inet_diag.c inet_diag_bc_run), so asking for "local port in
+# these ranges" costs the kernel a few comparisons per socket and us nothing for sockets on other
+# ports. The program is a sequence of ops {code, yes, no}, each port comparison followed by a
+# second op whose ``no`` field holds the port; a comparison that holds moves on by ``yes``
+# bytes, one that fails by ``no``. The program accepts when a jump lands exactly on its end and
+# rejects when it jumps past it. inet_diag_bc_audit requires every ``no`` target to lie on the
+# chain of ``yes`` jumps from the start (valid_cc), so every ``yes`` here just steps to the next
+# op and all branching is done by ``no``.
+#
+# A chain of ranges would cost a comparison per listening port for every socket on the host
+# (with 1,000 listening ports, three times the dump itself), so the ranges are searched as a
+# balanced binary tree, about log2(ranges) + 2 comparisons per socket:
+#
+#     node:  S_GE <first port of the upper half> {no: -> lower half}  <upper half>  <lower half>
+#     leaf:  S_GE lo {no: reject}  S_LE hi {no: reject}  JMP {no: end of program -> accept}
+#
+# S_GE/S_LE/JMP exist since Linux 2.6 (S_EQ would need 4.16).
+INET_DIAG_REQ_BYTECODE = 1
+INET_DIAG_BC_JMP, INET_DIAG_BC_S_GE, INET_DIAG_BC_S_LE = 1, 2, 3
+_BC_OP = struct.Struct("<BBH")
+_NLA = struct.Struct("<HH")
+MSG_SPORT = NLMSG_HDRLEN + 4  # idiag_sport, network byte order, after family/state/timer/retrans
+# A leaf is 20 bytes, an inner node 8; attribute lengths and jumps are 16 bits.
+MAX_FILTER_RANGES = (0xFFFF - _NLA.size - 4 + 8) // 28
+
+
+def port_ranges(ports: Iterable[int]) -> List[Tuple[int, int]]:
+    """Sorted ports merged into inclusive (low, high) ranges of consecutive numbers."""
+    out: List[Tuple[int, int]] = []
+    for p in sorted(set(ports)):
+        if out and p == out[-1][1] + 1:
+            out[-1] = (out[-1][0], p)
+        else:
+            out.append((p, p))
+    return out
+
+
+def sport_filter(ports: Iterable[int]) -> Optional[bytes]:
+    """inet_diag bytecode accepting sockets whose local port is in ``ports``.
+
+    None when there are too many ranges for one attribute (callers then filter themselves).
+    An empty ``ports`` gives a program that rejects everything.
+    """
+    ranges = port_ranges(ports)
+    if len(ranges) > MAX_FILTER_RANGES:
+        return None
+    if not ranges:
+        ranges = [(0xFFFF, 0)]  # nothing is >= 65535 and <= 0: reject all
+    # Lay the tree out as (code, port, target) with targets as labels, then resolve offsets.
+    prog: List[Tuple[int, int, object]] = []
+    labels: Dict[object, int] = {}
+    reject, accept = "reject", "accept"
+
+    def emit(rs: List[Tuple[int, int]]) -> None:
+        if len(rs) == 1:
+            prog.append((INET_DIAG_BC_S_GE, rs[0][0], reject))
+            prog.append((INET_DIAG_BC_S_LE, rs[0][1], reject))
+            prog.append((INET_DIAG_BC_JMP, 0, accept))
+            return
+        mid = len(rs) // 2
+        lower = object()
+        prog.append((INET_DIAG_BC_S_GE, rs[mid][0], lower))
+        emit(rs[mid:])
+        labels[lower] = len(prog)  # index of the lower half's first op
+        emit(rs[:mid])
+
+    emit(ranges)
+    offsets, off = [], 0
+    for code, _port, _target in prog:
+        offsets.append(off)
+        off += 4 if code == INET_DIAG_BC_JMP else 8
+    total = off
+    out = bytearray()
+    for (code, port, target), at in zip(prog, offsets):
+        if code == INET_DIAG_BC_JMP:
+            out += _BC_OP.pack(code, 4, total - at)  # runtime always takes "no": to the end
+        else:
+            to = total + 4 if target is reject else offsets[labels[target]]
+            out += _BC_OP.pack(code, 8, to - at) + _BC_OP.pack(0, 0, port)
+    return bytes(out)
+
+
+# The request of the original tcp_diag interface (struct inet_diag_req, message type
+# TCPDIAG_GETSOCK), which the kernel still serves (inet_diag_rcv_msg_compat) and turns into a
+# dump of family AF_UNSPEC: both address families in one pass over the established hash, which
+# IPv4 and IPv6 share, instead of one pass each.
+TCPDIAG_GETSOCK = 18
+INET_REQ_V1 = struct.Struct("<BBBB48sII")  # family, src_len, dst_len, ext, sockid, states, dbs
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_filter(ports: FrozenSet[int]) -> Optional[bytes]:
+    return sport_filter(ports)
+
+
+def count_by_port(family: int, protocol: int, states: int, ports: Iterable[int], *,
+                  sock: Optional[socket.socket] = None) -> Counter[Tuple[int, int]]:
+    """Count sockets per (local port, state), for local ports in ``ports`` only.
+
+    ``family`` AF_UNSPEC counts IPv4 and IPv6 TCP sockets in one dump (falling back to one dump
+    per family where the kernel refuses the older request). Streams like :func:`count_inet`: the
+    kernel filters by port (see :func:`sport_filter`), runs of equal-length messages are counted
+    with strided slices, and nothing is kept per socket. Should the kernel refuse the filter, or
+    the ports not fit in one, every socket is dumped and the others are dropped here.
+    """
+    wanted = frozenset(ports)
+    if not wanted:
+        return Counter()
+    counts: Counter[Tuple[int, int, int]] = Counter()
+
+    def one(buf: bytearray, off: int, ln: int) -> None:
+        if ln < NLMSG_HDRLEN + INET_MSG_LEN:
+            raise ParseError("netlink", f"inet_diag_msg of {ln} bytes, expected at least "
+                                        f"{NLMSG_HDRLEN + INET_MSG_LEN}")
+        counts[(buf[off + MSG_SPORT], buf[off + MSG_SPORT + 1], buf[off + INET_MSG_STATE])] += 1
+
+    def run(buf: bytearray, start: int, end: int, ln: int) -> None:
+        if ln < NLMSG_HDRLEN + INET_MSG_LEN:
+            raise ParseError("netlink", f"inet_diag_msg of {ln} bytes, expected at least "
+                                        f"{NLMSG_HDRLEN + INET_MSG_LEN}")
+        counts.update(zip(buf[start + MSG_SPORT:end:ln], buf[start + MSG_SPORT + 1:end:ln],
+                          buf[start + INET_MSG_STATE:end:ln]))
+
+    def dump(bc: Optional[bytes]) -> None:
+        attr = b"" if bc is None else _NLA.pack(_NLA.size + len(bc), INET_DIAG_REQ_BYTECODE) + bc
+        if family == socket.AF_UNSPEC and protocol == IPPROTO_TCP:
+            try:
+                _dump(INET_REQ_V1.pack(0, 0, 0, 0, b"\0" * 48, states, 0) + attr, one, run,
+                      sock=sock, msg_type=TCPDIAG_GETSOCK)
+                return
+            except NetlinkError as e:
+                if e.errno not in (_errno.EINVAL, _errno.ENOENT, _errno.EOPNOTSUPP):
+                    raise
+                counts.clear()
+            for fam in (socket.AF_INET, socket.AF_INET6):
+                try:
+                    _dump(inet_request(fam, protocol, states) + attr, one, run, sock=sock)
+                except NetlinkError as e:
+                    if fam == socket.AF_INET6 and e.errno in (
+                            _errno.ENOENT, _errno.EAFNOSUPPORT, _errno.EOPNOTSUPP):
+                        continue  # IPv6 off
+                    raise
+            return
+        _dump(inet_request(family, protocol, states) + attr, one, run, sock=sock)
+
+    bc = _cached_filter(wanted)
+    if bc is not None:
+        try:
+            dump(bc)
+        except NetlinkError as e:
+            if e.errno != _errno.EINVAL:
+                raise
+            counts.clear()  # a kernel that audits the program differently: filter here
+            bc = None
+    if bc is None:
+        dump(None)
+    out: Counter[Tuple[int, int]] = Counter()
+    for (hi, lo, state), n in counts.items():
+        port = hi << 8 | lo
+        if port in wanted:
+            out[(port, state)] += n
+    return out

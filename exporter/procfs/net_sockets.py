@@ -69,6 +69,74 @@ def read_inet(root: str, name: str) -> Optional[InetTable]:
         return None
 
 
+@dataclass(frozen=True)
+class SocketRow:
+    """One row of a /proc/net/<proto> table with what the listeners collector needs."""
+
+    family: int  # socket.AF_INET or AF_INET6
+    local: str
+    local_port: int
+    state: int
+    tx_queue: int
+    rx_queue: int
+    uid: int
+    inode: int
+
+
+def _hex_addr(text: str) -> tuple[int, str]:
+    """Decode an address as the kernel prints it: each 32-bit word in host byte order, in hex
+    (net/ipv4/tcp_ipv4.c get_tcp4_sock "%08X", net/ipv6/tcp_ipv6.c get_tcp6_sock "%08X" x4)."""
+    import socket
+    import struct
+
+    if len(text) not in (8, 32):
+        raise ValueError(f"address {text!r}")
+    words = [int(text[i:i + 8], 16) for i in range(0, len(text), 8)]
+    fam = socket.AF_INET if len(words) == 1 else socket.AF_INET6
+    return fam, socket.inet_ntop(fam, struct.pack(f"={len(words)}I", *words))
+
+
+def parse_socket_rows(lines: Iterable[str], path: str) -> list[SocketRow]:
+    """Rows of a /proc/net/tcp-style table. Columns:
+    ``sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode``.
+
+    For a TCP listener rx_queue is the accept queue length (sk_ack_backlog) and tx_queue is 0:
+    the backlog limit is not in this file.
+    """
+    out: list[SocketRow] = []
+    it = iter(lines)
+    header = next(it, None)
+    if header is None:
+        return out
+    if "local_address" not in header:
+        raise ParseError(path, "missing header line", 1)
+    for n, line in enumerate(it, start=2):
+        f = line.split(None, 10)
+        if not f:
+            continue
+        if len(f) < 10 or ":" not in f[1] or ":" not in f[4]:
+            raise ParseError(path, f"expected at least 10 columns, got {len(f)}", n)
+        try:
+            addr, port = f[1].split(":")
+            fam, local = _hex_addr(addr)
+            tx, rx = (int(x, 16) for x in f[4].split(":", 1))
+            out.append(SocketRow(fam, local, int(port, 16), int(f[3], 16), tx, rx, int(f[7]),
+                                 int(f[9])))
+        except ValueError as e:
+            raise ParseError(path, f"bad field: {e}", n) from None
+    return out
+
+
+def read_socket_rows(root: str, name: str) -> Optional[list[SocketRow]]:
+    """Rows of ``<root>/net/<name>``; None when the file is absent (IPv6 or the protocol off)."""
+    path = os.path.join(root, "net", name)
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            return parse_socket_rows(f, path)
+    except FileNotFoundError:
+        return None
+
+
 def parse_unix(lines: Iterable[str], path: str) -> Counter:  # type: ignore[type-arg]
     """Count /proc/net/unix rows per (type, state) with netlink's state numbers.
 

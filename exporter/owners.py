@@ -1,0 +1,313 @@
+"""Which processes hold which sockets: socket inodes mapped to processes through /proc/<pid>/fd,
+with process identity (name, executable, user) cached across scrapes.
+
+The kernel keeps no map from a socket to the processes holding it; ``ss -p``, ``netstat -p`` and
+``lsof`` all read every descriptor of every process. :class:`OwnerCache` reads less:
+
+* It is asked about a known set of inodes (the listening sockets) and walks the processes,
+  newest first, only until every inode it is looking for has been found; each process it opens
+  is read whole, so several sockets of one program are found together.
+* A socket's holders are the newest process holding it and those of that process's ancestors
+  that hold it too: the worker of a pre-fork server and its master, a service and the systemd
+  that passed it the socket. Unrelated or older sibling holders are not looked for, which would
+  take reading every process; the rule gives the same answer whatever else the walk met.
+* It remembers where it found each socket (pid, start time, fd). On the next call a socket is
+  confirmed with one readlink per holder, and a process with one read of /proc/<pid>/stat; only
+  sockets that are new, or one of whose holders has gone, send it walking again.
+* Identity is cached by (pid, start time), which names one process for good; it is re-read when
+  the command name changes (an exec keeps pid and start time) and dropped when the process no
+  longer holds a socket of interest.
+* A socket searched for and not found (another user's process without the privilege to look,
+  a process in another pid namespace, one that has just exited) stays "unknown" without making
+  every later call walk again; it is picked up if a later walk, made for a new socket, meets it.
+
+Processes come and go while this runs: any of their files may vanish (ENOENT, ESRCH) or refuse
+(EACCES, EPERM) at any step, and that only ever makes an owner unknown, never an error.
+Thread-safe: the HTTP server scrapes from several threads, so calls are serialised by a lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import pwd
+import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Collection, Deque, Dict, Iterator, List, Optional, Set, Tuple
+
+from exporter.procfs import pid_fd, pid_stat, pid_status
+from exporter.procfs.errors import ParseError
+
+log = logging.getLogger(__name__)
+
+# OSError covers FileNotFoundError (gone), ProcessLookupError (ESRCH: gone mid-read),
+# PermissionError (EACCES/EPERM: not allowed); ParseError a file cut short by the exit.
+_VANISHED = (OSError, ParseError)
+# Threads reading fd tables during a walk (at most one per CPU).
+READ_THREADS = 4
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a process is, as the labels show it. Empty strings where unknown."""
+
+    name: str
+    exe: str
+    user: str
+
+
+@dataclass(frozen=True)
+class Owner:
+    pid: int
+    identity: Identity
+
+
+@dataclass
+class _Proc:
+    starttime: int
+    comm: str
+    ppid: int
+    identity: Optional[Identity] = None
+
+
+@dataclass
+class Stats:
+    """What the last call did; for the log and the benchmark."""
+
+    walked_processes: int = 0
+    walked_sockets: int = 0
+    verified: int = 0
+    searched: int = 0
+    unknown: int = 0
+
+
+class OwnerCache:
+    def __init__(self, procfs: str) -> None:
+        self.procfs = procfs
+        self._lock = threading.Lock()
+        # inode -> [(pid, fd)] where it was last seen
+        self._holders: Dict[int, List[Tuple[int, int]]] = {}
+        self._unknown: Set[int] = set()
+        self._procs: Dict[int, _Proc] = {}
+        self._users: Dict[int, str] = {}
+        self.stats = Stats()
+
+    # --- public ------------------------------------------------------------------------------
+
+    def owners(self, inodes: Collection[int]) -> Dict[int, List[Owner]]:
+        """The processes holding each of ``inodes`` ([] where none could be determined)."""
+        with self._lock:
+            return self._owners(set(inodes))
+
+    def user_name(self, uid: int) -> str:
+        """The name of ``uid`` from the password database; the number itself if it has none."""
+        name = self._users.get(uid)
+        if name is None:
+            try:
+                name = pwd.getpwuid(uid).pw_name
+            except (KeyError, OverflowError):
+                name = str(uid)
+            self._users[uid] = name
+        return name
+
+    # --- the work ----------------------------------------------------------------------------
+
+    def _owners(self, current: Set[int]) -> Dict[int, List[Owner]]:
+        stats = self.stats = Stats()
+        for ino in list(self._holders):
+            if ino not in current:
+                del self._holders[ino]
+        self._unknown &= current
+
+        alive = self._check_processes({pid for hs in self._holders.values() for pid, _ in hs})
+        links = self._links(alive)
+        lost: Set[int] = set()
+        for ino, holders in list(self._holders.items()):
+            link = f"{pid_fd.SOCKET_PREFIX}{ino}]"
+            kept = [(pid, fd) for pid, fd in holders if links.get(pid, {}).get(fd) == link]
+            stats.verified += len(kept)
+            if len(kept) < len(holders):
+                # A holder went: look again, so that the answer is what a first look would give
+                # (the newest holder now, e.g. the worker that replaced the one that exited).
+                del self._holders[ino]
+                lost.add(ino)
+
+        wanted = (current - self._holders.keys() - self._unknown) | lost
+        if wanted:
+            stats.searched = len(wanted)
+            self._walk(wanted)
+            self._unknown |= wanted - self._holders.keys()
+
+        out: Dict[int, List[Owner]] = {}
+        used: Set[int] = set()
+        for ino in current:
+            owners = []
+            for pid, _fd in self._holders.get(ino, ()):
+                ident = self._identity(pid)
+                if ident is not None:
+                    owners.append(Owner(pid, ident))
+                    used.add(pid)
+            out[ino] = owners
+            if not owners:
+                stats.unknown += 1
+        # Forget processes that hold nothing of interest any more (exited, or closed the socket).
+        for pid in list(self._procs):
+            if pid not in used:
+                del self._procs[pid]
+        return out
+
+    def _check_processes(self, pids: Set[int]) -> Set[int]:
+        """The cached processes among ``pids`` that still exist: same pid and start time."""
+        alive = set()
+        for pid in pids:
+            cached = self._procs.get(pid)
+            try:
+                st = pid_stat.read_stat(self.procfs, pid)
+            except _VANISHED:
+                self._procs.pop(pid, None)
+                continue
+            if cached is None or cached.starttime != st.starttime:
+                self._procs[pid] = _Proc(st.starttime, st.comm, st.ppid)  # new, or pid reused
+            elif cached.comm != st.comm:
+                cached.comm, cached.identity = st.comm, None  # exec'd: look again
+            alive.add(pid)
+        return alive
+
+    def _links(self, alive: Set[int]) -> Dict[int, Dict[int, str]]:
+        """What each cached holder's fds point to now, one directory open per process."""
+        fds: Dict[int, List[int]] = {}
+        for holders in self._holders.values():
+            for pid, fd in holders:
+                if pid in alive:
+                    fds.setdefault(pid, []).append(fd)
+        out: Dict[int, Dict[int, str]] = {}
+        for pid, numbers in fds.items():
+            with contextlib.suppress(OSError):  # gone since its stat was read
+                out[pid] = pid_fd.read_fd_links(self.procfs, pid, numbers)
+        return out
+
+    def _walk(self, wanted: Set[int]) -> None:
+        """Read processes' fds, newest first, until every inode in ``wanted`` has a holder."""
+        missing = set(wanted)
+        seek = wanted | self._unknown  # earlier unknown ones are taken if met on the way
+        try:
+            pids = pid_stat.list_pids(self.procfs)
+        except OSError as e:
+            log.warning("cannot list processes", extra={"path": self.procfs, "err": str(e)})
+            return
+        tables: Dict[int, List[Tuple[int, int]]] = {}
+        for pid, fds in self._tables(pids, tables):
+            found = [(fd, ino) for fd, ino in fds if ino in seek]
+            if not found or not self._remember(pid):
+                continue
+            inodes = self._add(pid, found)
+            seek -= inodes
+            missing -= inodes
+            self._unknown -= inodes
+            self._ancestors(pid, inodes, tables)
+            if not missing:
+                return
+
+    def _tables(self, pids: List[int], tables: Dict[int, List[Tuple[int, int]]]
+                ) -> Iterator[Tuple[int, List[Tuple[int, int]]]]:
+        """(pid, socket fds) in the order of ``pids``, read ahead by a few threads.
+
+        Reading fd links is nearly all kernel time (d_path of each link), during which Python
+        lets other threads run, so a few readers working ahead of the consumer cut the walk by
+        about the number of CPUs. Results are still taken strictly in order, so what is found
+        does not depend on timing; at most ``window`` processes are read beyond the one where
+        the walk stops.
+        """
+        workers = min(READ_THREADS, os.cpu_count() or 1)
+        if workers <= 1 or len(pids) < 2:
+            for pid in pids:
+                yield pid, self._fds(pid, tables)
+            return
+        window = 2 * workers
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="fd-walk")
+        try:
+            ahead: Deque[Tuple[int, Future[Optional[List[Tuple[int, int]]]]]] = deque()
+            it = iter(pids)
+            for pid in itertools.islice(it, window):
+                ahead.append((pid, pool.submit(self._read, pid)))
+            while ahead:
+                pid, fut = ahead.popleft()
+                nxt = next(it, None)
+                if nxt is not None:
+                    ahead.append((nxt, pool.submit(self._read, nxt)))
+                fds = tables.get(pid)  # read already, as an ancestor of a holder
+                yield pid, fds if fds is not None else self._count(pid, fut.result(), tables)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _read(self, pid: int) -> Optional[List[Tuple[int, int]]]:
+        """One process's socket fds; None if gone or not ours to read. No shared state."""
+        try:
+            return pid_fd.socket_fds(self.procfs, pid)
+        except _VANISHED:
+            return None
+
+    def _count(self, pid: int, fds: Optional[List[Tuple[int, int]]],
+               tables: Dict[int, List[Tuple[int, int]]]) -> List[Tuple[int, int]]:
+        if fds is not None:
+            self.stats.walked_processes += 1
+            self.stats.walked_sockets += len(fds)
+        tables[pid] = fds or []
+        return tables[pid]
+
+    def _ancestors(self, pid: int, inodes: Set[int], tables: Dict[int, List[Tuple[int, int]]]
+                   ) -> None:
+        """Add the ancestors of ``pid`` that hold the same sockets, nearest first."""
+        for _ in range(64):  # pid namespaces nest at most 32 deep; chains are short
+            ppid = self._procs[pid].ppid
+            if ppid <= 0:
+                return
+            shared = [(fd, ino) for fd, ino in self._fds(ppid, tables) if ino in inodes]
+            if not shared or not self._remember(ppid):
+                return
+            inodes = self._add(ppid, shared)
+            pid = ppid
+
+    def _fds(self, pid: int, tables: Dict[int, List[Tuple[int, int]]]) -> List[Tuple[int, int]]:
+        """The socket fds of ``pid``, read once per walk; [] if gone or not ours to read."""
+        fds = tables.get(pid)
+        return fds if fds is not None else self._count(pid, self._read(pid), tables)
+
+    def _remember(self, pid: int) -> bool:
+        """Cache the process's stat (start time, name, parent); False if it has gone."""
+        if pid in self._procs:
+            return True  # read in this call already
+        try:
+            st = pid_stat.read_stat(self.procfs, pid)
+        except _VANISHED:
+            return False
+        self._procs[pid] = _Proc(st.starttime, st.comm, st.ppid)
+        return True
+
+    def _add(self, pid: int, found: List[Tuple[int, int]]) -> Set[int]:
+        for fd, ino in found:
+            holders = self._holders.setdefault(ino, [])
+            if (pid, fd) not in holders:
+                holders.append((pid, fd))
+        return {ino for _fd, ino in found}
+
+    def _identity(self, pid: int) -> Optional[Identity]:
+        """Name, executable and user of a cached process; None if it vanished meanwhile."""
+        proc = self._procs.get(pid)
+        if proc is None:
+            return None
+        if proc.identity is None:
+            try:
+                status = pid_status.read_status(self.procfs, pid)
+            except _VANISHED:
+                return None
+            try:
+                exe = pid_fd.read_exe(self.procfs, pid)
+            except OSError:
+                exe = ""  # not allowed (another user's process without CAP_SYS_PTRACE), or gone
+            proc.identity = Identity(proc.comm, exe, self.user_name(status.euid))
+        return proc.identity

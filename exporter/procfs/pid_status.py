@@ -1,0 +1,55 @@
+"""/proc/<pid>/status: the user ids of a process.
+
+Format (fs/proc/array.c task_state): ``Key:\\tvalue`` lines; ``Uid:`` carries the real, effective,
+saved and filesystem uids, tab separated. The effective uid is the one ``ps -o user`` shows and
+the one that decides what the process may do, so it names the process's user.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass
+from typing import Tuple
+
+from exporter.procfs.errors import ParseError
+
+
+@dataclass(frozen=True)
+class PidStatus:
+    name: str
+    uids: Tuple[int, int, int, int]  # real, effective, saved, filesystem
+
+    @property
+    def euid(self) -> int:
+        return self.uids[1]
+
+
+def parse_status(text: str, path: str) -> PidStatus:
+    name = ""
+    for n, line in enumerate(text.splitlines(), start=1):
+        key, sep, value = line.partition(":")
+        if not sep:
+            raise ParseError(path, "expected 'Key: value'", n)
+        if key == "Name":
+            name = value.strip()
+        elif key == "Uid":
+            f = value.split()
+            if len(f) != 4:
+                raise ParseError(path, f"Uid: expected 4 values, got {len(f)}", n)
+            try:
+                uids = (int(f[0]), int(f[1]), int(f[2]), int(f[3]))
+            except ValueError:
+                raise ParseError(path, f"Uid: not numbers: {value.strip()!r}", n) from None
+            return PidStatus(name, uids)
+    raise ParseError(path, "no Uid: line")
+
+
+def read_status(root: str, pid: int) -> PidStatus:
+    """Read ``<root>/<pid>/status``; OSError when the process is gone or not readable."""
+    path = os.path.join(root, str(pid), "status")
+    with open(path, encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    if not text:
+        raise ProcessLookupError(errno.ESRCH, "process exited while being read", path)
+    return parse_status(text, path)
