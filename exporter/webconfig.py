@@ -481,7 +481,13 @@ def ssl_context(tls: TLSSettings, where: str) -> ssl.SSLContext:
     if tls.ciphers:
         ctx.set_ciphers(":".join(tls.ciphers))
     if tls.curve:
-        ctx.set_ecdh_curve(tls.curve)
+        try:
+            ctx.set_ecdh_curve(tls.curve)
+        except (ssl.SSLError, ValueError) as e:
+            # Before Python 3.10 set_ecdh_curve takes EC curves only, not X25519/X448.
+            raise WebConfigUnsupportedError(
+                f"web config {where}: {p}curve_preferences: this Python's ssl module cannot "
+                f"use {tls.curve}: {getattr(e, 'reason', None) or e}") from None
     if tls.prefer_server_cipher_suites:
         ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
     else:

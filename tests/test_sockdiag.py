@@ -226,3 +226,40 @@ def test_unix_queue_bytes_skip_listeners() -> None:
         counts, rq, wq, _ = sd.count_unix(sock=FakeSock(chunks))
         assert counts == Counter({(1, 10): 1, (1, 1): 2, (2, 7): 1})
         assert (rq, wq) == (101, 769)
+
+
+# --- both families in one dump (TCPDIAG_GETSOCK) -------------------------------------------------
+
+def compat(m: bytes) -> bytes:
+    """The same message as the legacy request's reply carries it (type TCPDIAG_GETSOCK)."""
+    return m[:4] + struct.pack("<H", sd.TCPDIAG_GETSOCK) + m[6:]
+
+
+@pytest.mark.parametrize("msgs", [
+    [msg(6)] * 30 + [msg(6, family=socket.AF_INET6)] * 4,  # one family per run
+    [msg(1, rq=i, family=socket.AF_INET6 if i % 3 else socket.AF_INET) for i in range(30)],
+    [msg(10, rq=2, wq=64), msg(10, rq=1, wq=128, family=socket.AF_INET6)] * 5,  # listeners
+    MIXED + [msg(8, rq=4, family=socket.AF_INET6, attrs=attr(8, b"\x00"))],
+])
+def test_both_families_in_one_dump_split_exactly(msgs: List[bytes]) -> None:
+    want = {fam: expected([m for m in msgs if m[16] == fam]) for fam in (2, 10)}
+    chunks = [b"".join(compat(m) for m in msgs) + struct.pack("<IHHIIi", 20, sd.NLMSG_DONE, 2,
+                                                              1, 0, 0)]
+    fake = FakeSock(chunks)
+    got = sd.count_tcp_families(sock=fake)
+    assert {f: (c.states, c.rx_queue, c.tx_queue) for f, c in got.items()} == want
+    (req,) = fake.sent
+    assert struct.unpack_from("<H", req, 4)[0] == sd.TCPDIAG_GETSOCK
+    assert len(req) == 16 + sd.INET_REQ_V1.size
+
+
+def test_both_families_fall_back_to_one_dump_each() -> None:
+    refused = struct.pack("<IHHIIi", 36, sd.NLMSG_ERROR, 0, 1, 0, -22) + b"\0" * 16
+    v4 = b"".join([msg(1), msg(6), msg(6)]) + done()
+    v6 = msg(10, family=socket.AF_INET6) + done()
+    fake = FakeSock([refused, v4, v6])
+    got = sd.count_tcp_families(sock=fake)
+    assert got[socket.AF_INET].states == Counter({6: 2, 1: 1})
+    assert got[socket.AF_INET6].states == Counter({10: 1})
+    assert [struct.unpack_from("<H", r, 4)[0] for r in fake.sent] == \
+        [sd.TCPDIAG_GETSOCK, sd.SOCK_DIAG_BY_FAMILY, sd.SOCK_DIAG_BY_FAMILY]

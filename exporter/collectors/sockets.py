@@ -46,6 +46,7 @@ UNIX_TYPES: Dict[int, str] = {1: "stream", 2: "dgram", 5: "seqpacket"}
 UNIX_EMITTED: Dict[int, List[int]] = {1: [1, 7, 10], 2: [1, 7], 5: [1, 7, 10]}
 
 FAMILIES = [(socket.AF_INET, "ipv4"), (socket.AF_INET6, "ipv6")]
+FAMILY_NAMES: Dict[int, str] = {int(num): name for num, name in FAMILIES}
 PROTOCOLS: List[Tuple[str, int]] = [("tcp", nl.IPPROTO_TCP), ("udp", nl.IPPROTO_UDP),
                                     ("udplite", nl.IPPROTO_UDPLITE), ("raw", nl.IPPROTO_RAW)]
 PROC_FILES = {("tcp", "ipv4"): "tcp", ("tcp", "ipv6"): "tcp6", ("udp", "ipv4"): "udp",
@@ -140,21 +141,25 @@ class Table:
 
 
 def _netlink_inet(proto: str, number: int, family: int) -> Table:
-    if proto != "tcp":
-        c = nl.count_inet(family, number)
-        return Table(c.states, c.rx_queue, c.tx_queue)
-    states: Counter[int] = Counter()
-    rx = tx = 0
-    s = nl._open()
+    c = nl.count_inet(family, number)
+    return Table(c.states, c.rx_queue, c.tx_queue)
+
+
+def _netlink_tcp() -> Dict[str, Table]:
+    """TCP of both families: one dump per group for both families at once."""
+    states: Dict[str, Counter[int]] = {fam: Counter() for _, fam in FAMILIES}
+    queues: Dict[str, List[int]] = {fam: [0, 0] for _, fam in FAMILIES}
+    s = nl.open_socket()
     try:
         for group in TCP_GROUPS:
-            c = nl.count_inet(family, number, group, sock=s)
-            states.update(c.states)
-            rx += c.rx_queue
-            tx += c.tx_queue
+            for fam_num, c in nl.count_tcp_families(group, sock=s).items():
+                fam = FAMILY_NAMES[fam_num]
+                states[fam].update(c.states)
+                queues[fam][0] += c.rx_queue
+                queues[fam][1] += c.tx_queue
     finally:
         s.close()
-    return Table(states, rx, tx)
+    return {fam: Table(states[fam], *queues[fam]) for fam in states}
 
 
 def _procfs_inet(root: str, proto: str, fam: str) -> Optional[Table]:
@@ -202,26 +207,46 @@ class SocketsCollector:
         tables: Dict[Tuple[str, str], Table] = {}
         used: Dict[str, str] = {}
         for proto, number in PROTOCOLS:
-            for fam_num, fam in FAMILIES:
-                table: Optional[Table] = None
-                src = self.source
-                if src in ("auto", "netlink"):
-                    try:
-                        table, src = _netlink_inet(proto, number, fam_num), "netlink"
-                    except nl.NetlinkError as e:
-                        if self.source == "netlink" or not _falls_back(e):
-                            if e.errno in _ABSENT:
-                                continue  # protocol or family not in this kernel: no data
-                            raise
-                        log.debug("netlink refused, reading /proc/net",
-                                  extra={"protocol": proto, "family": fam, "err": str(e)})
-                        src = "procfs"
-                if table is None:
-                    table, src = _procfs_inet(self.procfs, proto, fam), "procfs"
-                if table is not None:
-                    tables[(proto, fam)] = table
-                    used[proto] = src
+            by_family, src = self._read_protocol(proto, number)
+            for fam, table in by_family.items():
+                tables[(proto, fam)] = table
+            if by_family:
+                used[proto] = src
         return tables, used
+
+    def _read_protocol(self, proto: str, number: int) -> Tuple[Dict[str, Table], str]:
+        if self.source in ("auto", "netlink"):
+            try:
+                return self._netlink_protocol(proto, number), "netlink"
+            except nl.NetlinkError as e:
+                if self.source == "netlink" or not _falls_back(e):
+                    if e.errno in _ABSENT:
+                        return {}, "netlink"  # protocol not in this kernel: no data
+                    raise
+                log.debug("netlink refused, reading /proc/net",
+                          extra={"protocol": proto, "err": str(e)})
+        out: Dict[str, Table] = {}
+        for _, fam in FAMILIES:
+            t = _procfs_inet(self.procfs, proto, fam)
+            if t is not None:
+                out[fam] = t
+        return out, "procfs"
+
+    def _netlink_protocol(self, proto: str, number: int) -> Dict[str, Table]:
+        if proto == "tcp":
+            t = _netlink_tcp()
+            if not os.path.exists(os.path.join(self.procfs, "net", "tcp6")):
+                t.pop("ipv6", None)  # IPv6 disabled: no data, not zeros
+            return t
+        out: Dict[str, Table] = {}
+        for fam_num, fam in FAMILIES:
+            try:
+                out[fam] = _netlink_inet(proto, number, fam_num)
+            except nl.NetlinkError as e:
+                if fam == "ipv6" and out and e.errno in _ABSENT:
+                    continue  # IPv6 off
+                raise
+        return out
 
     def _unix(self) -> Tuple[Optional[Counter[Tuple[int, int]]], Optional[int], Optional[int], str]:
         if self.source in ("auto", "netlink"):
