@@ -586,3 +586,43 @@ def test_prometheusrule_in_sync_with_alerts() -> None:
     import jsonschema
 
     jsonschema.validate(doc, PROMETHEUSRULE_SCHEMA)
+
+
+def _rules_job() -> str:
+    """The job the shipped rules select (alerts/generate.py's default selector)."""
+    sys.path.insert(0, os.path.join(ROOT, "alerts"))
+    try:
+        import generate
+    finally:
+        sys.path.pop(0)
+    m = re.fullmatch(r'job="([^"]+)"', generate.DEFAULTS["selector"])
+    assert m, generate.DEFAULTS["selector"]
+    return m.group(1)
+
+
+def _job_after_relabeling(job_name: str, relabelings: List[Dict[str, Any]]) -> str:
+    """The job label a scrape job's targets end up with: job_name, unless a replace rule with
+    no source labels (the form these files use) sets it."""
+    job = job_name
+    for r in relabelings:
+        if r.get("target_label", r.get("targetLabel")) == "job" and \
+                r.get("action", "replace") == "replace" and \
+                not r.get("source_labels", r.get("sourceLabels")):
+            job = r["replacement"]
+    return job
+
+
+def test_every_shipped_scrape_gets_the_job_the_rules_select() -> None:
+    """A job label other than the rules' selector silently disables every alert."""
+    want = _rules_job()
+    for path in ("prometheus/prometheus.yml", "prometheus/compose.yml"):
+        with open(os.path.join(DEPLOY, path)) as f:
+            for job in yaml.safe_load(f)["scrape_configs"]:
+                got = _job_after_relabeling(job["job_name"], job.get("relabel_configs", []))
+                assert got == want, (path, job["job_name"], got)
+    with open(os.path.join(DEPLOY, "kubernetes", "servicemonitor.yaml")) as f:
+        sm = yaml.safe_load(f)
+    assert "jobLabel" not in sm["spec"]  # it would name the job after a Service label
+    for ep in sm["spec"]["endpoints"]:
+        # prometheus-operator names the job after the Service; the relabeling overrides it.
+        assert _job_after_relabeling("netstat-exporter", ep.get("relabelings", [])) == want

@@ -98,7 +98,7 @@ def test_prometheus_scrapes_over_tls_with_basic_auth(
             if status != 200:
                 return None
             active = json.loads(body)["data"]["activeTargets"]
-            by_job = {t["labels"]["job"]: t for t in active}
+            by_job = {t["scrapePool"]: t for t in active}
             if len(by_job) == 2 and all(t["health"] != "unknown" for t in by_job.values()):
                 return by_job
             return None
@@ -111,7 +111,7 @@ def test_prometheus_scrapes_over_tls_with_basic_auth(
         assert bad["health"] == "down" and "401" in bad["lastError"], bad
 
         def sockets_series() -> int:
-            q = urllib.parse.quote('count(netstat_sockets{job="netstat-tls"})')
+            q = urllib.parse.quote('count(netstat_sockets{job="netstat"})')
             status, _, body = http_get(f"{api}/query?query={q}", timeout=5)
             result = json.loads(body)["data"]["result"] if status == 200 else []
             return int(float(result[0]["value"][1])) if result else 0
