@@ -10,11 +10,13 @@ is reported as ``None`` ("no data"), never as an error.
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Callable, Optional, TypeVar
 
 from exporter.procfs.errors import ParseError
 
-__all__ = ["ParseError", "read_text", "read_optional_text"]
+__all__ = ["ParseError", "read_text", "read_optional_text", "read_parsed"]
+
+T = TypeVar("T")
 
 
 def read_text(root: str, *parts: str) -> str:
@@ -29,3 +31,9 @@ def read_optional_text(root: str, *parts: str) -> Optional[str]:
         return read_text(root, *parts)
     except FileNotFoundError:
         return None
+
+
+def read_parsed(root: str, parse: Callable[[str, str], T], *parts: str) -> Optional[T]:
+    """``parse(text, path)`` of ``<root>/<parts...>``; None when the file is absent."""
+    text = read_optional_text(root, *parts)
+    return None if text is None else parse(text, os.path.join(root, *parts))

@@ -13,9 +13,9 @@ numbers: interface names may contain colons (aliases such as ``eth0:1``).
 
 from __future__ import annotations
 
-import os
 from typing import Dict, List, Optional
 
+from exporter.procfs import read_parsed
 from exporter.procfs.errors import ParseError
 
 # device -> {"receive_bytes": ..., "transmit_colls": ...}
@@ -60,9 +60,4 @@ def parse_netdev(text: str, path: str) -> NetDev:
 
 def read_netdev(root: str) -> Optional[NetDev]:
     """``<root>/net/dev``; None when absent."""
-    path = os.path.join(root, "net", "dev")
-    try:
-        with open(path, encoding="ascii", errors="replace") as f:
-            return parse_netdev(f.read(), path)
-    except FileNotFoundError:
-        return None
+    return read_parsed(root, parse_netdev, "net", "dev")

@@ -15,9 +15,9 @@ and may be negative (Tcp MaxConn is printed as -1, RFC 2012's "dynamic").
 
 from __future__ import annotations
 
-import os
 from typing import Dict, Optional
 
+from exporter.procfs import read_parsed
 from exporter.procfs.errors import ParseError
 
 # group -> field -> value, in file order.
@@ -65,12 +65,7 @@ def parse_snmp(text: str, path: str) -> Groups:
 
 
 def _read(root: str, name: str) -> Optional[Groups]:
-    path = os.path.join(root, "net", name)
-    try:
-        with open(path, encoding="ascii", errors="replace") as f:
-            return parse_snmp(f.read(), path)
-    except FileNotFoundError:
-        return None
+    return read_parsed(root, parse_snmp, "net", name)
 
 
 def read_snmp(root: str) -> Optional[Groups]:

@@ -9,9 +9,9 @@ ones (``Icmp6OutType135``; snmp6_seq_show_icmpv6). The file is absent when IPv6 
 
 from __future__ import annotations
 
-import os
 from typing import Dict, Optional, Tuple
 
+from exporter.procfs import read_parsed
 from exporter.procfs.errors import ParseError
 
 # Longest prefix first: "UdpLite6..." must not be taken for "Udp6"-something.
@@ -50,9 +50,4 @@ def parse_snmp6(text: str, path: str) -> Groups:
 
 def read_snmp6(root: str) -> Optional[Groups]:
     """``<root>/net/snmp6``; None when absent (IPv6 off)."""
-    path = os.path.join(root, "net", "snmp6")
-    try:
-        with open(path, encoding="ascii", errors="replace") as f:
-            return parse_snmp6(f.read(), path)
-    except FileNotFoundError:
-        return None
+    return read_parsed(root, parse_snmp6, "net", "snmp6")

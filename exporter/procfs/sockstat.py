@@ -16,9 +16,9 @@ namespace; TCP ``orphan``, ``alloc`` and every ``mem`` are host-wide (global cou
 
 from __future__ import annotations
 
-import os
 from typing import Dict, Optional
 
+from exporter.procfs import read_parsed
 from exporter.procfs.errors import ParseError
 
 Sockstat = Dict[str, Dict[str, int]]
@@ -48,9 +48,4 @@ def parse_sockstat(text: str, path: str) -> Sockstat:
 
 def read_sockstat(root: str, name: str = "sockstat") -> Optional[Sockstat]:
     """Read ``<root>/net/sockstat`` (or ``sockstat6``); None when absent."""
-    path = os.path.join(root, "net", name)
-    try:
-        with open(path, encoding="ascii", errors="replace") as f:
-            return parse_sockstat(f.read(), path)
-    except FileNotFoundError:
-        return None
+    return read_parsed(root, parse_sockstat, "net", name)
