@@ -31,15 +31,15 @@ def test_ephemeral_ports() -> None:
     assert len(ephemeral_ports(40000, 40099, [(40010, 40019), (40050, 40050), (1, 10)])) == 89
 
 
-def test_inet_rows_fixture() -> None:
-    rows = net_sockets.read_inet_rows(os.path.join(FIXTURES, "proc", "new"), "tcp6")
+def test_socket_rows_with_both_endpoints() -> None:
+    rows = net_sockets.read_socket_rows(os.path.join(FIXTURES, "proc", "new"), "tcp6")
     assert rows is not None
-    assert [(r.src, r.sport, r.dst, r.dport, r.state) for r in rows] == [
+    assert [(r.local, r.local_port, r.remote, r.remote_port, r.state) for r in rows] == [
         ("::", 22, "::", 0, 10), ("fd00::2", 40004, "fd00::9", 443, 1)]
     with pytest.raises(ParseError, match=":2: bad address"):
-        list(net_sockets.parse_inet_rows(["  sl  local_address rem_address st\n",
+        list(net_sockets.parse_socket_rows(["  sl  local_address rem_address st\n",
                                           "0: 0100007F:zz 00000000:0000 0A\n"], "tcp"))
-    assert net_sockets.read_inet_rows(os.path.join(FIXTURES, "proc", "ipv6-disabled"),
+    assert net_sockets.read_socket_rows(os.path.join(FIXTURES, "proc", "ipv6-disabled"),
                                       "tcp6") is None
 
 

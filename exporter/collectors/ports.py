@@ -117,11 +117,11 @@ class PortsCollector:
     def _procfs(self, proto: str) -> List[Conn]:
         out: List[Conn] = []
         for _, fam in _FAMILIES:
-            rows = net_sockets.read_inet_rows(self.procfs, _PROC[(proto, fam)])
+            rows = net_sockets.read_socket_rows(self.procfs, _PROC[(proto, fam)])
             for r in rows or []:
                 if proto == "tcp" and r.state == nl.TCP_LISTEN:
                     continue
-                out.append(Conn(r.src, r.sport, r.dst, r.dport, r.state))
+                out.append(Conn(r.local, r.local_port, r.remote, r.remote_port, r.state))
         return out
 
     def _sockets(self, proto: str) -> List[Conn]:

@@ -8,9 +8,11 @@ net/unix/af_unix.c (unix_seq_show). Counting streams line by line, so memory sta
 from __future__ import annotations
 
 import os
+import socket
+import struct
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, List, Optional
+from typing import Iterable, List, Optional, Tuple
 
 from exporter.procfs.errors import ParseError
 
@@ -71,11 +73,13 @@ def read_inet(root: str, name: str) -> Optional[InetTable]:
 
 @dataclass(frozen=True)
 class SocketRow:
-    """One row of a /proc/net/<proto> table with what the listeners collector needs."""
+    """One row of a /proc/net/{tcp,udp,udplite,raw}[6] table."""
 
     family: int  # socket.AF_INET or AF_INET6
     local: str
     local_port: int
+    remote: str
+    remote_port: int
     state: int
     tx_queue: int
     rx_queue: int
@@ -83,12 +87,9 @@ class SocketRow:
     inode: int
 
 
-def _hex_addr(text: str) -> tuple[int, str]:
+def _hex_addr(text: str) -> Tuple[int, str]:
     """Decode an address as the kernel prints it: each 32-bit word in host byte order, in hex
     (net/ipv4/tcp_ipv4.c get_tcp4_sock "%08X", net/ipv6/tcp_ipv6.c get_tcp6_sock "%08X" x4)."""
-    import socket
-    import struct
-
     if len(text) not in (8, 32):
         raise ValueError(f"address {text!r}")
     words = [int(text[i:i + 8], 16) for i in range(0, len(text), 8)]
@@ -96,14 +97,14 @@ def _hex_addr(text: str) -> tuple[int, str]:
     return fam, socket.inet_ntop(fam, struct.pack(f"={len(words)}I", *words))
 
 
-def parse_socket_rows(lines: Iterable[str], path: str) -> list[SocketRow]:
+def parse_socket_rows(lines: Iterable[str], path: str) -> List[SocketRow]:
     """Rows of a /proc/net/tcp-style table. Columns:
     ``sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode``.
 
     For a TCP listener rx_queue is the accept queue length (sk_ack_backlog) and tx_queue is 0:
     the backlog limit is not in this file.
     """
-    out: list[SocketRow] = []
+    out: List[SocketRow] = []
     it = iter(lines)
     header = next(it, None)
     if header is None:
@@ -114,20 +115,30 @@ def parse_socket_rows(lines: Iterable[str], path: str) -> list[SocketRow]:
         f = line.split(None, 10)
         if not f:
             continue
-        if len(f) < 10 or ":" not in f[1] or ":" not in f[4]:
+        if len(f) < 4:
             raise ParseError(path, f"expected at least 10 columns, got {len(f)}", n)
         try:
-            addr, port = f[1].split(":")
-            fam, local = _hex_addr(addr)
+            la, lp = f[1].split(":")
+            ra, rp = f[2].split(":")
+            fam, local = _hex_addr(la)
+            _, remote = _hex_addr(ra)
+            ports_state = int(lp, 16), int(rp, 16), int(f[3], 16)
+        except ValueError:
+            raise ParseError(path, f"bad address or state {f[1]!r} {f[2]!r} {f[3]!r}",
+                             n) from None
+        if len(f) < 10 or ":" not in f[4]:
+            raise ParseError(path, f"expected at least 10 columns, got {len(f)}", n)
+        try:
             tx, rx = (int(x, 16) for x in f[4].split(":", 1))
-            out.append(SocketRow(fam, local, int(port, 16), int(f[3], 16), tx, rx, int(f[7]),
-                                 int(f[9])))
+            uid, inode = int(f[7]), int(f[9])
         except ValueError as e:
             raise ParseError(path, f"bad field: {e}", n) from None
+        lport, rport, state = ports_state
+        out.append(SocketRow(fam, local, lport, remote, rport, state, tx, rx, uid, inode))
     return out
 
 
-def read_socket_rows(root: str, name: str) -> Optional[list[SocketRow]]:
+def read_socket_rows(root: str, name: str) -> Optional[List[SocketRow]]:
     """Rows of ``<root>/net/<name>``; None when the file is absent (IPv6 or the protocol off)."""
     path = os.path.join(root, "net", name)
     try:
@@ -174,62 +185,5 @@ def read_unix(root: str) -> Optional[Counter]:  # type: ignore[type-arg]
     try:
         with open(path, encoding="ascii", errors="replace") as f:
             return parse_unix(f, path)
-    except FileNotFoundError:
-        return None
-
-
-@dataclass(frozen=True)
-class InetRow:
-    """One row of /proc/net/{tcp,udp,...}[6]: state and both endpoints."""
-
-    state: int
-    src: str
-    sport: int
-    dst: str
-    dport: int
-
-
-def _addr(text: str) -> str:
-    """``0100007F`` -> ``127.0.0.1``; IPv6 is four 32-bit words, each printed in host byte
-    order (net/ipv6/tcp_ipv6.c get_tcp6_sock prints s6_addr32[0..3] with %08X)."""
-    import socket
-    import struct
-
-    words = [int(text[i:i + 8], 16) for i in range(0, len(text), 8)]
-    raw = struct.pack(f"={len(words)}I", *words)
-    return socket.inet_ntop(socket.AF_INET if len(words) == 1 else socket.AF_INET6, raw)
-
-
-def parse_inet_rows(lines: Iterable[str], path: str) -> Iterator[InetRow]:
-    """Every socket of a /proc/net/tcp-style table with its endpoints, streamed."""
-    it = iter(lines)
-    header = next(it, None)
-    if header is None:
-        return
-    if "local_address" not in header:
-        raise ParseError(path, "missing header line", 1)
-    for n, line in enumerate(it, start=2):
-        f = line.split(None, 4)
-        if not f:
-            continue
-        if len(f) < 4:
-            raise ParseError(path, f"expected at least 4 columns, got {len(f)}", n)
-        try:
-            la, lp = f[1].split(":")
-            ra, rp = f[2].split(":")
-            if len(la) not in (8, 32) or len(ra) != len(la):
-                raise ValueError(la)
-            yield InetRow(int(f[3], 16), _addr(la), int(lp, 16), _addr(ra), int(rp, 16))
-        except ValueError:
-            raise ParseError(path, f"bad address or state {f[1]!r} {f[2]!r} {f[3]!r}",
-                             n) from None
-
-
-def read_inet_rows(root: str, name: str) -> Optional[List[InetRow]]:
-    """Rows of ``<root>/net/<name>``; None when the file is absent."""
-    path = os.path.join(root, "net", name)
-    try:
-        with open(path, encoding="ascii", errors="replace") as f:
-            return list(parse_inet_rows(f, path))
     except FileNotFoundError:
         return None
