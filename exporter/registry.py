@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import (
     Callable,
     Dict,
-    FrozenSet,
     Iterable,
     Iterator,
     List,
@@ -110,10 +109,6 @@ def specs() -> Mapping[str, CollectorSpec]:
     import exporter.collectors  # noqa: F401  (importing registers them)
 
     return dict(_SPECS)
-
-
-def default_collectors() -> FrozenSet[str]:
-    return frozenset(n for n, s in specs().items() if s.default_enabled)
 
 
 def check_names(names: Iterable[str]) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 # Which file prints which group.
 FILES: Dict[str, str] = {
@@ -449,8 +449,3 @@ def pattern_rows() -> List[Field]:
                   f"{'received' if d == 'In' else 'sent'}; present once a message of that "
                   "type was seen.")
             for g in ("IcmpMsg", "Icmp6") for d in ("In", "Out")]
-
-
-def by_group(groups: Optional[List[str]] = None) -> List[Field]:
-    """Table entries in table order, optionally of some groups only."""
-    return [f for f in TABLE.values() if groups is None or f.group in groups]

@@ -418,15 +418,6 @@ def list_inet_brief(family: int, protocol: int, states: int = ALL_STATES, *,
     return out
 
 
-def supported() -> bool:
-    """Whether this process can open a NETLINK_SOCK_DIAG socket at all."""
-    try:
-        _open().close()
-        return True
-    except NetlinkError:
-        return False
-
-
 
 
 # --- counting by local port, filtered in the kernel ------------------------------------------
