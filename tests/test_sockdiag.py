@@ -263,3 +263,27 @@ def test_both_families_fall_back_to_one_dump_each() -> None:
     assert got[socket.AF_INET6].states == Counter({10: 1})
     assert [struct.unpack_from("<H", r, 4)[0] for r in fake.sent] == \
         [sd.TCPDIAG_GETSOCK, sd.SOCK_DIAG_BY_FAMILY, sd.SOCK_DIAG_BY_FAMILY]
+
+
+def peer_msg(family: int, src: str, sport: int, dst: str, dport: int, state: int = 1) -> bytes:
+    size = 4 if family == socket.AF_INET else 16
+    addr = [socket.inet_pton(family, a).ljust(16, b"\0") for a in (src, dst)]
+    assert all(len(a) == 16 for a in addr) and size in (4, 16)
+    body = struct.pack("<BBBB", family, state, 0, 0) + struct.pack(">HH", sport, dport) \
+        + addr[0] + addr[1] + b"\0" * 12 + struct.pack("<IIIII", 0, 0, 0, 0, 7)
+    return struct.pack("<IHHII", 16 + len(body), sd.SOCK_DIAG_BY_FAMILY, 2, 1, 0) + body
+
+
+def test_local_port_use_groups_by_peer_without_decoding() -> None:
+    f6 = socket.AF_INET6
+    msgs = [peer_msg(f6, "fd00::2", 40001, "fd00::9", 443),
+            peer_msg(f6, "fd00::2", 40002, "fd00::9", 443),
+            peer_msg(f6, "fd00::2", 40002, "fd00::8", 443),  # same local port, other peer
+            peer_msg(f6, "::", 40003, "::", 0, state=7),  # bound, no peer
+            peer_msg(f6, "fd00::2", 22, "fd00::9", 50000)]  # local port outside the range
+    use = sd.local_port_use(f6, 6, sd.ALL_STATES, set(range(40000, 40100)),
+                            sock=FakeSock([b"".join(msgs) + done()]))
+    decoded = {sd.decode_peer(f6, k): v for k, v in use.items()}
+    assert decoded == {("fd00::2", "fd00::9", 443): {40001, 40002},
+                       ("fd00::2", "fd00::8", 443): {40002},
+                       ("::", "::", 0): {40003}}

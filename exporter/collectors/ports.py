@@ -101,17 +101,24 @@ class PortsCollector:
         self.top = config.ports_top_destinations
         self.source = config.ports_source
 
-    def _netlink(self, proto: str) -> List[Conn]:
+    def _netlink(self, proto: str, ephemeral: Set[int]) -> Dict[str, Set[int]]:
+        """Local ports in the range per destination label ("" for unconnected sockets),
+        counted while the dump streams in; only destinations are turned into text."""
         states = nl.ALL_STATES & ~(1 << nl.TCP_LISTEN) if proto == "tcp" else nl.ALL_STATES
-        out: List[Conn] = []
+        out: Dict[str, Set[int]] = defaultdict(set)
         for fam, _ in _FAMILIES:
             try:
-                socks = nl.list_inet(fam, _NUMBERS[proto], states)
+                use = nl.local_port_use(fam, _NUMBERS[proto], states, ephemeral)
             except nl.NetlinkError as e:
                 if e.errno in (97, 93):  # EAFNOSUPPORT, EPROTONOSUPPORT: IPv6 off
                     continue
                 raise
-            out += [Conn(s.src, s.sport, s.dst, s.dport, s.state) for s in socks]
+            for key, ports in use.items():
+                if key[-2:] == b"\0\0":  # no peer: the port is used, towards nobody
+                    out[""] |= ports
+                else:
+                    src, dst, dport = nl.decode_peer(fam, key)
+                    out[_dest(Conn(src, 0, dst, dport, 0))] |= ports
         return out
 
     def _procfs(self, proto: str) -> List[Conn]:
@@ -124,16 +131,25 @@ class PortsCollector:
                 out.append(Conn(r.local, r.local_port, r.remote, r.remote_port, r.state))
         return out
 
-    def _sockets(self, proto: str) -> List[Conn]:
+    def _procfs_use(self, proto: str, ephemeral: Set[int]) -> Dict[str, Set[int]]:
+        out: Dict[str, Set[int]] = defaultdict(set)
+        for c in self._procfs(proto):
+            if c.sport in ephemeral:
+                # connected (UDP) or any non-listening TCP socket with a peer has a destination
+                out[_dest(c) if c.dport else ""].add(c.sport)
+        return out
+
+    def _use(self, proto: str, ephemeral: Set[int]) -> Dict[str, Set[int]]:
+        """Local ports in the range per destination label; "" holds sockets with no peer."""
         if self.source == "procfs" or not sys.platform.startswith("linux"):
-            return self._procfs(proto)
+            return self._procfs_use(proto, ephemeral)
         try:
-            return self._netlink(proto)
+            return self._netlink(proto, ephemeral)
         except nl.NetlinkError as e:
             if self.source == "netlink" or e.errno not in _FALLBACK:
                 raise
             log.debug("netlink refused, reading /proc/net", extra={"err": str(e)})
-            return self._procfs(proto)
+            return self._procfs_use(proto, ephemeral)
 
     def collect(self) -> Iterator[Metric]:
         rng = sysctl.read_ints(self.procfs, "net/ipv4/ip_local_port_range")
@@ -148,16 +164,10 @@ class PortsCollector:
         available.add_metric([], float(len(ephemeral)))
         used, dmax, dest = M_USED.family(), M_DEST_MAX.family(), M_DEST.family()
         for proto in PROTOCOLS:
-            ports: Set[int] = set()
-            per_dest: Dict[str, Set[int]] = defaultdict(set)
-            for c in self._sockets(proto):
-                if c.sport not in ephemeral:
-                    continue
-                ports.add(c.sport)
-                if c.dport:  # connected (UDP) or any non-listening TCP socket with a peer
-                    per_dest[_dest(c)].add(c.sport)
+            per_dest = self._use(proto, ephemeral)
+            ports: Set[int] = set().union(*per_dest.values())
             used.add_metric([proto], float(len(ports)))
-            counts = Counter({d: len(p) for d, p in per_dest.items()})
+            counts = Counter({d: len(p) for d, p in per_dest.items() if d})
             dmax.add_metric([proto], float(max(counts.values(), default=0)))
             if self.top:
                 for d, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:self.top]:
