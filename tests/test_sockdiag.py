@@ -287,3 +287,17 @@ def test_local_port_use_groups_by_peer_without_decoding() -> None:
     assert decoded == {("fd00::2", "fd00::9", 443): {40001, 40002},
                        ("fd00::2", "fd00::8", 443): {40002},
                        ("::", "::", 0): {40003}}
+
+
+@pytest.mark.parametrize("err, absent, falls_back", [
+    (2, True, True),     # ENOENT: no diag handler for the protocol (raw_diag not built)
+    (97, True, True),    # EAFNOSUPPORT: IPv6 off
+    (1, False, True),    # EPERM: refused by policy, /proc/net may still be readable
+    (13, False, True),   # EACCES
+    (None, False, True),  # the socket call failed without an errno
+    (16, False, False),  # EBUSY: a real error, not a reason to switch sources
+])
+def test_which_netlink_errors_mean_no_data_or_fall_back(err, absent: bool,
+                                                        falls_back: bool) -> None:
+    e = sd.NetlinkError(err, "x")
+    assert (e.absent, e.falls_back) == (absent, falls_back)

@@ -56,10 +56,6 @@ _LISTEN_STATES = 1 << nl.TCP_LISTEN
 _CONNECTED = nl.ALL_STATES & ~_LISTEN_STATES
 _PSUTIL_STATES = {name.upper(): num for num, name in TCP_STATES.items()}
 _PSUTIL_STATES.update({"SYN_RECV": 3, "NONE": 7})
-# errno values meaning "this kernel has no such family or protocol": no data, not an error.
-_ABSENT = {2, 22, 93, 94, 95, 96, 97}
-# errno values that send source "auto" from netlink to /proc/net: refused or not there.
-_FALLBACK = {1, 13} | _ABSENT
 
 M_INFO = MetricDoc(
     "netstat_listener_info", "gauge",
@@ -180,7 +176,7 @@ def read_netlink(connections: bool = True) -> Snapshot:
                 tcp = nl.list_inet_brief(fam_num, nl.IPPROTO_TCP, _LISTEN_STATES, sock=s)
                 udp = nl.list_inet_brief(fam_num, nl.IPPROTO_UDP, 1 << nl.TCP_CLOSE, sock=s)
             except nl.NetlinkError as e:
-                if e.errno in _ABSENT and fam_num == socket.AF_INET6:
+                if e.absent and fam_num == socket.AF_INET6:
                     continue  # IPv6 off
                 raise
             snap.families.add(fam)
@@ -309,7 +305,7 @@ class ListenersCollector:
             try:
                 return read_netlink(self.connections)
             except nl.NetlinkError as e:
-                if self.source == "netlink" or e.errno not in _FALLBACK:
+                if self.source == "netlink" or not e.falls_back:
                     raise
                 log.debug("netlink refused, reading /proc/net", extra={"err": str(e)})
         return read_procfs(self.procfs)

@@ -71,9 +71,6 @@ _FAMILIES = ((socket.AF_INET, "ipv4"), (socket.AF_INET6, "ipv6"))
 _NUMBERS = {"tcp": nl.IPPROTO_TCP, "udp": nl.IPPROTO_UDP}
 _PROC = {("tcp", "ipv4"): "tcp", ("tcp", "ipv6"): "tcp6", ("udp", "ipv4"): "udp",
          ("udp", "ipv6"): "udp6"}
-# errno values for which ``auto`` falls back to /proc/net: refused (EPERM, EACCES) or not
-# implemented (ENOENT, EINVAL, EPROTONOSUPPORT, EOPNOTSUPP, EAFNOSUPPORT, no sock_diag).
-_FALLBACK = {1, 13, 2, 22, 93, 95, 97, None}
 
 
 def _dest(c: Conn) -> str:
@@ -110,7 +107,7 @@ class PortsCollector:
             try:
                 use = nl.local_port_use(fam, _NUMBERS[proto], states, ephemeral)
             except nl.NetlinkError as e:
-                if e.errno in (97, 93):  # EAFNOSUPPORT, EPROTONOSUPPORT: IPv6 off
+                if e.absent:  # IPv6 off
                     continue
                 raise
             for key, ports in use.items():
@@ -146,7 +143,7 @@ class PortsCollector:
         try:
             return self._netlink(proto, ephemeral)
         except nl.NetlinkError as e:
-            if self.source == "netlink" or e.errno not in _FALLBACK:
+            if self.source == "netlink" or not e.falls_back:
                 raise
             log.debug("netlink refused, reading /proc/net", extra={"err": str(e)})
             return self._procfs_use(proto, ephemeral)

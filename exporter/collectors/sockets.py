@@ -219,8 +219,8 @@ class SocketsCollector:
             try:
                 return self._netlink_protocol(proto, number), "netlink"
             except nl.NetlinkError as e:
-                if self.source == "netlink" or not _falls_back(e):
-                    if e.errno in _ABSENT:
+                if self.source == "netlink" or not e.falls_back:
+                    if e.absent:
                         return {}, "netlink"  # protocol not in this kernel: no data
                     raise
                 log.debug("netlink refused, reading /proc/net",
@@ -243,7 +243,7 @@ class SocketsCollector:
             try:
                 out[fam] = _netlink_inet(proto, number, fam_num)
             except nl.NetlinkError as e:
-                if fam == "ipv6" and out and e.errno in _ABSENT:
+                if fam == "ipv6" and out and e.absent:
                     continue  # IPv6 off
                 raise
         return out
@@ -254,7 +254,7 @@ class SocketsCollector:
                 counts, rx, tx, _ = nl.count_unix()
                 return counts, rx, tx, "netlink"
             except nl.NetlinkError as e:
-                if self.source == "netlink" or not _falls_back(e):
+                if self.source == "netlink" or not e.falls_back:
                     raise
         if self.source == "psutil":
             # psutil cannot tell a unix socket's state (no peer, no listening flag on Linux),
@@ -334,14 +334,3 @@ class SocketsCollector:
                 if "mem" in row:
                     mem.add_metric([proto.lower()], float(row["mem"] * self.page_size))
         yield from (m for m in (used, inuse, *tcp.values(), mem, frag_q, frag_m) if m.samples)
-
-
-# errno values that mean "this kernel has no such protocol or family": no data, not an error.
-# ENOENT EINVAL EPROTONOSUPPORT ESOCKTNOSUPPORT EOPNOTSUPP EPFNOSUPPORT EAFNOSUPPORT
-_ABSENT = {2, 22, 93, 94, 95, 96, 97}
-
-
-def _falls_back(e: nl.NetlinkError) -> bool:
-    """Whether a netlink failure should send ``auto`` to /proc/net: refused (permission, a
-    seccomp or container policy, no sock_diag module) or not implemented for this protocol."""
-    return e.errno in {1, 13, 2, 22, 93, 94, 95, 96, 97, None}

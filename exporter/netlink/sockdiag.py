@@ -80,6 +80,23 @@ TCP_NEW_SYN_RECV, TCP_BOUND_INACTIVE = 12, 13
 class NetlinkError(OSError):
     """The kernel refused a request (an NLMSG_ERROR reply, or the socket call itself failed)."""
 
+    @property
+    def absent(self) -> bool:
+        """The kernel has no such protocol or family (IPv6 off, no diag module): no data."""
+        return self.errno in ABSENT_ERRNOS
+
+    @property
+    def falls_back(self) -> bool:
+        """Whether a reader should try /proc/net instead: netlink refused (permission, a
+        seccomp or container policy) or not implemented for this protocol."""
+        return self.errno is None or self.errno in ABSENT_ERRNOS | REFUSED_ERRNOS
+
+
+ABSENT_ERRNOS = frozenset({_errno.ENOENT, _errno.EINVAL, _errno.EPROTONOSUPPORT,
+                           _errno.ESOCKTNOSUPPORT, _errno.EOPNOTSUPP, _errno.EPFNOSUPPORT,
+                           _errno.EAFNOSUPPORT})
+REFUSED_ERRNOS = frozenset({_errno.EPERM, _errno.EACCES})
+
 
 @dataclass
 class QueueCounts:
