@@ -88,9 +88,9 @@ def _options() -> List[Callable[[Callable[..., Any]], Callable[..., Any]]]:
              help="Export the local-port use of the N busiest destinations "
                   "(local address, remote address, remote port)."),
         _opt("--collector.ports.source", "ports_source",
-             type=click.Choice(["auto", "netlink", "procfs"]), default="auto",
-             help="Where the ports collector reads sockets: netlink sock_diag or /proc/net; "
-                  "auto tries netlink first."),
+             type=click.Choice(["auto", "netlink", "procfs", "psutil"]), default="auto",
+             help="Where the ports collector reads sockets: netlink sock_diag, /proc/net, or "
+                  "psutil; auto tries them in that order."),
         _opt("--collector.listeners.source", "listeners_source",
              type=click.Choice(["auto", "netlink", "procfs", "psutil"]), default="auto",
              help="Where the listeners collector reads sockets: netlink sock_diag (with accept "

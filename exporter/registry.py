@@ -10,7 +10,9 @@ metrics for that scrape; the reason is logged.
 
 from __future__ import annotations
 
+import functools
 import logging
+import operator
 import platform
 import time
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ from typing import (
     Sequence,
     Tuple,
     Union,
+    runtime_checkable,
 )
 
 from prometheus_client import ProcessCollector
@@ -34,6 +37,7 @@ from prometheus_client.registry import Collector as _PromCollector
 
 from exporter import __version__
 from exporter.config import Config, UnknownCollectorError
+from exporter.sockets.snapshot import ScrapeSockets, Snapshot, Wants
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,21 @@ NAMESPACE = "netstat"
 
 class Collector(Protocol):
     """What a collector is: something that yields fresh metric families on every call."""
+
+    def collect(self) -> Iterable[Metric]: ...
+
+
+@runtime_checkable
+class SocketUser(Protocol):
+    """A collector that reads the socket tables. A scrape hands it the snapshot shared by all
+    such collectors of the scrape (``collect()`` alone takes a snapshot of its own)."""
+
+    procfs: str
+    socket_source: str
+
+    def socket_wants(self) -> Wants: ...
+
+    def collect_snapshot(self, snap: Snapshot) -> Iterable[Metric]: ...
 
     def collect(self) -> Iterable[Metric]: ...
 
@@ -163,12 +182,16 @@ EXPORTER_METRICS = (
     MetricDoc(f"{NAMESPACE}_exporter_collector_success", "gauge",
               "1 if the collector succeeded in this scrape, 0 if it failed (see the exporter "
               "log).", ("collector",)),
+    MetricDoc(f"{NAMESPACE}_exporter_netlink_dumps", "gauge",
+              "Netlink sock_diag dumps made in this scrape: the collectors of a scrape share "
+              "one socket snapshot, in which each socket table is dumped at most once.",
+              note="only in scrapes that read sockets over netlink"),
     MetricDoc(f"{NAMESPACE}_exporter_build_info", "gauge",
               "Version of netstat-exporter and the Python that runs it; value 1.",
               ("version", "python_version"),
               note="left out with --web.disable-exporter-metrics"),
 )
-_DURATION, _SUCCESS, _BUILD = EXPORTER_METRICS
+_DURATION, _SUCCESS, _DUMPS, _BUILD = EXPORTER_METRICS
 
 
 class _Target(_PromCollector):
@@ -177,14 +200,32 @@ class _Target(_PromCollector):
         self._names = names
 
     def collect(self) -> Iterator[Metric]:
+        collectors = [(name, self._exporter.collectors[name]) for name in self._names]
+        # The collectors of this scrape that read sockets share its snapshots: each socket
+        # table is read once, when the first of them asks, with what all of them need.
+        users = [c for _, c in collectors if isinstance(c, SocketUser)]
+        scrape = ScrapeSockets(functools.reduce(operator.or_, (c.socket_wants() for c in users),
+                                                Wants())) if users else None
+        try:
+            yield from self._collect(collectors, scrape)
+        finally:
+            if scrape is not None:
+                scrape.close()
+
+    def _collect(self, collectors: List[Tuple[str, Collector]],
+                 scrape: Optional[ScrapeSockets]) -> Iterator[Metric]:
         duration = _DURATION.family()
         success = _SUCCESS.family()
-        for name in self._names:
+        for name, collector in collectors:
             start = time.perf_counter()
             try:
                 # Materialise the whole output first: a collector that fails half-way
                 # must not leave half of its metrics in the exposition.
-                metrics = list(self._exporter.collectors[name].collect())
+                if scrape is not None and isinstance(collector, SocketUser):
+                    snap = scrape.get(collector.procfs, collector.socket_source)
+                    metrics = list(collector.collect_snapshot(snap))
+                else:
+                    metrics = list(collector.collect())
                 ok = 1.0
             except Exception as e:  # noqa: BLE001 - one collector's failure is not the scrape's
                 log.error("collector failed", extra={"collector": name, "err": _one_line(e)})
@@ -195,6 +236,10 @@ class _Target(_PromCollector):
             yield from metrics
         yield duration
         yield success
+        if scrape is not None and scrape.dumps:
+            dumps = _DUMPS.family()
+            dumps.add_metric([], float(scrape.dumps))
+            yield dumps
         if not self._exporter.config.disable_exporter_metrics:
             info = _BUILD.family()
             info.add_metric([__version__, platform.python_version()], 1.0)

@@ -12,7 +12,7 @@ import socket
 import struct
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable, List, Optional, Tuple
+from typing import Iterable, Iterator, List, Optional, Tuple
 
 from exporter.procfs.errors import ParseError
 
@@ -97,18 +97,17 @@ def _hex_addr(text: str) -> Tuple[int, str]:
     return fam, socket.inet_ntop(fam, struct.pack(f"={len(words)}I", *words))
 
 
-def parse_socket_rows(lines: Iterable[str], path: str) -> List[SocketRow]:
-    """Rows of a /proc/net/tcp-style table. Columns:
+def iter_socket_rows(lines: Iterable[str], path: str) -> Iterator[SocketRow]:
+    """Rows of a /proc/net/tcp-style table, one at a time. Columns:
     ``sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode``.
 
     For a TCP listener rx_queue is the accept queue length (sk_ack_backlog) and tx_queue is 0:
     the backlog limit is not in this file.
     """
-    out: List[SocketRow] = []
     it = iter(lines)
     header = next(it, None)
     if header is None:
-        return out
+        return  # an empty file: no sockets (seen on kernels with the protocol compiled out)
     if "local_address" not in header:
         raise ParseError(path, "missing header line", 1)
     for n, line in enumerate(it, start=2):
@@ -122,10 +121,13 @@ def parse_socket_rows(lines: Iterable[str], path: str) -> List[SocketRow]:
             ra, rp = f[2].split(":")
             fam, local = _hex_addr(la)
             _, remote = _hex_addr(ra)
-            ports_state = int(lp, 16), int(rp, 16), int(f[3], 16)
+            lport, rport = int(lp, 16), int(rp, 16)
         except ValueError:
-            raise ParseError(path, f"bad address or state {f[1]!r} {f[2]!r} {f[3]!r}",
-                             n) from None
+            raise ParseError(path, f"bad address {f[1]!r} {f[2]!r}", n) from None
+        try:
+            state = int(f[3], 16)
+        except ValueError:
+            raise ParseError(path, f"bad state {f[3]!r}", n) from None
         if len(f) < 10 or ":" not in f[4]:
             raise ParseError(path, f"expected at least 10 columns, got {len(f)}", n)
         try:
@@ -133,9 +135,12 @@ def parse_socket_rows(lines: Iterable[str], path: str) -> List[SocketRow]:
             uid, inode = int(f[7]), int(f[9])
         except ValueError as e:
             raise ParseError(path, f"bad field: {e}", n) from None
-        lport, rport, state = ports_state
-        out.append(SocketRow(fam, local, lport, remote, rport, state, tx, rx, uid, inode))
-    return out
+        yield SocketRow(fam, local, lport, remote, rport, state, tx, rx, uid, inode)
+
+
+def parse_socket_rows(lines: Iterable[str], path: str) -> List[SocketRow]:
+    """Every row of a /proc/net/tcp-style table (see :func:`iter_socket_rows`)."""
+    return list(iter_socket_rows(lines, path))
 
 
 def read_socket_rows(root: str, name: str) -> Optional[List[SocketRow]]:
