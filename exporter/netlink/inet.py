@@ -14,7 +14,7 @@ How a chunk becomes one run:
   bucket by bucket of the established hash): the chunk is split at the 12 header bytes that every
   reply of this dump shares (type, flags, sequence number, port id), each piece's length is
   checked against the length its header declares (so a split inside a message cannot go
-  unnoticed), and the first 72 bytes of every message are joined into a new buffer;
+  unnoticed), and the pieces of each length are joined into one run of that stride;
 * otherwise (an error, NLM_F_DUMP_INTR, a malformed chunk): message by message.
 
 Every path gives the same records; the tests check that. Layouts are from
@@ -23,14 +23,13 @@ include/uapi/linux/inet_diag.h.
 
 from __future__ import annotations
 
-import functools
 import operator
 import socket
 import struct
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import compress
-from typing import Callable, Dict, List, NamedTuple, Union
+from typing import Callable, Dict, List, NamedTuple, Tuple, Union
 
 from exporter.netlink.transport import (
     NLM_F_MULTI,
@@ -105,8 +104,6 @@ def _check_len(ln: int) -> None:
                                     f"{NLMSG_HDRLEN + INET_MSG_LEN}")
 
 
-_from_le = functools.partial(int.from_bytes, byteorder="little")
-_HEAD72 = operator.itemgetter(slice(0, INET_MSG_LEN))
 _LAST4 = operator.itemgetter(slice(-4, None))
 
 
@@ -126,27 +123,37 @@ def _uniform(buf: bytearray, start: int, end: int, msg_type: int) -> int:
     return 0
 
 
-def _normalise(buf: bytearray, start: int, end: int, msg_type: int) -> bytes:
-    """The first 72 bytes of every message of ``buf[start:end]`` joined, when the region is
-    whole messages of type ``msg_type`` sharing one header apart from the length; else b""."""
+def _regroup(buf: bytearray, start: int, end: int, msg_type: int
+             ) -> List[Tuple[bytes, int]]:
+    """Whole messages of type ``msg_type`` in ``buf[start:end]`` sharing one header apart from
+    the length, regrouped as runs of records of one stride each: ``[(run, stride), ...]``;
+    [] when the region is not such messages."""
     seq, pid = NLMSG_HDR.unpack_from(buf, start)[3:]
     sep = struct.pack("<HHII", msg_type, NLM_F_MULTI, seq, pid)
     region = bytes(buf[start:end])
     if region[4:16] != sep:
-        return b""
-    parts = region.split(sep)
-    # parts[0] is the first length word; parts[i] is message i's body followed by the next
-    # message's length word (the last part has no length word after it).
+        return []
+    # After the split, parts[0] is the first message's length word and parts[i] is message
+    # i's body followed by the next message's length word (4 zero bytes after the last one).
+    parts = (region + b"\0\0\0\0").split(sep)
     if len(parts[0]) != 4:
-        return b""
-    declared: List[int] = list(map(_from_le, map(_LAST4, parts[:-1])))
-    if min(declared) < NLMSG_HDRLEN + INET_MSG_LEN:
-        return b""
-    gaps = list(map(operator.sub, declared, map(len, parts[1:])))
-    # A body is declared - 16 bytes long, plus the next message's 4-byte length word.
-    if gaps[-1] != NLMSG_HDRLEN or gaps.count(NLMSG_HDRLEN - 4) != len(gaps) - 1:
-        return b""
-    return b"".join(map(_HEAD72, parts[1:]))
+        return []
+    lens = list(map(len, parts))
+    declared = memoryview(b"".join(map(_LAST4, parts[:-1]))).cast("I").tolist()
+    # Message i declares 16 header bytes + its body: its part is 12 bytes shorter. A split
+    # inside a body (the header bytes occurring there) breaks this for that message.
+    gaps = list(map(operator.sub, declared, lens[1:]))
+    if gaps.count(NLMSG_HDRLEN - 4) != len(gaps) or min(declared) < NLMSG_HDRLEN + INET_MSG_LEN:
+        return []
+    runs = []
+    for size in set(lens[1:]):
+        if size % 4:
+            return []
+        same = b"".join(compress(parts[1:], map(size.__eq__, lens[1:])))
+        runs.append((same, size))
+    # Listeners come first in a dump and are full sockets, the longest records: longest first.
+    runs.sort(key=lambda r: -r[1])
+    return runs
 
 
 def dump_records(payload: bytes, sink: RecordSink, *, sock: AnySock = None,
@@ -171,10 +178,11 @@ def dump_records(payload: bytes, sink: RecordSink, *, sock: AnySock = None,
         if ln:
             sink(buf, NLMSG_HDRLEN, end, ln)
         else:
-            recs = _normalise(buf, 0, end, msg_type)
-            if not recs:
+            runs = _regroup(buf, 0, end, msg_type)
+            if not runs:
                 return walk(buf, 0, n, one, msg_type=msg_type)
-            sink(recs, 0, len(recs), INET_MSG_LEN)
+            for run, stride in runs:
+                sink(run, 0, len(run), stride)
         if end == n:
             return False, False
         return walk(buf, end, n, one, msg_type=msg_type)
