@@ -36,7 +36,7 @@ from typing import Dict, List, Tuple
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 
-from bench_sockets import connect_in, rss_kib, scrape, wait_up  # noqa: E402
+from bench_sockets import connect_in, make_namespace, rss_kib, scrape, wait_up  # noqa: E402
 
 NODE_EXPORTER = shutil.which("prometheus-node-exporter") or shutil.which("node_exporter")
 SAME_GROUND = ["--collector.tcpstat", "--collector.netstat", "--collector.sockstat",
@@ -55,29 +55,6 @@ def samples(body: str, name: str) -> Dict[str, float]:
 
 def cpu(body: str) -> float:
     return samples(body, "process_cpu_seconds_total")[""]
-
-
-def make_namespace(ns: str, n: int) -> List[subprocess.Popen]:
-    subprocess.run(["ip", "netns", "add", ns], check=True)
-    subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"], check=True)
-    subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw",
-                    "net.ipv4.ip_local_port_range=1024 65000",
-                    # keep the exporters' ports and the makers' listeners out of the range
-                    "net.ipv4.ip_local_reserved_ports=19100-19101,19816-19817,20000-21000",
-                    "net.ipv4.tcp_max_tw_buckets=2000000"], check=True)
-    pairs, tw = n // 4, n - 2 * (n // 4)
-    per = 8000
-    shares = [(min(per, pairs - i), 0) for i in range(0, pairs, per)] or [(0, 0)]
-    shares[-1] = (shares[-1][0], tw)
-    makers = []
-    for k, (p, t) in enumerate(shares):
-        makers.append(subprocess.Popen(
-            ["ip", "netns", "exec", ns, sys.executable,
-             os.path.join(ROOT, "bench", "make_sockets.py"), str(p), str(t), str(20000 + 100 * k)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
-    for mk in makers:
-        assert mk.stdout is not None and mk.stdout.readline().strip() == "ready"
-    return makers
 
 
 def start(ns: str) -> Dict[str, Tuple[subprocess.Popen, int]]:

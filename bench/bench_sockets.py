@@ -83,32 +83,37 @@ def rss_kib(pid: int, field: str) -> int:
     raise KeyError(field)
 
 
+def make_namespace(ns: str, n: int) -> List[subprocess.Popen]:
+    """Create network namespace ``ns`` holding about ``n`` loopback TCP sockets, half of them
+    ESTABLISHED (pairs held open, spread over processes so that none needs more descriptors
+    than the limit allows), half TIME_WAIT. Returns the processes holding them."""
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"], check=True)
+    subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw",
+                    "net.ipv4.ip_local_port_range=1024 65000",
+                    # keep the exporters' ports and the makers' listeners out of the range
+                    "net.ipv4.ip_local_reserved_ports=19100-19101,19816-19817,20000-21000",
+                    "net.ipv4.tcp_max_tw_buckets=2000000"], check=True)
+    pairs, tw = n // 4, n - 2 * (n // 4)
+    per = 8000
+    shares = [(min(per, pairs - i), 0) for i in range(0, pairs, per)] or [(0, 0)]
+    shares[-1] = (shares[-1][0], tw)
+    makers = []
+    for k, (p, t) in enumerate(shares):
+        makers.append(subprocess.Popen(
+            ["ip", "netns", "exec", ns, sys.executable,
+             os.path.join(ROOT, "bench", "make_sockets.py"), str(p), str(t), str(20000 + 100 * k)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+    for mk in makers:
+        assert mk.stdout is not None and mk.stdout.readline().strip() == "ready"
+    return makers
+
+
 def run_size(n: int, rounds: int) -> Dict[str, float]:
     ns = f"nsbench-{os.getpid()}-{n}"
-    subprocess.run(["ip", "netns", "add", ns], check=True)
     procs: List[subprocess.Popen] = []
     try:
-        subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"], check=True)
-        subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw",
-                        "net.ipv4.ip_local_port_range=1024 65000",
-                        # keep the exporters' ports and the makers' listeners out of the range
-                        "net.ipv4.ip_local_reserved_ports=19100,19816,20000-21000",
-                        "net.ipv4.tcp_max_tw_buckets=2000000"], check=True)
-        # Half the sockets ESTABLISHED (pairs held open, spread over processes so that none
-        # needs more descriptors than the limit allows), half TIME_WAIT.
-        pairs, tw = n // 4, n - 2 * (n // 4)
-        per = 8000
-        shares = [(min(per, pairs - i), 0) for i in range(0, pairs, per)] or [(0, 0)]
-        shares[-1] = (shares[-1][0], tw)
-        for k, (p, t) in enumerate(shares):
-            mk = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable,
-                                   os.path.join(ROOT, "bench", "make_sockets.py"), str(p), str(t),
-                                   str(20000 + 100 * k)],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-            procs.append(mk)
-        for mk in procs:
-            assert mk.stdout is not None and mk.stdout.readline().strip() == "ready"
-        makers = list(procs)
+        procs += make_namespace(ns, n)
         env = dict(os.environ, PYTHONPATH=ROOT)
         ours = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-m", "exporter",
                                  "--web.listen-address=127.0.0.1:19816",
@@ -121,7 +126,6 @@ def run_size(n: int, rounds: int) -> Dict[str, float]:
                                  "--web.disable-exporter-metrics"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs += [ours, node]
-        del makers
         wait_up(ns, 19816)
         wait_up(ns, 19100)
         # `ip netns exec` execs the program: the pid is the exporter's own.

@@ -106,8 +106,8 @@ def _options() -> List[Callable[[Callable[..., Any]], Callable[..., Any]]]:
                   "connections of the others are summed under port=\"other\"."),
         _opt("--collector.listeners.connections/--no-collector.listeners.connections",
              "listeners_connections", default=True,
-             help="Count connections per listening port (netstat_listener_connections): one "
-                  "pass over the TCP socket table per scrape, about 25 ms per 100,000 sockets."),
+             help="Count connections per listening port (netstat_listener_connections), from "
+                  "the TCP socket table that the scrape reads once for every collector."),
         _opt("--collector.listeners.expected-file", "listeners_expected_file", default="",
              help="YAML or TOML (*.toml) file of expected listeners; every other listener is "
                   "reported as unexpected. Re-read on SIGHUP."),

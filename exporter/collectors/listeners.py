@@ -72,7 +72,7 @@ M_LIMIT = MetricDoc(
 M_CONN = MetricDoc(
     "netstat_listener_connections", "gauge",
     "TCP sockets whose local port is a listening TCP port, by state (every state but listen, "
-    "zeros included; from sock_diag filtered by port in the kernel, or /proc/net/tcp). Ports "
+    "zeros included; from the scrape's one TCP dump, sock_diag or /proc/net/tcp). Ports "
     "beyond --collector.listeners.max-ports, lowest numbers first, are summed under "
     "port=\"other\".",
     ("port", "state"), note="not with --no-collector.listeners.connections")
