@@ -28,7 +28,7 @@ import socket
 import struct
 from collections import Counter
 from dataclasses import dataclass, field
-from itertools import compress
+from itertools import compress, repeat
 from typing import Callable, Dict, List, NamedTuple, Tuple, Union
 
 from exporter.netlink.transport import (
@@ -104,7 +104,6 @@ def _check_len(ln: int) -> None:
                                     f"{NLMSG_HDRLEN + INET_MSG_LEN}")
 
 
-_LAST4 = operator.itemgetter(slice(-4, None))
 
 
 def _uniform(buf: bytearray, start: int, end: int, msg_type: int) -> int:
@@ -139,17 +138,23 @@ def _regroup(buf: bytearray, start: int, end: int, msg_type: int
     if len(parts[0]) != 4:
         return []
     lens = list(map(len, parts))
-    declared = memoryview(b"".join(map(_LAST4, parts[:-1]))).cast("I").tolist()
-    # Message i declares 16 header bytes + its body: its part is 12 bytes shorter. A split
-    # inside a body (the header bytes occurring there) breaks this for that message.
-    gaps = list(map(operator.sub, declared, lens[1:]))
-    if gaps.count(NLMSG_HDRLEN - 4) != len(gaps) or min(declared) < NLMSG_HDRLEN + INET_MSG_LEN:
+    # Message i declares 16 header bytes + its body, so its part is 12 bytes shorter than the
+    # length that ends the part before it. A split inside a body (the header bytes occurring
+    # there) breaks this for that message. The lengths are checked where they end up: the
+    # last word of each record of a run is the length the next message declares.
+    if int.from_bytes(parts[0], "little") != lens[1] + 12 or min(lens[1:]) < INET_MSG_LEN:
         return []
+    following = list(map(operator.add, lens[2:], repeat(NLMSG_HDRLEN - 4)))
+    following.append(0)  # the 4 zero bytes appended after the last message
     runs = []
     for size in set(lens[1:]):
         if size % 4:
             return []
-        same = b"".join(compress(parts[1:], map(size.__eq__, lens[1:])))
+        sel = list(map(size.__eq__, lens[1:]))
+        same = b"".join(compress(parts[1:], sel))
+        tails = memoryview(same).cast("I")[size // 4 - 1::size // 4]
+        if tails.tolist() != list(compress(following, sel)):
+            return []
         runs.append((same, size))
     # Listeners come first in a dump and are full sockets, the longest records: longest first.
     runs.sort(key=lambda r: -r[1])
@@ -220,7 +225,7 @@ class CountSink:
     non-listeners per family, in C over strided slices."""
 
     def __init__(self) -> None:
-        self.famstate: Counter[int] = Counter()  # family | state << 8
+        self.states: Dict[int, Counter[int]] = {}  # family -> state -> sockets
         self.queues: Dict[int, List[int]] = {}  # family -> [rx bytes, tx bytes]
 
     def __call__(self, buf: Union[bytes, bytearray], start: int, end: int, stride: int) -> None:
@@ -231,17 +236,18 @@ class CountSink:
         view = memoryview(buf)[start:end]
         w, h = view.cast("I"), view.cast("H")
         s4, s2 = stride // 4, stride // 2
-        self.famstate.update(h[0::s2])
         fams = bytes(buf[start:end:stride])
         states = bytes(buf[start + 1:end:stride])
         rq, wq = w[REC_RQUEUE // 4::s4], w[REC_WQUEUE // 4::s4]
         if fams.count(fams[0]) == len(fams):
+            self._count_states(fams[0], states)
             q = self.queue(fams[0])
             q[0] += sum(rq)
             q[1] += sum(wq)
         else:
             for fam in set(fams):
                 sel = list(map(fam.__eq__, fams))
+                self._count_states(fam, bytes(compress(states, sel)))
                 q = self.queue(fam)
                 q[0] += sum(compress(rq, sel))
                 q[1] += sum(compress(wq, sel))
@@ -253,6 +259,13 @@ class CountSink:
             i = states.find(TCP_LISTEN, i + 1)
         return Run(w, h, s4, s2, fams, states)
 
+    def _count_states(self, fam: int, states: bytes) -> None:
+        c = self.states.get(fam)
+        if c is None:
+            c = self.states[fam] = Counter()
+        for st in set(states):  # a handful of distinct states: one count each, in C
+            c[st] += states.count(st)
+
     def queue(self, fam: int) -> List[int]:
         q = self.queues.get(fam)
         if q is None:
@@ -261,12 +274,8 @@ class CountSink:
 
     def family(self, fam: int, interrupted: bool = False) -> QueueCounts:
         """The counts of one family."""
-        states: Counter[int] = Counter()
-        for key, n in self.famstate.items():
-            if key & 0xFF == fam:
-                states[key >> 8] += n
         q = self.queues.get(fam, [0, 0])
-        return QueueCounts(states, q[0], q[1], interrupted)
+        return QueueCounts(Counter(self.states.get(fam, {})), q[0], q[1], interrupted)
 
 
 def list_records(payload: bytes, *, sock: AnySock = None,

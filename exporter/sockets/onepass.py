@@ -27,6 +27,7 @@ from exporter.netlink.inet import CountSink, address, swap16
 from exporter.sockets.model import Counts, EphemeralRange, InetTables, Listener, PortUse
 from exporter.sockets.names import FAMILY_NAMES, TCP_CLOSE, TCP_LISTEN
 
+AF_INET = int(socket.AF_INET)
 # A record, unpacked for a listener: family, state, sport, src, ifindex, rqueue, wqueue, uid,
 # inode (ports in network byte order read little-endian).
 _LISTENER = struct.Struct("<BB2xH2x16s16xI8x4xIIII")
@@ -73,6 +74,9 @@ class InetPass(CountSink):
         # keeps (port, destination) pairs and counts distinct ports.
         self._dest: Counter[Tuple[int, ...]] = Counter()
         self._dest_pairs: Set[Tuple[int, ...]] = set()
+        # the same for IPv4-only runs, keyed by (dport, first word of src, of dst) only
+        self._dest4: Counter[Tuple[int, ...]] = Counter()
+        self._pairs4: Set[Tuple[int, ...]] = set()
 
     # --- the sink ----------------------------------------------------------------------------
 
@@ -95,11 +99,19 @@ class InetPass(CountSink):
                 sel = [x and st != TCP_LISTEN for x, st in zip(sel, states)]
             if any(sel):
                 self._used.update(compress(sports, sel))
-                addrs = [w[i::s4] for i in range(2, 10)]  # src and dst, four words each
-                if self.tcp:
-                    self._dest.update(compress(zip(fams, h[3::s2], *addrs), sel))
+                cols: List[Iterable[int]]
+                if fams.count(AF_INET) == len(fams):
+                    # IPv4 only (the rule): the first word of each address is the address
+                    cols = [h[3::s2], w[2::s4], w[6::s4]]
                 else:
-                    self._dest_pairs.update(compress(zip(sports, fams, h[3::s2], *addrs), sel))
+                    cols = [fams, h[3::s2], *(w[i::s4] for i in range(2, 10))]
+                picked = [compress(col, sel) for col in cols]
+                if self.tcp:
+                    dest = self._dest4 if len(cols) == 3 else self._dest
+                    dest.update(zip(*picked))
+                else:
+                    pairs = self._pairs4 if len(cols) == 3 else self._dest_pairs
+                    pairs.update(zip(compress(sports, sel), *picked))
 
     def _listeners(self, buf: Buffer, start: int, stride: int, states: bytes, state: int) -> None:
         i = states.find(state)
@@ -131,10 +143,10 @@ class InetPass(CountSink):
             if queues:
                 q = self.queues.get(by_name[fam], [0, 0])
                 out.counts[fam].rx_queue, out.counts[fam].tx_queue = q
-        for key, n in self.famstate.items():
-            name = FAMILY_NAMES.get(key & 0xFF)
+        for num, states in self.states.items():
+            name = FAMILY_NAMES.get(num)
             if name is not None and name in out.counts:
-                out.counts[name].states[key >> 8] += n
+                out.counts[name].states.update(states)
         if self.want_connections:
             for (raw, state), n in self._conn.items():
                 if state != TCP_LISTEN:
@@ -144,9 +156,18 @@ class InetPass(CountSink):
             for dkey, n in self._dest.items():
                 if dkey[1]:  # a peer: a destination
                     use.destinations[_destination(dkey)] += n
+            for dkey, n in self._dest4.items():
+                if dkey[0]:
+                    use.destinations[_destination4(dkey)] += n
             for pair in self._dest_pairs:
                 if pair[2]:
                     use.destinations[_destination(pair[1:])] += 1
+            # distinct (port, destination) pairs: a pair of an IPv4 run and one of a mixed run
+            # are the same socket's only if they name the same port and destination
+            seen = {(p[0], _destination(p[1:])) for p in self._dest_pairs if p[2]}
+            for pair in self._pairs4:
+                if pair[1] and (pair[0], _destination4(pair[1:])) not in seen:
+                    use.destinations[_destination4(pair[1:])] += 1
         return out
 
 
@@ -158,6 +179,11 @@ def _destination(key: Tuple[int, ...]) -> str:
     if ":" in dst:
         dst = f"[{dst}]"
     return f"{address(fam, src)}->{dst}:{swap16(dport)}"
+
+
+def _destination4(key: Tuple[int, ...]) -> str:
+    """``local->remote:port`` of an IPv4 key (raw dport, src word, dst word)."""
+    return _destination((AF_INET, key[0], key[1], 0, 0, 0, key[2], 0, 0, 0))
 
 
 def ephemeral_range(low: int, high: int, reserved: Iterable[Tuple[int, int]]) -> EphemeralRange:
