@@ -28,7 +28,7 @@ from typing import (
     Sequence,
     Tuple,
     Union,
-    runtime_checkable,
+    cast,
 )
 
 from prometheus_client import ProcessCollector
@@ -50,7 +50,6 @@ class Collector(Protocol):
     def collect(self) -> Iterable[Metric]: ...
 
 
-@runtime_checkable
 class SocketUser(Protocol):
     """A collector that reads the socket tables. A scrape hands it the snapshot shared by all
     such collectors of the scrape (``collect()`` alone takes a snapshot of its own)."""
@@ -203,7 +202,7 @@ class _Target(_PromCollector):
         collectors = [(name, self._exporter.collectors[name]) for name in self._names]
         # The collectors of this scrape that read sockets share its snapshots: each socket
         # table is read once, when the first of them asks, with what all of them need.
-        users = [c for _, c in collectors if isinstance(c, SocketUser)]
+        users = [cast(SocketUser, c) for _, c in collectors if _uses_sockets(c)]
         scrape = ScrapeSockets(functools.reduce(operator.or_, (c.socket_wants() for c in users),
                                                 Wants())) if users else None
         try:
@@ -221,9 +220,10 @@ class _Target(_PromCollector):
             try:
                 # Materialise the whole output first: a collector that fails half-way
                 # must not leave half of its metrics in the exposition.
-                if scrape is not None and isinstance(collector, SocketUser):
-                    snap = scrape.get(collector.procfs, collector.socket_source)
-                    metrics = list(collector.collect_snapshot(snap))
+                if scrape is not None and _uses_sockets(collector):
+                    user = cast(SocketUser, collector)
+                    snap = scrape.get(user.procfs, user.socket_source)
+                    metrics = list(user.collect_snapshot(snap))
                 else:
                     metrics = list(collector.collect())
                 ok = 1.0
@@ -245,6 +245,10 @@ class _Target(_PromCollector):
             info.add_metric([__version__, platform.python_version()], 1.0)
             yield info
             yield from self._exporter.process.collect()
+
+
+def _uses_sockets(c: Collector) -> bool:
+    return hasattr(c, "collect_snapshot")
 
 
 def _one_line(e: BaseException) -> str:

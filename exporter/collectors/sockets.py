@@ -17,7 +17,6 @@ from typing import Iterator
 from prometheus_client.core import Metric
 
 from exporter.config import Config
-from exporter.procfs import sockstat
 from exporter.registry import MetricDoc, register
 from exporter.sockets.names import (
     DGRAM_EMITTED,
@@ -155,11 +154,10 @@ class SocketsCollector:
         for proto, src in used.items():
             source.add_metric([proto, src], 1.0)
         yield from (sockets, unix_m, rxq, txq, source)
-        yield from self._sockstat()
+        yield from self._sockstat(snap)
 
-    def _sockstat(self) -> Iterator[Metric]:
-        v4 = sockstat.read_sockstat(self.procfs, "sockstat")
-        v6 = sockstat.read_sockstat(self.procfs, "sockstat6")
+    def _sockstat(self, snap: Snapshot) -> Iterator[Metric]:
+        v4, v6 = snap.sockstat()
         if v4 is None and v6 is None:
             return
         used, inuse, mem = M_USED.family(), M_INUSE.family(), M_MEM.family()

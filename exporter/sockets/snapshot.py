@@ -23,8 +23,9 @@ from exporter.netlink import inet as nl_inet
 from exporter.netlink import requests as req
 from exporter.netlink import unix as nl_unix
 from exporter.netlink.transport import Channel, NetlinkError, SocketFactory
-from exporter.procfs import net_sockets, sysctl
+from exporter.procfs import net_sockets, sockstat, sysctl
 from exporter.procfs.errors import ParseError
+from exporter.procfs.sockstat import Sockstat
 from exporter.sockets.model import EphemeralRange, InetTables, UnixTables
 from exporter.sockets.names import (
     FAMILIES,
@@ -103,6 +104,8 @@ class Snapshot:
         self._inet: Dict[str, Optional[InetTables]] = {}
         self._unix: Optional[Tuple[Optional[UnixTables]]] = None
         self._eph: Optional[Tuple[Optional[EphemeralRange], Optional[Exception]]] = None
+        self._sockstat: Optional[Tuple[Optional[Sockstat], Optional[Sockstat],
+                                       Optional[Exception]]] = None
 
     @property
     def dumps(self) -> int:
@@ -140,6 +143,37 @@ class Snapshot:
         """The ephemeral port range (read once per snapshot); raises what reading it raised."""
         with self._lock:
             return self._ephemeral_locked()
+
+    def sockstat(self) -> Tuple[Optional[Sockstat], Optional[Sockstat]]:
+        """/proc/net/sockstat and sockstat6 (None when absent), read once per snapshot;
+        raises what reading them raised."""
+        with self._lock:
+            return self._sockstat_locked()
+
+    def _sockstat_locked(self) -> Tuple[Optional[Sockstat], Optional[Sockstat]]:
+        if self._sockstat is None:
+            try:
+                self._sockstat = (sockstat.read_sockstat(self.procfs, "sockstat"),
+                                  sockstat.read_sockstat(self.procfs, "sockstat6"), None)
+            except (ParseError, OSError) as e:
+                self._sockstat = (None, None, e)
+        v4, v6, err = self._sockstat
+        if err is not None:
+            raise err
+        return v4, v6
+
+    def _inuse(self, protocol: str, fam: str) -> Optional[int]:
+        """Sockets of ``protocol`` in this namespace by the kernel's own count (sockstat
+        'inuse', sock_prot_inuse_get), None when unknown. Not for TCP: it leaves out TIME_WAIT."""
+        try:
+            v4, v6 = self._sockstat_locked()
+        except (ParseError, OSError):
+            return None  # the sockets collector reports it
+        table = v4 if fam == "ipv4" else v6
+        if table is None:
+            return None
+        row = table.get(protocol.upper() + ("6" if fam == "ipv6" else ""), {})
+        return row.get("inuse")
 
     def _ephemeral_locked(self) -> Optional[EphemeralRange]:
         if self._eph is None:
@@ -216,15 +250,23 @@ class Snapshot:
                 sink = self._pass(protocol)  # a kernel without the older request: per family
         fams, intr = [], False
         for fam_num, fam in FAMILIES:
+            if protocol != "tcp" and self._inuse(protocol, fam) == 0:
+                # The kernel counts none in this namespace: the table is empty, and walking
+                # its hash (every slot, sized by the machine's memory) would find nothing.
+                fams.append(fam)
+                continue
             try:
                 intr |= nl_inet.dump_records(req.inet_request(fam_num, number), sink,
                                              sock=self._chan)
             except NetlinkError as e:
-                if fam == "ipv6" and fams and e.absent:
+                if fam == "ipv6" and fams and e.absent and not self._has_ipv6():
                     continue  # IPv6 off
                 raise
             fams.append(fam)
         return sink.result("netlink", fams, interrupted=intr)
+
+    def _has_ipv6(self) -> bool:
+        return os.path.exists(os.path.join(self.procfs, "net", "sockstat6"))
 
     # --- /proc/net ---------------------------------------------------------------------------
 
