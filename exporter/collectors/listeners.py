@@ -25,17 +25,18 @@ import socket
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from exporter import expected as expected_file
+from exporter.collectors.api import Flag, MetricDoc, options, register
 from exporter.config import Config
 from exporter.owners import Identity, Owner, OwnerCache
-from exporter.registry import MetricDoc, register
 from exporter.sockets.model import Listener
 from exporter.sockets.names import CONNECTION_STATES, FAMILIES
-from exporter.sockets.snapshot import Snapshot, Wants
+from exporter.sockets.snapshot import SOURCES, Snapshot, Wants
 
 log = logging.getLogger(__name__)
 
@@ -107,24 +108,50 @@ class SourceError(RuntimeError):
     pass
 
 
+@dataclass(frozen=True)
+class ListenersOptions:
+    source: str = "auto"
+    pid_label: bool = False
+    max_ports: int = 100
+    connections: bool = True
+    expected_file: str = ""
+
+
+FLAGS = (
+    Flag("source", "Where the listeners collector reads sockets: netlink sock_diag (with accept "
+                   "queues), /proc/net (queue length only), or psutil (no queues); auto tries "
+                   "them in that order.", choices=SOURCES),
+    Flag("pid_label", "Add a pid label to netstat_listener_info (the lowest pid per process "
+                      "identity); pids change on every restart."),
+    Flag("max_ports", "Listening TCP ports named in netstat_listener_connections, lowest first; "
+                      "the connections of the others are summed under port=\"other\".", min=1),
+    Flag("connections", "Count connections per listening port (netstat_listener_connections), "
+                        "from the TCP socket table that the scrape reads once for every "
+                        "collector."),
+    Flag("expected_file", "YAML or TOML (*.toml) file of expected listeners; every other "
+                          "listener is reported as unexpected. Re-read on SIGHUP."),
+)
+
+
 @register("listeners", default_enabled=True,
           description="who listens where (TCP and UDP), accept queues, connections per "
                       "listening port, unexpected listeners",
-          metrics=METRICS)
+          metrics=METRICS, options=ListenersOptions, flags=FLAGS)
 class ListenersCollector:
     def __init__(self, config: Config) -> None:
+        opts = options(config, "listeners", ListenersOptions)
         self.procfs = config.procfs
-        self.socket_source = config.listeners_source
-        self.pid_label = config.listeners_pid_label
-        self.max_ports = config.listeners_max_ports
-        self.connections = config.listeners_connections
+        self.socket_source = opts.source
+        self.pid_label = opts.pid_label
+        self.max_ports = opts.max_ports
+        self.connections = opts.connections
         self.owners = OwnerCache(config.procfs)
         self._services: Dict[Tuple[int, str], str] = {}
         self._psutil_ids: Dict[Tuple[int, float], Identity] = {}
         self._psutil_lock = threading.Lock()
         # The expected-listeners file: loaded here (a bad file stops the start with a one-line
         # error), re-read by reload() on SIGHUP, which keeps the old rules if the new file is bad.
-        self.expected_path = config.listeners_expected_file
+        self.expected_path = opts.expected_file
         self.expected: Optional[expected_file.ExpectedListeners] = None
         self.reload_success = 1.0
         self.reload_time = 0.0

@@ -16,14 +16,15 @@ collector adds no dump of its own. Sources as for the sockets collector
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterator, List, Set, Tuple
 
 from prometheus_client.core import Metric
 
+from exporter.collectors.api import Flag, MetricDoc, options, register
 from exporter.config import Config
-from exporter.registry import MetricDoc, register
 from exporter.sockets.onepass import ephemeral_range
-from exporter.sockets.snapshot import Snapshot, Wants
+from exporter.sockets.snapshot import SOURCES, Snapshot, Wants
 
 PROTOCOLS = ("tcp", "udp")
 
@@ -58,16 +59,31 @@ def ephemeral_ports(low: int, high: int, reserved: List[Tuple[int, int]]) -> Set
     return set(ephemeral_range(low, high, reserved).ports)
 
 
+@dataclass(frozen=True)
+class PortsOptions:
+    top_destinations: int = 0
+    source: str = "auto"
+
+
+FLAGS = (
+    Flag("top_destinations", "Export the local-port use of the N busiest destinations "
+                             "(local address, remote address, remote port).", min=0),
+    Flag("source", "Where the ports collector reads sockets: netlink sock_diag, /proc/net, or "
+                   "psutil; auto tries them in that order.", choices=SOURCES),
+)
+
+
 @register("ports", default_enabled=True,
           description="ephemeral port range size and use by TCP and UDP sockets, overall and "
                       "towards the busiest destination (local address, remote address, remote "
                       "port)",
-          metrics=METRICS)
+          metrics=METRICS, options=PortsOptions, flags=FLAGS)
 class PortsCollector:
     def __init__(self, config: Config) -> None:
+        opts = options(config, "ports", PortsOptions)
         self.procfs = config.procfs
-        self.top = config.ports_top_destinations
-        self.socket_source = config.ports_source
+        self.top = opts.top_destinations
+        self.socket_source = opts.source
 
     def socket_wants(self) -> Wants:
         return Wants(ephemeral=True)

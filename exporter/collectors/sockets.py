@@ -12,12 +12,13 @@ sockets). The source used is reported in ``netstat_sockets_source_info``.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Iterator
 
 from prometheus_client.core import Metric
 
+from exporter.collectors.api import Flag, MetricDoc, options, register
 from exporter.config import Config
-from exporter.registry import MetricDoc, register
 from exporter.sockets.names import (
     DGRAM_EMITTED,
     DGRAM_STATES,
@@ -28,7 +29,7 @@ from exporter.sockets.names import (
     UNIX_TYPES,
     state_name,
 )
-from exporter.sockets.snapshot import Snapshot, Wants
+from exporter.sockets.snapshot import SOURCES, Snapshot, Wants
 
 M_SOCKETS = MetricDoc(
     "netstat_sockets", "gauge",
@@ -96,13 +97,24 @@ METRICS = (M_SOCKETS, M_UNIX, M_RXQ, M_TXQ, M_SOURCE, M_USED, M_INUSE, M_ORPHAN,
            M_ALLOC, M_MEM, M_FRAG_Q, M_FRAG_M)
 
 
+@dataclass(frozen=True)
+class SocketsOptions:
+    source: str = "auto"
+
+
+FLAGS = (
+    Flag("source", "Where the sockets collector reads sockets: netlink sock_diag, /proc/net, "
+                   "or psutil; auto tries them in that order.", choices=SOURCES),
+)
+
+
 @register("sockets", default_enabled=True,
           description="socket counts per protocol, family and state; queue bytes; sockstat",
-          metrics=METRICS)
+          metrics=METRICS, options=SocketsOptions, flags=FLAGS)
 class SocketsCollector:
     def __init__(self, config: Config) -> None:
         self.procfs = config.procfs
-        self.socket_source = config.sockets_source
+        self.socket_source = options(config, "sockets", SocketsOptions).source
         self.page_size = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
     def socket_wants(self) -> Wants:

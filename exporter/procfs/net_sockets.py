@@ -7,13 +7,13 @@ net/unix/af_unix.c (unix_seq_show). Counting streams line by line, so memory sta
 
 from __future__ import annotations
 
-import os
 import socket
 import struct
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, List, Optional, Tuple
 
+from exporter.procfs import read_parsed
 from exporter.procfs.errors import ParseError
 
 TCP_LISTEN = 10
@@ -63,12 +63,7 @@ def parse_inet(lines: Iterable[str], path: str) -> InetTable:
 
 def read_inet(root: str, name: str) -> Optional[InetTable]:
     """Read ``<root>/net/<name>``; None when the file is absent (IPv6 or the protocol off)."""
-    path = os.path.join(root, "net", name)
-    try:
-        with open(path, encoding="ascii", errors="replace") as f:
-            return parse_inet(f, path)
-    except FileNotFoundError:
-        return None
+    return read_parsed(root, lambda text, path: parse_inet(text.splitlines(), path), "net", name)
 
 
 @dataclass(frozen=True)
@@ -145,12 +140,8 @@ def parse_socket_rows(lines: Iterable[str], path: str) -> List[SocketRow]:
 
 def read_socket_rows(root: str, name: str) -> Optional[List[SocketRow]]:
     """Rows of ``<root>/net/<name>``; None when the file is absent (IPv6 or the protocol off)."""
-    path = os.path.join(root, "net", name)
-    try:
-        with open(path, encoding="ascii", errors="replace") as f:
-            return parse_socket_rows(f, path)
-    except FileNotFoundError:
-        return None
+    return read_parsed(root, lambda text, path: parse_socket_rows(text.splitlines(), path),
+                       "net", name)
 
 
 def parse_unix(lines: Iterable[str], path: str) -> Counter:  # type: ignore[type-arg]
@@ -186,9 +177,5 @@ def parse_unix(lines: Iterable[str], path: str) -> Counter:  # type: ignore[type
 
 
 def read_unix(root: str) -> Optional[Counter]:  # type: ignore[type-arg]
-    path = os.path.join(root, "net", "unix")
-    try:
-        with open(path, encoding="ascii", errors="replace") as f:
-            return parse_unix(f, path)
-    except FileNotFoundError:
-        return None
+    """``<root>/net/unix`` counted per (type, state); None when absent."""
+    return read_parsed(root, lambda text, path: parse_unix(text.splitlines(), path), "net", "unix")
