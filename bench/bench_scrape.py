@@ -36,7 +36,7 @@ from typing import Dict, List, Tuple
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 
-from bench_sockets import connect_in, make_namespace, rss_kib, scrape, wait_up  # noqa: E402
+from common import connect_in, make_namespace, rss_kib, scrape, timed, wait_up  # noqa: E402
 
 NODE_EXPORTER = shutil.which("prometheus-node-exporter") or shutil.which("node_exporter")
 SAME_GROUND = ["--collector.tcpstat", "--collector.netstat", "--collector.sockstat",
@@ -92,7 +92,8 @@ def run_size(n: int, rounds: int) -> Dict[str, object]:
                 scrape(conns[k], "/metrics")()
         rss_before = rss_kib(servers["full"][0].pid, "VmRSS")
         first = {k: cpu(scrape(c, "/metrics")().decode()) for k, c in conns.items()}
-        times: Dict[str, List[float]] = {k: [] for k in conns}
+        times: Dict[str, List[float]] = {k: [] for k in [*conns, "ss"]}
+        ss_cmd = ["ip", "netns", "exec", ns, "ss", "-tan"]
         per_collector: Dict[str, List[float]] = {}
         dumps: List[float] = []
         bodies: Dict[str, str] = {}
@@ -107,6 +108,8 @@ def run_size(n: int, rounds: int) -> Dict[str, object]:
                                           ).items():
                         per_collector.setdefault(lab.split('"')[1], []).append(v)
                     dumps.append(samples(body, "netstat_exporter_netlink_dumps").get("", 0.0))
+            times["ss"].append(timed(lambda: subprocess.run(ss_cmd, stdout=subprocess.DEVNULL,
+                                                            check=True)))
         # Every round scraped each server once more after `first`: CPU per scrape.
         cpu_per = {k: (cpu(bodies[k]) - first[k]) / rounds for k in conns}
         hwm = {k: rss_kib(p.pid, "VmHWM") for k, (p, _) in servers.items()}
@@ -136,23 +139,27 @@ def main() -> None:
     results = [run_size(int(x), args.rounds) for x in args.sizes.split(",")]
     ms = 1000.0
     print("| TCP sockets | full default scrape | node_exporter same ground | ratio "
-          "| CPU/scrape ours | CPU/scrape node | peak RSS ours | peak RSS node | RSS growth ours "
-          "| netlink dumps/scrape |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+          "| CPU/scrape ours | CPU/scrape node | CPU ratio | peak RSS ours | peak RSS node "
+          "| RSS growth ours | netlink dumps/scrape |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
         m, c, h = r["median"], r["cpu"], r["hwm"]  # type: ignore[index]
         growth = max(0, h["full"] - r["rss_before"]) / 1024  # type: ignore[index,operator]
         print(f"| {int(r['seen']):,} | {m['full'] * ms:.1f} ms | {m['node'] * ms:.1f} ms "  # type: ignore[call-overload]
               f"| {m['full'] / m['node']:.2f} | {c['full'] * ms:.1f} ms | {c['node'] * ms:.1f} ms "
+              f"| {c['full'] / c['node']:.2f} "
               f"| {h['full'] / 1024:.1f} MiB | {h['node'] / 1024:.1f} MiB | {growth:.2f} MiB "
               f"| {r['dumps']:.0f} |")
     print()
-    print("| TCP sockets | sockets collector alone | node_exporter tcpstat | ratio |")
-    print("| ---: | ---: | ---: | ---: |")
+    print("| TCP sockets | sockets collector alone | node_exporter tcpstat | ratio | CPU/scrape "
+          "ours | CPU/scrape tcpstat | CPU ratio | ss -tan | ratio to ss |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
-        m = r["median"]  # type: ignore[assignment]
+        m, c = r["median"], r["cpu"]  # type: ignore[assignment]
         print(f"| {int(r['seen']):,} | {m['sockets'] * ms:.1f} ms | {m['tcpstat'] * ms:.1f} ms "  # type: ignore[call-overload]
-              f"| {m['sockets'] / m['tcpstat']:.2f} |")
+              f"| {m['sockets'] / m['tcpstat']:.2f} | {c['sockets'] * ms:.1f} ms "
+              f"| {c['tcpstat'] * ms:.1f} ms | {c['sockets'] / c['tcpstat']:.2f} "
+              f"| {m['ss'] * ms:.1f} ms | {m['sockets'] / m['ss']:.2f} |")
     print()
     names = sorted({k for r in results for k in r["collectors"]})  # type: ignore[attr-defined]
     print("| TCP sockets | " + " | ".join(names) + " |")
