@@ -41,6 +41,7 @@ class EphemeralRange:
 
     ports: FrozenSet[int]
     raw: FrozenSet[int]
+    table: bytes = b""  # 65,536 bytes, 1 at each raw port of the range: a lookup in C
 
 
 @dataclass

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import socket
 import struct
+from array import array
 from collections import Counter
 from itertools import compress
 from typing import Dict, Iterable, List, Optional, Set, Tuple, Union
 
-from exporter.netlink.inet import CountSink, address, swap16
+from exporter.netlink.inet import REC_DPORT, REC_DST, CountSink, address, swap16
 from exporter.sockets.model import Counts, EphemeralRange, InetTables, Listener, PortUse
 from exporter.sockets.names import FAMILY_NAMES, TCP_CLOSE, TCP_LISTEN
 
@@ -77,6 +78,11 @@ class InetPass(CountSink):
         # the same for IPv4-only runs, keyed by (dport, first word of src, of dst) only
         self._dest4: Counter[Tuple[int, ...]] = Counter()
         self._pairs4: Set[Tuple[int, ...]] = set()
+        # TCP of IPv4-only runs: one int per socket (see _packed), and the local addresses
+        # numbered in it
+        self._dest_packed: Counter[int] = Counter()
+        self._src_index: Dict[int, int] = {}
+        self._src_words: List[int] = []
 
     # --- the sink ----------------------------------------------------------------------------
 
@@ -90,11 +96,11 @@ class InetPass(CountSink):
             self._listeners(buf, start, stride, states, TCP_LISTEN)
         if not self.tcp and self.want_listeners and TCP_CLOSE in states:
             self._listeners(buf, start, stride, states, TCP_CLOSE)
-        sports = h[2::s2]
+        sports = h[2::s2].tolist()
         if self.want_connections and self._lports:
             self._conn.update(compress(zip(sports, states), map(self._lports.__contains__, sports)))
         if self.ephemeral is not None:
-            sel = list(map(self.ephemeral.raw.__contains__, sports))
+            sel = list(map(self.ephemeral.table.__getitem__, sports))
             if listening and self.tcp:  # a listener's port is not an ephemeral port in use
                 sel = [x and st != TCP_LISTEN for x, st in zip(sel, states)]
             if any(sel):
@@ -105,6 +111,10 @@ class InetPass(CountSink):
                     cols = [h[3::s2], w[2::s4], w[6::s4]]
                 else:
                     cols = [fams, h[3::s2], *(w[i::s4] for i in range(2, 10))]
+                if self.tcp and len(cols) == 3 and len(self._src_index) < 0xFF00:
+                    self._dest_packed.update(compress(self._packed(buf, start, end, stride, w, s4),
+                                                      sel))
+                    return
                 picked = [compress(col, sel) for col in cols]
                 if self.tcp:
                     dest = self._dest4 if len(cols) == 3 else self._dest
@@ -112,6 +122,26 @@ class InetPass(CountSink):
                 else:
                     pairs = self._pairs4 if len(cols) == 3 else self._dest_pairs
                     pairs.update(zip(compress(sports, sel), *picked))
+
+    def _packed(self, buf: Buffer, start: int, end: int, stride: int, w: memoryview,
+                s4: int) -> List[int]:
+        """One 64-bit key per IPv4 record: destination address (4 bytes) and port (2) as they
+        sit in the record, and the number of the local address (2), assembled with strided
+        byte copies, so that counting destinations hashes an int instead of a tuple."""
+        srcs = w[2::s4].tolist()
+        index = self._src_index
+        for s in set(srcs).difference(index):
+            index[s] = len(index)
+            self._src_words.append(s)
+        keys = bytearray(8 * len(srcs))
+        for j in range(4):
+            keys[j::8] = buf[start + REC_DST + j:end:stride]
+        keys[4::8] = buf[start + REC_DPORT:end:stride]
+        keys[5::8] = buf[start + REC_DPORT + 1:end:stride]
+        numbers = array("H", map(index.__getitem__, srcs)).tobytes()
+        keys[6::8] = numbers[0::2]
+        keys[7::8] = numbers[1::2]
+        return memoryview(keys).cast("Q").tolist()
 
     def _listeners(self, buf: Buffer, start: int, stride: int, states: bytes, state: int) -> None:
         i = states.find(state)
@@ -156,6 +186,11 @@ class InetPass(CountSink):
             for dkey, n in self._dest.items():
                 if dkey[1]:  # a peer: a destination
                     use.destinations[_destination(dkey)] += n
+            for key, n in self._dest_packed.items():
+                dport = key >> 32 & 0xFFFF
+                if dport:
+                    dkey = (dport, self._src_words[key >> 48], key & 0xFFFFFFFF)
+                    use.destinations[_destination4(dkey)] += n
             for dkey, n in self._dest4.items():
                 if dkey[0]:
                     use.destinations[_destination4(dkey)] += n
@@ -192,4 +227,8 @@ def ephemeral_range(low: int, high: int, reserved: Iterable[Tuple[int, int]]) ->
     ports = set(range(max(low, 0), min(high, 65535) + 1))
     for a, b in reserved:
         ports.difference_update(range(a, b + 1))
-    return EphemeralRange(frozenset(ports), frozenset(map(swap16, ports)))
+    raw = frozenset(map(swap16, ports))
+    table = bytearray(65536)
+    for p in raw:
+        table[p] = 1
+    return EphemeralRange(frozenset(ports), raw, bytes(table))
