@@ -27,7 +27,7 @@ import operator
 import socket
 import struct
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import compress, repeat
 from typing import Callable, Dict, List, NamedTuple, Tuple, Union
 
@@ -42,6 +42,7 @@ from exporter.netlink.transport import (
     walk,
 )
 from exporter.procfs.errors import ParseError
+from exporter.sockets.model import Counts
 from exporter.sockets.names import TCP_LISTEN
 
 # struct inet_diag_msg: family, state, timer, retrans, sockid {sport, dport (network byte order),
@@ -208,16 +209,8 @@ class Run(NamedTuple):
 
 
 
-@dataclass
-class QueueCounts:
-    """Sockets of one family per state number, and the queue bytes summed over the sockets that
-    are *not* listening: on a listener the queue fields hold the accept queue length and
-    backlog, which are not bytes."""
-
-    states: Counter[int] = field(default_factory=Counter)
-    rx_queue: int = 0
-    tx_queue: int = 0
-    interrupted: bool = False  # NLM_F_DUMP_INTR: the table changed during the dump
+# Sockets of one family per state and queue bytes of non-listeners: the one count type.
+QueueCounts = Counts
 
 
 class CountSink:
@@ -275,7 +268,7 @@ class CountSink:
     def family(self, fam: int, interrupted: bool = False) -> QueueCounts:
         """The counts of one family."""
         q = self.queues.get(fam, [0, 0])
-        return QueueCounts(Counter(self.states.get(fam, {})), q[0], q[1], interrupted)
+        return Counts(Counter(self.states.get(fam, {})), q[0], q[1], interrupted)
 
 
 def list_records(payload: bytes, *, sock: AnySock = None,

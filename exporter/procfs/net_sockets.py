@@ -1,8 +1,10 @@
 """/proc/net/{tcp,tcp6,udp,udp6,udplite,udplite6,raw,raw6} and /proc/net/unix: per-socket tables.
 
-The fallback socket source where netlink sock_diag is refused. Formats are from
+The fallback socket source where netlink sock_diag is refused: one row reader
+(:func:`iter_socket_rows`) for every inet table, whose rows the socket snapshot
+(:mod:`exporter.sockets`) decodes with the same pass as netlink's records. Formats are from
 net/ipv4/tcp_ipv4.c (get_tcp4_sock), net/ipv4/udp.c (udp4_format_sock), net/ipv4/raw.c and
-net/unix/af_unix.c (unix_seq_show). Counting streams line by line, so memory stays flat.
+net/unix/af_unix.c (unix_seq_show).
 """
 
 from __future__ import annotations
@@ -10,60 +12,19 @@ from __future__ import annotations
 import socket
 import struct
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable, Iterator, List, Optional, Tuple
 
 from exporter.procfs import read_parsed
 from exporter.procfs.errors import ParseError
+from exporter.sockets.names import TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN
 
-TCP_LISTEN = 10
 # /proc/net/unix "St" column is the socket's SS_* state (include/uapi/linux/net.h), and the
 # __SO_ACCEPTCON flag (1 << 16) marks a listener.
 SS_CONNECTED = 3
 SO_ACCEPTCON = 1 << 16
 # The netlink view (sk_state) of the same three situations, so both sources agree.
-UNIX_ESTABLISHED, UNIX_UNCONNECTED, UNIX_LISTEN = 1, 7, 10
-
-
-@dataclass
-class InetTable:
-    """Per-state counts of one /proc/net/<proto> file and queue bytes of non-listeners."""
-
-    states: Counter = field(default_factory=Counter)  # type: ignore[type-arg]
-    rx_queue: int = 0
-    tx_queue: int = 0
-
-
-def parse_inet(lines: Iterable[str], path: str) -> InetTable:
-    """Parse a /proc/net/tcp-style table. Columns: sl local rem st tx_queue:rx_queue ..."""
-    t = InetTable()
-    it = iter(lines)
-    header = next(it, None)
-    if header is None:
-        return t  # an empty file: no sockets (seen on kernels with the protocol compiled out)
-    if "local_address" not in header:
-        raise ParseError(path, "missing header line", 1)
-    for n, line in enumerate(it, start=2):
-        f = line.split(None, 5)
-        if not f:
-            continue
-        if len(f) < 5 or ":" not in f[4]:
-            raise ParseError(path, f"expected at least 5 columns, got {len(f)}", n)
-        try:
-            st = int(f[3], 16)
-            tx, rx = (int(x, 16) for x in f[4].split(":", 1))
-        except ValueError:
-            raise ParseError(path, f"bad state or queue field {f[3]!r} {f[4]!r}", n) from None
-        t.states[st] += 1
-        if st != TCP_LISTEN:
-            t.rx_queue += rx
-            t.tx_queue += tx
-    return t
-
-
-def read_inet(root: str, name: str) -> Optional[InetTable]:
-    """Read ``<root>/net/<name>``; None when the file is absent (IPv6 or the protocol off)."""
-    return read_parsed(root, lambda text, path: parse_inet(text.splitlines(), path), "net", name)
+UNIX_ESTABLISHED, UNIX_UNCONNECTED, UNIX_LISTEN = TCP_ESTABLISHED, TCP_CLOSE, TCP_LISTEN
 
 
 @dataclass(frozen=True)

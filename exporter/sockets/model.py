@@ -1,4 +1,5 @@
-"""What a socket snapshot holds: the one count type, listeners, ephemeral port use."""
+"""What a socket snapshot holds: the one count type (:class:`Counts`, also what the netlink
+readers return), listeners, ephemeral port use. Plain data, importing nothing of the readers."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ class Counts:
     states: Counter[int] = field(default_factory=Counter)
     rx_queue: Optional[int] = 0
     tx_queue: Optional[int] = 0
+    interrupted: bool = False  # NLM_F_DUMP_INTR: the kernel's table changed during the dump
 
 
 @dataclass
