@@ -109,7 +109,7 @@ sys.stdin.read()
 
 
 @needs_root
-@pytest.mark.parametrize("source", ["netlink", "procfs"])
+@pytest.mark.parametrize("source", ["netlink", "procfs", "psutil"])
 def test_live_many_clients_to_one_destination(source: str) -> None:
     with netns("ports") as ns:
         set_sysctl(ns, {"net/ipv4/ip_local_port_range": "40000 40099",
