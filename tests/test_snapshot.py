@@ -19,6 +19,7 @@ from prometheus_client.exposition import generate_latest
 from exporter.config import Config
 from exporter.netlink import inet as nl_inet
 from exporter.netlink import transport
+from exporter.procfs import net_sockets
 from exporter.registry import Exporter
 from exporter.sockets.names import TCP_LISTEN
 from exporter.sockets.onepass import InetPass, ephemeral_range
@@ -324,3 +325,26 @@ def test_a_header_pattern_inside_a_body_does_not_mislead_the_split() -> None:
     chunk = b"".join(msgs) + done()
     got = nl_inet.list_records(b"", sock=FakeSock([chunk]), msg_type=18)
     assert [(s.state, s.sport) for s in got] == [(1, 40001), (6, 40002)]
+
+
+def test_a_table_that_failed_is_not_read_again_in_the_same_snapshot(tmp_path) -> None:
+    """A malformed table fails every collector that asks for it, from one read."""
+    (tmp_path / "net").mkdir()
+    (tmp_path / "net" / "tcp").write_text("  sl  local_address rem_address   st\n"
+                                          "   0: 0100007F:1B58 00000000:0000 zz\n")
+    reads = []
+    real = net_sockets.read_socket_rows
+
+    def counted(root: str, name: str) -> Any:
+        reads.append(name)
+        return real(root, name)
+
+    from exporter.procfs import ParseError
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(net_sockets, "read_socket_rows", counted)
+        with Snapshot(str(tmp_path), "procfs") as snap:
+            for _ in range(3):
+                with pytest.raises(ParseError, match="net/tcp:2: bad state"):
+                    snap.inet("tcp")
+    assert reads == ["tcp"]

@@ -102,6 +102,7 @@ class Snapshot:
         self._chan = Channel(netlink)
         self._lock = threading.Lock()
         self._inet: Dict[str, Optional[InetTables]] = {}
+        self._failed: Dict[str, Exception] = {}
         self._unix: Optional[Tuple[Optional[UnixTables]]] = None
         self._eph: Optional[Tuple[Optional[EphemeralRange], Optional[Exception]]] = None
         self._sockstat: Optional[Tuple[Optional[Sockstat], Optional[Sockstat],
@@ -127,16 +128,28 @@ class Snapshot:
         """The tables of ``protocol`` (tcp, udp, udplite, raw), both families; None when the
         kernel (or the source) has no such table: no data."""
         with self._lock:
+            if protocol in self._failed:
+                raise self._failed[protocol]  # failed once: not read again in this snapshot
             if protocol not in self._inet:
-                self._inet[protocol] = self._read_inet(protocol)
+                try:
+                    self._inet[protocol] = self._read_inet(protocol)
+                except Exception as e:
+                    self._failed[protocol] = e
+                    raise
             return self._inet[protocol]
 
     def unix(self) -> Optional[UnixTables]:
         """AF_UNIX sockets; None when the source cannot tell (psutil) or /proc/net/unix is
         absent."""
         with self._lock:
+            if "unix" in self._failed:
+                raise self._failed["unix"]
             if self._unix is None:
-                self._unix = (self._read_unix(),)
+                try:
+                    self._unix = (self._read_unix(),)
+                except Exception as e:
+                    self._failed["unix"] = e
+                    raise
             return self._unix[0]
 
     def ephemeral(self) -> Optional[EphemeralRange]:
