@@ -192,11 +192,10 @@ def dump(ctx: click.Context, /, **params: Any) -> None:
     }
     config = build_config(merged)
     logs.setup(config.log_level, config.log_format)
-    from prometheus_client.exposition import generate_latest
-
+    from exporter.exposition import generate_text
     from exporter.scrape import Exporter
 
-    sys.stdout.buffer.write(generate_latest(Exporter(config).target()))
+    sys.stdout.buffer.write(generate_text(Exporter(config).target()))
     sys.stdout.flush()
 
 

@@ -29,10 +29,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, List, Optional, Tuple
 from urllib.parse import parse_qs, urlsplit
 
-from prometheus_client.exposition import choose_encoder, gzip_accepted
-
 from exporter import __version__
 from exporter.config import Config, ListenAddress
+from exporter.exposition import choose_encoder, gzip_accepted
 from exporter.registry import Exporter
 from exporter.webconfig import WebSnapshot, WebState
 
