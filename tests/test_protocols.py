@@ -201,6 +201,43 @@ def test_unknown_field_of_a_newer_kernel_works_through_the_regex(tmp_path: os.Pa
     assert collect(root).get_sample_value("netstat_tcp_ext_tcp_shiny_new_thing_total") is None
 
 
+def test_one_collector_follows_fields_that_appear_and_names_taken_twice(
+        tmp_path: os.PathLike[str]) -> None:
+    """The selection is worked out once per layout of the files: a field the kernel starts
+    printing between scrapes (an ICMP type first seen) shows up in the next scrape, values are
+    read afresh every scrape, and a field mapping to a name already exported is left out."""
+    root = str(tmp_path)
+    os.makedirs(os.path.join(root, "net"))
+    path = os.path.join(root, "net", "snmp")
+
+    def write(text: str) -> None:
+        with open(path, "w") as f:
+            f.write(text)
+
+    c = ProtocolsCollector(Config(procfs=root, options={
+        "protocols": ProtocolsOptions(fields=r"Tcp_.*|IcmpMsg_.*")}))
+
+    def scrape() -> CollectorRegistry:
+        reg = CollectorRegistry()
+        reg.register(c)
+        return reg
+
+    write("Tcp: ActiveOpens\nTcp: 5\n")
+    assert scrape().get_sample_value("netstat_tcp_active_opens_total") == 5
+    write("Tcp: ActiveOpens\nTcp: 6\nIcmpMsg: InType3\nIcmpMsg: 2\n")
+    reg = scrape()
+    assert reg.get_sample_value("netstat_tcp_active_opens_total") == 6
+    assert reg.get_sample_value("netstat_icmp_msg_in_type3_total") == 2
+    write("Tcp: ActiveOpens\nTcp: 7\n")
+    reg = scrape()
+    assert reg.get_sample_value("netstat_tcp_active_opens_total") == 7
+    assert reg.get_sample_value("netstat_icmp_msg_in_type3_total") is None
+    # "Active_Opens" snake-cases to the same name as "ActiveOpens": the first one wins.
+    write("Tcp: ActiveOpens Active_Opens\nTcp: 8 9\n")
+    metrics = [m for m in scrape().collect() if m.name == "netstat_tcp_active_opens"]
+    assert len(metrics) == 1 and metrics[0].samples[0].value == 8
+
+
 def test_icmp_type_counters_by_pattern() -> None:
     f = lookup("IcmpMsg", "InType3")
     assert f.name == "netstat_icmp_msg_in_type3_total" and "type 3 received" in f.help

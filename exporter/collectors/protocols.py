@@ -37,6 +37,10 @@ DEFAULT_PROTOCOLS_FIELDS = (
     r"|Udp6?_(InDatagrams|OutDatagrams|NoPorts|RcvbufErrors|SndbufErrors))$"
 )
 _FLAG = "--collector.protocols.fields"
+# The group and field names of each of the three files, in file order.
+_Layout = Tuple[Tuple[Tuple[str, Tuple[str, ...]], ...], ...]
+# Layouts remembered (they change only when the kernel starts printing a field).
+_MAX_LAYOUTS = 8
 _DEFAULT = compile_regex(_FLAG, DEFAULT_PROTOCOLS_FIELDS)
 
 
@@ -83,6 +87,7 @@ class ProtocolsCollector:
         # Selection and metric declaration per (group, field), computed once: the set of
         # fields is bounded by what the kernel prints.
         self._cache: Dict[Tuple[str, str], Optional[MetricDoc]] = {}
+        self._plans: Dict[_Layout, List[Tuple[int, str, str, MetricDoc]]] = {}
 
     def _selected(self, group: str, field: str) -> Optional[MetricDoc]:
         key = (group, field)
@@ -92,18 +97,16 @@ class ProtocolsCollector:
             self._cache[key] = _doc(f) if ok else None
         return self._cache[key]
 
-    def collect(self) -> Iterator[Metric]:
-        sources = (snmp.read_snmp(self.procfs), snmp.read_netstat(self.procfs),
-                   snmp6.read_snmp6(self.procfs))
+    def _plan(self, layout: _Layout) -> List[Tuple[int, str, str, MetricDoc]]:
+        """The exported fields of one layout of the three files, in file order, each metric
+        name once (the first field that maps to it)."""
+        plan: List[Tuple[int, str, str, MetricDoc]] = []
         seen = set()
-        out: List[Metric] = []
-        for groups in sources:
-            if groups is None:
-                continue  # IPv6 off, or not Linux: no data
-            for group, fields in groups.items():
+        for i, groups in enumerate(layout):
+            for group, fields in groups:
                 if not group:
                     continue  # an snmp6 name of a group not known here
-                for field, value in fields.items():
+                for field in fields:
                     doc = self._selected(group, field)
                     if doc is None:
                         continue
@@ -112,7 +115,26 @@ class ProtocolsCollector:
                                   extra={"group": group, "field": field, "metric": doc.name})
                         continue
                     seen.add(doc.name)
-                    fam = doc.family()
-                    fam.add_metric([], float(value))
-                    out.append(fam)
+                    plan.append((i, group, field, doc))
+        return plan
+
+    def collect(self) -> Iterator[Metric]:
+        sources = (snmp.read_snmp(self.procfs), snmp.read_netstat(self.procfs),
+                   snmp6.read_snmp6(self.procfs))
+        # Which fields the kernel prints does not change between scrapes (unless a module
+        # loads, or an ICMP type is first seen): the selection is worked out once per layout.
+        layout = tuple(() if groups is None else
+                       tuple((group, tuple(fields)) for group, fields in groups.items())
+                       for groups in sources)
+        plan = self._plans.get(layout)
+        if plan is None:
+            plan = self._plan(layout)
+            if len(self._plans) >= _MAX_LAYOUTS:
+                self._plans.clear()
+            self._plans[layout] = plan
+        out: List[Metric] = []
+        for i, group, field, doc in plan:
+            fam = doc.family()
+            fam.add_metric([], float(sources[i][group][field]))  # type: ignore[index]
+            out.append(fam)
         yield from out

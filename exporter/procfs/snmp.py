@@ -24,6 +24,14 @@ from exporter.procfs.errors import ParseError
 Groups = Dict[str, Dict[str, int]]
 
 
+def _is_int(v: str) -> bool:
+    try:
+        int(v)
+    except ValueError:
+        return False
+    return True
+
+
 def parse_snmp(text: str, path: str) -> Groups:
     """Parse header/value line pairs. Raises ParseError naming the line for a header without a
     value line, a group name that changes between the two lines, a field/value count mismatch,
@@ -50,13 +58,12 @@ def parse_snmp(text: str, path: str) -> Groups:
         if len(fields) != len(nums):
             raise ParseError(path, f"{group} has {len(fields)} fields but {len(nums)} values",
                              n + 2)
-        row: Dict[str, int] = {}
-        for f, v in zip(fields, nums):
-            try:
-                row[f] = int(v)
-            except ValueError:
-                raise ParseError(path, f"value of {group} {f} is not a number: {v!r}",
-                                 n + 2) from None
+        try:
+            row: Dict[str, int] = dict(zip(fields, map(int, nums)))
+        except ValueError:
+            f, v = next((f, v) for f, v in zip(fields, nums) if not _is_int(v))
+            raise ParseError(path, f"value of {group} {f} is not a number: {v!r}",
+                             n + 2) from None
         if group in out:
             raise ParseError(path, f"group {group} appears twice", n + 1)
         out[group] = row

@@ -9,6 +9,7 @@ ones (``Icmp6OutType135``; snmp6_seq_show_icmpv6). The file is absent when IPv6 
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Dict, Optional, Tuple
 
 from exporter.procfs import read_parsed
@@ -20,6 +21,7 @@ GROUPS = ("UdpLite6", "Icmp6", "Udp6", "Ip6")
 Groups = Dict[str, Dict[str, int]]
 
 
+@lru_cache(maxsize=1024)  # the names the kernel prints: a bounded set
 def split_name(name: str) -> Optional[Tuple[str, str]]:
     """``Udp6RcvbufErrors`` -> ``("Udp6", "RcvbufErrors")``; None for an unknown group."""
     for g in GROUPS:
