@@ -79,39 +79,36 @@ def _value(v: str) -> str:
     return v.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
-def _sample_line(name: str, labels: Dict[str, str], value: float, timestamp: object) -> str:
-    if labels:
-        body = '",'.join([_label_prefix(k) + _value(v) for k, v in sorted(labels.items())])
-        head = f"{_metric_name(name)}{{{body}\"}} "
-    else:
-        head = _metric_name(name) + " "
-    if timestamp is not None:
-        return f"{head}{_number(value)} {int(float(timestamp) * 1000):d}\n"  # type: ignore[arg-type]
-    return f"{head}{_number(value)}\n"
-
-
 def generate_text(registry: Collector) -> bytes:
     """The text format 0.0.4 of everything ``registry.collect()`` yields, exactly as
     ``prometheus_client.generate_latest`` renders it."""
     out: List[str] = []
     append = out.append
+    metric_name, label_prefix, number, value = _metric_name, _label_prefix, _number, _value
     for metric in registry.collect():
         name, mtype = metric.name, metric.type
         shown = name + _NAME_SUFFIX.get(mtype, "")
         doc = _help(metric.documentation)
-        escaped = _metric_name(shown)
+        escaped = metric_name(shown)
         append(f"# HELP {escaped} {doc}\n# TYPE {escaped} {_TEXT_TYPE.get(mtype, mtype)}\n")
         om_names = _om_names(name)
         om: Dict[str, List[str]] = {}
         for s in metric.samples:
-            line = _sample_line(s.name, s.labels, s.value, s.timestamp)
-            suffix = om_names.get(s.name)
-            if suffix is None:
-                append(line)
+            sname, labels, ts = s.name, s.labels, s.timestamp
+            if labels:
+                body = '",'.join([label_prefix(k) + value(v) for k, v in sorted(labels.items())])
+                line = f"{metric_name(sname)}{{{body}\"}} {number(s.value)}"
             else:
-                om.setdefault(suffix, []).append(line)
+                line = f"{metric_name(sname)} {number(s.value)}"
+            if ts is not None:
+                line = f"{line} {int(float(ts) * 1000):d}"
+            suffix = om_names.get(sname)
+            if suffix is None:
+                append(line + "\n")
+            else:
+                om.setdefault(suffix, []).append(line + "\n")
         for suffix, lines in sorted(om.items()):
-            gauge = _metric_name(name + suffix)
+            gauge = metric_name(name + suffix)
             append(f"# HELP {gauge} {doc}\n# TYPE {gauge} gauge\n")
             out.extend(lines)
     return "".join(out).encode("utf-8")
