@@ -348,3 +348,28 @@ def test_a_table_that_failed_is_not_read_again_in_the_same_snapshot(tmp_path) ->
                 with pytest.raises(ParseError, match="net/tcp:2: bad state"):
                     snap.inet("tcp")
     assert reads == ["tcp"]
+
+
+def test_destinations_per_local_address_in_one_run() -> None:
+    """IPv4 TCP keys number the local address of each socket: runs with one local address and
+    with several give the same per-destination counts as a socket-by-socket count."""
+
+    def rec4(src: str, sport: int, dst: str, dport: int) -> bytes:
+        body = struct.pack("<BBBB", socket.AF_INET, 1, 0, 0) + struct.pack(">HH", sport, dport) \
+            + socket.inet_aton(src).ljust(16, b"\0") + socket.inet_aton(dst).ljust(16, b"\0") \
+            + b"\0" * 12 + struct.pack("<IIIII", 0, 0, 0, 0, sport)
+        return struct.pack("<IHHII", 16 + len(body), 18, 2, 7, 99) + body
+
+    conns = [("127.0.0.1", 40001, "127.0.0.9", 80), ("127.0.0.2", 40002, "127.0.0.9", 80),
+             ("127.0.0.1", 40003, "127.0.0.9", 80), ("127.0.0.3", 40004, "127.0.0.8", 443),
+             ("127.0.0.1", 30000, "127.0.0.9", 80)]  # not an ephemeral port: not counted
+    for chunks in ([conns[:1], conns[2:3]], [conns], [conns[:3], conns[3:]]):
+        p = InetPass("tcp", ephemeral=ephemeral_range(40000, 40999, []))
+        raw = [b"".join(rec4(*c) for c in chunk) for chunk in chunks]
+        raw[-1] += done()
+        nl_inet.dump_records(b"", p, sock=FakeSock(raw), msg_type=18)
+        out = p.result("netlink", ["ipv4"])
+        want = Counter(f"{s}->{d}:{dp}" for chunk in chunks for s, sp, d, dp in chunk
+                       if sp >= 40000)
+        assert out.ports is not None and out.ports.destinations == want, chunks
+        assert out.ports.used == sum(want.values())

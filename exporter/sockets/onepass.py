@@ -128,17 +128,22 @@ class InetPass(CountSink):
         """One 64-bit key per IPv4 record: destination address (4 bytes) and port (2) as they
         sit in the record, and the number of the local address (2), assembled with strided
         byte copies, so that counting destinations hashes an int instead of a tuple."""
-        srcs = w[2::s4].tolist()
+        srcs = w[2::s4]
         index = self._src_index
-        for s in set(srcs).difference(index):
+        distinct = set(srcs)
+        for s in distinct.difference(index):
             index[s] = len(index)
             self._src_words.append(s)
-        keys = bytearray(8 * len(srcs))
+        n = len(srcs)
+        keys = bytearray(8 * n)
         for j in range(4):
             keys[j::8] = buf[start + REC_DST + j:end:stride]
         keys[4::8] = buf[start + REC_DPORT:end:stride]
         keys[5::8] = buf[start + REC_DPORT + 1:end:stride]
-        numbers = array("H", map(index.__getitem__, srcs)).tobytes()
+        if len(distinct) == 1:  # one local address (the rule on a client): no lookup per socket
+            numbers = struct.pack("<H", index[distinct.pop()]) * n
+        else:
+            numbers = array("H", map(index.__getitem__, srcs)).tobytes()
         keys[6::8] = numbers[0::2]
         keys[7::8] = numbers[1::2]
         return memoryview(keys).cast("Q").tolist()
