@@ -19,7 +19,9 @@ Each round scrapes all four once, in turn, over kept-alive HTTP connections (so 
 sockets). It prints, per size, the median scrape time of each, the ratios, CPU seconds per
 scrape (the delta of process_cpu_seconds_total over the rounds, divided by the rounds), the peak
 RSS (VmHWM) of each and the growth of ours during the timed scrapes (VmHWM after minus VmRSS
-before), the median per-collector time of the full scrape, and its netlink dumps per scrape.
+before), the median per-collector time of the full scrape, its netlink dumps per scrape, the
+TCP sockets of the whole host (sockstat "alloc": the kernel walks every namespace's sockets on a
+dump) and the 1-minute load average at the end.
 """
 
 from __future__ import annotations
@@ -57,6 +59,16 @@ def cpu(body: str) -> float:
     return samples(body, "process_cpu_seconds_total")[""]
 
 
+def host_tcp_sockets() -> int:
+    """TCP sockets allocated on the whole host (/proc/net/sockstat 'alloc' is host-wide)."""
+    with open("/proc/net/sockstat") as f:
+        for line in f:
+            if line.startswith("TCP:"):
+                fields = line.split()
+                return int(fields[fields.index("alloc") + 1])
+    return 0
+
+
 def start(ns: str) -> Dict[str, Tuple[subprocess.Popen, int]]:
     env = dict(os.environ, PYTHONPATH=ROOT)
     ours = [sys.executable, "-m", "exporter"]
@@ -91,6 +103,9 @@ def run_size(n: int, rounds: int) -> Dict[str, object]:
             for _ in range(2):
                 scrape(conns[k], "/metrics")()
         rss_before = rss_kib(servers["full"][0].pid, "VmRSS")
+        # The kernel walks host-wide hash tables (every namespace's sockets) on each TCP dump,
+        # so what else runs on the machine moves both exporters' times: report it.
+        host_tcp = host_tcp_sockets()
         first = {k: cpu(scrape(c, "/metrics")().decode()) for k, c in conns.items()}
         times: Dict[str, List[float]] = {k: [] for k in [*conns, "ss"]}
         ss_cmd = ["ip", "netns", "exec", ns, "ss", "-tan"]
@@ -118,7 +133,8 @@ def run_size(n: int, rounds: int) -> Dict[str, object]:
         return {"n": n, "seen": seen, "median": {k: statistics.median(v) for k, v in times.items()},
                 "cpu": cpu_per, "hwm": hwm, "rss_before": rss_before,
                 "collectors": {k: statistics.median(v) for k, v in per_collector.items()},
-                "dumps": statistics.median(dumps) if dumps else 0.0}
+                "dumps": statistics.median(dumps) if dumps else 0.0, "host_tcp": host_tcp,
+                "load": os.getloadavg()[0]}
     finally:
         for p in procs:
             p.kill()
@@ -140,8 +156,9 @@ def main() -> None:
     ms = 1000.0
     print("| TCP sockets | full default scrape | node_exporter same ground | ratio "
           "| CPU/scrape ours | CPU/scrape node | CPU ratio | peak RSS ours | peak RSS node "
-          "| RSS growth ours | netlink dumps/scrape |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+          "| RSS growth ours | netlink dumps/scrape | host TCP sockets | load |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+          "| ---: |")
     for r in results:
         m, c, h = r["median"], r["cpu"], r["hwm"]  # type: ignore[index]
         growth = max(0, h["full"] - r["rss_before"]) / 1024  # type: ignore[index,operator]
@@ -149,7 +166,7 @@ def main() -> None:
               f"| {m['full'] / m['node']:.2f} | {c['full'] * ms:.1f} ms | {c['node'] * ms:.1f} ms "
               f"| {c['full'] / c['node']:.2f} "
               f"| {h['full'] / 1024:.1f} MiB | {h['node'] / 1024:.1f} MiB | {growth:.2f} MiB "
-              f"| {r['dumps']:.0f} |")
+              f"| {r['dumps']:.0f} | {int(r['host_tcp']):,} | {r['load']:.1f} |")  # type: ignore[call-overload]
     print()
     print("| TCP sockets | sockets collector alone | node_exporter tcpstat | ratio | CPU/scrape "
           "ours | CPU/scrape tcpstat | CPU ratio | ss -tan | ratio to ss |")
