@@ -19,7 +19,7 @@ from exporter.procfs import route
 from exporter.registry import MetricDoc, register
 
 M_ROUTES = MetricDoc(
-    "netstat_routes", "gauge",
+    "netstat_route_entries", "gauge",
     "Routes per address family and outgoing interface, as ip route and ip -6 route list them "
     "(/proc/net/route: the IPv4 main table; /proc/net/ipv6_route without local-table entries). "
     "interface is empty for routes without a device (unreachable, prohibit).",
@@ -32,7 +32,7 @@ M_DEFAULT = MetricDoc(
 M_INFO = MetricDoc(
     "netstat_route_info", "gauge",
     "One route, value 1. At most --collector.routes.max-routes routes are listed, IPv4 first in "
-    "file order; the rest are counted in netstat_routes but not listed.",
+    "file order; the rest are counted in netstat_route_entries but not listed.",
     ("family", "destination", "gateway", "interface", "metric"),
     note="only with --collector.routes.table")
 METRICS = (M_ROUTES, M_DEFAULT, M_INFO)
