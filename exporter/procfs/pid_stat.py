@@ -67,8 +67,7 @@ def read_stat(root: str, pid: int) -> PidStat:
 def list_pids(root: str) -> List[int]:
     """Every pid in ``<root>`` (the numeric directory names), highest first.
 
-    Highest first because the newest processes are the likeliest holders of a socket that
-    appeared since the last look, and because a socket that a supervisor (pid 1, a pre-fork
-    master) passes on is then found in the service that uses it before the supervisor.
+    The order is only a stable one: the highest pid is not the newest process once pids have
+    wrapped, so whoever needs age orders by start time (exporter.owners.newest_first).
     """
     return sorted((int(n) for n in os.listdir(root) if n.isdigit()), reverse=True)
