@@ -1,8 +1,10 @@
 """/proc/<pid>/status: the user ids of a process.
 
-Format (fs/proc/array.c task_state): ``Key:\\tvalue`` lines; ``Uid:`` carries the real, effective,
-saved and filesystem uids, tab separated. The effective uid is the one ``ps -o user`` shows and
-the one that decides what the process may do, so it names the process's user.
+Format (fs/proc/array.c task_state): ``Key:\\tvalue`` lines (lines of any other shape, which
+kernels or patches may add, are skipped: only Name and Uid are read); ``Uid:`` carries the
+real, effective, saved and filesystem uids, tab separated. The effective uid is the one
+``ps -o user`` shows and the one that decides what the process may do, so it names the
+process's user.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def parse_status(text: str, path: str) -> PidStatus:
     for n, line in enumerate(text.splitlines(), start=1):
         key, sep, value = line.partition(":")
         if not sep:
-            raise ParseError(path, "expected 'Key: value'", n)
+            continue  # only Name and Uid are read; a line of another shape is not theirs
         if key == "Name":
             name = value.strip()
         elif key == "Uid":
