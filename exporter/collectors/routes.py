@@ -9,12 +9,14 @@ entries (see :func:`exporter.procfs.route.in_main_table`).
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from typing import Iterator, List, Set, Tuple
 
 from prometheus_client.core import Metric
 
 from exporter.config import Config
+from exporter.labels import label_value
 from exporter.procfs import route
 from exporter.registry import MetricDoc, register
 
@@ -54,7 +56,8 @@ class RoutesCollector:
         v6 = route.read_ipv6_route(self.procfs)
         if v4 is None and v6 is None:
             return
-        routes = [r for r in (v4 or []) + (v6 or []) if route.in_main_table(r)]
+        routes = [dataclasses.replace(r, interface=label_value(r.interface))
+                  for r in (v4 or []) + (v6 or []) if route.in_main_table(r)]
         counts: Counter[Tuple[str, str]] = Counter((r.family, r.interface) for r in routes)
         total = M_ROUTES.family()
         for (fam, dev), n in sorted(counts.items()):

@@ -14,14 +14,21 @@ from typing import Callable, Optional, TypeVar
 
 from exporter.procfs.errors import ParseError
 
-__all__ = ["ParseError", "read_text", "read_optional_text", "read_parsed"]
+__all__ = ["ENCODING", "ERRORS", "ParseError", "read_text", "read_optional_text",
+           "read_parsed"]
+
+# How every /proc and /sys file is decoded. The files are ASCII but for names the kernel copies
+# from user space (interface names, unix socket paths), which may be UTF-8 or any bytes:
+# surrogateescape keeps those bytes, so a name is never mangled or merged with another one, and
+# exporter.labels turns it into a label value.
+ENCODING, ERRORS = "utf-8", "surrogateescape"
 
 T = TypeVar("T")
 
 
 def read_text(root: str, *parts: str) -> str:
     """Read ``<root>/<parts...>`` as text. Raises OSError if it cannot be read."""
-    with open(os.path.join(root, *parts), encoding="ascii", errors="replace") as f:
+    with open(os.path.join(root, *parts), encoding=ENCODING, errors=ERRORS) as f:
         return f.read()
 
 

@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, List, Optional, Tuple
 
+from exporter.procfs import ENCODING, ERRORS
 from exporter.procfs.errors import ParseError
 
 TCP_LISTEN = 10
@@ -65,7 +66,7 @@ def read_inet(root: str, name: str) -> Optional[InetTable]:
     """Read ``<root>/net/<name>``; None when the file is absent (IPv6 or the protocol off)."""
     path = os.path.join(root, "net", name)
     try:
-        with open(path, encoding="ascii", errors="replace") as f:
+        with open(path, encoding=ENCODING, errors=ERRORS) as f:
             return parse_inet(f, path)
     except FileNotFoundError:
         return None
@@ -144,7 +145,7 @@ def read_socket_rows(root: str, name: str) -> Optional[List[SocketRow]]:
     """Rows of ``<root>/net/<name>``; None when the file is absent (IPv6 or the protocol off)."""
     path = os.path.join(root, "net", name)
     try:
-        with open(path, encoding="ascii", errors="replace") as f:
+        with open(path, encoding=ENCODING, errors=ERRORS) as f:
             return parse_socket_rows(f, path)
     except FileNotFoundError:
         return None
@@ -186,7 +187,7 @@ def parse_unix(lines: Iterable[str], path: str) -> Counter:  # type: ignore[type
 def read_unix(root: str) -> Optional[Counter]:  # type: ignore[type-arg]
     path = os.path.join(root, "net", "unix")
     try:
-        with open(path, encoding="ascii", errors="replace") as f:
+        with open(path, encoding=ENCODING, errors=ERRORS) as f:
             return parse_unix(f, path)
     except FileNotFoundError:
         return None

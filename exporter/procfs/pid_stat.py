@@ -57,7 +57,8 @@ def read_stat(root: str, pid: int) -> PidStat:
     read that comes back empty because the task exited after the open) or not readable.
     """
     path = os.path.join(root, str(pid), "stat")
-    with open(path, encoding="utf-8", errors="replace") as f:
+    # A command name is any bytes a program set; escaped, it is safe as a label and distinct.
+    with open(path, encoding="utf-8", errors="backslashreplace") as f:
         text = f.read()
     if not text:
         raise ProcessLookupError(errno.ESRCH, "process exited while being read", path)

@@ -50,7 +50,8 @@ def parse_status(text: str, path: str) -> PidStatus:
 def read_status(root: str, pid: int) -> PidStatus:
     """Read ``<root>/<pid>/status``; OSError when the process is gone or not readable."""
     path = os.path.join(root, str(pid), "status")
-    with open(path, encoding="utf-8", errors="replace") as f:
+    # A command name is any bytes a program set; escaped, it is safe as a label and distinct.
+    with open(path, encoding="utf-8", errors="backslashreplace") as f:
         text = f.read()
     if not text:
         raise ProcessLookupError(errno.ESRCH, "process exited while being read", path)

@@ -27,6 +27,7 @@ import struct
 from dataclasses import dataclass
 from typing import List, Optional
 
+from exporter.procfs import ENCODING, ERRORS
 from exporter.procfs.errors import ParseError
 
 # include/uapi/linux/route.h and include/uapi/linux/ipv6_route.h
@@ -141,7 +142,7 @@ def read_route(root: str) -> Optional[List[Route]]:
     """``<root>/net/route``; None when absent."""
     path = os.path.join(root, "net", "route")
     try:
-        with open(path, encoding="ascii", errors="replace") as f:
+        with open(path, encoding=ENCODING, errors=ERRORS) as f:
             return parse_route(f.read(), path)
     except FileNotFoundError:
         return None
@@ -151,7 +152,7 @@ def read_ipv6_route(root: str) -> Optional[List[Route]]:
     """``<root>/net/ipv6_route``; None when absent (IPv6 off)."""
     path = os.path.join(root, "net", "ipv6_route")
     try:
-        with open(path, encoding="ascii", errors="replace") as f:
+        with open(path, encoding=ENCODING, errors=ERRORS) as f:
             return parse_ipv6_route(f.read(), path)
     except FileNotFoundError:
         return None

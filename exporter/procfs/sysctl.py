@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from typing import List, Optional, Tuple
 
+from exporter.procfs import ENCODING, ERRORS
 from exporter.procfs.errors import ParseError
 
 
@@ -40,7 +41,7 @@ def read_ints(root: str, name: str) -> Optional[List[int]]:
     """``<root>/sys/<name>`` as integers; None when absent."""
     path = _path(root, name)
     try:
-        with open(path, encoding="ascii", errors="replace") as f:
+        with open(path, encoding=ENCODING, errors=ERRORS) as f:
             return parse_ints(f.read(), path)
     except FileNotFoundError:
         return None
@@ -81,7 +82,7 @@ def read_port_ranges(root: str, name: str) -> Optional[List[Tuple[int, int]]]:
     """A port-range list sysctl such as ``net/ipv4/ip_local_reserved_ports``; None when absent."""
     path = _path(root, name)
     try:
-        with open(path, encoding="ascii", errors="replace") as f:
+        with open(path, encoding=ENCODING, errors=ERRORS) as f:
             return parse_port_ranges(f.read(), path)
     except FileNotFoundError:
         return None

@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
+from exporter.procfs import ENCODING, ERRORS
 from exporter.procfs.errors import ParseError
 
 IFF_UP = 0x1  # include/uapi/linux/if.h
@@ -46,7 +47,7 @@ class NetClass:
 
 def _read(path: str) -> Optional[str]:
     try:
-        with open(path, encoding="ascii", errors="replace") as f:
+        with open(path, encoding=ENCODING, errors=ERRORS) as f:
             return f.read().strip()
     except FileNotFoundError:
         return None
