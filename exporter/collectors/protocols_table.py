@@ -123,9 +123,9 @@ OfoPruned c Times the out-of-order queue was dropped to free memory.
 OutOfWindowIcmps c ICMP messages dropped because they referred to data outside the window.
 LockDroppedIcmps c ICMP messages dropped because the socket was busy (locked by the user).
 ArpFilter c Packets dropped by ARP filtering (net.ipv4.conf.*.arp_filter).
-TW c Connections that left TIME_WAIT through the normal timer (tcp_time_wait; net.ipv4.tcp_fin_timeout does not change the 60 s).
+TW c Connections that entered TIME_WAIT with the normal 60 s timer (TCP_TIMEWAIT_LEN; net.ipv4.tcp_fin_timeout does not change it), counted when the timer is armed (__inet_twsk_schedule, net/ipv4/inet_timewait_sock.c), not when the socket leaves: increase() counts every connection through TIME_WAIT, also bursts that come and go between two scrapes, which the TIME_WAIT gauge never sees.
 TWRecycled c TIME_WAIT sockets reused for a new outgoing connection (net.ipv4.tcp_tw_reuse).
-TWKilled c TIME_WAIT sockets killed early (an RST received in TIME_WAIT, RFC 1337 off).
+TWKilled c Timewait sockets whose timer was armed for 4 s or less (__inet_twsk_schedule, net/ipv4/inet_timewait_sock.c), counted on entry in place of TW: FIN_WAIT2 timewait sockets with a short net.ipv4.tcp_fin_timeout. Sockets killed later (an RST in TIME_WAIT, ss -K) are not counted.
 PAWSActive c SYN-ACKs dropped by the PAWS timestamp check.
 PAWSEstab c Segments of established connections dropped by the PAWS timestamp check.
 BeyondWindow c Segments dropped because they were outside the receive window.
