@@ -7,6 +7,7 @@ stderr and a non-zero exit status, never a traceback.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -224,8 +225,45 @@ def dump(ctx: click.Context, /, **params: Any) -> None:
 
     from exporter.registry import Exporter
 
-    sys.stdout.buffer.write(generate_latest(Exporter(config).target()))
-    sys.stdout.flush()
+    body = generate_latest(Exporter(config).target())
+    if sys.stdout is None:  # started with standard output closed (>&-)
+        raise OutputError("cannot write the scrape: standard output is closed")
+    try:
+        sys.stdout.buffer.write(body)
+        sys.stdout.flush()
+    except OSError as e:
+        raise OutputError(f"cannot write the scrape to standard output: {e.strerror or e}"
+                          ) from None
+
+
+# What a write to a full disk, a closed pipe, a full quota or a dead terminal fails with.
+_OUTPUT_ERRNOS = {errno.EPIPE, errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EIO, errno.EBADF}
+
+
+class OutputError(Exception):
+    """Standard output refused what we printed: a full disk (/dev/full), a closed pipe."""
+
+
+def _silence_stdout() -> None:
+    """Point standard output at /dev/null, so that the interpreter's final flush of what could
+    not be written adds no second message."""
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, 1)
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def _stdout_failed() -> bool:
+    """Whether standard output cannot take what is waiting in its buffer."""
+    if sys.stdout is None:
+        return False
+    try:
+        sys.stdout.flush()
+        return False
+    except (OSError, ValueError):
+        return True
 
 
 def _fail(message: str, code: int) -> NoReturn:  # type: ignore[name-defined]  # noqa: F821
@@ -260,10 +298,19 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         _fail(str(e), EXIT_RUNTIME)
     except KeyboardInterrupt:
         sys.exit(130)
-    except BrokenPipeError:
-        # `netstat-exporter dump | head`: the reader went away; that is not an error of ours.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(0)
+    except OutputError as e:
+        _silence_stdout()
+        _fail(str(e), EXIT_RUNTIME)
+    except OSError as e:
+        # click writes --help and --version itself; a write that fails there lands here. A
+        # failure of anything else that could get here names its file.
+        if e.filename is not None or e.errno not in _OUTPUT_ERRNOS:
+            raise
+        _silence_stdout()
+        _fail(f"cannot write to standard output: {e.strerror or e}", EXIT_RUNTIME)
+    if _stdout_failed():  # what click printed could not be flushed
+        _silence_stdout()
+        _fail("cannot write to standard output", EXIT_RUNTIME)
 
 
 if __name__ == "__main__":
