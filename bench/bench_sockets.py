@@ -38,15 +38,30 @@ def setns(name: str) -> None:
 
 
 def connect_in(ns: str, port: int) -> http.client.HTTPConnection:
+    """A connection made from inside ``ns``. A failure (the server not up yet) is raised here,
+    in the caller, rather than printed by the thread as a traceback, and no connection is then
+    left for http.client to open again from outside the namespace."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-    t = threading.Thread(target=lambda: (setns(ns), conn.connect()))
+    failed: List[OSError] = []
+
+    def go() -> None:
+        try:
+            setns(ns)
+            conn.connect()
+        except OSError as e:
+            failed.append(e)
+
+    t = threading.Thread(target=go)
     t.start()
     t.join()
+    if failed:
+        conn.close()
+        raise failed[0]
     return conn
 
 
-def wait_up(ns: str, port: int) -> None:
-    deadline = time.monotonic() + 30
+def wait_up(ns: str, port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             c = connect_in(ns, port)

@@ -1,4 +1,5 @@
-"""The helper scripts: scripts/apt-install leaves the host's policy-rc.d as it found it.
+"""The helper scripts: scripts/apt-install leaves the host's policy-rc.d as it found it, and
+bench/bench_sockets.py waits for its servers quietly.
 
 scripts/test-all used to write /usr/sbin/policy-rc.d and then delete it, destroying a file the
 host had. Here apt-get is a stub (on PATH first) that records what policy-rc.d said while it
@@ -7,14 +8,18 @@ ran; POLICY_RC_D points the script at a file of the test's own, so the host's is
 
 from __future__ import annotations
 
+import http.server
+import importlib.util
 import os
 import stat
 import subprocess
+import threading
 from pathlib import Path
-from typing import Optional
+from typing import Any, List, Optional
 
 import pytest
-from helpers import ROOT
+from helpers import ROOT, free_port
+from netns import NetNS, needs_root
 
 SCRIPT = os.path.join(ROOT, "scripts", "apt-install")
 HOST_POLICY = "#!/bin/sh\n# the host's own policy\nexit 0\n"
@@ -74,3 +79,57 @@ def test_test_all_uses_it() -> None:
         text = f.read()
     assert "scripts/apt-install" in text and "policy-rc.d" not in text.replace(
         "leaving the host's policy-rc.d as it was", "")
+
+
+# --- bench/bench_sockets.py waiting for its servers --------------------------------------------
+
+def _bench_sockets() -> Any:
+    path = os.path.join(ROOT, "bench", "bench_sockets.py")
+    spec = importlib.util.spec_from_file_location("bench_sockets", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@needs_root
+def test_bench_waits_for_its_servers_without_tracebacks(monkeypatch: pytest.MonkeyPatch,
+                                                        capfd: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    """While a server is not up, connecting from the namespace is refused: the refusal reaches
+    the waiting loop, not the thread's excepthook, which printed one traceback per attempt."""
+    bench = _bench_sockets()
+    hooked: List[Any] = []
+    monkeypatch.setattr(threading, "excepthook", hooked.append)
+    with NetNS("bench") as ns:
+        port = ns.call(free_port)
+        with pytest.raises(ConnectionRefusedError):
+            bench.connect_in(ns.name, port)
+        with pytest.raises(SystemExit, match=f"nothing answered on port {port}"):
+            bench.wait_up(ns.name, port, timeout=0.5)
+        srv = ns.call(_serve_once)
+        try:
+            bench.wait_up(ns.name, srv.server_address[1], timeout=30)
+        finally:
+            srv.shutdown()
+            srv.server_close()
+    assert hooked == []
+    out, err = capfd.readouterr()
+    assert "Traceback" not in err and "Exception in thread" not in err, err
+
+
+def _serve_once() -> http.server.HTTPServer:
+    """An HTTP server on loopback of the calling thread's namespace, serving in a thread."""
+    srv = http.server.HTTPServer(("127.0.0.1", 0), _Ok)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+
+
+class _Ok(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
