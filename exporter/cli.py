@@ -24,6 +24,7 @@ from exporter.config import (
     compile_regex,
     parse_listen_address,
 )
+from exporter.procfs import not_a_procfs
 from exporter.registry import specs
 
 PROG = "netstat-exporter"
@@ -151,6 +152,9 @@ def build_config(params: Dict[str, Any]) -> Config:
             raise ProcfsPathError(f"--path.procfs {procfs!r} is not a directory")
         if not os.access(procfs, os.R_OK | os.X_OK):
             raise ProcfsPathError(f"--path.procfs {procfs!r} is not readable")
+        reason = not_a_procfs(procfs)
+        if reason:
+            raise ProcfsPathError(f"--path.procfs {procfs!r} is not a procfs: it {reason}")
     compile_regex("--collector.protocols.fields", params["protocols_fields"])
     compile_regex("--collector.interfaces.device-include", params["interfaces_device_include"])
     compile_regex("--collector.interfaces.device-exclude", params["interfaces_device_exclude"])

@@ -204,6 +204,7 @@ def test_unknown_field_of_a_newer_kernel_works_through_the_regex(tmp_path: os.Pa
     os.makedirs(os.path.join(root, "net"))
     with open(os.path.join(root, "net", "netstat"), "w") as f:
         f.write("TcpExt: TW TCPShinyNewThing\nTcpExt: 4 9\nFooExt: BarCount\nFooExt: 2\n")
+    open(os.path.join(root, "net", "snmp"), "w").close()  # every kernel has it
     reg = collect(root, r"TcpExt_.*|FooExt_.*")
     assert reg.get_sample_value("netstat_tcp_ext_tcp_shiny_new_thing_total") == 9
     assert reg.get_sample_value("netstat_foo_ext_bar_count_total") == 2
