@@ -125,13 +125,38 @@ class OwnerCache:
         # Every process's stat, during a walk only.
         self._stats: Dict[int, pid_stat.PidStat] = {}
         self.stats = Stats()
+        self._warned = False
 
     # --- public ------------------------------------------------------------------------------
 
     def owners(self, inodes: Collection[int]) -> Dict[int, List[Owner]]:
         """The processes holding each of ``inodes`` ([] where none could be determined)."""
         with self._lock:
-            return self._owners(set(inodes))
+            out = self._owners(set(inodes))
+            if self.stats.unknown and not self._warned:
+                self._warn_unprivileged(self.stats.unknown)
+            return out
+
+    def _warn_unprivileged(self, unknown: int) -> None:
+        """Say once, when sockets go unattributed for lack of privilege, how many and what
+        would fix it. Sockets of processes in other pid namespaces are unattributed whatever
+        the privileges; that is documented, not warned about."""
+        self._warned = True
+        try:
+            caps = pid_status.read_own_cap_eff(self.procfs)
+        except (OSError, ParseError):
+            return  # /proc/self of another pid namespace's procfs: nothing to say for sure
+        missing = [name for bit, name in ((pid_status.CAP_DAC_READ_SEARCH, "CAP_DAC_READ_SEARCH"),
+                                          (pid_status.CAP_SYS_PTRACE, "CAP_SYS_PTRACE"))
+                   if not caps >> bit & 1]
+        if not missing:
+            return
+        log.warning(
+            "listening sockets of other users' processes cannot be attributed without privilege; "
+            "run as root or grant CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE (systemd: "
+            "AmbientCapabilities=CAP_DAC_READ_SEARCH CAP_SYS_PTRACE; docker: --cap-add "
+            "DAC_READ_SEARCH --cap-add SYS_PTRACE)",
+            extra={"unattributed": unknown, "missing_capabilities": ",".join(missing)})
 
     def user_name(self, uid: int) -> str:
         """The name of ``uid`` from the password database; the number itself if it has none."""

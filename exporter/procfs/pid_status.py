@@ -56,3 +56,28 @@ def read_status(root: str, pid: int) -> PidStatus:
     if not text:
         raise ProcessLookupError(errno.ESRCH, "process exited while being read", path)
     return parse_status(text, path)
+
+
+# Capability bits (include/uapi/linux/capability.h).
+CAP_DAC_READ_SEARCH = 2
+CAP_SYS_PTRACE = 19
+
+
+def parse_cap_eff(text: str, path: str) -> int:
+    """The effective capability set, ``CapEff:`` in hexadecimal (fs/proc/array.c
+    task_cap)."""
+    for n, line in enumerate(text.splitlines(), start=1):
+        key, sep, value = line.partition(":")
+        if sep and key == "CapEff":
+            try:
+                return int(value.strip(), 16)
+            except ValueError:
+                raise ParseError(path, f"CapEff: not hexadecimal: {value.strip()!r}", n) from None
+    raise ParseError(path, "no CapEff: line")
+
+
+def read_own_cap_eff(root: str) -> int:
+    """The effective capabilities of the reading process, from ``<root>/self/status``."""
+    path = os.path.join(root, "self", "status")
+    with open(path, encoding="utf-8", errors="backslashreplace") as f:
+        return parse_cap_eff(f.read(), path)
