@@ -225,11 +225,10 @@ def dump(ctx: click.Context, /, **params: Any) -> None:
     }
     config = build_config(merged)
     logs.setup(config.log_level, config.log_format)
-    from prometheus_client.exposition import generate_latest
-
+    from exporter import dump as dump_
     from exporter.registry import Exporter
 
-    body = generate_latest(Exporter(config).target())
+    body = dump_.render(Exporter(config).target())
     if sys.stdout is None:  # started with standard output closed (>&-)
         raise OutputError("cannot write the scrape: standard output is closed")
     try:
