@@ -23,6 +23,7 @@ from helpers import (
     FIXTURES,
     ROOT,
     Sample,
+    close_pipes,
     parse,
     poll,
     run_cli,
@@ -626,6 +627,7 @@ def child(bindir: str, name: str, sockets: List[Tuple[str, str, int]], *, as_use
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        close_pipes(proc)
 
 
 SS_USERS = re.compile(r'\("([^"]*)",pid=(\d+),fd=(\d+)\)')
@@ -846,6 +848,7 @@ def test_connections_per_port_by_state() -> None:
             assert proc.stdin is not None
             proc.stdin.close()
             proc.wait(timeout=10)
+            close_pipes(proc)
 
 
 @root_only
@@ -941,9 +944,7 @@ def test_expected_file_reload_on_sighup(bindir: str, tmp_path: Any) -> None:
             assert verdict(s) == "false"
             t1 = value(s, "netstat_listener_expected_file_reload_timestamp_seconds")
             assert t0 is not None and t1 is not None and t1 >= t0
-        assert ex.proc.stderr is not None
-        log = ex.proc.stderr.read()
-        failed = [ln for ln in log.splitlines() if "not reloaded" in ln]
+        failed = [ln for ln in ex.log.splitlines() if "not reloaded" in ln]
         assert len(failed) == 1 and f"{path}:2:" in failed[0] and "99999" in failed[0]
 
 

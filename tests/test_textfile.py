@@ -30,27 +30,26 @@ def write_textfile(directory: str, *args: str) -> None:
 
 
 @pytest.fixture
-def node_exporter(tmp_path: "os.PathLike[str]") -> Iterator[Tuple[str, int, str]]:
+def node_exporter(tmp_path: os.PathLike[str]) -> Iterator[Tuple[str, int, str]]:
     """node_exporter with only the textfile collector, on a directory of its own; yields the
     directory, its port and the path of its log (outside the directory)."""
     directory = os.path.join(str(tmp_path), "textfile")
     os.mkdir(directory)
     port = free_port()
     log_path = os.path.join(str(tmp_path), "node.log")
-    log = open(log_path, "w")
-    proc = subprocess.Popen(
-        ["prometheus-node-exporter", f"--web.listen-address=127.0.0.1:{port}",
-         "--collector.disable-defaults", "--collector.textfile",
-         f"--collector.textfile.directory={directory}"],
-        stdout=log, stderr=subprocess.STDOUT)
-    try:
-        poll(lambda: http_get(f"http://127.0.0.1:{port}/metrics", timeout=5)[0] == 200 or None,
-             timeout=20, what="node_exporter to answer")
-        yield directory, port, log_path
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-        log.close()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            ["prometheus-node-exporter", f"--web.listen-address=127.0.0.1:{port}",
+             "--collector.disable-defaults", "--collector.textfile",
+             f"--collector.textfile.directory={directory}"],
+            stdout=log, stderr=subprocess.STDOUT)
+        try:
+            poll(lambda: http_get(f"http://127.0.0.1:{port}/metrics", timeout=5)[0] == 200
+                 or None, timeout=20, what="node_exporter to answer")
+            yield directory, port, log_path
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
 
 
 @pytest.mark.parametrize("args", [(), ("--collector.protocols.fields=.*",

@@ -46,11 +46,7 @@ def test_unprivileged_says_it_once_with_count_and_fix() -> None:
         finally:
             for s in socks:
                 s.close()
-    assert ex.proc.stderr is not None
-    lines = warnings(ex.proc.stderr.read())
-    ex.proc.stderr.close()
-    assert ex.proc.stdout is not None
-    ex.proc.stdout.close()
+    lines = warnings(ex.log)
     unattributed = sum(value(first, "netstat_listener_unattributed", protocol=p) or 0
                        for p in ("tcp", "udp"))
     assert unattributed == 2
