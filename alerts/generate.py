@@ -200,6 +200,9 @@ _CLOSE_WAIT_PORT = """(
               > ${close_wait_max}
             )"""
 
+_TW_ENTRIES_BASELINE = ("instance:netstat_tcp_time_wait_entries_increase${rate_window}"
+                        ":median_${time_wait_baseline_window}")
+
 ALERT_GROUPS: list[dict[str, Any]] = [
     {"name": "netstat.sockets", "rules": [
         _alert("NetstatTimeWaitSpike", "warning", """
@@ -218,7 +221,7 @@ ALERT_GROUPS: list[dict[str, Any]] = [
         _alert("NetstatTimeWaitEntryBurst", "warning", """
             instance:netstat_tcp_time_wait_entries:increase${rate_window}
               > ${time_wait_entries_factor}
-                * instance:netstat_tcp_time_wait_entries_increase${rate_window}:median_${time_wait_baseline_window}
+                * """ + _TW_ENTRIES_BASELINE + """
             and
             instance:netstat_tcp_time_wait_entries:increase${rate_window} > ${time_wait_entries_min}""",
                "${time_wait_entries_for}",
