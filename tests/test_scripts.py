@@ -1,5 +1,5 @@
 """The helper scripts: scripts/apt-install leaves the host's policy-rc.d as it found it, and
-bench/bench_sockets.py waits for its servers quietly.
+the benchmarks (bench/common.py) wait for their servers quietly.
 
 scripts/test-all used to write /usr/sbin/policy-rc.d and then delete it, destroying a file the
 host had. Here apt-get is a stub (on PATH first) that records what policy-rc.d said while it
@@ -81,11 +81,11 @@ def test_test_all_uses_it() -> None:
         "leaving the host's policy-rc.d as it was", "")
 
 
-# --- bench/bench_sockets.py waiting for its servers --------------------------------------------
+# --- the benchmarks waiting for their servers (bench/common.py) ---------------------------------
 
 def _bench_sockets() -> Any:
-    path = os.path.join(ROOT, "bench", "bench_sockets.py")
-    spec = importlib.util.spec_from_file_location("bench_sockets", path)
+    path = os.path.join(ROOT, "bench", "common.py")
+    spec = importlib.util.spec_from_file_location("bench_common", path)
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from dataclasses import dataclass
 from typing import Iterator, List, Set, Tuple
 
 from prometheus_client.core import Metric
 
+from exporter.collectors.api import Flag, MetricDoc, options, register
 from exporter.config import Config
 from exporter.labels import label_value
 from exporter.procfs import route
-from exporter.registry import MetricDoc, register
 
 M_ROUTES = MetricDoc(
     "netstat_route_entries", "gauge",
@@ -40,16 +41,30 @@ M_INFO = MetricDoc(
 METRICS = (M_ROUTES, M_DEFAULT, M_INFO)
 
 
+@dataclass(frozen=True)
+class RoutesOptions:
+    table: bool = False
+    max_routes: int = 1000
+
+
+FLAGS = (
+    Flag("table", "Export every route as netstat_route_info."),
+    Flag("max_routes", "Routes listed by --collector.routes.table at most; the rest are only "
+                       "counted.", min=0),
+)
+
+
 @register("routes", default_enabled=True,
           description="route counts per family and interface and the default routes from "
                       "/proc/net/route and /proc/net/ipv6_route (netstat -r); the whole table, "
                       "capped, with --collector.routes.table",
-          metrics=METRICS)
+          metrics=METRICS, options=RoutesOptions, flags=FLAGS)
 class RoutesCollector:
     def __init__(self, config: Config) -> None:
+        opts = options(config, "routes", RoutesOptions)
         self.procfs = config.procfs
-        self.table = config.routes_table
-        self.max_routes = config.routes_max_routes
+        self.table = opts.table
+        self.max_routes = opts.max_routes
 
     def collect(self) -> Iterator[Metric]:
         v4 = route.read_route(self.procfs)
