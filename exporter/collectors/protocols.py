@@ -2,7 +2,9 @@
 show, from /proc/net/snmp, /proc/net/netstat and /proc/net/snmp6.
 
 Every field is one metric named ``netstat_<group>_<field>`` in snake case (``TcpExt
-ListenOverflows`` -> ``netstat_tcp_ext_listen_overflows_total``), typed by the table in
+ListenOverflows`` -> ``netstat_tcp_ext_listen_overflows_total``, ``TcpExt DelayedACKs`` ->
+``netstat_tcp_ext_delayed_acks_total``; octets are ``_bytes``, milliseconds ``_seconds``), typed
+by the table in
 :mod:`exporter.collectors.protocols_table`; HELP names the kernel field, so ``nstat`` output and
 metrics map both ways. ``--collector.protocols.fields`` (a regex over ``Group_Field``) chooses
 the fields; fields a newer kernel adds work through it too. A missing file (IPv6 off) is no
@@ -41,6 +43,8 @@ _FLAG = "--collector.protocols.fields"
 _Layout = Tuple[Tuple[Tuple[str, Tuple[str, ...]], ...], ...]
 # Layouts remembered (they change only when the kernel starts printing a field).
 _MAX_LAYOUTS = 8
+# One exported field: file index, group, field, its metric, the factor to base units.
+_Planned = Tuple[int, str, str, MetricDoc, float]
 _DEFAULT = compile_regex(_FLAG, DEFAULT_PROTOCOLS_FIELDS)
 
 
@@ -87,7 +91,8 @@ class ProtocolsCollector:
         # Selection and metric declaration per (group, field), computed once: the set of
         # fields is bounded by what the kernel prints.
         self._cache: Dict[Tuple[str, str], Optional[MetricDoc]] = {}
-        self._plans: Dict[_Layout, List[Tuple[int, str, str, MetricDoc]]] = {}
+        self._scale: Dict[Tuple[str, str], float] = {}
+        self._plans: Dict[_Layout, List[_Planned]] = {}
 
     def _selected(self, group: str, field: str) -> Optional[MetricDoc]:
         key = (group, field)
@@ -95,12 +100,13 @@ class ProtocolsCollector:
             f = lookup(group, field)
             ok = self.fields is None or self.fields.match(f.key) is not None
             self._cache[key] = _doc(f) if ok else None
+            self._scale[key] = f.scale
         return self._cache[key]
 
-    def _plan(self, layout: _Layout) -> List[Tuple[int, str, str, MetricDoc]]:
+    def _plan(self, layout: _Layout) -> List[_Planned]:
         """The exported fields of one layout of the three files, in file order, each metric
         name once (the first field that maps to it)."""
-        plan: List[Tuple[int, str, str, MetricDoc]] = []
+        plan: List[_Planned] = []
         seen = set()
         for i, groups in enumerate(layout):
             for group, fields in groups:
@@ -115,7 +121,7 @@ class ProtocolsCollector:
                                   extra={"group": group, "field": field, "metric": doc.name})
                         continue
                     seen.add(doc.name)
-                    plan.append((i, group, field, doc))
+                    plan.append((i, group, field, doc, self._scale[(group, field)]))
         return plan
 
     def collect(self) -> Iterator[Metric]:
@@ -133,8 +139,8 @@ class ProtocolsCollector:
                 self._plans.clear()
             self._plans[layout] = plan
         out: List[Metric] = []
-        for i, group, field, doc in plan:
+        for i, group, field, doc, scale in plan:
             fam = doc.family()
-            fam.add_metric([], float(sources[i][group][field]))  # type: ignore[index]
+            fam.add_metric([], sources[i][group][field] * scale)  # type: ignore[index]
             out.append(fam)
         yield from out
