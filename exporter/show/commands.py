@@ -165,7 +165,15 @@ def ellipsis() -> str:
         return "~"
 
 
-def emit(view: View, params: Dict[str, Any]) -> None:
+def failed_collectors(snap: Snapshot) -> List[str]:
+    from exporter.registry import EXPORTER_METRICS
+
+    success = EXPORTER_METRICS[1]
+    return sorted(s.get("collector") for s in snap.all(success.name) if s.value == 0)
+
+
+def emit(view: View, params: Dict[str, Any], snap: Snapshot) -> None:
+    view.failed = failed_collectors(snap)
     if params.get("output") == "json":
         sys.stdout.write(render_json(view))
     else:
@@ -197,7 +205,8 @@ def make_commands(common_options: Callable[[Callable[..., Any]], Callable[..., A
             ctx = click.get_current_context()
             try:
                 read, params = make_reader(ctx, name, build_config)
-                emit(build(read()), params)
+                snap = read()
+                emit(build(snap), params, snap)
             except ShowError as e:
                 fail(ctx, e)
 
@@ -234,7 +243,7 @@ def make_commands(common_options: Callable[[Callable[..., Any]], Callable[..., A
                 key = params["url"] or f"local:{os.path.abspath(params.get('procfs') or '/proc')}"
                 path = counters.history_path(key, history)
                 before, before_wall = counters.load_history(path)
-            emit(counters.build(snap, changed, describe, before, before_wall), params)
+            emit(counters.build(snap, changed, describe, before, before_wall), params, snap)
             if changed:
                 counters.save_history(path, snap)
         except ShowError as e:

@@ -120,7 +120,7 @@ def build(snap: Snapshot, changed: bool = False, describe: bool = False,
         if not sections:
             view.header += "; nothing moved"
     elif not counters:
-        view.header = "no protocol counters in this exposition (protocols collector off?)"
+        view.header = "no protocol counters in this exposition"
     return view
 
 

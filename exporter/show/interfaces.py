@@ -13,11 +13,12 @@ from exporter.show.table import Column, Row, Section, View
 TRAFFIC = ["receive_bytes", "receive_packets", "transmit_bytes", "transmit_packets"]
 ERRORS = ["receive_errs", "receive_drop", "receive_fifo", "receive_frame", "transmit_errs",
           "transmit_drop", "transmit_fifo", "transmit_colls", "transmit_carrier"]
+# netstat -i's headings where it has one (OVR: FIFO overruns).
 _HEAD = {"receive_bytes": "RX-BYTES", "receive_packets": "RX-PKTS", "transmit_bytes": "TX-BYTES",
          "transmit_packets": "TX-PKTS", "receive_errs": "RX-ERR", "receive_drop": "RX-DRP",
-         "receive_fifo": "RX-FIFO", "receive_frame": "RX-FRM", "transmit_errs": "TX-ERR",
-         "transmit_drop": "TX-DRP", "transmit_fifo": "TX-FIFO", "transmit_colls": "COLLS",
-         "transmit_carrier": "TX-CARR"}
+         "receive_fifo": "RX-OVR", "receive_frame": "RX-FRM", "transmit_errs": "TX-ERR",
+         "transmit_drop": "TX-DRP", "transmit_fifo": "TX-OVR", "transmit_colls": "COLLS",
+         "transmit_carrier": "CARR"}
 
 
 def per_device(snap: Snapshot) -> Dict[str, Dict[str, float]]:

@@ -90,7 +90,7 @@ def build(snap: Snapshot) -> View:
         Column("port", "PORT"), *[Column(st, st.upper(), numeric=True) for st in shown]],
         [{"port": p, **{st: conns[p].get(st, 0.0) for st in states}}
          for p in sorted(conns, key=_port_key)],
-        empty="not collected (--no-collector.listeners.connections)")
+        empty="not collected: the exporter runs with --no-collector.listeners.connections")
 
     view = View("listeners", snap.source, snap.wall, [main, q, c])
     facts = []
@@ -99,7 +99,7 @@ def build(snap: Snapshot) -> View:
         facts.append(f"{unexpected:.0f} unexpected")
     unattributed = sum(s.value for s in snap.all(ls.M_UNATTRIBUTED.name))
     if unattributed:
-        facts.append(f"{unattributed:.0f} without a known process (run as root for all)")
+        facts.append(f"{unattributed:.0f} without a known process")
     total = sum(s.value for s in snap.all(ls.M_COUNT.name))
     view.header = f"{total:.0f} listening sockets" + ("; " + "; ".join(facts) if facts else "")
     return view

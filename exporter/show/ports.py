@@ -47,7 +47,7 @@ def build(snap: Snapshot) -> View:
          for s in sorted(snap.all(pt.M_DEST.name),
                          key=lambda s: (-s.value, protocol_key(s.get("protocol")),
                                         s.get("destination")))],
-        empty="not listed by this exporter (--collector.ports.top-destinations=N)")
+        empty="not listed: the exporter runs without --collector.ports.top-destinations")
     view = View("ports", snap.source, snap.wall, [use, top])
     if available is not None:
         rng = f"{low:.0f}-{high:.0f}, " if low is not None and high is not None else ""

@@ -31,7 +31,7 @@ def build(snap: Snapshot) -> View:
           "gateway": s.get("gateway"), "interface": s.get("interface"),
           "metric": _num(s.get("metric"))}
          for s in sorted(snap.all(rt.M_INFO.name), key=label_key)],
-        empty="not listed by this exporter (--collector.routes.table)")
+        empty="not listed: the exporter runs without --collector.routes.table")
     view = View("routes", snap.source, snap.wall, [counts, defaults, table])
     listed, total = len(table.rows), sum(r["routes"] for r in counts.rows)
     if table.rows and listed < total:

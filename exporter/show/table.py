@@ -47,6 +47,7 @@ class View:
     wall: float
     sections: List[Section] = field(default_factory=list)
     header: str = ""  # one line under the title in text (nothing in JSON: it repeats the data)
+    failed: List[str] = field(default_factory=list)  # collectors that failed in this scrape
 
     def section(self, key: str) -> Section:
         for s in self.sections:
@@ -150,6 +151,9 @@ def render_text(view: View, width: int = 80, ellipsis: str = "…") -> str:
     out = [f"{view.name} from {view.source} at {when:%Y-%m-%d %H:%M:%S} UTC"]
     if view.header:
         out.append(view.header)
+    if view.failed:
+        out.append(f"warning: collector {', '.join(view.failed)} failed in this scrape "
+                   "(the exporter's log says why)")
     for sec in view.sections:
         out.append("")
         out.extend(render_section(sec, width, ellipsis))
@@ -162,6 +166,7 @@ def to_json(view: View) -> Dict[str, Any]:
         "view": view.name,
         "source": view.source,
         "time": when.isoformat().replace("+00:00", "Z"),
+        "failed_collectors": view.failed,
         "sections": {
             s.key: {"title": s.title, "columns": [c.key for c in s.columns],
                     "rows": [{k: _plain(v) for k, v in r.items()} for r in s.rows],
