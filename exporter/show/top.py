@@ -52,8 +52,9 @@ class Screen:
         self.frames += 1
         prev = self.previous
         when = datetime.datetime.fromtimestamp(snap.wall, datetime.timezone.utc)
-        lines = [f"netstat-exporter top: {snap.source}, {when:%H:%M:%S} UTC, every "
-                 f"{interval:g} s, screen {self.frames}"]
+        # The source last: a long one is what a narrow terminal cuts.
+        lines = [f"netstat-exporter top, screen {self.frames}, every {interval:g} s, "
+                 f"{when:%H:%M:%S} UTC: {snap.source}"]
         for sec in (self._states(snap, prev), self._queues(snap), self._counters(snap, prev),
                     self._interfaces(snap, prev), self._ports(snap)):
             lines.append("")
@@ -203,7 +204,7 @@ def run(read: Callable[[], Snapshot], interval: float, count: int = 0,
                 if screen.frames == 0:
                     raise
                 screen.frames += 1
-                text = f"netstat-exporter top: screen {screen.frames}: {e}\n"
+                text = f"netstat-exporter top, screen {screen.frames}: {e}\n"
             if term:
                 rows = shutil.get_terminal_size((80, 24)).lines
                 text = "\n".join(text.split("\n")[: max(rows - 1, 1)])
