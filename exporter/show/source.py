@@ -116,9 +116,12 @@ def fetch(r: Remote) -> str:
         raise ShowError(f"{url}: no answer within {r.timeout:g} s") from None
     except ConnectionRefusedError:
         raise ShowError(f"{url}: connection refused (is the exporter running there?)") from None
-    except http.client.HTTPException as e:
-        raise ShowError(f"{url}: not an HTTP answer ({type(e).__name__}); "
-                        "https:// for an exporter with TLS?") from None
+    except (http.client.HTTPException, ConnectionResetError) as e:
+        # A TLS server answers a plain HTTP request by closing, or with bytes that are not HTTP.
+        hint = "; https:// for an exporter with TLS?" if parts.scheme == "http" else ""
+        what = "closed the connection" if isinstance(
+            e, (ConnectionResetError, http.client.RemoteDisconnected)) else "not an HTTP answer"
+        raise ShowError(f"{url}: {what} ({type(e).__name__}){hint}") from None
     except OSError as e:
         raise ShowError(f"{url}: {e.strerror or e}") from None
     finally:
