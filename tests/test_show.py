@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Dict, List, Tuple
 
 import pytest
-from helpers import FIXTURES, run_cli
+from helpers import FIXTURES, ROOT, run_cli
 from showtables import compare, normalise
 
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
@@ -179,3 +181,10 @@ def test_show_alone_lists_the_views() -> None:
     assert r.returncode == 0
     for view in ("states", "listeners", "counters", "interfaces", "routes", "ports"):
         assert view in r.stdout
+
+
+def test_readme_screens_are_those_the_commands_print() -> None:
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "readme-show"), "--check"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300,
+                       env=dict(os.environ, PYTHONPATH=ROOT))
+    assert r.returncode == 0, r.stderr
