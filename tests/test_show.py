@@ -188,3 +188,27 @@ def test_readme_screens_are_those_the_commands_print() -> None:
                        capture_output=True, text=True, cwd=ROOT, timeout=300,
                        env=dict(os.environ, PYTHONPATH=ROOT))
     assert r.returncode == 0, r.stderr
+
+
+def test_long_names_are_shortened_never_numbers() -> None:
+    from exporter.show.table import Column, Section, render_section
+
+    exe = "/opt/vendor/very/long/installation/path/bin/some-daemon-with-a-long-name"
+    sec = Section("x", "X", [Column("process", "PROGRAM", shrink=True),
+                             Column("n", "N", numeric=True),
+                             Column("exe", "EXECUTABLE", shrink=True, keep_end=True)],
+                  [{"process": "a-process-name-that-is-long", "n": 12345678901234.0, "exe": exe}])
+    lines = render_section(sec, width=60)
+    assert all(len(ln) <= 60 for ln in lines), lines
+    row = lines[2]
+    assert "12345678901234" in row  # whole
+    process, _, path = row.split("  ")[0], None, row.split("  ")[-1]
+    assert path.startswith("…") and exe.endswith(path[1:])  # a path keeps its end
+    assert process.endswith("…") and "a-process-name-that-is-long".startswith(process[:-1])
+
+
+def test_wide_terminal_or_width_flag() -> None:
+    r = run_cli(f"--path.procfs={PROC}/new", "show", "ports", "--width=200")
+    assert r.returncode == 0, r.stderr
+    r2 = run_cli(f"--path.procfs={PROC}/new", "show", "ports", "--width=20")
+    assert r2.returncode == 2 and r2.stderr.count("\n") == 1, r2.stderr

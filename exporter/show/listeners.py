@@ -64,15 +64,17 @@ def build(snap: Snapshot) -> View:
             "process": s.get("process"), "executable": s.get("executable"),
             "user": s.get("user"), "expected": VERDICT.get(s.get("expected"), s.get("expected")),
         }
-        if "pid" in s.labels:
-            row["pid"] = s.get("pid")
+        if "pid" in s.labels:  # --collector.listeners.pid-label
+            pid = s.get("pid")
+            row["pid"] = int(pid) if pid.isdigit() and pid != "0" else None
         rows.append(row)
     rows.sort(key=lambda r: (r["expected"] != "NO", r["protocol"], _port_key(r["port"]),
                              r["family"], r["address"], r["process"]))
+    pid_col = [Column("pid", "PID", numeric=True)] if any("pid" in r for r in rows) else []
     main = Section("listeners", "Listening sockets (unexpected first)", [
         Column("proto", "PROTO"), Column("local", "LOCAL ADDRESS"),
         Column("service", "SERVICE", shrink=True), Column("process", "PROGRAM", shrink=True),
-        Column("user", "USER", shrink=True), Column("expected", "EXPECTED"),
+        *pid_col, Column("user", "USER", shrink=True), Column("expected", "EXPECTED"),
         Column("executable", "EXECUTABLE", shrink=True, keep_end=True)], rows)
 
     q = Section("queues", "TCP accept queues (fullest first)", [
