@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -177,10 +178,12 @@ def test_unreadable_history_is_one_line(tmp_path: Path) -> None:
 
 
 def test_show_alone_lists_the_views() -> None:
-    r = run_cli("show", "--help")
-    assert r.returncode == 0
+    r = run_cli("show")
+    assert r.returncode == 0, r.stderr
     for view in ("states", "listeners", "counters", "interfaces", "routes", "ports"):
-        assert view in r.stdout
+        assert re.search(rf"^  {view} ", r.stdout, re.M), r.stdout
+    bad = run_cli("show", "bogus")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
 
 
 def test_readme_screens_are_those_the_commands_print() -> None:

@@ -58,7 +58,7 @@ def _url(_ctx: click.Context, _param: click.Parameter, value: Optional[str]) -> 
 SOURCE_OPTIONS: List[Decorator] = [
     _opt("--url", "url", default=None, callback=_url,
          help="Read a running exporter (host:port or a URL; /metrics is added to a bare host) "
-              "instead of collecting on this host."),
+              "instead of collecting on this host; the collector flags then do not apply."),
     _opt("--tls.ca-file", "tls_ca_file", default="",
          help="CA certificate(s) to verify the exporter's TLS certificate with."),
     _opt("--tls.cert-file", "tls_cert_file", default="",
@@ -190,7 +190,8 @@ def make_commands(common_options: Callable[[Callable[..., Any]], Callable[..., A
                   build_config: Callable[[Dict[str, Any]], Any]) -> List[click.Command]:
     """The ``show`` group and the ``top`` command, built with the exporter's own flags."""
 
-    @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+    @click.group(invoke_without_command=True,
+                 context_settings={"help_option_names": ["-h", "--help"]})
     @common_options
     def show(**_params: Any) -> None:
         """Print what the exporter sees, as netstat would: states, listeners, counters,
@@ -199,6 +200,9 @@ def make_commands(common_options: Callable[[Callable[..., Any]], Callable[..., A
         Collected on this host (as dump does), or read from a running exporter with --url. Plain
         text fits 80 columns in a pipe and carries no escape codes; --output json suits scripts.
         """
+        ctx = click.get_current_context()
+        if ctx.invoked_subcommand is None:  # `show` alone: which views there are
+            click.echo(ctx.get_help())
 
     def simple(name: str, build: Callable[[Snapshot], View], doc: str) -> None:
         def cmd(**_params: Any) -> None:
