@@ -206,3 +206,23 @@ def test_unreachable_source_ends_top_at_once() -> None:
     r = run_cli("top", "--url", f"127.0.0.1:{port}", "--count", "2", "--interval", "0.2")
     assert r.returncode == 1
     assert r.stderr.count("\n") == 1 and "connection refused" in r.stderr, r.stderr
+
+
+def test_counters_that_moved_most_leave_bytes_to_interface_rates() -> None:
+    from exporter.show.snapshot import parse
+    from exporter.show.top import Screen
+
+    def exposition(opens: int, octets: int, rx: int) -> str:
+        return (
+            "# HELP a_total Tcp ActiveOpens in /proc/net/snmp: Connections opened actively.\n"
+            "# TYPE a_total counter\n"
+            f"a_total {opens}\n"
+            "# HELP b_total IpExt InOctets in /proc/net/netstat: Bytes received.\n"
+            "# TYPE b_total counter\n"
+            f"b_total {octets}\n")
+
+    s = Screen()
+    s.render(parse(exposition(10, 1000, 0), monotonic=0.0, wall=100.0), 2, 80)
+    second = s.render(parse(exposition(13, 999000, 0), monotonic=2.0, wall=102.0), 2, 80)
+    assert row(second, "Tcp ActiveOpens")[1:] == ["+3", "1.5/s"]
+    assert "InOctets" not in second

@@ -90,7 +90,10 @@ class Screen:
         rows: List[Dict[str, Any]] = []
         if prev is not None:
             before = {c.key: c.value for c in counters.protocol_counters(prev)}
-            now = [c for c in counters.protocol_counters(snap) if c.kind == "counter"]
+            # Byte counters (IpExt InOctets...) would always top the list; interface rates
+            # show bytes already.
+            now = [c for c in counters.protocol_counters(snap)
+                   if c.kind == "counter" and not c.field.endswith("Octets")]
             moves = counters.changes(now, before, snap.wall - prev.wall)
             rows = [{"counter": f"{c.group} {c.field}", "delta": moves[c.key].delta,
                      "rate": moves[c.key].rate} for c in now if moves[c.key].delta]
