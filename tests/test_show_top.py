@@ -46,7 +46,7 @@ class PtyRun:
                                               COLUMNS="100", LINES="60"))
         self.out = b""
 
-    def read_until(self, done: Callable[[str], bool], timeout: float = 30) -> str:
+    def read_until(self, done: Callable[[str], bool], timeout: float = 60) -> str:
         deadline = time.monotonic() + timeout
         while not done(self.text):
             left = deadline - time.monotonic()
@@ -62,7 +62,7 @@ class PtyRun:
                 self.out += chunk
         return self.text
 
-    def finish(self, timeout: float = 30) -> int:
+    def finish(self, timeout: float = 60) -> int:
         self.read_until(lambda _t: self.proc.poll() is not None, timeout)
         rc = self.proc.wait(timeout=timeout)
         self.read_until(lambda _t: not select.select([self.master], [], [], 0.2)[0], timeout)
