@@ -217,7 +217,9 @@ def run(read: Callable[[], Snapshot], interval: float, count: int = 0,
             out.flush()
             if count and screen.frames >= count:
                 break
-            next_at += interval
+            # A collection slower than the interval delays the next screen; it does not cause
+            # a burst of screens to catch up.
+            next_at = max(next_at + interval, time.monotonic())
             wait = max(0.0, next_at - time.monotonic())
             if term:
                 if term.wait(wait):
