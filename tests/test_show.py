@@ -209,3 +209,10 @@ def test_wide_terminal_or_width_flag() -> None:
     assert r.returncode == 0, r.stderr
     r2 = run_cli(f"--path.procfs={PROC}/new", "show", "ports", "--width=20")
     assert r2.returncode == 2 and r2.stderr.count("\n") == 1, r2.stderr
+
+
+def test_numbers_print_whole_or_to_the_millisecond() -> None:
+    from exporter.show.table import number
+
+    assert [number(x) for x in (200.0, 0.2, 0.1234, 120.0, -1.0, 2.5e15)] == [
+        "200", "0.2", "0.123", "120", "-1", "2500000000000000"]

@@ -70,10 +70,13 @@ def cell(col: Column, value: Any) -> str:
 
 
 def number(v: float) -> str:
-    """Whole numbers without a decimal point (counts are floats in the exposition)."""
+    """Whole numbers without a decimal point (counts are floats in the exposition); others to
+    the millisecond, without trailing zeros (seconds converted from the kernel's ms: 0.2)."""
     if math.isfinite(v) and v == int(v) and abs(v) < 1e18:
         return str(int(v))
-    return f"{v:.2f}"
+    if not math.isfinite(v):
+        return str(v)
+    return f"{v:.3f}".rstrip("0").rstrip(".")
 
 
 def rate(v: Any) -> str:
