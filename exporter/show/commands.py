@@ -23,19 +23,21 @@ PROG = "netstat-exporter"
 ENV_PREFIX = "NETSTAT_EXPORTER_"
 PASSWORD_ENV = ENV_PREFIX + "AUTH_PASSWORD"
 
-# What each view needs collected locally, and the collector options it turns on unless given:
-# the whole routing table, the busiest destinations, every protocol counter (netstat -s shows
-# them all; an exporter's default set is smaller).
+# What each view needs collected locally, and the collector flags it sets unless given: the
+# whole routing table, the busiest destinations, every protocol counter (netstat -s shows them
+# all; an exporter's default set is smaller). Flags are named as on the command line, whatever
+# the parameter behind them is called.
 NEEDS: Dict[str, Tuple[Tuple[str, ...], Dict[str, Any]]] = {
     "states": (("sockets",), {}),
     "listeners": (("listeners",), {}),
-    "counters": (("protocols",), {"protocols_fields": ".*"}),
+    "counters": (("protocols",), {"--collector.protocols.fields": ".*"}),
     "interfaces": (("interfaces",), {}),
-    "routes": (("routes",), {"routes_table": True}),
-    "ports": (("ports", "limits"), {"ports_top_destinations": 10}),
+    "routes": (("routes",), {"--collector.routes.table": True}),
+    "ports": (("ports", "limits"), {"--collector.ports.top-destinations": 10}),
     "top": (("sockets", "listeners", "protocols", "interfaces", "ports", "limits"),
-            {"protocols_fields": ".*"}),
+            {"--collector.protocols.fields": ".*"}),
 }
+SWITCH = "--collector."
 
 
 def _env(flag: str) -> str:
@@ -109,6 +111,12 @@ def merged_params(ctx: click.Context) -> Tuple[Dict[str, Any], Set[str]]:
     return out, given
 
 
+def _dests(ctx: click.Context) -> Dict[str, str]:
+    """Command-line flag -> the parameter name click stores it under."""
+    return {flag: p.name for p in ctx.command.params if isinstance(p, click.Option) and p.name
+            for flag in p.opts}
+
+
 def make_reader(ctx: click.Context, view: str, build_config: Callable[[Dict[str, Any]], Any]
                 ) -> Tuple[Callable[[], Snapshot], Dict[str, Any]]:
     params, given = merged_params(ctx)
@@ -126,16 +134,17 @@ def make_reader(ctx: click.Context, view: str, build_config: Callable[[Dict[str,
                         params["auth_username"], password, params["timeout"])
         return remote_reader(remote), params
     collectors, defaults = NEEDS[view]
+    dests = _dests(ctx)
     local = dict(params)
-    local["disable_defaults"] = True
-    for k in list(local):
-        if k.startswith("collector_"):
-            local[k] = None
-    for name in collectors:
-        local[f"collector_{name}"] = True
-    for k, v in defaults.items():
-        if k not in given and k in local:
-            local[k] = v
+    local[dests["--collector.disable-defaults"]] = True
+    for flag, dest in dests.items():  # --collector.<name>: each collector's on/off switch
+        name = flag[len(SWITCH):]
+        if flag.startswith(SWITCH) and "." not in name and name != "disable-defaults":
+            local[dest] = True if name in collectors else None
+    for flag, v in defaults.items():
+        dest = dests[flag]
+        if dest not in given:
+            local[dest] = v
     config = build_config(local)
     from prometheus_client.exposition import generate_latest
 
@@ -166,10 +175,12 @@ def ellipsis() -> str:
 
 
 def failed_collectors(snap: Snapshot) -> List[str]:
+    """Collectors whose success gauge (netstat_exporter_collector_success) says 0."""
     from exporter.registry import EXPORTER_METRICS
 
-    success = EXPORTER_METRICS[1]
-    return sorted(s.get("collector") for s in snap.all(success.name) if s.value == 0)
+    names = [m.name for m in EXPORTER_METRICS
+             if m.labels == ("collector",) and m.name.endswith("_success")]
+    return sorted(s.get("collector") for n in names for s in snap.all(n) if s.value == 0)
 
 
 def emit(view: View, params: Dict[str, Any], snap: Snapshot) -> None:

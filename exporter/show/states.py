@@ -25,6 +25,7 @@ _STATE_ORDER = ["listen", "syn_sent", "syn_recv", "new_syn_recv", "established",
                 "fin_wait2", "closing", "time_wait", "close_wait", "last_ack", "close",
                 "bound_inactive", "unconnected"]
 _FAMILY_ORDER = ["ipv4", "ipv6"]
+_PROTOCOL_ORDER = ["tcp", "udp", "udplite", "raw", "unix"]
 
 
 def state_key(state: str) -> Tuple[int, str]:
@@ -36,8 +37,7 @@ def family_key(family: str) -> Tuple[int, str]:
 
 
 def protocol_key(proto: str) -> Tuple[int, str]:
-    order = [p for p, _ in sk.PROTOCOLS]
-    return (order.index(proto) if proto in order else 9, proto)
+    return (_PROTOCOL_ORDER.index(proto) if proto in _PROTOCOL_ORDER else 9, proto)
 
 
 def socket_counts(snap: Snapshot) -> Dict[Tuple[str, str, str], float]:
