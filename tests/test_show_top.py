@@ -127,7 +127,13 @@ def test_two_screens_with_changes_from_real_traffic() -> None:
             first = screen(run.read_until(lambda t: screen(t, 1) is not None), 1)
             assert first is not None
             # Traffic between the screens: connections made and kept inside the namespace.
-            keep = ns.call(serve_and_connect, lst, CONNECTIONS)
+            # top is held still meanwhile, so the second screen cannot be taken before they
+            # exist however slow this machine is; resumed, it finds its time passed.
+            run.proc.send_signal(signal.SIGSTOP)
+            try:
+                keep = ns.call(serve_and_connect, lst, CONNECTIONS)
+            finally:
+                run.proc.send_signal(signal.SIGCONT)
             rc = run.finish()
             second = screen(run.text, 2)
             assert rc == 0, run.text
