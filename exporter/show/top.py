@@ -9,6 +9,7 @@ another with no escape codes.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import select
@@ -166,21 +167,29 @@ class _Terminal:
         self.out.write(SHOW_CURSOR)
         self.out.flush()
 
-    def wait(self, seconds: float) -> bool:
-        """Wait up to ``seconds``; True when q was typed."""
-        deadline = time.monotonic() + seconds
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            if self.fd is None:
-                time.sleep(left)
-                return False
-            ready, _, _ = select.select([self.fd], [], [], left)
-            if ready:
-                data = os.read(self.fd, 64)
-                if not data or b"q" in data.lower():
-                    return True
+
+
+def pause(seconds: float, keyboard: Optional[int], wakeup: int) -> bool:
+    """Wait up to ``seconds``; True when q was typed on ``keyboard``.
+
+    A signal (Ctrl-C, SIGTERM) that lands just before the wait starts would otherwise leave it
+    to run its whole length before Python raises; the signal module writes to ``wakeup`` (see
+    signal.set_wakeup_fd), which ends the wait at once and lets the handler run.
+    """
+    deadline = time.monotonic() + seconds
+    fds = [wakeup] + ([keyboard] if keyboard is not None else [])
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        ready, _, _ = select.select(fds, [], [], left)
+        if wakeup in ready:
+            with contextlib.suppress(BlockingIOError):
+                os.read(wakeup, 512)
+        if keyboard is not None and keyboard in ready:
+            data = os.read(keyboard, 64)
+            if not data or b"q" in data.lower():
+                return True
 
 
 def _terminate(_signum: int, _frame: Any) -> None:
@@ -195,6 +204,10 @@ def run(read: Callable[[], Snapshot], interval: float, count: int = 0,
     tty = out.isatty()
     term = _Terminal(stdin, out) if tty else None
     old_term = signal.signal(signal.SIGTERM, _terminate)
+    wake_r, wake_w = os.pipe()
+    for fd in (wake_r, wake_w):
+        os.set_blocking(fd, False)
+    old_wakeup = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
     next_at = time.monotonic()
     try:
         if term:
@@ -221,12 +234,12 @@ def run(read: Callable[[], Snapshot], interval: float, count: int = 0,
             # a burst of screens to catch up.
             next_at = max(next_at + interval, time.monotonic())
             wait = max(0.0, next_at - time.monotonic())
-            if term:
-                if term.wait(wait):
-                    break
-            else:
-                time.sleep(wait)
+            if pause(wait, term.fd if term else None, wake_r):
+                break
     finally:
+        signal.set_wakeup_fd(old_wakeup)
+        os.close(wake_r)
+        os.close(wake_w)
         signal.signal(signal.SIGTERM, old_term)
         if term:
             term.restore()
