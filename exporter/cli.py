@@ -116,6 +116,13 @@ def _options() -> List[Callable[[Callable[..., Any]], Callable[..., Any]]]:
         _opt("--log.format", "log_format", type=click.Choice(["logfmt", "json"]),
              default="logfmt", help="Output format of log messages."),
     ]
+    for spec in specs().values():
+        for o in spec.options:
+            if isinstance(o.default, bool):
+                off = "--no-" + o.flag[2:]
+                opts.append(_opt(f"{o.flag}/{off}", o.dest, default=o.default, help=o.help))
+            else:
+                opts.append(_opt(o.flag, o.dest, type=o.type, default=o.default, help=o.help))
     for name, spec in specs().items():
         state = "on" if spec.default_enabled else "off"
         opts.append(_opt(f"--collector.{name}/--no-collector.{name}", f"collector_{name}",
@@ -176,6 +183,8 @@ def build_config(params: Dict[str, Any]) -> Config:
         listeners_max_ports=params["listeners_max_ports"],
         listeners_connections=params["listeners_connections"],
         listeners_expected_file=params["listeners_expected_file"],
+        collector_options=tuple((o.dest, params[o.dest])
+                                for spec in specs().values() for o in spec.options),
         log_level=params["log_level"],
         log_format=params["log_format"],
     )

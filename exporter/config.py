@@ -125,6 +125,8 @@ class Config:
     listeners_max_ports: int = 100
     listeners_connections: bool = True
     listeners_expected_file: str = ""
+    # Flags that collectors declare in their own modules (registry.Option), by dest.
+    collector_options: Tuple[Tuple[str, object], ...] = ()
     # --- logging ---
     log_level: str = "info"
     log_format: str = "logfmt"

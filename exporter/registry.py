@@ -79,26 +79,51 @@ class MetricDoc:
 
 
 @dataclass(frozen=True)
+class Option:
+    """A flag that belongs to one collector, declared in that collector's module (as
+    node_exporter declares each collector's flags in its own file), so that ``cli.py`` and
+    ``config.py`` do not change when a collector gains one. ``dest`` is the key in
+    :attr:`Config.collector_options`; ``type`` is a click parameter type (or Python type);
+    a boolean default makes a ``--flag/--no-flag`` pair."""
+
+    flag: str
+    dest: str
+    default: object
+    help: str
+    type: object = None
+
+    def value(self, config: Config) -> object:
+        """This option's value in ``config``, or its default (configs built by tests)."""
+        return dict(config.collector_options).get(self.dest, self.default)
+
+
+@dataclass(frozen=True)
 class CollectorSpec:
     name: str
     default_enabled: bool
     description: str
     factory: Factory
     metrics: Tuple[MetricDoc, ...] = ()
+    options: Tuple[Option, ...] = ()
 
 
 _SPECS: Dict[str, CollectorSpec] = {}
 
 
 def register(name: str, *, default_enabled: bool, description: str,
-             metrics: Sequence[MetricDoc] = ()) -> Callable[[Factory], Factory]:
+             metrics: Sequence[MetricDoc] = (),
+             options: Sequence[Option] = ()) -> Callable[[Factory], Factory]:
     """Class or function decorator: register a collector factory under ``name``, with the
-    metrics it can emit."""
+    metrics it can emit and the flags it owns (``--collector.<name>.<option>``)."""
 
     def deco(factory: Factory) -> Factory:
         if name in _SPECS:
             raise RuntimeError(f"collector {name!r} registered twice")
-        _SPECS[name] = CollectorSpec(name, default_enabled, description, factory, tuple(metrics))
+        for o in options:
+            if not o.flag.startswith(f"--collector.{name}."):
+                raise RuntimeError(f"{o.flag}: options of {name} are --collector.{name}.*")
+        _SPECS[name] = CollectorSpec(name, default_enabled, description, factory, tuple(metrics),
+                                     tuple(options))
         return factory
 
     return deco
