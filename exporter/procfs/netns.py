@@ -251,7 +251,7 @@ _POD = re.compile(r"(?:^|/)(?:kubepods[\w-]*?-)?pod(" + _UUID + r"|[0-9a-fA-F]{3
 # "cri-containerd-<id>.scope", "crio-<id>.scope", "docker-<id>.scope", "libpod-<id>.scope".
 # CRI-O's monitor runs in "crio-conmon-<id>.scope", which is not the container.
 _CONTAINER = re.compile(r"(?:^|/)(?:cri-containerd-|crio-|docker-|libpod-|containerd-)?"
-                        r"([0-9a-f]{64})(?:\.scope)?$")
+                        r"([0-9a-f]{64})(?:\.scope)?(?=/|$)")
 
 
 def parse_cgroup(text: str, path: str) -> List[str]:
@@ -292,10 +292,11 @@ def pod_and_container(paths: Iterable[str]) -> Tuple[str, str]:
             if m:
                 uid = m.group(1).replace("_", "-").lower()
                 pod = uid
-        if not container:
-            m = _CONTAINER.search(p)
-            if m and "crio-conmon-" not in p:
-                container = m.group(1)
+        if not container and "crio-conmon-" not in p:
+            # The innermost match: Podman puts processes in libpod-<id>.scope/container.
+            ids = _CONTAINER.findall(p)
+            if ids:
+                container = ids[-1]
     return pod, container
 
 
