@@ -112,7 +112,10 @@ M_INUSE = MetricDoc(
     "'inuse').", LABELS + ("protocol", "family"))
 M_TW = MetricDoc(
     "netstat_netns_sockstat_tcp_time_wait_sockets", "gauge",
-    "TCP sockets in TIME_WAIT in the namespace (/proc/<pid>/net/sockstat 'TCP: tw').", LABELS)
+    "TCP time-wait minisockets in the namespace (/proc/<pid>/net/sockstat 'TCP: tw'): the "
+    "TIME_WAIT sockets plus the orphaned FIN_WAIT2 ones, which the kernel also keeps as "
+    "time-wait minisockets (tcp_time_wait(sk, TCP_FIN_WAIT2, ...) in net/ipv4/tcp.c) and ss "
+    "shows as FIN-WAIT-2.", LABELS)
 M_INFO = MetricDoc(
     "netstat_netns_info", "gauge",
     "A network namespace read in this scrape and what names it; value 1. kind is host, pod "

@@ -208,11 +208,14 @@ def discover(root: str, pids: Optional[Sequence[int]] = None) -> Discovery:
     pinned = read_pinned(root)
     unmatched = set()
     extra: List[Namespace] = []
+    # A mount can be told apart from the processes' namespaces only when all of them are
+    # keyed by nsfs (after merging).
+    blind = any(k[0] == "pde" for k in by_key)
     for key, mount in pinned or ():
         ns = by_key.get(key)
         if ns is not None:
             ns.mounts.append(mount)
-        elif unprivileged:
+        elif blind:
             unmatched.add(key)
         else:
             ns = by_key[key] = Namespace(key, mounts=[mount])
