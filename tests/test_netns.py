@@ -273,3 +273,24 @@ def test_off_by_default_and_flags_checked() -> None:
     for flag in ("--collector.netns.sockets", "--collector.netns.time-budget",
                  "--collector.netns.max-namespaces", "--collector.netns.max-listeners"):
         assert flag in r.stdout
+
+
+def test_snmp_reader_picks_groups_and_fields() -> None:
+    path = os.path.join(HERE, "net", "netstat")
+    with open(path) as f:
+        text = f.read()
+    full = parse_snmp(text, path)
+    some = parse_snmp(text, path, frozenset({"TcpExt"}), frozenset({"ListenDrops", "TW"}))
+    assert some == {"TcpExt": {k: full["TcpExt"][k] for k in ("ListenDrops", "TW")}}
+    # Only what is parsed is checked: a broken group elsewhere does not matter, a broken
+    # wanted field does.
+    broken = text.replace("IpExt: ", "IpExt: x", 1) if "IpExt: " in text else text
+    assert parse_snmp(broken, path, frozenset({"TcpExt"}), frozenset({"TW"})) == \
+        {"TcpExt": {"TW": full["TcpExt"]["TW"]}}
+    lines = text.splitlines()
+    at = lines[0].split().index("TW")
+    values = lines[1].split()
+    values[at] = "many"
+    bad = "\n".join([lines[0], " ".join(values)] + lines[2:]) + "\n"
+    with pytest.raises(ParseError, match="netstat:2: value of TcpExt TW is not a number"):
+        parse_snmp(bad, path, frozenset({"TcpExt"}), frozenset({"TW"}))

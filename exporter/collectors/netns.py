@@ -171,6 +171,12 @@ REASONS = {"1": ("max_namespaces", "time_budget", "permission", "no_process", "v
            "2": ("max_namespaces", "time_budget", "permission", "vanished", "error")}
 
 
+_TCP = frozenset({"Tcp"})
+_TCP_EXT = frozenset({"TcpExt"})
+_SNMP_WANTED = frozenset(f for _, f in SNMP_FIELDS)
+_NETSTAT_WANTED = frozenset(f for _, f in NETSTAT_FIELDS)
+
+
 @dataclass
 class Tier1:
     snmp: Dict[str, Dict[str, int]]
@@ -189,10 +195,11 @@ class Tier2:
 def read_tier1(root: str) -> Optional[Tier1]:
     """The curated counters of the namespace that ``root`` (a /proc/<pid> directory, or
     /proc/thread-self after setns) shows; None when the process is gone."""
-    s = snmp.read_snmp(root)
+    s = snmp.read_snmp(root, _TCP, _SNMP_WANTED)
     if s is None:
         return None  # every Linux has net/snmp: the process exited
-    return Tier1(s, snmp.read_netstat(root) or {}, read_sockstat(root, "sockstat"),
+    return Tier1(s, snmp.read_netstat(root, _TCP_EXT, _NETSTAT_WANTED) or {},
+                 read_sockstat(root, "sockstat"),
                  read_sockstat(root, "sockstat6"))
 
 
