@@ -15,12 +15,13 @@ would count the host many times.
 
 Tier 2, ``--collector.netns.sockets``, needs CAP_SYS_ADMIN and CAP_SYS_PTRACE: TCP sockets by
 state and listeners with their accept queues, dumped with sock_diag through a socket opened
-inside each namespace (:mod:`exporter.netlink.netns`), with the same dump code and groups the
-sockets collector uses for the host. Unlike other collectors this one keeps state between
-scrapes, deliberately: the sockets stay open (opening one costs a thread and a setns) and are
-closed as soon as their namespace is no longer found, since an open socket keeps a namespace
-alive. Every dump walks the kernel's host-wide socket hash, so tier 2 costs about 1 ms per
-namespace plus the host's socket count: hence the bounds.
+inside each namespace (:mod:`exporter.netlink.netns`), with the sockets collector's dump code
+and state table, in one dump per namespace (see :data:`NS_STATES`). Unlike other collectors
+this one keeps state between scrapes, deliberately: the sockets stay open (opening one costs a
+thread and a setns) and are closed as soon as their namespace is no longer found, since an
+open socket keeps a namespace alive. Every dump walks the kernel's host-wide socket hashes,
+whatever the namespace holds, so tier 2 costs in proportion to the host's socket count per
+namespace (bench/README.md): hence the bounds.
 
 Bounds: at most ``--collector.netns.max-namespaces`` namespaces (host first, then by lowest pid,
 so the same ones every scrape) and ``--collector.netns.time-budget`` seconds per scrape; tier 1
@@ -43,7 +44,7 @@ import click
 from prometheus_client.core import Metric
 
 from exporter.collectors.protocols_table import lookup
-from exporter.collectors.sockets import TCP_EMITTED, TCP_GROUPS, TCP_STATES
+from exporter.collectors.sockets import TCP_EMITTED, TCP_STATES
 from exporter.config import Config
 from exporter.netlink import netns as nlns
 from exporter.netlink import sockdiag as nl
@@ -138,8 +139,9 @@ M_SKIPPED = MetricDoc(
 M_STATES = MetricDoc(
     "netstat_netns_tcp_sockets", "gauge",
     "TCP sockets in the namespace by state, both address families (inet_diag_msg.idiag_state "
-    "from a sock_diag socket opened inside the namespace; what ss -ta shows there). State "
-    "close includes sockets bound but idle.", LABELS + ("state",),
+    "from a sock_diag socket opened inside the namespace; what ss -ta shows there). Sockets "
+    "bound but never listening or connected are not counted here (ss -B lists them).",
+    LABELS + ("state",),
     note="with --collector.netns.sockets")
 M_LISTENERS = MetricDoc(
     "netstat_netns_tcp_listeners", "gauge",
@@ -203,12 +205,19 @@ def read_tier1(root: str) -> Optional[Tier1]:
                  read_sockstat(root, "sockstat6"))
 
 
+# One dump per namespace, not the host's three groups: every dump walks the kernel's host-wide
+# hash tables whatever the namespace holds (inet_diag_dump_icsk skips other namespaces' sockets
+# one by one), so for a namespace the walk, not the decoding, is the cost. All states but
+# TCP_BOUND_INACTIVE (13), which would add a walk of the bind hash (Linux 6.5+) for the few
+# sockets bound and never used.
+NS_STATES = nl.ALL_STATES & ~(1 << nl.TCP_BOUND_INACTIVE)
+
+
 def read_tier2(sock: socket.socket, max_ports: int) -> Tier2:
     """TCP states and listeners of the namespace ``sock`` was opened in."""
     out = Tier2(Counter())
-    for group in TCP_GROUPS:
-        for c in nl.count_tcp_families(group, sock=sock).values():
-            out.states.update(c.states)
+    for c in nl.count_tcp_families(NS_STATES, sock=sock).values():
+        out.states.update(c.states)
     ports: Dict[int, Tuple[int, int]] = {}
     for fam in (socket.AF_INET, socket.AF_INET6):
         try:
