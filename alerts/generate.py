@@ -374,6 +374,9 @@ ALERT_GROUPS: list[dict[str, Any]] = [
 
 
 # --- per pod (the netns collector) -----------------------------------------------------------
+# NetstatNamespacesSkipped leaves out the reasons that need no action: no_process (a namespace
+# pinned by a mount with no process in it runs no workload) and vanished (a namespace that went
+# away while read).
 # The exporter names a pod's network namespace by its UID only (netns="<uid>", kind="pod"); pod
 # and namespace names come from kube-state-metrics' kube_pod_info{uid}, joined here, so neither
 # the exporter nor Prometheus needs the Kubernetes API. Each rule keeps instance, job and netns
@@ -449,7 +452,9 @@ ALERT_GROUPS.append(
                "attempts in ${rate_window}: its accept queue overflows or its SYN queue is "
                "full."),
         _alert("NetstatNamespacesSkipped", "info", """
-            sum by (instance, job, tier, reason) (netstat_netns_skipped{${selector}}) > 0""",
+            sum by (instance, job, tier, reason) (
+              netstat_netns_skipped{${selector}, reason=~"max_namespaces|time_budget|permission|error"}
+            ) > 0""",
                "${netns_skipped_for}",
                "The netns collector leaves network namespaces out of its scrapes.",
                "{{ $labels.instance }} leaves {{ $value | humanize }} network namespaces out "
