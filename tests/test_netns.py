@@ -228,6 +228,9 @@ def test_cap_on_namespaces_counts_the_rest(proc: str) -> None:
     reg = scrape(proc, netns_max_namespaces=2)
     get = reg.get_sample_value
     assert get("netstat_netns_skipped", {"tier": "1", "reason": "max_namespaces"}) == 3
+    # Only those within the cap are named and counted by kind.
+    assert [get("netstat_netns_namespaces", {"kind": k}) for k in collector.KINDS] == \
+        [1, 1, 0, 0, 0]
     assert get("netstat_netns_info", {"netns": "host", "kind": "host", "pod_uid": "",
                                       "container_id": "", "name": ""}) == 1
     assert get("netstat_netns_tcp_active_opens_total", {"netns": CONTAINER,

@@ -127,7 +127,9 @@ M_INFO = MetricDoc(
 M_FOUND = MetricDoc(
     "netstat_netns_namespaces", "gauge",
     "Network namespaces found in this scrape (processes' /proc/<pid>/ns/net deduplicated by "
-    "device and inode, plus nsfs mounts in /proc/1/mountinfo), read or skipped.", ("kind",))
+    "device and inode, plus nsfs mounts in /proc/1/mountinfo), read or skipped, by kind. "
+    "Those beyond --collector.netns.max-namespaces are not named, only counted in "
+    "netstat_netns_skipped{reason=\"max_namespaces\"}.", ("kind",))
 M_SKIPPED = MetricDoc(
     "netstat_netns_skipped", "gauge",
     "Network namespaces left out of this scrape, by tier (1: counters, 2: socket states) and "
@@ -328,19 +330,18 @@ class NetnsCollector:
         if not found.namespaces:
             raise RuntimeError(f"no network namespace found under {self.procfs}")
         out = _Scrape(self.tier2)
-        kinds: Counter[str] = Counter()
-        names = [pns.name_namespace(self.procfs, ns) for ns in found.namespaces]
-        idents = pns.unique_labels(names, [ns.key for ns in found.namespaces])
-        for ident in idents:
-            kinds[ident.kind] += 1
-        for kind in KINDS:
-            out.found.add_metric([kind], float(kinds.get(kind, 0)))
         out.skip("1", "permission", found.unmatched_mounts)
-
-        chosen = list(zip(found.namespaces, idents))[: self.max_namespaces]
-        over = len(found.namespaces) - len(chosen)
+        # Only the namespaces within the cap are named: naming reads files too.
+        within = found.namespaces[: self.max_namespaces]
+        over = len(found.namespaces) - len(within)
         out.skip("1", "max_namespaces", over)
         out.skip("2", "max_namespaces", over)
+        names = [pns.name_namespace(self.procfs, ns) for ns in within]
+        idents = pns.unique_labels(names, [ns.key for ns in within])
+        kinds = Counter(ident.kind for ident in idents)
+        for kind in KINDS:
+            out.found.add_metric([kind], float(kinds.get(kind, 0)))
+        chosen = list(zip(within, idents))
 
         own = pns.own_key(self.procfs)
         for i, (ns, ident) in enumerate(chosen):
@@ -349,7 +350,7 @@ class NetnsCollector:
                 break
             labels = [ident.netns, ident.kind]
             try:
-                t1 = self._tier1(ns, own)
+                t1 = self._tier1(ns)
             except nlns.EnterError as e:
                 out.skip("1", "permission" if e.permission else "vanished")
                 continue
@@ -381,7 +382,7 @@ class NetnsCollector:
 
     # --- tier 1 -----------------------------------------------------------------------------
 
-    def _tier1(self, ns: pns.Namespace, own: Optional[pns.NsKey]) -> Optional[Tier1]:
+    def _tier1(self, ns: pns.Namespace) -> Optional[Tier1]:
         for pid in ns.pids[:3]:  # the first may exit while being read
             t = read_tier1(os.path.join(self.procfs, str(pid)))
             if t is not None:
