@@ -64,6 +64,13 @@ def of(samples: Dict, name: str, netns: str) -> Dict[Tuple[Tuple[str, str], ...]
             if n == name and dict(labels).get("netns") == netns}
 
 
+def key(ns: NetNS) -> Tuple[str, int, int]:
+    """The collector's key of a namespace made here (other tests' namespaces come and go on
+    the same machine, so checks on the socket pool look at these only)."""
+    st = os.stat(ns.path)
+    return ("nsfs", st.st_dev, st.st_ino)
+
+
 def ss_states(ns: NetNS) -> Counter:
     c: Counter = Counter()
     for line in ns.run("ss", "-tanH").splitlines():
@@ -285,17 +292,17 @@ def test_deleted_namespace_leaves_no_socket_and_no_series() -> None:
         keep = ns.call(make_trouble, tw=1, cw=1, queued=0, overflow=False)
         got = ex.scrape()
         assert of(got, "netstat_netns_tcp_sockets", ns.name)
-        held = len(ex.collector.pool)
-        cookies = set(ex.collector.pool.cookies())
+        its_key = key(ns)
+        cookie = ex.collector.pool.cookie(its_key)
+        assert cookie is not None
         for s in keep:
             s.close()
     # The namespace is gone (no process, no mount): its socket is closed, its series too.
     got = ex.scrape()
     assert not any(dict(labels).get("netns") == ns.name for _, labels in got)
-    assert len(ex.collector.pool) < held
-    gone = cookies - set(ex.collector.pool.cookies())
-    assert len(gone) == 1 and None not in gone
-    # Nothing keeps it: no socket of ours is left in a namespace that is not found any more.
+    assert ex.collector.pool.cookie(its_key) is None
+    assert cookie not in ex.collector.pool.cookies()
+    # The pool holds exactly what the metric says.
     assert len(ex.collector.pool) == got[("netstat_netns_sockdiag_sockets", ())]
     ex.collector.close()
     assert len(ex.collector.pool) == 0
@@ -304,8 +311,39 @@ def test_deleted_namespace_leaves_no_socket_and_no_series() -> None:
 def test_sockets_stay_open_across_scrapes(namespaces) -> None:
     ex = Exported(netns_sockets=True)
     ex.scrape()
-    first = sorted(c for c in ex.collector.pool.cookies() if c is not None)
+    first = [ex.collector.pool.cookie(key(ns)) for ns, _ in namespaces]
+    assert None not in first and len(set(first)) == len(namespaces)
     ex.scrape()
-    assert sorted(c for c in ex.collector.pool.cookies() if c is not None) == first
-    assert len(first) >= len(namespaces) + 1
+    assert [ex.collector.pool.cookie(key(ns)) for ns, _ in namespaces] == first
+    ex.collector.close()
+    assert len(ex.collector.pool) == 0
+
+
+def test_concurrent_scrapes_share_the_sockets(namespaces) -> None:
+    """Scrapes may run at once (--web.max-requests); the pool of sockets is shared by them."""
+    import threading
+
+    ex = Exported(netns_sockets=True)
+    ex.scrape()
+    held = [ex.collector.pool.cookie(key(ns)) for ns, _ in namespaces]
+    results: List[object] = []
+
+    def scrape() -> None:
+        try:
+            results.append(ex.scrape())
+        except BaseException as e:  # noqa: BLE001 - reported below
+            results.append(e)
+
+    threads = [threading.Thread(target=scrape) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert len(results) == 4 and not any(isinstance(r, BaseException) for r in results), results
+    for got in results:
+        assert isinstance(got, dict)
+        for ns, _ in namespaces:
+            assert of(got, "netstat_netns_tcp_sockets", ns.name)[(("state", "time_wait"),)] > 0
+    assert [ex.collector.pool.cookie(key(ns)) for ns, _ in namespaces] == held
+    assert None not in held
     ex.collector.close()

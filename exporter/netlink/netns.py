@@ -133,6 +133,12 @@ class SocketPool:
     def cookies(self) -> List[Optional[int]]:
         return [e.cookie for e in self._entries.values()]
 
+    def cookie(self, key: Hashable) -> Optional[int]:
+        """The SO_NETNS_COOKIE of the socket kept for ``key``; None when none is kept (or the
+        kernel has no cookies)."""
+        entry = self._entries.get(key)
+        return None if entry is None else entry.cookie
+
     def get(self, key: Hashable, path: Optional[str],
             expect: Optional[Tuple[int, int]] = None) -> socket.socket:
         """The socket of namespace ``key``, opening it inside ``path`` (None: the exporter's
