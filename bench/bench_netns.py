@@ -83,10 +83,9 @@ class Namespaces:
 
 
 def make(tier2: bool, budget: float = 60.0) -> collector.NetnsCollector:
-    opts = (("netns_sockets", tier2), ("netns_time_budget", budget),
-            ("netns_max_namespaces", 100000))
+    opts = collector.NetnsOptions(sockets=tier2, time_budget=budget, max_namespaces=100000)
     return collector.NetnsCollector(Config(collectors=frozenset({"netns"}),
-                                           collector_options=opts))
+                                           options={"netns": opts}))
 
 
 def once(c: collector.NetnsCollector) -> Callable[[], list]:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Set
 
-from exporter.registry import EXPORTER_METRICS, MetricDoc, specs
+from exporter.collectors.api import MetricDoc
+from exporter.scrape import EXPORTER_METRICS, specs
 
 __all__ = ["EXPORTER_METRICS", "metric_names", "render"]
 

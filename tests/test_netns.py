@@ -188,7 +188,7 @@ def test_discovery_finds_each_namespace_once_host_first(proc: str) -> None:
 
 def scrape(proc: str, **options: object) -> CollectorRegistry:
     cfg = Config(procfs=proc, collectors=frozenset({"netns"}),
-                 collector_options=tuple(options.items()))
+                 options={"netns": collector.NetnsOptions(**options)})  # type: ignore[arg-type]
     reg = CollectorRegistry()
     reg.register(Exporter(cfg).target())
     return reg
@@ -225,7 +225,7 @@ def test_collector_reads_each_namespace_from_its_processes(proc: str) -> None:
 
 
 def test_cap_on_namespaces_counts_the_rest(proc: str) -> None:
-    reg = scrape(proc, netns_max_namespaces=2)
+    reg = scrape(proc, max_namespaces=2)
     get = reg.get_sample_value
     assert get("netstat_netns_skipped", {"tier": "1", "reason": "max_namespaces"}) == 3
     # Only those within the cap are named and counted by kind.
@@ -240,7 +240,7 @@ def test_cap_on_namespaces_counts_the_rest(proc: str) -> None:
 def test_time_budget_counts_what_it_left_out(proc: str, monkeypatch) -> None:
     clock = iter(range(0, 1000))  # every reading of the clock is one second later
     monkeypatch.setattr(collector.time, "monotonic", lambda: float(next(clock)))
-    metrics = list(scrape(proc, netns_time_budget=1.5).collect())  # one scrape
+    metrics = list(scrape(proc, time_budget=1.5).collect())  # one scrape
     values = {(m.name, tuple(sorted(s.labels.items()))): s.value
               for m in metrics for s in m.samples}
     skipped = values[("netstat_netns_skipped", (("reason", "time_budget"), ("tier", "1")))]

@@ -38,8 +38,9 @@ class Exported:
     """The netns collector in this process, read like Prometheus reads it."""
 
     def __init__(self, **options: object) -> None:
-        opts = {"netns_time_budget": 30.0, "netns_max_namespaces": 100000, **options}
-        cfg = Config(collectors=frozenset({"netns"}), collector_options=tuple(opts.items()))
+        opts = {"time_budget": 30.0, "max_namespaces": 100000, **options}
+        cfg = Config(collectors=frozenset({"netns"}),
+                     options={"netns": collector.NetnsOptions(**opts)})  # type: ignore[arg-type]
         self.exporter = Exporter(cfg)
         self.reg = CollectorRegistry()
         self.reg.register(self.exporter.target())
@@ -161,7 +162,7 @@ def namespaces() -> Iterator[List[Tuple[NetNS, subprocess.Popen]]]:
 
 
 def test_states_and_queues_match_ss_in_every_namespace(namespaces) -> None:
-    ex = Exported(netns_sockets=True)
+    ex = Exported(sockets=True)
 
     def same_moment() -> Optional[Tuple[Dict, Dict]]:
         before = {ns.name: (ss_states(ns), ss_listeners(ns)) for ns, _ in namespaces}
@@ -273,7 +274,7 @@ def test_pinned_namespace_without_process() -> None:
             # Found through the mount, named by it, unreadable without entering it.
             assert of(got, "netstat_netns_tcp_curr_estab", ns.name) == {}
             assert got[("netstat_netns_skipped", (("reason", "no_process"), ("tier", "1")))] >= 1
-            ex = Exported(netns_sockets=True)
+            ex = Exported(sockets=True)
             got = ex.scrape()
             assert of(got, "netstat_netns_sockstat_tcp_time_wait_sockets", ns.name) == {(): 3.0}
             assert of(got, "netstat_netns_tcp_sockets", ns.name)[(("state", "time_wait"),)] \
@@ -287,7 +288,7 @@ def test_pinned_namespace_without_process() -> None:
 
 
 def test_deleted_namespace_leaves_no_socket_and_no_series() -> None:
-    ex = Exported(netns_sockets=True)
+    ex = Exported(sockets=True)
     with NetNS("del") as ns, process_in(ns):
         keep = ns.call(make_trouble, tw=1, cw=1, queued=0, overflow=False)
         got = ex.scrape()
@@ -309,7 +310,7 @@ def test_deleted_namespace_leaves_no_socket_and_no_series() -> None:
 
 
 def test_sockets_stay_open_across_scrapes(namespaces) -> None:
-    ex = Exported(netns_sockets=True)
+    ex = Exported(sockets=True)
     ex.scrape()
     first = [ex.collector.pool.cookie(key(ns)) for ns, _ in namespaces]
     assert None not in first and len(set(first)) == len(namespaces)
@@ -323,7 +324,7 @@ def test_concurrent_scrapes_share_the_sockets(namespaces) -> None:
     """Scrapes may run at once (--web.max-requests); the pool of sockets is shared by them."""
     import threading
 
-    ex = Exported(netns_sockets=True)
+    ex = Exported(sockets=True)
     ex.scrape()
     held = [ex.collector.pool.cookie(key(ns)) for ns, _ in namespaces]
     results: List[object] = []

@@ -12,6 +12,7 @@ import pytest
 from helpers import FIXTURES, http_get, parse, select, value
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from exporter.collectors.sockets import SocketsOptions
 from exporter.config import Config, ListenAddress
 from exporter.registry import Exporter
 from exporter.server import make_servers
@@ -40,7 +41,8 @@ class Slow:
 def server(request):
     extra = getattr(request, "param", None) or {}
     cfg = Config(listen_addresses=(ListenAddress("127.0.0.1", 0),), max_requests=1,
-                 collectors=frozenset({"sockets"}), sockets_source="procfs",
+                 collectors=frozenset({"sockets"}),
+                 options={"sockets": SocketsOptions(source="procfs")},
                  procfs=f"{FIXTURES}/proc/live")
     (srv,) = make_servers(cfg, Exporter(cfg, extra=extra))
     t = threading.Thread(target=srv.serve_forever, daemon=True)

@@ -15,8 +15,9 @@ would count the host many times.
 
 Tier 2, ``--collector.netns.sockets``, needs CAP_SYS_ADMIN and CAP_SYS_PTRACE: TCP sockets by
 state and listeners with their accept queues, dumped with sock_diag through a socket opened
-inside each namespace (:mod:`exporter.netlink.netns`), with the sockets collector's dump code
-and state table, in one dump per namespace (see :data:`NS_STATES`). Unlike other collectors
+inside each namespace (:mod:`exporter.netlink.netns`) and read through the same socket snapshot
+the host's collectors use (:class:`exporter.sockets.snapshot.Snapshot`, one dump of both
+families with the listeners decoded in the same pass). Unlike other collectors
 this one keeps state between scrapes, deliberately: the sockets stay open (opening one costs a
 thread and a setns) and are closed as soon as their namespace is no longer found, since an
 open socket keeps a namespace alive. Every dump walks the kernel's host-wide socket hashes,
@@ -40,40 +41,42 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Tuple
 
-import click
 from prometheus_client.core import Metric
 
+from exporter.collectors.api import Flag, MetricDoc, options, register
 from exporter.collectors.protocols_table import lookup
-from exporter.collectors.sockets import TCP_EMITTED, TCP_STATES
 from exporter.config import Config
 from exporter.netlink import netns as nlns
-from exporter.netlink import sockdiag as nl
 from exporter.procfs import netns as pns
 from exporter.procfs import snmp
 from exporter.procfs.errors import ParseError
 from exporter.procfs.sockstat import Sockstat, read_sockstat
-from exporter.registry import MetricDoc, Option, register
+from exporter.sockets.names import TCP_EMITTED, TCP_LISTEN, TCP_STATES
+from exporter.sockets.snapshot import Snapshot, Wants
 
 log = logging.getLogger(__name__)
 
-OPT_SOCKETS = Option(
-    "--collector.netns.sockets", "netns_sockets", False,
-    "Also count TCP sockets by state and listeners' accept queues in every network namespace "
-    "(tier 2): needs CAP_SYS_ADMIN and CAP_SYS_PTRACE; one sock_diag socket per namespace is "
-    "kept open. Without it the netns collector exports the netstat -s counters (tier 1).")
-OPT_MAX = Option(
-    "--collector.netns.max-namespaces", "netns_max_namespaces", 500,
-    "Network namespaces read per scrape at most (host first, then by lowest pid); the rest are "
-    "counted in netstat_netns_skipped.", click.IntRange(min=1))
-OPT_BUDGET = Option(
-    "--collector.netns.time-budget", "netns_time_budget", 0.5,
-    "Seconds the netns collector may spend per scrape; namespaces not reached in time are "
-    "counted in netstat_netns_skipped.", click.FloatRange(min=0.001, max=60))
-OPT_LISTENERS = Option(
-    "--collector.netns.max-listeners", "netns_max_listeners", 20,
-    "Listening TCP ports per namespace whose accept queue is exported (lowest first), with "
-    "--collector.netns.sockets.", click.IntRange(min=0))
-OPTIONS = (OPT_SOCKETS, OPT_MAX, OPT_BUDGET, OPT_LISTENERS)
+@dataclass(frozen=True)
+class NetnsOptions:
+    sockets: bool = False
+    max_namespaces: int = 500
+    time_budget: float = 0.5
+    max_listeners: int = 20
+
+
+FLAGS = (
+    Flag("sockets", "Also count TCP sockets by state and listeners' accept queues in every "
+                    "network namespace (tier 2): needs CAP_SYS_ADMIN and CAP_SYS_PTRACE; one "
+                    "sock_diag socket per namespace is kept open. Without it the netns "
+                    "collector exports the netstat -s counters (tier 1)."),
+    Flag("max_namespaces", "Network namespaces read per scrape at most (host first, then by "
+                           "lowest pid); the rest are counted in netstat_netns_skipped.", min=1),
+    Flag("time_budget", "Seconds the netns collector may spend per scrape; namespaces not "
+                        "reached in time are counted in netstat_netns_skipped.",
+         min=0.001, max=60),
+    Flag("max_listeners", "Listening TCP ports per namespace whose accept queue is exported "
+                          "(lowest first), with --collector.netns.sockets.", min=0),
+)
 
 LABELS = ("netns", "kind")
 KINDS = ("host", "pod", "container", "named", "anonymous")
@@ -141,8 +144,8 @@ M_SKIPPED = MetricDoc(
 M_STATES = MetricDoc(
     "netstat_netns_tcp_sockets", "gauge",
     "TCP sockets in the namespace by state, both address families (inet_diag_msg.idiag_state "
-    "from a sock_diag socket opened inside the namespace; what ss -ta shows there). Sockets "
-    "bound but never listening or connected are not counted here (ss -B lists them).",
+    "from a sock_diag socket opened inside the namespace; what ss -ta shows there). State "
+    "close includes sockets bound but idle (Linux 6.5+; ss -B lists them).",
     LABELS + ("state",),
     note="with --collector.netns.sockets")
 M_LISTENERS = MetricDoc(
@@ -207,32 +210,25 @@ def read_tier1(root: str) -> Optional[Tier1]:
                  read_sockstat(root, "sockstat6"))
 
 
-# One dump per namespace, not the host's three groups: every dump walks the kernel's host-wide
-# hash tables whatever the namespace holds (inet_diag_dump_icsk skips other namespaces' sockets
-# one by one), so for a namespace the walk, not the decoding, is the cost. All states but
-# TCP_BOUND_INACTIVE (13), which would add a walk of the bind hash (Linux 6.5+) for the few
-# sockets bound and never used.
-NS_STATES = nl.ALL_STATES & ~(1 << nl.TCP_BOUND_INACTIVE)
-
-
-def read_tier2(sock: socket.socket, max_ports: int) -> Tier2:
-    """TCP states and listeners of the namespace ``sock`` was opened in."""
+def read_tier2(sock: socket.socket, root: str, max_ports: int) -> Tier2:
+    """TCP states and listeners of the namespace ``sock`` was opened in, through the socket
+    snapshot the host's collectors use (one dump of both families, listeners decoded in the
+    same pass); ``root`` is a procfs root showing that namespace's net/ (for whether it has
+    IPv6)."""
+    with Snapshot(root, "netlink", netlink=sock, wants=Wants(listeners=True)) as snap:
+        tables = snap.inet("tcp")
+    if tables is None:
+        raise ParseError("netlink", "the kernel has no TCP sock_diag")
     out = Tier2(Counter())
-    for c in nl.count_tcp_families(NS_STATES, sock=sock).values():
-        out.states.update(c.states)
+    for counts in tables.counts.values():
+        out.states.update(counts.states)
     ports: Dict[int, Tuple[int, int]] = {}
-    for fam in (socket.AF_INET, socket.AF_INET6):
-        try:
-            rows = nl.list_inet_brief(fam, nl.IPPROTO_TCP, 1 << nl.TCP_LISTEN, sock=sock)
-        except nl.NetlinkError as e:
-            if e.absent and fam == socket.AF_INET6:
-                continue  # IPv6 off
-            raise
-        for _f, _st, sp, _src, _ifi, rq, wq, _uid, _ino in rows:
-            port = (sp & 0xFF) << 8 | sp >> 8
-            length, limit = ports.get(port, (0, 0))
-            ports[port] = (length + rq, limit + wq)
-            out.listeners += 1
+    for lst in tables.listeners:
+        if lst.protocol != "tcp":
+            continue
+        length, limit = ports.get(lst.port, (0, 0))
+        ports[lst.port] = (length + (lst.queue or 0), limit + (lst.limit or 0))
+    out.listeners = out.states.get(TCP_LISTEN, 0)
     out.ports = {p: ports[p] for p in sorted(ports)[:max_ports]}
     return out
 
@@ -282,14 +278,15 @@ class _Scrape:
           description="netstat -s counters (and, with --collector.netns.sockets, TCP states and "
                       "accept queues) per network namespace: every pod and container, each "
                       "namespace once, named by pod UID, container id or ip netns name",
-          metrics=METRICS, options=OPTIONS)
+          metrics=METRICS, options=NetnsOptions, flags=FLAGS)
 class NetnsCollector:
     def __init__(self, config: Config) -> None:
+        opts = options(config, "netns", NetnsOptions)
         self.procfs = config.procfs
-        self.tier2 = bool(OPT_SOCKETS.value(config))
-        self.max_namespaces = int(OPT_MAX.value(config))  # type: ignore[call-overload]
-        self.budget = float(OPT_BUDGET.value(config))  # type: ignore[arg-type]
-        self.max_listeners = int(OPT_LISTENERS.value(config))  # type: ignore[call-overload]
+        self.tier2 = opts.sockets
+        self.max_namespaces = opts.max_namespaces
+        self.budget = opts.time_budget
+        self.max_listeners = opts.max_listeners
         self.pool = nlns.SocketPool()
         self._lock = threading.Lock()  # scrapes may run concurrently; the pool is shared
         self._warned = False
@@ -420,7 +417,9 @@ class NetnsCollector:
                 continue
             try:
                 sock = self.pool.get(ns.key, self._ns_path(ns, own), (ns.key[1], ns.key[2]))
-                t2 = read_tier2(sock, self.max_listeners)
+                root = (os.path.join(self.procfs, str(ns.pids[0])) if ns.pids
+                        else self.procfs)
+                t2 = read_tier2(sock, root, self.max_listeners)
             except nlns.EnterError as e:
                 if e.permission:
                     self._warn(str(e))

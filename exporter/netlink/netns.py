@@ -33,7 +33,7 @@ import threading
 from dataclasses import dataclass
 from typing import Callable, Dict, Hashable, Iterable, List, Optional, Tuple, TypeVar
 
-from exporter.netlink import sockdiag as nl
+from exporter.netlink.transport import open_socket
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ class SocketPool:
         entry = self._entries.get(key)
         if entry is not None:
             return entry.sock
-        sock = nl.open_socket() if path is None else run_in(path, nl.open_socket, expect)
+        sock = open_socket() if path is None else run_in(path, open_socket, expect)
         cookie = netns_cookie(sock)
         if cookie is not None:
             for other_key, other in self._entries.items():
