@@ -117,8 +117,8 @@ def cadvisor_way(pids: List[int], parse: bool) -> Callable[[], int]:
             for name in ("tcp", "tcp6"):
                 root = f"/proc/{pid}"
                 if parse:
-                    t = net_sockets.read_inet(root, name)
-                    n += sum(t.states.values()) if t is not None else 0
+                    rows = net_sockets.read_socket_rows(root, name)
+                    n += len(rows) if rows is not None else 0
                 else:
                     with open(f"{root}/net/{name}", "rb") as f:
                         n += f.read().count(b"\n") - 1
