@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
 
 from exporter.config import ConfigError
+from exporter.install import WEB, install_command
 
 log = logging.getLogger(__name__)
 
@@ -203,8 +204,8 @@ def _import_yaml() -> Any:
         import yaml
     except ImportError:
         raise WebConfigExtraMissingError(
-            "--web.config.file needs PyYAML: install the 'web' extra "
-            "(pip install 'netstat-exporter[web]')") from None
+            f"--web.config.file needs PyYAML: install it with: {install_command(*WEB)}"
+        ) from None
     return yaml
 
 
@@ -213,8 +214,8 @@ def _import_bcrypt() -> Any:
         import bcrypt
     except ImportError:
         raise WebConfigExtraMissingError(
-            "basic_auth_users in --web.config.file needs bcrypt: install the 'web' extra "
-            "(pip install 'netstat-exporter[web]')") from None
+            "basic_auth_users in --web.config.file needs bcrypt: install it with: "
+            f"{install_command(*WEB)}") from None
     return bcrypt
 
 

@@ -202,12 +202,18 @@ class Tier2:
 def read_tier1(root: str) -> Optional[Tier1]:
     """The curated counters of the namespace that ``root`` (a /proc/<pid> directory, or
     /proc/thread-self after setns) shows; None when the process is gone."""
-    s = snmp.read_snmp(root, _TCP, _SNMP_WANTED)
-    if s is None:
-        return None  # every Linux has net/snmp: the process exited
-    return Tier1(s, snmp.read_netstat(root, _TCP_EXT, _NETSTAT_WANTED) or {},
-                 read_sockstat(root, "sockstat"),
-                 read_sockstat(root, "sockstat6"))
+    try:
+        s = snmp.read_snmp(root, _TCP, _SNMP_WANTED)
+        if s is None:
+            return None  # not Linux
+        return Tier1(s, snmp.read_netstat(root, _TCP_EXT, _NETSTAT_WANTED) or {},
+                     read_sockstat(root, "sockstat"), read_sockstat(root, "sockstat6"))
+    except (ParseError, OSError):
+        if not os.path.exists(os.path.join(root, "net", "snmp")):
+            # Every Linux has net/snmp: the process exited (or is a zombie, whose net/ is
+            # empty) while being read. Anything else is a real error of this namespace.
+            return None
+        raise
 
 
 def read_tier2(sock: socket.socket, root: str, max_ports: int) -> Tier2:

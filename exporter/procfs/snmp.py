@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import AbstractSet, Dict, Optional
 
-from exporter.procfs import read_parsed
+from exporter.procfs import read_required
 from exporter.procfs.errors import ParseError
 
 # group -> field -> value, in file order.
@@ -75,20 +75,20 @@ def parse_snmp(text: str, path: str, groups: Optional[AbstractSet[str]] = None,
 def _read(root: str, name: str, groups: Optional[AbstractSet[str]],
           fields: Optional[AbstractSet[str]]) -> Optional[Groups]:
     if groups is None and fields is None:
-        return read_parsed(root, parse_snmp, "net", name)
-    return read_parsed(root, lambda text, path: parse_snmp(text, path, groups, fields),
-                       "net", name)
+        return read_required(root, parse_snmp, "net", name)
+    return read_required(root, lambda text, path: parse_snmp(text, path, groups, fields),
+                         "net", name)
 
 
 def read_snmp(root: str, groups: Optional[AbstractSet[str]] = None,
               fields: Optional[AbstractSet[str]] = None) -> Optional[Groups]:
-    """``<root>/net/snmp`` (only ``groups`` and ``fields`` of it when given); None when
-    absent."""
+    """``<root>/net/snmp`` (only ``groups`` and ``fields`` of it when given); ParseError when
+    missing (every Linux has it), None off Linux."""
     return _read(root, "snmp", groups, fields)
 
 
 def read_netstat(root: str, groups: Optional[AbstractSet[str]] = None,
                  fields: Optional[AbstractSet[str]] = None) -> Optional[Groups]:
-    """``<root>/net/netstat`` (only ``groups`` and ``fields`` of it when given); None when
-    absent."""
+    """``<root>/net/netstat`` (only ``groups`` and ``fields`` of it when given); ParseError
+    when missing (every Linux has it), None off Linux."""
     return _read(root, "netstat", groups, fields)
