@@ -7,7 +7,13 @@ from __future__ import annotations
 
 from typing import Set
 
-from exporter.registry import EXPORTER_METRICS, MetricDoc, specs
+from exporter.registry import EXPORTER_METRICS as _COLLECTION_METRICS
+from exporter.registry import MetricDoc, specs
+from exporter.web.telemetry import HTTP_METRICS
+
+# The exporter's own metrics: its collectors' timing and success, build info, and the HTTP
+# server's counters (served on /metrics only, not by `dump`).
+EXPORTER_METRICS = _COLLECTION_METRICS + HTTP_METRICS
 
 __all__ = ["EXPORTER_METRICS", "metric_names", "render"]
 
