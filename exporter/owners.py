@@ -39,6 +39,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Collection, Deque, Dict, Iterator, List, Optional, Set, Tuple
 
+from exporter import waits
 from exporter.procfs import pid_fd, pid_stat, pid_status
 from exporter.procfs.errors import ParseError
 
@@ -100,7 +101,8 @@ class OwnerCache:
 
     def owners(self, inodes: Collection[int]) -> Dict[int, List[Owner]]:
         """The processes holding each of ``inodes`` ([] where none could be determined)."""
-        with self._lock:
+        # Time spent waiting here for another scrape's lookup is not this scrape's work.
+        with waits.acquired(self._lock):
             return self._owners(set(inodes))
 
     def user_name(self, uid: int) -> str:

@@ -32,7 +32,7 @@ from prometheus_client import ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector as _PromCollector
 
-from exporter import __version__
+from exporter import __version__, waits
 from exporter.config import Config, UnknownCollectorError
 
 log = logging.getLogger(__name__)
@@ -180,6 +180,7 @@ class _Target(_PromCollector):
         duration = _DURATION.family()
         success = _SUCCESS.family()
         for name in self._names:
+            waits.take()
             start = time.perf_counter()
             try:
                 # Materialise the whole output first: a collector that fails half-way
@@ -190,7 +191,8 @@ class _Target(_PromCollector):
                 log.error("collector failed", extra={"collector": name, "err": _one_line(e)})
                 log.debug("collector traceback", exc_info=True, extra={"collector": name})
                 metrics, ok = [], 0.0
-            duration.add_metric([name], time.perf_counter() - start)
+            # Work only: not the time spent waiting for a lock another scrape held.
+            duration.add_metric([name], time.perf_counter() - start - waits.take())
             success.add_metric([name], ok)
             yield from metrics
         yield duration

@@ -19,6 +19,7 @@ V = TypeVar("V")
 
 class _Call(Generic[V]):
     def __init__(self) -> None:
+        self.callers = 1
         self.done = threading.Event()
         self.value: Optional[V] = None
         self.error: Optional[BaseException] = None
@@ -37,6 +38,8 @@ class SingleFlight(Generic[V]):
             leader = call is None
             if call is None:
                 call = self._calls[key] = _Call()
+            else:
+                call.callers += 1
         if not leader:
             call.done.wait()
             if call.error is not None:
@@ -52,3 +55,8 @@ class SingleFlight(Generic[V]):
                 del self._calls[key]
             call.done.set()
         return call.value, False
+
+    def callers(self) -> int:
+        """How many calls are running or waiting now, whatever their key."""
+        with self._lock:
+            return sum(call.callers for call in self._calls.values())
