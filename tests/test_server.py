@@ -250,3 +250,19 @@ def test_collector_duration_leaves_out_waiting_for_the_owner_cache(tmp_path) -> 
     assert value(s, "netstat_exporter_collector_success", collector="listeners") == 1
     assert elapsed >= held_for
     assert duration is not None and duration < elapsed - held_for + 0.05, (duration, elapsed)
+
+
+@pytest.mark.parametrize("server", [{"slow": Slow()}], indirect=True)
+def test_503_says_when_to_retry_and_is_counted(server) -> None:
+    slow_now = server.exporter.collectors["slow"]
+    first = threading.Thread(target=lambda: http_get(server.base + "/metrics?collect[]=slow"))
+    first.start()
+    try:
+        assert slow_now.entered.wait(10)
+        status, headers, _ = http_get(server.base + "/metrics", timeout=10)
+        assert status == 503 and headers["Retry-After"] == "1"
+    finally:
+        slow_now.release.set()
+        first.join(30)
+    s = parse(http_get(server.base + "/metrics")[2].decode())
+    assert value(s, "netstat_exporter_http_scrapes_refused_total") == 1
