@@ -79,6 +79,9 @@ BAD_FIXTURES: Dict[str, Tuple[type, str, str]] = {
                                  "expected one of: deny, sameorigin"),
     "http2_not_bool.bad.yml": (WebConfigValueError, "http_server_config.http2", "true or false"),
     "user_not_bcrypt.bad.yml": (WebConfigValueError, "basic_auth_users.alice", "not a bcrypt"),
+    # Loading would hash a dummy password at cost 31: days, not an error.
+    "user_cost_too_high.bad.yml": (WebConfigValueError, "basic_auth_users.alice",
+                                   "bcrypt cost 31 is above 16"),
     "user_with_colon.bad.yml": (WebConfigValueError, "basic_auth_users.alice:admin", "':'"),
     "section_not_mapping.bad.yml": (WebConfigValueError, "basic_auth_users", "a mapping"),
 }

@@ -46,6 +46,9 @@ from exporter.web.tls import CIPHER_SUITES, CLIENT_AUTH_TYPES, CURVES, TLS_VERSI
 # A web config is a few lines; this leaves room for thousands of users and refuses a runaway
 # file before the YAML scanner spends minutes and gigabytes on it.
 MAX_FILE_BYTES = 1 << 20
+# bcrypt cost 16 is a few seconds per check on a current CPU, already far beyond what basic
+# auth needs (exporter-toolkit's own dummy hash is cost 10).
+MAX_BCRYPT_COST = 16
 
 # exporter-toolkit's extraHTTPHeaders: the headers that may be set, and the allowed values
 # where the header is an enumeration (empty tuple: any value).
@@ -347,6 +350,12 @@ def _parse_users(sec: Dict[str, Any], where: _Path) -> Tuple[Tuple[str, bytes], 
         cost = int(hashed[4:6])
         if not 4 <= cost <= 31:
             raise where.err(WebConfigValueError, key, f"bcrypt cost {cost} is outside 4..31")
+        if cost > MAX_BCRYPT_COST:
+            # Each step doubles the work: cost 31 is days per check, and loading the file
+            # hashes a dummy password at the same cost, so the file would never load.
+            raise where.err(WebConfigValueError, key,
+                            f"bcrypt cost {cost} is above {MAX_BCRYPT_COST}: every check would "
+                            "take minutes or more; hash the password again with a lower cost")
         users.append((user, hashed.encode("ascii")))
     if users:
         import_bcrypt()
