@@ -46,7 +46,9 @@ def render() -> str:
         out.append("")
     out += ["## Exporter", "", "Always present; `process_*` (RSS, CPU, open file descriptors) "
             "comes from client_python's process collector and is left out, with "
-            "`netstat_exporter_build_info`, by `--web.disable-exporter-metrics`.", "",
+            "`netstat_exporter_build_info` and the HTTP server's `netstat_exporter_http_*` "
+            "counters (which `dump` has no server to report), by "
+            "`--web.disable-exporter-metrics`.", "",
             "| metric | type | labels | help |", "| --- | --- | --- | --- |"]
     out += [_row(m) for m in EXPORTER_METRICS]
     return "\n".join(out) + "\n"

@@ -4,9 +4,10 @@ Prometheus servers in a high-availability pair, a second Prometheus, or a person
 scrape the same exporter at the same moment. Each scrape walks every socket table and every
 process's descriptors, so ten concurrent scrapes would do ten times the work on a busy host and
 each would take ten times as long. A scrape that arrives while an identical one (same
-collectors, same format) is running waits for it and answers with the same body: the figures
-are as fresh as if it had run its own collection, since the shared one started no earlier.
-Nothing is cached once the call returns.
+collectors, same format) is running waits for it and answers with the same body, as Go's
+``singleflight`` does: its figures are older than its own collection's would have been by less
+than one collection's time, and it is answered sooner. Nothing is kept once the call returns, so
+a scrape never gets figures collected before the previous scrape was answered.
 """
 
 from __future__ import annotations
