@@ -57,19 +57,12 @@ class HTTPStats:
         with self._lock:
             open_, refused, reclaimed = self.open, self.refused, dict(self.reclaimed)
             scrapes_refused, shared = self.scrapes_refused, self.scrapes_shared
-        g = _OPEN.family()
-        g.add_metric([], open_)
-        yield g
-        c = _REFUSED.family()
-        c.add_metric([], refused)
-        yield c
+        for doc, n in ((_OPEN, open_), (_REFUSED, refused), (_SCRAPES_REFUSED, scrapes_refused),
+                       (_SHARED, shared)):
+            family = doc.family()
+            family.add_metric([], n)
+            yield family
         r = _RECLAIMED.family()
         for state, n in reclaimed.items():
             r.add_metric([state], n)
         yield r
-        s = _SCRAPES_REFUSED.family()
-        s.add_metric([], scrapes_refused)
-        yield s
-        h = _SHARED.family()
-        h.add_metric([], shared)
-        yield h
