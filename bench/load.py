@@ -198,9 +198,10 @@ def main() -> None:
     try:
         run = ["ip", "netns", "exec", ns]
         subprocess.run(run + ["ip", "link", "set", "lo", "up"], check=True)
-        subprocess.run(run + ["sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65000",
-                              f"net.ipv4.ip_local_reserved_ports={PORT},20000-21000",
-                              "net.ipv4.tcp_max_tw_buckets=2000000"], check=True)
+        # The kernel's default ephemeral range (32768-60999) holds every client socket made
+        # here; the ports the script listens on (19816, 20000-21000) are below it.
+        subprocess.run(run + ["sysctl", "-qw", "net.ipv4.tcp_max_tw_buckets=2000000"],
+                       check=True)
         pairs, per = args.sockets // 2, 5000
         t_setup = time.monotonic()
         for k, i in enumerate(range(0, pairs, per)):
