@@ -264,6 +264,10 @@ def _metric(text: str, name: str, **labels: str) -> float:
     return v
 
 
+# A scrape that costs little, so that what is timed is the server's handling of the flood.
+CHEAP = ("--collector.disable-defaults", "--collector.sockets")
+
+
 def _timed(fn: Callable[[], T]) -> Tuple[T, float]:
     t0 = time.perf_counter()
     out = fn()
@@ -278,10 +282,14 @@ def test_idle_keepalive_flood_without_credentials_does_not_lock_out_scrapes(pki:
         "tls_server_config:", "  cert_file: server.crt", "  key_file: server.key",
         "basic_auth_users:", f"  prometheus: '{bcrypt_hash('scrape-me', 4)}'"])
     auth = {"Authorization": "Basic " + base64.b64encode(b"prometheus:scrape-me").decode()}
-    with exporter_with(f"--web.config.file={cfg}", "--web.read-header-timeout=60") as ex:
+    with exporter_with(f"--web.config.file={cfg}", "--web.read-header-timeout=60",
+                       *CHEAP) as ex:
         ctx = client_context(pki)
-        (status, _, _), base = _timed(lambda: https_get(ex.port, ctx=ctx, headers=auth))
-        assert status == 200
+        base = 0.0
+        for _ in range(3):  # the slowest of three: the first check pays bcrypt
+            (status, _, _), took = _timed(lambda: https_get(ex.port, ctx=ctx, headers=auth))
+            assert status == 200
+            base = max(base, took)
         idle: List[socket.socket] = []
         try:
             for _ in range(MAX_CONNECTIONS):
@@ -311,8 +319,8 @@ def test_idle_keepalive_flood_without_credentials_does_not_lock_out_scrapes(pki:
 def test_silent_connection_flood_does_not_delay_scrapes() -> None:
     """More silent connections than the limit, each within the head deadline: scrapes are
     served at once, not after the deadline."""
-    with exporter_with("--web.read-header-timeout=60") as ex:
-        _, base = _timed(lambda: _scrape_ok(ex.port))
+    with exporter_with("--web.read-header-timeout=60", *CHEAP) as ex:
+        base = max(_timed(lambda: _scrape_ok(ex.port))[1] for _ in range(3))
         silent: List[socket.socket] = []
         try:
             for _ in range(MAX_CONNECTIONS + 44):
