@@ -16,25 +16,34 @@ seconds, each with Prometheus's default 10 s scrape timeout.
 
 It prints the scrapes and failures, latency percentiles, the per-collector durations the
 exporter reported (sampled bodies), how many scrapes shared another's collection, the exporter's
-CPU time per collection, and its RSS, peak RSS and open descriptors at start and end.
+CPU time per collection, and its RSS, peak RSS and open descriptors at start and end. With
+--node-exporter, node_exporter runs beside it with its socket and netstat collectors, and each
+scraper alternates between the two, scrape by scrape, so both meet the same host.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import gzip
 import http.client
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import threading
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PORT = 19816
+NODE_PORT = 19100
+NODE_EXPORTER = shutil.which("prometheus-node-exporter") or shutil.which("node_exporter")
+# node_exporter's counterparts of the default collectors: socket states, protocol counters,
+# sockstat. It has nothing for listeners' owners or ephemeral ports.
+NODE_COLLECTORS = ("--collector.tcpstat", "--collector.netstat", "--collector.sockstat")
 SCRAPE_TIMEOUT = 10.0  # Prometheus's default scrape_timeout
 ACCEPT = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
           "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
@@ -120,40 +129,55 @@ def samples(body: bytes, name: str) -> Dict[str, float]:
 
 
 class Scraper(threading.Thread):
-    def __init__(self, ns: str, until: float, keep_every: int) -> None:
+    """Scrapes back to back; with several ports, one kept-alive connection to each, taking them
+    in turn scrape by scrape."""
+
+    def __init__(self, ns: str, until: float, keep_every: int, ports: Tuple[int, ...]) -> None:
         super().__init__(daemon=True)
-        self.ns, self.until, self.keep_every = ns, until, keep_every
-        self.latencies: List[float] = []
-        self.failures: Dict[str, int] = {}
-        self.bodies: List[bytes] = []
+        self.ns, self.until, self.keep_every, self.ports = ns, until, keep_every, ports
+        self.stats = {p: Stats() for p in ports}
 
     def run(self) -> None:
         setns(self.ns)  # this thread only
-        conn: Optional[http.client.HTTPConnection] = None
-        n = 0
+        conns: Dict[int, Optional[http.client.HTTPConnection]] = {p: None for p in self.ports}
+        turn = 0
         while time.monotonic() < self.until:
-            if conn is None:
-                conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=SCRAPE_TIMEOUT)
-            t0 = time.perf_counter()
-            try:
-                conn.request("GET", "/metrics", headers={"Accept": ACCEPT,
-                                                         "Accept-Encoding": "gzip"})
-                r = conn.getresponse()
-                body = r.read()
-                took = time.perf_counter() - t0
-                if r.status != 200:
-                    self.failures[f"HTTP {r.status}"] = self.failures.get(f"HTTP {r.status}", 0) + 1
-                    continue
-                self.latencies.append(took)
-                n += 1
-                if n % self.keep_every == 0:
-                    self.bodies.append(gzip.decompress(body)
-                                       if r.getheader("Content-Encoding") == "gzip" else body)
-            except (OSError, http.client.HTTPException) as e:
-                kind = type(e).__name__
-                self.failures[kind] = self.failures.get(kind, 0) + 1
-                conn.close()
-                conn = None
+            port = self.ports[turn % len(self.ports)]
+            turn += 1
+            self._one(port, conns)
+
+    def _one(self, port: int, conns: Dict[int, Optional[http.client.HTTPConnection]]) -> None:
+        st = self.stats[port]
+        conn = conns[port]
+        if conn is None:
+            conn = conns[port] = http.client.HTTPConnection("127.0.0.1", port,
+                                                            timeout=SCRAPE_TIMEOUT)
+        t0 = time.perf_counter()
+        try:
+            conn.request("GET", "/metrics", headers={"Accept": ACCEPT,
+                                                     "Accept-Encoding": "gzip"})
+            r = conn.getresponse()
+            body = r.read()
+            took = time.perf_counter() - t0
+            if r.status != 200:
+                st.failures[f"HTTP {r.status}"] = st.failures.get(f"HTTP {r.status}", 0) + 1
+                return
+            st.latencies.append(took)
+            if len(st.latencies) % self.keep_every == 0:
+                st.bodies.append(gzip.decompress(body)
+                                 if r.getheader("Content-Encoding") == "gzip" else body)
+        except (OSError, http.client.HTTPException) as e:
+            kind = type(e).__name__
+            st.failures[kind] = st.failures.get(kind, 0) + 1
+            conn.close()
+            conns[port] = None
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.latencies: List[float] = []
+        self.failures: Dict[str, int] = {}
+        self.bodies: List[bytes] = []
 
 
 def pct(values: List[float], p: float) -> float:
@@ -161,13 +185,13 @@ def pct(values: List[float], p: float) -> float:
     return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))] if s else float("nan")
 
 
-def one_scrape(ns: str) -> bytes:
+def one_scrape(ns: str, port: int) -> bytes:
     box: List[bytes] = []
 
     def go() -> None:
         setns(ns)
         try:
-            c = http.client.HTTPConnection("127.0.0.1", PORT, timeout=60)
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
             c.request("GET", "/metrics")
             box.append(c.getresponse().read())
             c.close()
@@ -189,6 +213,9 @@ def main() -> None:
     ap.add_argument("--spawn", type=float, default=5.0, help="listening processes a second")
     ap.add_argument("--exporter-arg", action="append", default=[],
                     help="extra flag for the exporter (repeatable)")
+    ap.add_argument("--node-exporter", action="store_true",
+                    help="also run node_exporter (its socket and netstat collectors) in the "
+                         "namespace; every scraper alternates between the two, scrape by scrape")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("load.py: run as root (it creates a network namespace)")
@@ -218,14 +245,27 @@ def main() -> None:
                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                     text=True)
         procs.append(exporter)
+        pids = {PORT: exporter.pid}  # `ip netns exec` execs the program: the pid is its own
+        if args.node_exporter:
+            if NODE_EXPORTER is None:
+                raise SystemExit("load.py: node_exporter not found "
+                                 "(apt-get install prometheus-node-exporter)")
+            node = subprocess.Popen(run + [NODE_EXPORTER, f"--web.listen-address=127.0.0.1:"
+                                           f"{NODE_PORT}", "--collector.disable-defaults",
+                                           *NODE_COLLECTORS],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            procs.append(node)
+            pids[NODE_PORT] = node.pid
         deadline = time.monotonic() + 30
-        while True:
-            try:
-                first = one_scrape(ns)
-                break
-            except (OSError, IndexError):
-                if time.monotonic() > deadline or exporter.poll() is not None:
-                    raise SystemExit("load.py: the exporter did not answer") from None
+        first: Dict[int, bytes] = {}
+        while len(first) < len(pids):
+            for port in pids:
+                if port not in first:
+                    with contextlib.suppress(IndexError):  # not up yet
+                        first[port] = one_scrape(ns, port)
+            if len(first) < len(pids):
+                if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                    raise SystemExit("load.py: an exporter did not answer")
                 time.sleep(0.2)
         span = args.duration + 5
         churn = subprocess.Popen(run + [sys.executable, "-c", CHURN, str(args.churn), str(span)],
@@ -236,18 +276,17 @@ def main() -> None:
         for p in (churn, spawn):
             assert p.stdout is not None and p.stdout.readline().strip() == "ready"
         setup = time.monotonic() - t_setup
-        start = {"rss": status_kib(exporter.pid, "VmRSS"), "fds": fds(exporter.pid),
-                 "cpu": cpu_seconds(exporter.pid)}
-        sockets_start = sum(samples(first, "netstat_sockets").values())
+        start = {port: {"rss": status_kib(pid, "VmRSS"), "fds": fds(pid),
+                        "cpu": cpu_seconds(pid)} for port, pid in pids.items()}
         until = time.monotonic() + args.duration
-        scrapers = [Scraper(ns, until, keep_every=2) for _ in range(args.scrapers)]
+        scrapers = [Scraper(ns, until, 2, tuple(pids)) for _ in range(args.scrapers)]
         for s in scrapers:
             s.start()
         for s in scrapers:
             s.join(args.duration + 2 * SCRAPE_TIMEOUT + 30)
-        end = {"rss": status_kib(exporter.pid, "VmRSS"), "fds": fds(exporter.pid),
-               "cpu": cpu_seconds(exporter.pid), "hwm": status_kib(exporter.pid, "VmHWM")}
-        last = one_scrape(ns)
+        end = {port: {"rss": status_kib(pid, "VmRSS"), "fds": fds(pid), "cpu": cpu_seconds(pid),
+                      "hwm": status_kib(pid, "VmHWM")} for port, pid in pids.items()}
+        last = one_scrape(ns, PORT)
         spawn.wait(span + 30)
         assert spawn.stdout is not None
         spawned = spawn.stdout.read().strip()
@@ -258,38 +297,44 @@ def main() -> None:
             p.wait()
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
-    lat = [x for s in scrapers for x in s.latencies]
-    failures: Dict[str, int] = {}
-    for s in scrapers:
-        for k, v in s.failures.items():
-            failures[k] = failures.get(k, 0) + v
-    durations: Dict[str, List[float]] = {}
-    for body in (b for s in scrapers for b in s.bodies):
-        for key, v in samples(body, "netstat_exporter_collector_duration_seconds").items():
-            durations.setdefault(key.split('"')[1], []).append(v)
-    shared = samples(last, "netstat_exporter_http_scrapes_shared_total").get("", float("nan"))
-    collections = len(lat) - shared
-    sockets_end = sum(samples(last, "netstat_sockets").values())
     ms = 1000.0
     print(f"host load average (1 min) at the end: {os.getloadavg()[0]:.1f} on "
           f"{os.cpu_count()} CPUs")
-    print(f"setup {setup:.0f} s; {args.scrapers} scrapers for {args.duration:.0f} s; "
-          f"sockets counted at start {sockets_start:,.0f}, at end {sockets_end:,.0f}; "
+    print(f"setup {setup:.0f} s; {args.scrapers} scrapers for {args.duration:.0f} s"
+          + (", alternating between the exporters" if len(pids) > 1 else "")
+          + f"; sockets counted at start {sum(samples(first[PORT], 'netstat_sockets').values()):,.0f}"
+          f", at end {sum(samples(last, 'netstat_sockets').values()):,.0f}; "
           f"churn {args.churn:.0f} connections/s; {spawned} listening processes spawned")
-    print(f"scrapes: {len(lat)}  failed: {sum(failures.values())} {failures or ''}")
-    print(f"latency: p50 {pct(lat, 50) * ms:.0f} ms  p90 {pct(lat, 90) * ms:.0f} ms  "
-          f"p99 {pct(lat, 99) * ms:.0f} ms  max {max(lat, default=float('nan')) * ms:.0f} ms")
-    print(f"shared another scrape's collection: {shared:.0f}; collections: {collections:.0f}; "
-          f"exporter CPU per collection: "
-          f"{(end['cpu'] - start['cpu']) / max(collections, 1) * ms:.0f} ms")
-    print("last scrape's durations: " + ", ".join(
-        f"{k.split(chr(34))[1]} {v * ms:.0f} ms" for k, v in
-        samples(last, "netstat_exporter_collector_duration_seconds").items()))
-    print("collector duration (as reported): " + ", ".join(
-        f"{k} p50 {statistics.median(v) * ms:.1f} ms / p99 {pct(v, 99) * ms:.1f} ms"
-        for k, v in sorted(durations.items())))
-    print(f"exporter RSS: start {start['rss'] / 1024:.1f} MiB, end {end['rss'] / 1024:.1f} MiB, "
-          f"peak {end['hwm'] / 1024:.1f} MiB; open fds: start {start['fds']}, end {end['fds']}")
+    for port in pids:
+        name = "netstat-exporter" if port == PORT else "node_exporter " + " ".join(
+            c[len("--collector."):] for c in NODE_COLLECTORS)
+        stats = [s.stats[port] for s in scrapers]
+        lat = [x for st in stats for x in st.latencies]
+        failures: Dict[str, int] = {}
+        for st in stats:
+            for k, v in st.failures.items():
+                failures[k] = failures.get(k, 0) + v
+        print(f"== {name}")
+        print(f"scrapes: {len(lat)}  failed: {sum(failures.values())} {failures or ''}")
+        print(f"latency: p50 {pct(lat, 50) * ms:.0f} ms  p90 {pct(lat, 90) * ms:.0f} ms  "
+              f"p99 {pct(lat, 99) * ms:.0f} ms  max {max(lat, default=float('nan')) * ms:.0f} ms")
+        shared = samples(last, "netstat_exporter_http_scrapes_shared_total").get("", 0.0) \
+            if port == PORT else 0.0
+        collections = len(lat) - shared
+        print(f"shared another scrape's collection: {shared:.0f}; collections: "
+              f"{collections:.0f}; CPU per collection: "
+              f"{(end[port]['cpu'] - start[port]['cpu']) / max(collections, 1) * ms:.0f} ms")
+        if port == PORT:
+            durations: Dict[str, List[float]] = {}
+            for body in (b for st in stats for b in st.bodies):
+                for key, v in samples(body, "netstat_exporter_collector_duration_seconds").items():
+                    durations.setdefault(key.split('"')[1], []).append(v)
+            print("collector duration (as reported): " + ", ".join(
+                f"{k} p50 {statistics.median(v) * ms:.1f} ms / p99 {pct(v, 99) * ms:.1f} ms"
+                for k, v in sorted(durations.items())))
+        print(f"RSS: start {start[port]['rss'] / 1024:.1f} MiB, end "
+              f"{end[port]['rss'] / 1024:.1f} MiB, peak {end[port]['hwm'] / 1024:.1f} MiB; "
+              f"open fds: start {start[port]['fds']}, end {end[port]['fds']}")
 
 
 if __name__ == "__main__":
