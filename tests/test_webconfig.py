@@ -527,6 +527,8 @@ def test_hostile_file_on_reload_logs_one_short_line(tmp_path: os.PathLike[str],
                                                     capfd: pytest.CaptureFixture[str]) -> None:
     from exporter import logs
     path = write_web_config(os.path.join(str(tmp_path), "web.yml"), ["# plain"])
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
     logs.setup("info", "logfmt")
     try:
         state = WebState(path)
@@ -537,7 +539,8 @@ def test_hostile_file_on_reload_logs_one_short_line(tmp_path: os.PathLike[str],
             f.write("".join(f"{' ' * i}k{i}:\n" for i in range(2000)))
         state.current()
     finally:
-        logging.getLogger().handlers.clear()
+        root.handlers[:], level = saved
+        root.setLevel(level)
     err = capfd.readouterr().err
     lines = err.strip().splitlines()
     assert len(lines) == 3, err[:3000]  # loaded, and one line per failed reload
