@@ -212,15 +212,23 @@ def http_get(url: str) -> bytes:
 
 
 def measure(args: argparse.Namespace) -> Dict[str, List[float]]:
-    from exporter.collectors.listeners import ListenersCollector, read_netlink
+    from exporter.collectors.listeners import ListenersCollector, ListenersOptions
     from exporter.config import Config
+    from exporter.sockets.snapshot import Snapshot, Wants
+
+    def read_netlink(connections: bool = True) -> None:
+        with Snapshot(source="netlink", wants=Wants(listeners=True,
+                                                    connections=connections)) as snap:
+            snap.inet("tcp")
+            snap.inet("udp")
 
     cfg = Config(collectors=frozenset({"listeners"}))
     res: Dict[str, List[float]] = {k: [] for k in (
         "ss -tlnp", "first scrape", "later scrape", "  of which sock_diag",
         "  of which connections", "later, no connections", "first over HTTP",
         "later over HTTP", "  text format of one scrape")}
-    quiet = ListenersCollector(cfg.replace(listeners_connections=False))
+    quiet = ListenersCollector(cfg.replace(
+        options={"listeners": ListenersOptions(connections=False)}))
     list(quiet.collect())
     walked: List[int] = []
     for _ in range(args.runs):

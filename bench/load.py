@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import gzip
 import http.client
 import os
@@ -38,6 +37,9 @@ import time
 from typing import Dict, List, Optional, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+from common import rss_kib, setns  # noqa: E402
+
 PORT = 19816
 NODE_PORT = 19100
 NODE_EXPORTER = shutil.which("prometheus-node-exporter") or shutil.which("node_exporter")
@@ -89,23 +91,6 @@ for p in running:
     p.wait()
 print(n, flush=True)
 """
-
-
-def setns(name: str) -> None:
-    fd = os.open(f"/var/run/netns/{name}", os.O_RDONLY)
-    try:
-        if ctypes.CDLL(None, use_errno=True).setns(fd, 0x40000000) != 0:
-            raise OSError(ctypes.get_errno(), "setns")
-    finally:
-        os.close(fd)
-
-
-def status_kib(pid: int, field: str) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -276,7 +261,7 @@ def main() -> None:
         for p in (churn, spawn):
             assert p.stdout is not None and p.stdout.readline().strip() == "ready"
         setup = time.monotonic() - t_setup
-        start = {port: {"rss": status_kib(pid, "VmRSS"), "fds": fds(pid),
+        start = {port: {"rss": rss_kib(pid, "VmRSS"), "fds": fds(pid),
                         "cpu": cpu_seconds(pid)} for port, pid in pids.items()}
         until = time.monotonic() + args.duration
         scrapers = [Scraper(ns, until, 2, tuple(pids)) for _ in range(args.scrapers)]
@@ -284,8 +269,8 @@ def main() -> None:
             s.start()
         for s in scrapers:
             s.join(args.duration + 2 * SCRAPE_TIMEOUT + 30)
-        end = {port: {"rss": status_kib(pid, "VmRSS"), "fds": fds(pid), "cpu": cpu_seconds(pid),
-                      "hwm": status_kib(pid, "VmHWM")} for port, pid in pids.items()}
+        end = {port: {"rss": rss_kib(pid, "VmRSS"), "fds": fds(pid), "cpu": cpu_seconds(pid),
+                      "hwm": rss_kib(pid, "VmHWM")} for port, pid in pids.items()}
         last = one_scrape(ns, PORT)
         spawn.wait(span + 30)
         assert spawn.stdout is not None

@@ -14,16 +14,15 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import click
 
 from exporter import __version__, logs
+from exporter.collectors.api import CollectorSpec, Flag
 from exporter.config import (
     DEFAULT_LISTEN_ADDRESS,
-    DEFAULT_PROTOCOLS_FIELDS,
     Config,
     ConfigError,
     ProcfsPathError,
-    compile_regex,
     parse_listen_address,
 )
-from exporter.registry import specs
+from exporter.scrape import specs
 
 PROG = "netstat-exporter"
 ENV_PREFIX = "NETSTAT_EXPORTER_"
@@ -65,52 +64,6 @@ def _options() -> List[Callable[[Callable[..., Any]], Callable[..., Any]]]:
         _opt("--path.sysfs", "sysfs", default="/sys", help="sysfs mount point."),
         _opt("--collector.disable-defaults/--no-collector.disable-defaults", "disable_defaults",
              default=False, help="Enable only the collectors named with --collector.<name>."),
-        _opt("--collector.sockets.source", "sockets_source",
-             type=click.Choice(["auto", "netlink", "procfs", "psutil"]), default="auto",
-             help="Where the sockets collector reads sockets: netlink sock_diag, /proc/net, "
-                  "or psutil; auto tries them in that order."),
-        _opt("--collector.protocols.fields", "protocols_fields",
-             default=DEFAULT_PROTOCOLS_FIELDS,
-             help="Regex over Group_Field kernel names (TcpExt_ListenOverflows, as nstat "
-                  "names them with an underscore) choosing the protocol counters exported; "
-                  "replaces the default set, e.g. '.*' for all."),
-        _opt("--collector.interfaces.device-include", "interfaces_device_include", default="",
-             help="Regex of interface names to export (default all)."),
-        _opt("--collector.interfaces.device-exclude", "interfaces_device_exclude", default="",
-             help="Regex of interface names to leave out."),
-        _opt("--collector.routes.table/--no-collector.routes.table", "routes_table",
-             default=False, help="Export every route as netstat_route_info."),
-        _opt("--collector.routes.max-routes", "routes_max_routes", type=click.IntRange(min=0),
-             default=1000, help="Routes listed by --collector.routes.table at most; the rest "
-                                "are only counted."),
-        _opt("--collector.ports.top-destinations", "ports_top_destinations",
-             type=click.IntRange(min=0), default=0,
-             help="Export the local-port use of the N busiest destinations "
-                  "(local address, remote address, remote port)."),
-        _opt("--collector.ports.source", "ports_source",
-             type=click.Choice(["auto", "netlink", "procfs"]), default="auto",
-             help="Where the ports collector reads sockets: netlink sock_diag or /proc/net; "
-                  "auto tries netlink first."),
-        _opt("--collector.listeners.source", "listeners_source",
-             type=click.Choice(["auto", "netlink", "procfs", "psutil"]), default="auto",
-             help="Where the listeners collector reads sockets: netlink sock_diag (with accept "
-                  "queues), /proc/net (queue length only), or psutil (no queues); auto tries "
-                  "them in that order."),
-        _opt("--collector.listeners.pid-label/--no-collector.listeners.pid-label",
-             "listeners_pid_label", default=False,
-             help="Add a pid label to netstat_listener_info (the lowest pid per process "
-                  "identity); pids change on every restart."),
-        _opt("--collector.listeners.max-ports", "listeners_max_ports",
-             type=click.IntRange(min=1), default=100,
-             help="Listening TCP ports named in netstat_listener_connections, lowest first; the "
-                  "connections of the others are summed under port=\"other\"."),
-        _opt("--collector.listeners.connections/--no-collector.listeners.connections",
-             "listeners_connections", default=True,
-             help="Count connections per listening port (netstat_listener_connections): one "
-                  "pass over the TCP socket table per scrape, about 25 ms per 100,000 sockets."),
-        _opt("--collector.listeners.expected-file", "listeners_expected_file", default="",
-             help="YAML or TOML (*.toml) file of expected listeners; every other listener is "
-                  "reported as unexpected. Re-read on SIGHUP."),
         _opt("--log.level", "log_level", type=click.Choice(list(logs.LEVELS)), default="info",
              help="Only log messages with the given severity or above."),
         _opt("--log.format", "log_format", type=click.Choice(["logfmt", "json"]),
@@ -121,7 +74,40 @@ def _options() -> List[Callable[[Callable[..., Any]], Callable[..., Any]]]:
         opts.append(_opt(f"--collector.{name}/--no-collector.{name}", f"collector_{name}",
                          default=None, show_default=False,
                          help=f"Enable the {name} collector (default {state}): {spec.description}"))
+        opts += [_collector_flag(spec, f) for f in spec.flags]
     return opts
+
+
+def _dest(collector: str, field: str) -> str:
+    return f"opt__{collector}__{field}"
+
+
+def _collector_flag(spec: CollectorSpec, f: Flag) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The click option of a flag a collector declares (exporter.collectors.api.Flag)."""
+    flag, default = f.flag(spec.name), spec.option_default(f.field)
+    kw: Dict[str, Any] = {"default": default, "help": f.help}
+    if isinstance(default, bool):
+        flag = f"{flag}/--no-{flag[2:]}"
+    elif f.choices:
+        kw["type"] = click.Choice(list(f.choices))
+    elif isinstance(default, int):
+        kw["type"] = click.IntRange(min=f.min, max=f.max)  # type: ignore[arg-type]
+    elif isinstance(default, float):
+        kw["type"] = click.FloatRange(min=f.min, max=f.max)
+    return _opt(flag, _dest(spec.name, f.field), **kw)
+
+
+def collector_options(params: Dict[str, Any]) -> Dict[str, Any]:
+    """Each collector's option dataclass built from its flags' values; a value the dataclass
+    refuses raises its ConfigError."""
+    out: Dict[str, Any] = {}
+    for name, spec in specs().items():
+        if spec.options is None:
+            continue
+        values = {f.field: params[_dest(name, f.field)] for f in spec.flags
+                  if _dest(name, f.field) in params}
+        out[name] = spec.options(**values)
+    return out
 
 
 def common_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -150,9 +136,7 @@ def build_config(params: Dict[str, Any]) -> Config:
             raise ProcfsPathError(f"--path.procfs {procfs!r} is not a directory")
         if not os.access(procfs, os.R_OK | os.X_OK):
             raise ProcfsPathError(f"--path.procfs {procfs!r} is not readable")
-    compile_regex("--collector.protocols.fields", params["protocols_fields"])
-    compile_regex("--collector.interfaces.device-include", params["interfaces_device_include"])
-    compile_regex("--collector.interfaces.device-exclude", params["interfaces_device_exclude"])
+    options = collector_options(params)
     return Config(
         listen_addresses=tuple(parse_listen_address(a) for a in params["listen_address"]),
         telemetry_path=path,
@@ -163,19 +147,7 @@ def build_config(params: Dict[str, Any]) -> Config:
         procfs=procfs,
         sysfs=params["sysfs"],
         collectors=frozenset(names),
-        sockets_source=params["sockets_source"],
-        protocols_fields=params["protocols_fields"],
-        interfaces_device_include=params["interfaces_device_include"],
-        interfaces_device_exclude=params["interfaces_device_exclude"],
-        routes_table=params["routes_table"],
-        routes_max_routes=params["routes_max_routes"],
-        ports_top_destinations=params["ports_top_destinations"],
-        ports_source=params["ports_source"],
-        listeners_source=params["listeners_source"],
-        listeners_pid_label=params["listeners_pid_label"],
-        listeners_max_ports=params["listeners_max_ports"],
-        listeners_connections=params["listeners_connections"],
-        listeners_expected_file=params["listeners_expected_file"],
+        options=options,
         log_level=params["log_level"],
         log_format=params["log_format"],
     )
@@ -222,7 +194,7 @@ def dump(ctx: click.Context, /, **params: Any) -> None:
     logs.setup(config.log_level, config.log_format)
     from prometheus_client.exposition import generate_latest
 
-    from exporter.registry import Exporter
+    from exporter.scrape import Exporter
 
     sys.stdout.buffer.write(generate_latest(Exporter(config).target()))
     sys.stdout.flush()

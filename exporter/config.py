@@ -1,7 +1,9 @@
 """The frozen configuration that the command line (or a test) builds and everything else reads.
 
 Nothing in here touches the system: `cli.py` turns flags into a :class:`Config`, and collectors,
-registry and server only read it. Errors found while building it are :class:`ConfigError`
+scrape and server only read it. Collector options are not fields here: each collector module
+declares its own option dataclass and flags (:mod:`exporter.collectors.api`), and the Config
+carries the instances in ``options``. Errors found while building it are :class:`ConfigError`
 subclasses whose message is one line, fit to print after ``netstat-exporter: error:``.
 """
 
@@ -10,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass, field
-from typing import FrozenSet, Optional, Tuple
+from typing import Any, FrozenSet, Mapping, Optional, Tuple
 
 DEFAULT_PORT = 9816
 DEFAULT_LISTEN_ADDRESS = f":{DEFAULT_PORT}"
@@ -73,20 +75,6 @@ def compile_regex(flag: str, pattern: Optional[str]) -> Optional[re.Pattern[str]
         raise RegexError(f"{flag}: invalid regular expression {pattern!r}: {e}") from None
 
 
-# The protocols collector's default fields, matched against "Group_Field" kernel names: what
-# node_exporter's netstat collector exports by default, plus the counters that explain TIME_WAIT
-# pile-ups, listen-queue overflows and memory aborts.
-DEFAULT_PROTOCOLS_FIELDS = (
-    r"^(.*_(InErrors|InErrs)|Ip_Forwarding|Ip(6|Ext)_(InOctets|OutOctets)|Icmp6?_(InMsgs|OutMsgs)"
-    r"|TcpExt_(Listen.*|Syncookies.*|TCPSynRetrans|TCPTimeouts|TCPOFOQueue|TW|TWRecycled"
-    r"|TWKilled|TCPTimeWaitOverflow|TCPBacklogDrop|TCPAbortOn.*|TCPReqQFull.*"
-    r"|TCPMemoryPressures|TCPRcvQDrop)"
-    r"|Tcp_(ActiveOpens|PassiveOpens|AttemptFails|EstabResets|CurrEstab|InSegs|OutSegs"
-    r"|RetransSegs|OutRsts)"
-    r"|Udp6?_(InDatagrams|OutDatagrams|NoPorts|RcvbufErrors|SndbufErrors))$"
-)
-
-
 @dataclass(frozen=True)
 class Config:
     # --- web ---
@@ -103,28 +91,9 @@ class Config:
     sysfs: str = "/sys"
     # --- collectors ---
     collectors: FrozenSet[str] = field(default_factory=frozenset)
-    # sockets: where to read sockets from; "auto" tries netlink, then /proc, then psutil.
-    sockets_source: str = "auto"
-    # protocols: regex over "Group_Field" names (TcpExt_ListenOverflows) choosing the fields.
-    protocols_fields: str = DEFAULT_PROTOCOLS_FIELDS
-    # interfaces: regexes over device names; "" means no filter.
-    interfaces_device_include: str = ""
-    interfaces_device_exclude: str = ""
-    # routes: list every route as netstat_route_info, at most max_routes of them.
-    routes_table: bool = False
-    routes_max_routes: int = 1000
-    # ports: busiest destinations listed (0: none); where sockets are read from.
-    ports_top_destinations: int = 0
-    ports_source: str = "auto"
-    # listeners: where to read sockets from (as for sockets); add a pid label to
-    # netstat_listener_info; how many ports netstat_listener_connections names before summing the
-    # rest as "other", and whether to count connections at all; the expected-listeners file
-    # ("" for none).
-    listeners_source: str = "auto"
-    listeners_pid_label: bool = False
-    listeners_max_ports: int = 100
-    listeners_connections: bool = True
-    listeners_expected_file: str = ""
+    # Each collector's options, by collector name: an instance of the frozen dataclass the
+    # collector module declares (exporter.collectors.api.register); absent means its defaults.
+    options: Mapping[str, Any] = field(default_factory=dict)
     # --- logging ---
     log_level: str = "info"
     log_format: str = "logfmt"

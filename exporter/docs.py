@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from typing import Set
 
-from exporter.registry import EXPORTER_METRICS as _COLLECTION_METRICS
-from exporter.registry import MetricDoc, specs
+from exporter.collectors.api import MetricDoc
+from exporter.scrape import EXPORTER_METRICS as _COLLECTION_METRICS
+from exporter.scrape import specs
 from exporter.web.telemetry import HTTP_METRICS
 
 # The exporter's own metrics: its collectors' timing and success, build info, and the HTTP

@@ -23,6 +23,10 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from exporter import expected  # noqa: E402
+from exporter.collectors.listeners import ListenersOptions  # noqa: E402
+from exporter.collectors.ports import PortsOptions  # noqa: E402
+from exporter.collectors.routes import RoutesOptions  # noqa: E402
+from exporter.collectors.sockets import SocketsOptions  # noqa: E402
 from exporter.config import Config  # noqa: E402
 from exporter.registry import Exporter, specs  # noqa: E402
 from exporter.webconfig import WebConfigError, load_snapshot  # noqa: E402
@@ -142,9 +146,11 @@ def _files(root: str) -> List[str]:
 
 def _config(procfs: str) -> Config:
     return Config(collectors=frozenset(specs()), procfs=procfs,
-                  sysfs=os.path.join(FIXTURES, "sys", "new"), sockets_source="procfs",
-                  ports_source="procfs", listeners_source="procfs", routes_table=True,
-                  ports_top_destinations=5, disable_exporter_metrics=True)
+                  sysfs=os.path.join(FIXTURES, "sys", "new"), disable_exporter_metrics=True,
+                  options={"sockets": SocketsOptions(source="procfs"),
+                           "ports": PortsOptions(source="procfs", top_destinations=5),
+                           "listeners": ListenersOptions(source="procfs"),
+                           "routes": RoutesOptions(table=True)})
 
 
 def _scrape(procfs: str) -> None:

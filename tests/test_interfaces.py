@@ -12,7 +12,7 @@ from helpers import FIXTURES, select, value
 from netns import Holder, dump, needs_root, netns, run, set_sysctl, sh
 from prometheus_client import CollectorRegistry
 
-from exporter.collectors.interfaces import InterfacesCollector
+from exporter.collectors.interfaces import InterfacesCollector, InterfacesOptions
 from exporter.config import Config
 from exporter.procfs import netdev
 from exporter.procfs.errors import ParseError
@@ -59,7 +59,8 @@ def test_net_class_fixture() -> None:
 
 def collect(**kw: str) -> CollectorRegistry:
     cfg = Config(procfs=os.path.join(FIXTURES, "proc", "new"),
-                 sysfs=os.path.join(FIXTURES, "sys", "new"), **kw)  # type: ignore[arg-type]
+                 sysfs=os.path.join(FIXTURES, "sys", "new"),
+                 options={"interfaces": InterfacesOptions(**kw)})
     reg = CollectorRegistry(auto_describe=False)
     reg.register(InterfacesCollector(cfg))
     return reg
@@ -84,10 +85,10 @@ def _devices(reg: CollectorRegistry) -> List[str]:
 
 def test_include_and_exclude() -> None:
     assert _devices(collect()) == ["eth0", "lo", "veth-a1", "wlan0"]
-    assert _devices(collect(interfaces_device_include="eth.*|lo")) == ["eth0", "lo"]
-    assert _devices(collect(interfaces_device_exclude="veth.*")) == ["eth0", "lo", "wlan0"]
-    assert _devices(collect(interfaces_device_include="e.*|v.*",
-                            interfaces_device_exclude="veth.*")) == ["eth0"]
+    assert _devices(collect(device_include="eth.*|lo")) == ["eth0", "lo"]
+    assert _devices(collect(device_exclude="veth.*")) == ["eth0", "lo", "wlan0"]
+    assert _devices(collect(device_include="e.*|v.*",
+                            device_exclude="veth.*")) == ["eth0"]
 
 
 # --- live -----------------------------------------------------------------------------------

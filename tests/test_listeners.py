@@ -33,6 +33,7 @@ from helpers import (
 from prometheus_client.exposition import generate_latest
 
 from exporter import expected, owners
+from exporter.collectors.listeners import ListenersOptions
 from exporter.config import Config
 from exporter.netlink import sockdiag as nl
 from exporter.procfs import net_sockets, pid_fd, pid_stat, pid_status
@@ -79,8 +80,10 @@ def collect(ex: Exporter) -> List[Sample]:
     return parse(generate_latest(ex.target(["listeners"])).decode())
 
 
-def make_exporter(**kw: Any) -> Exporter:
-    return Exporter(Config(collectors=frozenset({"listeners"}), **kw))
+def make_exporter(procfs: str = "/proc", **kw: Any) -> Exporter:
+    """An exporter with the listeners collector, given its options (ListenersOptions)."""
+    return Exporter(Config(collectors=frozenset({"listeners"}), procfs=procfs,
+                           options={"listeners": ListenersOptions(**kw)}))
 
 
 def info(samples: List[Sample], **labels: str) -> List[Dict[str, str]]:
@@ -356,7 +359,7 @@ def test_process_vanishing_mid_scrape(proc_tree: str, monkeypatch: pytest.Monkey
         mod, name = {"fd": (pid_fd, "socket_fds"), "stat": (pid_stat, "read_stat"),
                      "status": (pid_status, "read_status"), "exe": (pid_fd, "read_exe")}[step]
         monkeypatch.setattr(mod, name, vanish_before(getattr(mod, name)))
-    ex = make_exporter(procfs=proc_tree, listeners_source="procfs")
+    ex = make_exporter(procfs=proc_tree, source="procfs")
     samples = collect(ex)
     assert value(samples, "netstat_exporter_collector_success", collector="listeners") == 1.0
     dns = info(samples, port="53")
@@ -389,7 +392,7 @@ def test_real_process_vanishing_during_scrapes() -> None:
 # --- the collector on the fixture tree -------------------------------------------------------
 
 def test_collector_on_fixture_tree(proc_tree: str) -> None:
-    samples = collect(make_exporter(procfs=proc_tree, listeners_source="procfs"))
+    samples = collect(make_exporter(procfs=proc_tree, source="procfs"))
     series = sorted((lab["protocol"], lab["family"], lab["address"], lab["port"], lab["service"],
                      lab["process"], lab["executable"], lab["user"], lab["expected"])
                     for lab in info(samples))
@@ -428,8 +431,8 @@ def test_collector_on_fixture_tree(proc_tree: str) -> None:
 
 
 def test_collector_pid_label_and_port_cap(proc_tree: str) -> None:
-    samples = collect(make_exporter(procfs=proc_tree, listeners_source="procfs",
-                                    listeners_pid_label=True, listeners_max_ports=1))
+    samples = collect(make_exporter(procfs=proc_tree, source="procfs",
+                                    pid_label=True, max_ports=1))
     assert sorted((lab["user"], lab["pid"]) for lab in info(samples, port="80")) == sorted(
         [("root", "200"), (user(33), "201")])
     assert info(samples, port="8080")[0]["pid"] == ""
@@ -441,16 +444,16 @@ def test_collector_pid_label_and_port_cap(proc_tree: str) -> None:
 
 
 def test_collector_without_connections(proc_tree: str) -> None:
-    samples = collect(make_exporter(procfs=proc_tree, listeners_source="procfs",
-                                    listeners_connections=False))
+    samples = collect(make_exporter(procfs=proc_tree, source="procfs",
+                                    connections=False))
     assert select(samples, "netstat_listener_connections") == []
     assert len(info(samples)) == 6
 
 
 @pytest.mark.parametrize("name", ["good.yaml", "good.toml"])
 def test_collector_expected_verdicts(proc_tree: str, name: str) -> None:
-    samples = collect(make_exporter(procfs=proc_tree, listeners_source="procfs",
-                                    listeners_expected_file=os.path.join(EXPECTED, name)))
+    samples = collect(make_exporter(procfs=proc_tree, source="procfs",
+                                    expected_file=os.path.join(EXPECTED, name)))
     verdicts = {(lab["protocol"], lab["family"], lab["port"], lab["user"]): lab["expected"]
                 for lab in info(samples)}
     assert verdicts == {
@@ -679,7 +682,7 @@ def test_info_matches_ss(bindir: str) -> None:
 
 
 def test_forked_workers_are_one_series(bindir: str) -> None:
-    ex = make_exporter(listeners_pid_label=True)
+    ex = make_exporter(pid_label=True)
     with child(bindir, "lsnr-prefork", [("tcp", "127.0.0.1", 8)], workers=3) as c:
         port = c.sockets[0][2]
         ss = ss_listeners()[("tcp", "127.0.0.1", port)]
@@ -956,7 +959,7 @@ def test_sources_agree(proc_tree: str) -> None:
     try:
         got = {}
         for src in ("netlink", "procfs", "psutil"):
-            s = collect(make_exporter(listeners_source=src))
+            s = collect(make_exporter(source=src))
             got[src] = [(x["protocol"], x["address"], x["process"], x["user"])
                         for x in info(s, port=port)]
             assert value(s, "netstat_listener_accept_queue_length", port=port,

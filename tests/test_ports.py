@@ -12,7 +12,7 @@ from helpers import FIXTURES, select, value
 from netns import Holder, dump, needs_root, netns, set_sysctl
 from prometheus_client import CollectorRegistry
 
-from exporter.collectors.ports import PortsCollector, ephemeral_ports
+from exporter.collectors.ports import PortsCollector, PortsOptions, ephemeral_ports
 from exporter.config import Config
 from exporter.procfs import net_sockets, sysctl
 from exporter.procfs.errors import ParseError
@@ -44,8 +44,8 @@ def test_socket_rows_with_both_endpoints() -> None:
 
 
 def collect(scenario: str, top: int = 0) -> CollectorRegistry:
-    cfg = Config(procfs=os.path.join(FIXTURES, "proc", scenario), ports_source="procfs",
-                 ports_top_destinations=top)
+    cfg = Config(procfs=os.path.join(FIXTURES, "proc", scenario),
+                 options={"ports": PortsOptions(source="procfs", top_destinations=top)})
     reg = CollectorRegistry(auto_describe=False)
     reg.register(PortsCollector(cfg))
     return reg
@@ -75,7 +75,7 @@ def test_collector_on_fixture() -> None:
 
 
 def test_missing_range_is_no_data(tmp_path: os.PathLike[str]) -> None:
-    cfg = Config(procfs=str(tmp_path), ports_source="procfs")
+    cfg = Config(procfs=str(tmp_path), options={"ports": PortsOptions(source="procfs")})
     reg = CollectorRegistry(auto_describe=False)
     reg.register(PortsCollector(cfg))
     assert list(reg.collect()) == []
@@ -109,7 +109,7 @@ sys.stdin.read()
 
 
 @needs_root
-@pytest.mark.parametrize("source", ["netlink", "procfs"])
+@pytest.mark.parametrize("source", ["netlink", "procfs", "psutil"])
 def test_live_many_clients_to_one_destination(source: str) -> None:
     with netns("ports") as ns:
         set_sysctl(ns, {"net/ipv4/ip_local_port_range": "40000 40099",

@@ -14,6 +14,7 @@ import pytest
 from helpers import FIXTURES
 
 from exporter.procfs import ParseError, net_sockets, sockstat
+from exporter.sockets.snapshot import Snapshot
 
 PROC = os.path.join(FIXTURES, "proc")
 SS_TO_NUM = {"ESTAB": 1, "SYN-SENT": 2, "SYN-RECV": 3, "FIN-WAIT-1": 4, "FIN-WAIT-2": 5,
@@ -25,20 +26,25 @@ def tree(name: str) -> str:
     return os.path.join(PROC, name)
 
 
+def tcp(root: str):
+    """The TCP tables of a procfs root as the socket snapshot reads them from /proc/net."""
+    with Snapshot(root, "procfs") as snap:
+        return snap.inet("tcp")
+
+
 def test_tcp_tables_match_ss_captured_at_the_same_moment() -> None:
     want: Counter = Counter()
     with open(os.path.join(PROC, "live", "ss-tan.txt")) as f:
         for line in f:
             if line.strip():
                 want[SS_TO_NUM[line.split()[0]]] += 1
-    v4 = net_sockets.read_inet(tree("live"), "tcp")
-    v6 = net_sockets.read_inet(tree("live"), "tcp6")
-    assert v4 is not None and v6 is not None
-    assert v4.states + v6.states == want
+    t = tcp(tree("live"))
+    assert t is not None and set(t.counts) == {"ipv4", "ipv6"}
+    assert t.counts["ipv4"].states + t.counts["ipv6"].states == want
     assert set(want) >= {1, 2, 3, 5, 6, 8, 10}  # the capture holds the states that matter
 
 
-def test_queue_bytes_skip_listeners() -> None:
+def test_queue_bytes_skip_listeners(tmp_path) -> None:
     path = os.path.join(PROC, "live", "net", "tcp")
     with open(path) as f:
         lines = f.read().splitlines()
@@ -48,32 +54,36 @@ def test_queue_bytes_skip_listeners() -> None:
         t, r = (int(x, 16) for x in f[4].split(":"))
         if f[3] != "0A":
             rx, tx = rx + r, tx + t
-    t = net_sockets.parse_inet(lines, path)
+    (tmp_path / "net").mkdir()
+    (tmp_path / "net" / "tcp").write_text("\n".join(lines) + "\n")
+    t = tcp(str(tmp_path)).counts["ipv4"]
     assert (t.rx_queue, t.tx_queue) == (rx, tx)
     assert t.rx_queue >= 1234  # the capture has 1234 bytes waiting on one connection
     # A listener's rx_queue is its accept queue length: it must not be added to bytes.
     listener = lines[1].split()
     listener[4] = "00000000:00000005"
-    t2 = net_sockets.parse_inet([lines[0], " ".join(listener)], path)
+    (tmp_path / "net" / "tcp").write_text(lines[0] + "\n" + " ".join(listener) + "\n")
+    t2 = tcp(str(tmp_path)).counts["ipv4"]
     assert t2.states[10] == 1 and t2.rx_queue == 0
 
 
 def test_ipv6_disabled_is_no_data() -> None:
-    assert net_sockets.read_inet(tree("sockets-ipv6-disabled"), "tcp6") is None
+    assert net_sockets.read_socket_rows(tree("sockets-ipv6-disabled"), "tcp6") is None
     assert sockstat.read_sockstat(tree("sockets-ipv6-disabled"), "sockstat6") is None
-    assert net_sockets.read_inet(tree("sockets-ipv6-disabled"), "tcp") is not None
+    assert list(tcp(tree("sockets-ipv6-disabled")).counts) == ["ipv4"]
 
 
 def test_empty_files() -> None:
-    assert net_sockets.read_inet(tree("empty"), "tcp").states == Counter()  # header only
-    assert net_sockets.read_inet(tree("empty"), "udp").states == Counter()  # zero bytes
+    assert tcp(tree("empty")).counts["ipv4"].states == Counter()  # header only
+    with Snapshot(tree("empty"), "procfs") as snap:
+        assert snap.inet("udp").counts["ipv4"].states == Counter()  # zero bytes
     assert net_sockets.read_unix(tree("empty")) == Counter()
     assert sockstat.read_sockstat(tree("empty")) == {}
 
 
 @pytest.mark.parametrize("name, reader, where", [
-    ("sockets-truncated", lambda r: net_sockets.read_inet(r, "tcp"), "net/tcp:5"),
-    ("garbage", lambda r: net_sockets.read_inet(r, "tcp"), "net/tcp:4"),
+    ("sockets-truncated", tcp, "net/tcp:5"),
+    ("garbage", tcp, "net/tcp:4"),
     ("garbage", net_sockets.read_unix, "net/unix:1"),
     ("sockets-truncated", sockstat.read_sockstat, "net/sockstat:2"),
     ("garbage", sockstat.read_sockstat, "net/sockstat:1"),

@@ -15,9 +15,9 @@ from netns import Holder, dump, needs_root, netns, read_sysctl, run
 from prometheus_client import CollectorRegistry
 
 from exporter import docs
-from exporter.collectors.protocols import ProtocolsCollector
+from exporter.collectors.protocols import DEFAULT_PROTOCOLS_FIELDS, ProtocolsCollector, ProtocolsOptions
 from exporter.collectors.protocols_table import FILES, TABLE, lookup, snake
-from exporter.config import DEFAULT_PROTOCOLS_FIELDS, Config
+from exporter.config import Config
 from exporter.procfs import snmp, snmp6
 from exporter.procfs.errors import ParseError
 
@@ -141,7 +141,8 @@ def test_table_covers_every_field_of_the_new_kernel_fixture() -> None:
 # --- the collector on fixtures --------------------------------------------------------------
 
 def collect(root: str, fields: Optional[str] = None) -> CollectorRegistry:
-    cfg = Config(procfs=root, protocols_fields=fields or DEFAULT_PROTOCOLS_FIELDS)
+    cfg = Config(procfs=root, options={
+        "protocols": ProtocolsOptions(fields=fields or DEFAULT_PROTOCOLS_FIELDS)})
     reg = CollectorRegistry(auto_describe=False)
     reg.register(ProtocolsCollector(cfg))
     return reg

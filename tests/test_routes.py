@@ -17,7 +17,7 @@ from helpers import FIXTURES, select
 from netns import dump, needs_root, netns, run, sh
 from prometheus_client import CollectorRegistry
 
-from exporter.collectors.routes import RoutesCollector
+from exporter.collectors.routes import RoutesCollector, RoutesOptions
 from exporter.config import Config
 from exporter.procfs import route
 from exporter.procfs.errors import ParseError
@@ -66,7 +66,8 @@ def test_parse_ipv6_route_and_main_table_filter() -> None:
 
 
 def collect(**kw: object) -> CollectorRegistry:
-    cfg = Config(procfs=os.path.join(FIXTURES, "proc", "new"), **kw)  # type: ignore[arg-type]
+    cfg = Config(procfs=os.path.join(FIXTURES, "proc", "new"),
+                 options={"routes": RoutesOptions(**kw)})  # type: ignore[arg-type]
     reg = CollectorRegistry(auto_describe=False)
     reg.register(RoutesCollector(cfg))
     return reg
@@ -80,14 +81,14 @@ def test_collector_counts_defaults_and_cap() -> None:
         "family": "ipv4", "gateway": "198.51.100.1", "interface": "wlan0", "metric": "600"}) == 1
     names = {m.name for m in reg.collect()}
     assert "netstat_route_info" not in names  # only with --collector.routes.table
-    full = [s for m in collect(routes_table=True).collect() for s in m.samples
+    full = [s for m in collect(table=True).collect() for s in m.samples
             if s.name == "netstat_route_info"]
     assert len(full) == 9
-    capped = [s for m in collect(routes_table=True, routes_max_routes=4).collect()
+    capped = [s for m in collect(table=True, max_routes=4).collect()
               for s in m.samples if s.name == "netstat_route_info"]
     assert len(capped) == 4
     # The counts still cover every route.
-    counted = sum(s.value for m in collect(routes_table=True, routes_max_routes=4).collect()
+    counted = sum(s.value for m in collect(table=True, max_routes=4).collect()
                   for s in m.samples if s.name == "netstat_routes")
     assert counted == 9
 

@@ -14,6 +14,8 @@ from helpers import FIXTURES, http_get, parse, poll, select, value
 from prometheus_client import generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from exporter.collectors.listeners import ListenersOptions
+from exporter.collectors.sockets import SocketsOptions
 from exporter.config import Config, ListenAddress
 from exporter.registry import Exporter
 from exporter.server import make_servers
@@ -42,7 +44,8 @@ class Slow:
 def server(request):
     extra = getattr(request, "param", None) or {}
     cfg = Config(listen_addresses=(ListenAddress("127.0.0.1", 0),), max_requests=1,
-                 collectors=frozenset({"sockets"}), sockets_source="procfs",
+                 collectors=frozenset({"sockets"}),
+                 options={"sockets": SocketsOptions(source="procfs")},
                  procfs=f"{FIXTURES}/proc/live")
     (srv,) = make_servers(cfg, Exporter(cfg, extra=extra))
     t = threading.Thread(target=srv.serve_forever, daemon=True)
@@ -156,7 +159,8 @@ class Counting:
 def counting_server() -> Iterator[Tuple[object, Counting]]:
     counting = Counting()
     cfg = Config(listen_addresses=(ListenAddress("127.0.0.1", 0),), max_requests=20,
-                 collectors=frozenset({"sockets"}), sockets_source="procfs",
+                 collectors=frozenset({"sockets"}),
+                 options={"sockets": SocketsOptions(source="procfs")},
                  procfs=f"{FIXTURES}/proc/live")
     (srv,) = make_servers(cfg, Exporter(cfg, extra={"counting": counting}))
     t = threading.Thread(target=srv.serve_forever, daemon=True)
@@ -211,7 +215,7 @@ def test_collector_duration_leaves_out_waiting_for_the_owner_cache(tmp_path) -> 
     shutil.copytree(f"{FIXTURES}/listeners/proc", proc, symlinks=True)
     os.makedirs(os.path.join(proc, "2", "fd"), exist_ok=True)  # git holds no empty directory
     ex = Exporter(Config(collectors=frozenset({"listeners"}), procfs=proc,
-                         listeners_source="procfs"))
+                         options={"listeners": ListenersOptions(source="procfs")}))
     cache = ex.collectors["listeners"].owners  # type: ignore[attr-defined]
     assert isinstance(cache, owners.OwnerCache)
     real = cache._lock

@@ -19,6 +19,7 @@ from helpers import FIXTURES
 
 from exporter.netlink import sockdiag as sd
 from exporter.procfs import ParseError
+from exporter.sockets.onepass import InetPass, ephemeral_range
 
 NL = os.path.join(FIXTURES, "netlink")
 SS_TO_NUM = {"ESTAB": 1, "SYN-SENT": 2, "SYN-RECV": 3, "FIN-WAIT-1": 4, "FIN-WAIT-2": 5,
@@ -281,12 +282,15 @@ def test_local_port_use_groups_by_peer_without_decoding() -> None:
             peer_msg(f6, "fd00::2", 40002, "fd00::8", 443),  # same local port, other peer
             peer_msg(f6, "::", 40003, "::", 0, state=7),  # bound, no peer
             peer_msg(f6, "fd00::2", 22, "fd00::9", 50000)]  # local port outside the range
-    use = sd.local_port_use(f6, 6, sd.ALL_STATES, set(range(40000, 40100)),
-                            sock=FakeSock([b"".join(msgs) + done()]))
-    decoded = {sd.decode_peer(f6, k): v for k, v in use.items()}
-    assert decoded == {("fd00::2", "fd00::9", 443): {40001, 40002},
-                       ("fd00::2", "fd00::8", 443): {40002},
-                       ("::", "::", 0): {40003}}
+    for proto in ("tcp", "udp"):
+        sink = InetPass(proto, listeners=False, connections=False,
+                        ephemeral=ephemeral_range(40000, 40099, []))
+        sd.dump_records(sd.inet_request(f6, 6), sink, sock=FakeSock([b"".join(msgs) + done()]))
+        use = sink.result("netlink", ["ipv6"]).ports
+        assert use is not None
+        assert use.used == 3  # 40001, 40002, 40003
+        assert use.destinations == Counter({"fd00::2->[fd00::9]:443": 2,
+                                            "fd00::2->[fd00::8]:443": 1})
 
 
 @pytest.mark.parametrize("err, absent, falls_back", [

@@ -10,7 +10,7 @@ import pytest
 from helpers import FIXTURES, parse, select, value
 from prometheus_client import CollectorRegistry
 
-from exporter.collectors.sockets import TCP_EMITTED, TCP_STATES, SocketsCollector
+from exporter.collectors.sockets import TCP_EMITTED, TCP_STATES, SocketsCollector, SocketsOptions
 from exporter.config import Config
 from exporter.procfs import ParseError
 from exporter.registry import Exporter
@@ -23,7 +23,8 @@ SS = {"ESTAB": "established", "SYN-SENT": "syn_sent", "SYN-RECV": "syn_recv",
 
 def registry(tree: str, source: str = "procfs") -> CollectorRegistry:
     reg = CollectorRegistry()
-    reg.register(SocketsCollector(Config(procfs=os.path.join(PROC, tree), sockets_source=source)))
+    reg.register(SocketsCollector(Config(procfs=os.path.join(PROC, tree),
+                                         options={"sockets": SocketsOptions(source=source)})))
     return reg
 
 
@@ -64,7 +65,8 @@ def test_ipv6_disabled_is_no_data_not_a_failure() -> None:
 
 
 def test_garbage_fails_the_collector_with_file_and_line() -> None:
-    cfg = Config(procfs=os.path.join(PROC, "garbage"), sockets_source="procfs",
+    cfg = Config(procfs=os.path.join(PROC, "garbage"),
+                 options={"sockets": SocketsOptions(source="procfs")},
                  collectors=frozenset({"sockets"}))
     with pytest.raises(ParseError, match=r"net/tcp:4: bad state"):
         list(SocketsCollector(cfg).collect())

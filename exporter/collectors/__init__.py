@@ -1,7 +1,12 @@
 """Collectors: one module per collector, each registered under the one word that names it
 everywhere (module, ``--collector.<name>`` flag, ``collector`` label, test file, dashboard row).
 
-Importing this package registers them all, in the order listed here.
+Importing this package registers them all, in the order listed here. A collector module
+declares everything about itself through :mod:`exporter.collectors.api`: its metrics
+(``MetricDoc``, kept as module-level constants such as ``M_INFO``), its option dataclass and the
+``Flag`` of each option, and ``register``. It never imports the scrape (:mod:`exporter.scrape`)
+or the command line. Collectors that read sockets implement ``socket_wants()`` and
+``collect_snapshot(snap)`` and get the scrape's shared :mod:`exporter.sockets` snapshot.
 """
 
 # Registration order is the order of the reference and of the exposition, not alphabetical.

@@ -8,13 +8,14 @@ devices by name, as node_exporter's netdev collector does.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Dict, Iterator, List
 
 from prometheus_client.core import Metric
 
+from exporter.collectors.api import Flag, MetricDoc, options, register
 from exporter.config import Config, compile_regex
 from exporter.procfs import netdev
-from exporter.registry import MetricDoc, register
 from exporter.sysfs import net_class
 
 log = logging.getLogger(__name__)
@@ -67,18 +68,37 @@ M_SPEED = MetricDoc(
 METRICS = (*COUNTERS.values(), M_UP, M_MTU, M_SPEED)
 
 
+_INCLUDE = "--collector.interfaces.device-include"
+_EXCLUDE = "--collector.interfaces.device-exclude"
+
+
+@dataclass(frozen=True)
+class InterfacesOptions:
+    device_include: str = ""  # regexes over device names; "" means no filter
+    device_exclude: str = ""
+
+    def __post_init__(self) -> None:
+        compile_regex(_INCLUDE, self.device_include)
+        compile_regex(_EXCLUDE, self.device_exclude)
+
+
+FLAGS = (
+    Flag("device_include", "Regex of interface names to export (default all)."),
+    Flag("device_exclude", "Regex of interface names to leave out."),
+)
+
+
 @register("interfaces", default_enabled=True,
           description="per-interface traffic counters from /proc/net/dev (netstat -i); state, "
                       "MTU and speed from /sys/class/net",
-          metrics=METRICS)
+          metrics=METRICS, options=InterfacesOptions, flags=FLAGS)
 class InterfacesCollector:
     def __init__(self, config: Config) -> None:
+        opts = options(config, "interfaces", InterfacesOptions)
         self.procfs = config.procfs
         self.sysfs = config.sysfs
-        self.include = compile_regex("--collector.interfaces.device-include",
-                                     config.interfaces_device_include)
-        self.exclude = compile_regex("--collector.interfaces.device-exclude",
-                                     config.interfaces_device_exclude)
+        self.include = compile_regex(_INCLUDE, opts.device_include)
+        self.exclude = compile_regex(_EXCLUDE, opts.device_exclude)
 
     def _wanted(self, dev: str) -> bool:
         if self.include is not None and not self.include.match(dev):

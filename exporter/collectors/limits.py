@@ -11,9 +11,9 @@ from typing import Iterator, List, Optional, Tuple
 
 from prometheus_client.core import Metric
 
+from exporter.collectors.api import MetricDoc, register
 from exporter.config import Config
 from exporter.procfs import sysctl
-from exporter.registry import MetricDoc, register
 
 
 def _doc(name: str, sysctl_name: str, text: str, unit: str = "") -> MetricDoc:

@@ -22,40 +22,30 @@ from __future__ import annotations
 
 import logging
 import socket
-import sys
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Set, Tuple
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from exporter import expected as expected_file
+from exporter.collectors.api import Flag, MetricDoc, options, register
 from exporter.config import Config
 from exporter.netlink import sockdiag as nl
 from exporter.owners import Identity, Owner, OwnerCache
-from exporter.procfs import net_sockets
-from exporter.registry import MetricDoc, register
+from exporter.sockets.model import Listener
+from exporter.sockets.names import CONNECTION_STATES, FAMILIES
+from exporter.sockets.snapshot import SOURCES, Snapshot, Wants
 
 log = logging.getLogger(__name__)
 
-FAMILIES = [(socket.AF_INET, "ipv4"), (socket.AF_INET6, "ipv6")]
-FAMILY_NAMES = dict(FAMILIES)
 PROTOCOLS = ("tcp", "udp")
-# include/net/tcp_states.h, named as ss names them. Every state but listen is a connection
-# state; new_syn_recv is internal (inet_diag reports request sockets as syn_recv).
-TCP_STATES: Dict[int, str] = {
-    1: "established", 2: "syn_sent", 3: "syn_recv", 4: "fin_wait1", 5: "fin_wait2",
-    6: "time_wait", 7: "close", 8: "close_wait", 9: "last_ack", 11: "closing",
-    13: "bound_inactive",
-}
+# Every state but listen is a connection state (new_syn_recv is internal: inet_diag reports
+# request sockets as syn_recv).
+TCP_STATES = CONNECTION_STATES
 OTHER_PORT = "other"
-_LISTEN_STATES = 1 << nl.TCP_LISTEN
-# Connections: every state but listen, in one dump (one pass over the established hash).
-_CONNECTED = nl.ALL_STATES & ~_LISTEN_STATES
-_PSUTIL_STATES = {name.upper(): num for num, name in TCP_STATES.items()}
-_PSUTIL_STATES.update({"SYN_RECV": 3, "NONE": 7})
 
 M_INFO = MetricDoc(
     "netstat_listener_info", "gauge",
@@ -84,7 +74,7 @@ M_LIMIT = MetricDoc(
 M_CONN = MetricDoc(
     "netstat_listener_connections", "gauge",
     "TCP sockets whose local port is a listening TCP port, by state (every state but listen, "
-    "zeros included; from sock_diag filtered by port in the kernel, or /proc/net/tcp). Ports "
+    "zeros included; from the scrape's one TCP dump, sock_diag or /proc/net/tcp). Ports "
     "beyond --collector.listeners.max-ports, lowest numbers first, are summed under "
     "port=\"other\".",
     ("port", "state"), note="not with --no-collector.listeners.connections")
@@ -115,173 +105,70 @@ METRICS = (M_INFO, M_QUEUE, M_LIMIT, M_CONN, M_COUNT, M_UNATTRIBUTED, M_UNEXPECT
            M_RELOAD_OK, M_RELOAD_TS)
 
 
-@dataclass
-class Listener:
-    """One listening socket, whatever the source."""
-
-    protocol: str
-    family: str
-    address: str
-    port: int
-    inode: int = 0  # 0: unknown (psutil) or a socket without a file (held by the kernel)
-    uid: Optional[int] = None  # the socket's owner
-    queue: Optional[int] = None
-    limit: Optional[int] = None
-    pids: Tuple[int, ...] = ()  # psutil only: the holders it found
-
-
-@dataclass
-class Snapshot:
-    listeners: List[Listener] = field(default_factory=list)
-    families: Set[str] = field(default_factory=set)
-    connections: Counter[Tuple[int, int]] = field(default_factory=Counter)  # (port, state)
-    source: str = "netlink"
-
-
 class SourceError(RuntimeError):
     pass
 
 
-def _address(addr: str, ifindex: int) -> str:
-    """The address as ss prints it, with ``%<device>`` for a socket bound to one."""
-    if not ifindex:
-        return addr
-    try:
-        return f"{addr}%{socket.if_indextoname(ifindex)}"
-    except OSError:
-        return f"{addr}%{ifindex}"
+@dataclass(frozen=True)
+class ListenersOptions:
+    source: str = "auto"
+    pid_label: bool = False
+    max_ports: int = 100
+    connections: bool = True
+    expected_file: str = ""
 
 
-_ADDRESSES: Dict[Tuple[int, bytes, int], str] = {}
-
-
-def _format(family: int, raw: bytes, ifindex: int) -> str:
-    """Raw inet_diag address bytes as text; memoised, listeners share few addresses."""
-    key = (family, raw, ifindex)
-    text = _ADDRESSES.get(key)
-    if text is None:
-        if len(_ADDRESSES) > 4096:
-            _ADDRESSES.clear()
-        ip = socket.inet_ntop(family, raw[:4] if family == socket.AF_INET else raw)
-        text = _ADDRESSES[key] = _address(ip, ifindex)
-    return text
-
-
-def read_netlink(connections: bool = True) -> Snapshot:
-    snap = Snapshot(source="netlink")
-    s = nl._open()
-    try:
-        for fam_num, fam in FAMILIES:
-            try:
-                tcp = nl.list_inet_brief(fam_num, nl.IPPROTO_TCP, _LISTEN_STATES, sock=s)
-                udp = nl.list_inet_brief(fam_num, nl.IPPROTO_UDP, 1 << nl.TCP_CLOSE, sock=s)
-            except nl.NetlinkError as e:
-                if e.absent and fam_num == socket.AF_INET6:
-                    continue  # IPv6 off
-                raise
-            snap.families.add(fam)
-            add = snap.listeners.append
-            for _f, _st, sp, src, ifindex, rq, wq, uid, inode in tcp:
-                add(Listener("tcp", fam, _format(fam_num, src, ifindex),
-                             (sp & 0xFF) << 8 | sp >> 8, inode, uid, rq, wq))
-            for _f, _st, sp, src, ifindex, _rq, _wq, uid, inode in udp:
-                if sp:
-                    add(Listener("udp", fam, _format(fam_num, src, ifindex),
-                                 (sp & 0xFF) << 8 | sp >> 8, inode, uid))
-        ports = {x.port for x in snap.listeners if x.protocol == "tcp"}
-        if ports and connections:
-            snap.connections = nl.count_by_port(socket.AF_UNSPEC, nl.IPPROTO_TCP,
-                                                _CONNECTED, ports, sock=s)
-    finally:
-        s.close()
-    return snap
+FLAGS = (
+    Flag("source", "Where the listeners collector reads sockets: netlink sock_diag (with accept "
+                   "queues), /proc/net (queue length only), or psutil (no queues); auto tries "
+                   "them in that order.", choices=SOURCES),
+    Flag("pid_label", "Add a pid label to netstat_listener_info (the lowest pid per process "
+                      "identity); pids change on every restart."),
+    Flag("max_ports", "Listening TCP ports named in netstat_listener_connections, lowest first; "
+                      "the connections of the others are summed under port=\"other\".", min=1),
+    Flag("connections", "Count connections per listening port (netstat_listener_connections), "
+                        "from the TCP socket table that the scrape reads once for every "
+                        "collector."),
+    Flag("expected_file", "YAML or TOML (*.toml) file of expected listeners; every other "
+                          "listener is reported as unexpected. Re-read on SIGHUP."),
+)
 
 
 def _still_listening(inodes: Set[int]) -> Set[int]:
-    """Which of ``inodes`` are listening sockets still: one dump of listeners only, far cheaper
-    than reading every process's descriptors for a socket whose process has exited."""
-    try:
-        snap = read_netlink(connections=False)
-    except nl.NetlinkError:
-        return inodes
-    return inodes & {x.inode for x in snap.listeners}
-
-
-def read_procfs(root: str) -> Snapshot:
-    snap = Snapshot(source="procfs")
-    tcp_rows: List[net_sockets.SocketRow] = []
-    for proto in PROTOCOLS:
-        for name, fam in ((proto, "ipv4"), (proto + "6", "ipv6")):
-            rows = net_sockets.read_socket_rows(root, name)
-            if rows is None:
-                continue
-            snap.families.add(fam)
-            for r in rows:
-                if proto == "tcp" and r.state == nl.TCP_LISTEN:
-                    snap.listeners.append(Listener("tcp", fam, r.local, r.local_port, r.inode,
-                                                   r.uid, r.rx_queue))
-                elif proto == "tcp":
-                    tcp_rows.append(r)
-                elif r.state == nl.TCP_CLOSE and r.local_port:
-                    snap.listeners.append(Listener("udp", fam, r.local, r.local_port, r.inode,
-                                                   r.uid))
-    if not snap.families:
-        raise SourceError(f"no /proc/net/tcp or udp under {root}")
-    ports = {x.port for x in snap.listeners if x.protocol == "tcp"}
-    snap.connections.update((r.local_port, r.state) for r in tcp_rows if r.local_port in ports)
-    return snap
-
-
-def read_psutil() -> Snapshot:
-    import psutil
-
-    snap = Snapshot(source="psutil", families={"ipv4", "ipv6"})
-    seen: Dict[Tuple[str, str, str, int], Listener] = {}
-    conns: List[Tuple[int, int]] = []
-    for kind in PROTOCOLS:
-        for c in psutil.net_connections(kind=kind):
-            fam = "ipv6" if c.family == socket.AF_INET6 else "ipv4"
-            if not c.laddr:
-                continue
-            addr, port = c.laddr[0], c.laddr[1]
-            listening = c.status == "LISTEN" if kind == "tcp" else not c.raddr and port
-            if not listening:
-                if kind == "tcp":
-                    conns.append((port, _PSUTIL_STATES.get(c.status, nl.TCP_CLOSE)))
-                continue
-            # psutil gives one row per (process, descriptor): rows of one socket merge here.
-            key = (kind, fam, addr, port)
-            x = seen.get(key)
-            if x is None:
-                x = seen[key] = Listener(kind, fam, addr, port)
-                snap.listeners.append(x)
-            if c.pid is not None and c.pid not in x.pids:
-                x.pids += (c.pid,)
-    ports = {x.port for x in snap.listeners if x.protocol == "tcp"}
-    snap.connections.update(pc for pc in conns if pc[0] in ports)
-    return snap
+    """Which of ``inodes`` are listening sockets still: one dump of listening TCP and unconnected
+    UDP sockets, far cheaper than reading every process's descriptors for a socket whose
+    process has exited. On any netlink error, all of them (the caller then keeps looking)."""
+    found: Set[int] = set()
+    for fam in (socket.AF_INET, socket.AF_INET6):
+        for proto, state in ((nl.IPPROTO_TCP, nl.TCP_LISTEN), (nl.IPPROTO_UDP, nl.TCP_CLOSE)):
+            try:
+                found.update(x.inode for x in nl.list_inet(fam, proto, 1 << state))
+            except nl.NetlinkError as e:
+                if fam == socket.AF_INET6 and e.absent:
+                    continue  # IPv6 off
+                return inodes
+    return inodes & found
 
 
 @register("listeners", default_enabled=True,
           description="who listens where (TCP and UDP), accept queues, connections per "
                       "listening port, unexpected listeners",
-          metrics=METRICS)
+          metrics=METRICS, options=ListenersOptions, flags=FLAGS)
 class ListenersCollector:
     def __init__(self, config: Config) -> None:
+        opts = options(config, "listeners", ListenersOptions)
         self.procfs = config.procfs
-        self.source = config.listeners_source
-        if self.source == "auto" and not sys.platform.startswith("linux"):
-            self.source = "psutil"
-        self.pid_label = config.listeners_pid_label
-        self.max_ports = config.listeners_max_ports
-        self.connections = config.listeners_connections
+        self.socket_source = opts.source
+        self.pid_label = opts.pid_label
+        self.max_ports = opts.max_ports
+        self.connections = opts.connections
         self.owners = OwnerCache(config.procfs)
         self._services: Dict[Tuple[int, str], str] = {}
         self._psutil_ids: Dict[Tuple[int, float], Identity] = {}
         self._psutil_lock = threading.Lock()
         # The expected-listeners file: loaded here (a bad file stops the start with a one-line
         # error), re-read by reload() on SIGHUP, which keeps the old rules if the new file is bad.
-        self.expected_path = config.listeners_expected_file
+        self.expected_path = opts.expected_file
         self.expected: Optional[expected_file.ExpectedListeners] = None
         self.reload_success = 1.0
         self.reload_time = 0.0
@@ -308,26 +195,36 @@ class ListenersCollector:
 
     # --- reading -----------------------------------------------------------------------------
 
-    def _snapshot(self) -> Snapshot:
-        if self.source == "psutil":
-            return read_psutil()
-        if self.source in ("auto", "netlink"):
-            try:
-                return read_netlink(self.connections)
-            except nl.NetlinkError as e:
-                if self.source == "netlink" or not e.falls_back:
-                    raise
-                log.debug("netlink refused, reading /proc/net", extra={"err": str(e)})
-        return read_procfs(self.procfs)
+    def socket_wants(self) -> Wants:
+        return Wants(listeners=True, connections=self.connections)
 
-    def _owners(self, snap: Snapshot) -> Dict[int, List[Owner]]:
-        """Owners per listener, keyed by the listener's position in ``snap.listeners``."""
-        if snap.source == "psutil":
-            return {i: self._psutil_owners(x.pids) for i, x in enumerate(snap.listeners)}
-        by_inode = self.owners.owners({x.inode for x in snap.listeners if x.inode},
-                                      _still_listening if snap.source == "netlink" else None)
+    def _listeners(self, snap: Snapshot) -> Tuple[List[Listener], List[str], Counter[Tuple[int, int]], str]:
+        """Listeners, the families that have socket tables, connections per (port, state), and
+        the source (that of the TCP table)."""
+        listeners: List[Listener] = []
+        families: List[str] = []
+        connections: Counter[Tuple[int, int]] = Counter()
+        source = ""
+        for proto in PROTOCOLS:
+            tables = snap.inet(proto)
+            if tables is None:
+                continue
+            source = source or tables.source
+            listeners += tables.listeners
+            families += [f for f in tables.families if f not in families]
+            connections.update(tables.connections)
+        if not families:
+            raise SourceError(f"no TCP or UDP socket table ({snap.source}) under {snap.procfs}")
+        return listeners, families, connections, source
+
+    def _owners(self, listeners: List[Listener], source: str) -> Dict[int, List[Owner]]:
+        """Owners per listener, keyed by the listener's position in ``listeners``."""
+        if source == "psutil":
+            return {i: self._psutil_owners(x.pids) for i, x in enumerate(listeners)}
+        by_inode = self.owners.owners({x.inode for x in listeners if x.inode},
+                                      _still_listening if source == "netlink" else None)
         return {i: by_inode.get(x.inode, []) if x.inode else []
-                for i, x in enumerate(snap.listeners)}
+                for i, x in enumerate(listeners)}
 
     def _psutil_owners(self, pids: Tuple[int, ...]) -> List[Owner]:
         import psutil
@@ -366,8 +263,12 @@ class ListenersCollector:
     # --- metrics -----------------------------------------------------------------------------
 
     def collect(self) -> Iterator[Metric]:
-        snap = self._snapshot()
-        owners = self._owners(snap)
+        with Snapshot(self.procfs, self.socket_source, wants=self.socket_wants()) as snap:
+            yield from list(self.collect_snapshot(snap))
+
+    def collect_snapshot(self, snap: Snapshot) -> Iterator[Metric]:
+        all_listeners, families, connections, source = self._listeners(snap)
+        owners = self._owners(all_listeners, source)
         rules = self.expected
 
         labels = list(M_INFO.labels) + (["pid"] if self.pid_label else [])
@@ -379,11 +280,11 @@ class ListenersCollector:
         unattributed: Counter[str] = Counter()
         unexpected: Counter[str] = Counter()
 
-        order = sorted(range(len(snap.listeners)), key=lambda i: (
-            snap.listeners[i].protocol, snap.listeners[i].family, snap.listeners[i].port,
-            snap.listeners[i].address))
+        order = sorted(range(len(all_listeners)), key=lambda i: (
+            all_listeners[i].protocol, all_listeners[i].family, all_listeners[i].port,
+            all_listeners[i].address))
         for i in order:
-            x = snap.listeners[i]
+            x = all_listeners[i]
             count[(x.protocol, x.family)] += 1
             held = owners.get(i, [])
             if not held:
@@ -428,12 +329,12 @@ class ListenersCollector:
             yield lf
 
         if self.connections:
-            yield self._connections(snap)
+            yield self._connections(all_listeners, connections)
 
         cf = M_COUNT.family()
         for proto in PROTOCOLS:
             for _num, fam in FAMILIES:
-                if fam in snap.families:
+                if fam in families:
                     cf.add_metric([proto, fam], float(count[(proto, fam)]))
         yield cf
         uf = M_UNATTRIBUTED.family()
@@ -453,17 +354,18 @@ class ListenersCollector:
             ts.add_metric([], self.reload_time)
             yield ts
 
-    def _connections(self, snap: Snapshot) -> Metric:
-        ports = sorted({x.port for x in snap.listeners if x.protocol == "tcp"})
+    def _connections(self, listeners: List[Listener],
+                     connections: Counter[Tuple[int, int]]) -> Metric:
+        ports = sorted({x.port for x in listeners if x.protocol == "tcp"})
         named = ports[: self.max_ports]
         overflow = set(ports[self.max_ports:])
         fam = M_CONN.family()
         for port in named:
             for st, name in TCP_STATES.items():
-                fam.add_metric([str(port), name], float(snap.connections.get((port, st), 0)))
+                fam.add_metric([str(port), name], float(connections.get((port, st), 0)))
         if overflow:
             other: Counter[int] = Counter()
-            for (port, st), n in snap.connections.items():
+            for (port, st), n in connections.items():
                 if port in overflow:
                     other[st] += n
             for st, name in TCP_STATES.items():

@@ -12,18 +12,47 @@ data; a malformed one fails this collector with the file and line in the log.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from prometheus_client.core import Metric
 
+from exporter.collectors.api import Flag, MetricDoc, options, register
 from exporter.collectors.protocols_table import TABLE, Field, lookup, pattern_rows
-from exporter.config import DEFAULT_PROTOCOLS_FIELDS, Config, compile_regex
+from exporter.config import Config, compile_regex
 from exporter.procfs import snmp, snmp6
-from exporter.registry import MetricDoc, register
 
 log = logging.getLogger(__name__)
 
-_DEFAULT = compile_regex("--collector.protocols.fields", DEFAULT_PROTOCOLS_FIELDS)
+# The default fields, matched against "Group_Field" kernel names: what node_exporter's netstat
+# collector exports by default, plus the counters that explain TIME_WAIT pile-ups, listen-queue
+# overflows and memory aborts.
+DEFAULT_PROTOCOLS_FIELDS = (
+    r"^(.*_(InErrors|InErrs)|Ip_Forwarding|Ip(6|Ext)_(InOctets|OutOctets)|Icmp6?_(InMsgs|OutMsgs)"
+    r"|TcpExt_(Listen.*|Syncookies.*|TCPSynRetrans|TCPTimeouts|TCPOFOQueue|TW|TWRecycled"
+    r"|TWKilled|TCPTimeWaitOverflow|TCPBacklogDrop|TCPAbortOn.*|TCPReqQFull.*"
+    r"|TCPMemoryPressures|TCPRcvQDrop)"
+    r"|Tcp_(ActiveOpens|PassiveOpens|AttemptFails|EstabResets|CurrEstab|InSegs|OutSegs"
+    r"|RetransSegs|OutRsts)"
+    r"|Udp6?_(InDatagrams|OutDatagrams|NoPorts|RcvbufErrors|SndbufErrors))$"
+)
+_FLAG = "--collector.protocols.fields"
+_DEFAULT = compile_regex(_FLAG, DEFAULT_PROTOCOLS_FIELDS)
+
+
+@dataclass(frozen=True)
+class ProtocolsOptions:
+    fields: str = DEFAULT_PROTOCOLS_FIELDS
+
+    def __post_init__(self) -> None:
+        compile_regex(_FLAG, self.fields)
+
+
+FLAGS = (
+    Flag("fields", "Regex over Group_Field kernel names (TcpExt_ListenOverflows, as nstat names "
+                   "them with an underscore) choosing the protocol counters exported; replaces "
+                   "the default set, e.g. '.*' for all."),
+)
 
 
 def _doc(f: Field, note: str = "") -> MetricDoc:
@@ -46,11 +75,11 @@ METRICS = _docs()
           description="protocol counters of /proc/net/snmp, netstat and snmp6 (netstat -s, "
                       "nstat), typed; the default set is marked 'default', "
                       "--collector.protocols.fields (regex over Group_Field) chooses others",
-          metrics=METRICS)
+          metrics=METRICS, options=ProtocolsOptions, flags=FLAGS)
 class ProtocolsCollector:
     def __init__(self, config: Config) -> None:
         self.procfs = config.procfs
-        self.fields = compile_regex("--collector.protocols.fields", config.protocols_fields)
+        self.fields = compile_regex(_FLAG, options(config, "protocols", ProtocolsOptions).fields)
         # Selection and metric declaration per (group, field), computed once: the set of
         # fields is bounded by what the kernel prints.
         self._cache: Dict[Tuple[str, str], Optional[MetricDoc]] = {}

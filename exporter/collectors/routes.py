@@ -10,13 +10,14 @@ entries (see :func:`exporter.procfs.route.in_main_table`).
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from typing import Iterator, List, Set, Tuple
 
 from prometheus_client.core import Metric
 
+from exporter.collectors.api import Flag, MetricDoc, options, register
 from exporter.config import Config
 from exporter.procfs import route
-from exporter.registry import MetricDoc, register
 
 M_ROUTES = MetricDoc(
     "netstat_routes", "gauge",
@@ -38,16 +39,30 @@ M_INFO = MetricDoc(
 METRICS = (M_ROUTES, M_DEFAULT, M_INFO)
 
 
+@dataclass(frozen=True)
+class RoutesOptions:
+    table: bool = False
+    max_routes: int = 1000
+
+
+FLAGS = (
+    Flag("table", "Export every route as netstat_route_info."),
+    Flag("max_routes", "Routes listed by --collector.routes.table at most; the rest are only "
+                       "counted.", min=0),
+)
+
+
 @register("routes", default_enabled=True,
           description="route counts per family and interface and the default routes from "
                       "/proc/net/route and /proc/net/ipv6_route (netstat -r); the whole table, "
                       "capped, with --collector.routes.table",
-          metrics=METRICS)
+          metrics=METRICS, options=RoutesOptions, flags=FLAGS)
 class RoutesCollector:
     def __init__(self, config: Config) -> None:
+        opts = options(config, "routes", RoutesOptions)
         self.procfs = config.procfs
-        self.table = config.routes_table
-        self.max_routes = config.routes_max_routes
+        self.table = opts.table
+        self.max_routes = opts.max_routes
 
     def collect(self) -> Iterator[Metric]:
         v4 = route.read_route(self.procfs)

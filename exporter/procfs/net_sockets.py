@@ -1,74 +1,30 @@
 """/proc/net/{tcp,tcp6,udp,udp6,udplite,udplite6,raw,raw6} and /proc/net/unix: per-socket tables.
 
-The fallback socket source where netlink sock_diag is refused. Formats are from
+The fallback socket source where netlink sock_diag is refused: one row reader
+(:func:`iter_socket_rows`) for every inet table, whose rows the socket snapshot
+(:mod:`exporter.sockets`) decodes with the same pass as netlink's records. Formats are from
 net/ipv4/tcp_ipv4.c (get_tcp4_sock), net/ipv4/udp.c (udp4_format_sock), net/ipv4/raw.c and
-net/unix/af_unix.c (unix_seq_show). Counting streams line by line, so memory stays flat.
+net/unix/af_unix.c (unix_seq_show).
 """
 
 from __future__ import annotations
 
-import os
 import socket
 import struct
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Iterable, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Iterable, Iterator, List, Optional, Tuple
 
+from exporter.procfs import read_parsed
 from exporter.procfs.errors import ParseError
+from exporter.sockets.names import TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN
 
-TCP_LISTEN = 10
 # /proc/net/unix "St" column is the socket's SS_* state (include/uapi/linux/net.h), and the
 # __SO_ACCEPTCON flag (1 << 16) marks a listener.
 SS_CONNECTED = 3
 SO_ACCEPTCON = 1 << 16
 # The netlink view (sk_state) of the same three situations, so both sources agree.
-UNIX_ESTABLISHED, UNIX_UNCONNECTED, UNIX_LISTEN = 1, 7, 10
-
-
-@dataclass
-class InetTable:
-    """Per-state counts of one /proc/net/<proto> file and queue bytes of non-listeners."""
-
-    states: Counter = field(default_factory=Counter)  # type: ignore[type-arg]
-    rx_queue: int = 0
-    tx_queue: int = 0
-
-
-def parse_inet(lines: Iterable[str], path: str) -> InetTable:
-    """Parse a /proc/net/tcp-style table. Columns: sl local rem st tx_queue:rx_queue ..."""
-    t = InetTable()
-    it = iter(lines)
-    header = next(it, None)
-    if header is None:
-        return t  # an empty file: no sockets (seen on kernels with the protocol compiled out)
-    if "local_address" not in header:
-        raise ParseError(path, "missing header line", 1)
-    for n, line in enumerate(it, start=2):
-        f = line.split(None, 5)
-        if not f:
-            continue
-        if len(f) < 5 or ":" not in f[4]:
-            raise ParseError(path, f"expected at least 5 columns, got {len(f)}", n)
-        try:
-            st = int(f[3], 16)
-            tx, rx = (int(x, 16) for x in f[4].split(":", 1))
-        except ValueError:
-            raise ParseError(path, f"bad state or queue field {f[3]!r} {f[4]!r}", n) from None
-        t.states[st] += 1
-        if st != TCP_LISTEN:
-            t.rx_queue += rx
-            t.tx_queue += tx
-    return t
-
-
-def read_inet(root: str, name: str) -> Optional[InetTable]:
-    """Read ``<root>/net/<name>``; None when the file is absent (IPv6 or the protocol off)."""
-    path = os.path.join(root, "net", name)
-    try:
-        with open(path, encoding="ascii", errors="replace") as f:
-            return parse_inet(f, path)
-    except FileNotFoundError:
-        return None
+UNIX_ESTABLISHED, UNIX_UNCONNECTED, UNIX_LISTEN = TCP_ESTABLISHED, TCP_CLOSE, TCP_LISTEN
 
 
 @dataclass(frozen=True)
@@ -97,18 +53,17 @@ def _hex_addr(text: str) -> Tuple[int, str]:
     return fam, socket.inet_ntop(fam, struct.pack(f"={len(words)}I", *words))
 
 
-def parse_socket_rows(lines: Iterable[str], path: str) -> List[SocketRow]:
-    """Rows of a /proc/net/tcp-style table. Columns:
+def iter_socket_rows(lines: Iterable[str], path: str) -> Iterator[SocketRow]:
+    """Rows of a /proc/net/tcp-style table, one at a time. Columns:
     ``sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode``.
 
     For a TCP listener rx_queue is the accept queue length (sk_ack_backlog) and tx_queue is 0:
     the backlog limit is not in this file.
     """
-    out: List[SocketRow] = []
     it = iter(lines)
     header = next(it, None)
     if header is None:
-        return out
+        return  # an empty file: no sockets (seen on kernels with the protocol compiled out)
     if "local_address" not in header:
         raise ParseError(path, "missing header line", 1)
     for n, line in enumerate(it, start=2):
@@ -122,10 +77,13 @@ def parse_socket_rows(lines: Iterable[str], path: str) -> List[SocketRow]:
             ra, rp = f[2].split(":")
             fam, local = _hex_addr(la)
             _, remote = _hex_addr(ra)
-            ports_state = int(lp, 16), int(rp, 16), int(f[3], 16)
+            lport, rport = int(lp, 16), int(rp, 16)
         except ValueError:
-            raise ParseError(path, f"bad address or state {f[1]!r} {f[2]!r} {f[3]!r}",
-                             n) from None
+            raise ParseError(path, f"bad address {f[1]!r} {f[2]!r}", n) from None
+        try:
+            state = int(f[3], 16)
+        except ValueError:
+            raise ParseError(path, f"bad state {f[3]!r}", n) from None
         if len(f) < 10 or ":" not in f[4]:
             raise ParseError(path, f"expected at least 10 columns, got {len(f)}", n)
         try:
@@ -133,19 +91,18 @@ def parse_socket_rows(lines: Iterable[str], path: str) -> List[SocketRow]:
             uid, inode = int(f[7]), int(f[9])
         except ValueError as e:
             raise ParseError(path, f"bad field: {e}", n) from None
-        lport, rport, state = ports_state
-        out.append(SocketRow(fam, local, lport, remote, rport, state, tx, rx, uid, inode))
-    return out
+        yield SocketRow(fam, local, lport, remote, rport, state, tx, rx, uid, inode)
+
+
+def parse_socket_rows(lines: Iterable[str], path: str) -> List[SocketRow]:
+    """Every row of a /proc/net/tcp-style table (see :func:`iter_socket_rows`)."""
+    return list(iter_socket_rows(lines, path))
 
 
 def read_socket_rows(root: str, name: str) -> Optional[List[SocketRow]]:
     """Rows of ``<root>/net/<name>``; None when the file is absent (IPv6 or the protocol off)."""
-    path = os.path.join(root, "net", name)
-    try:
-        with open(path, encoding="ascii", errors="replace") as f:
-            return parse_socket_rows(f, path)
-    except FileNotFoundError:
-        return None
+    return read_parsed(root, lambda text, path: parse_socket_rows(text.splitlines(), path),
+                       "net", name)
 
 
 def parse_unix(lines: Iterable[str], path: str) -> Counter:  # type: ignore[type-arg]
@@ -181,9 +138,5 @@ def parse_unix(lines: Iterable[str], path: str) -> Counter:  # type: ignore[type
 
 
 def read_unix(root: str) -> Optional[Counter]:  # type: ignore[type-arg]
-    path = os.path.join(root, "net", "unix")
-    try:
-        with open(path, encoding="ascii", errors="replace") as f:
-            return parse_unix(f, path)
-    except FileNotFoundError:
-        return None
+    """``<root>/net/unix`` counted per (type, state); None when absent."""
+    return read_parsed(root, lambda text, path: parse_unix(text.splitlines(), path), "net", "unix")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from typing import List, Optional, Tuple
 
+from exporter.procfs import read_parsed
 from exporter.procfs.errors import ParseError
 
 
@@ -38,12 +39,7 @@ def parse_error(root: str, name: str, message: str) -> ParseError:
 
 def read_ints(root: str, name: str) -> Optional[List[int]]:
     """``<root>/sys/<name>`` as integers; None when absent."""
-    path = _path(root, name)
-    try:
-        with open(path, encoding="ascii", errors="replace") as f:
-            return parse_ints(f.read(), path)
-    except FileNotFoundError:
-        return None
+    return read_parsed(root, parse_ints, "sys", *name.split("/"))
 
 
 def read_int(root: str, name: str) -> Optional[int]:
@@ -79,9 +75,4 @@ def parse_port_ranges(text: str, path: str) -> List[Tuple[int, int]]:
 
 def read_port_ranges(root: str, name: str) -> Optional[List[Tuple[int, int]]]:
     """A port-range list sysctl such as ``net/ipv4/ip_local_reserved_ports``; None when absent."""
-    path = _path(root, name)
-    try:
-        with open(path, encoding="ascii", errors="replace") as f:
-            return parse_port_ranges(f.read(), path)
-    except FileNotFoundError:
-        return None
+    return read_parsed(root, parse_port_ranges, "sys", *name.split("/"))

@@ -8,7 +8,7 @@ from typing import Dict, Iterator
 
 from prometheus_client.core import Metric
 
-from exporter.registry import NAMESPACE, MetricDoc
+from exporter.collectors.api import NAMESPACE, MetricDoc
 
 HTTP_METRICS = (
     MetricDoc(f"{NAMESPACE}_exporter_http_connections", "gauge",

@@ -1,0 +1,190 @@
+"""What a collector module declares: its metrics (:class:`MetricDoc`), its options (a frozen
+dataclass and the :class:`Flag` of each field) and itself (:func:`register`).
+
+This module imports nothing of the collectors and nothing of the scrape: collectors import it,
+and the scrape (:mod:`exporter.scrape`), the command line and the reference generator read what
+was registered. A collector that gains a flag changes only its own module.
+
+**The rule for missing data**, which every collector follows: a file that a kernel may lack
+(IPv6 off, a module not loaded, a sysctl an older kernel does not have) is *no data*: its
+reader returns None (:func:`exporter.procfs.read_parsed`) and the collector emits nothing for it
+and succeeds. Anything else that goes wrong (a malformed file, a file every Linux has that
+cannot be read) raises, and the scrape drops only that collector's metrics and reports
+``netstat_exporter_collector_success{collector} 0``. So a collector reads::
+
+    data = reader.read_x(self.procfs)
+    if data is None:
+        return  # the kernel has no such file: no data
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    Mapping,
+    Optional,
+    Protocol,
+    Sequence,
+    Tuple,
+    Type,
+    TypeVar,
+    Union,
+)
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from exporter.config import Config
+
+NAMESPACE = "netstat"
+
+
+class Collector(Protocol):
+    """What a collector is: something that yields fresh metric families on every call."""
+
+    def collect(self) -> Iterable[Metric]: ...
+
+
+Factory = Callable[[Config], Collector]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class MetricDoc:
+    """One metric a collector can emit: the single source of its name, type, help and labels.
+
+    ``docs/metrics.md`` is generated from these, and collectors build their families from them
+    (:meth:`family`), so the reference and the exposition cannot drift apart. ``name`` is the
+    name as exposed (counters end in ``_total``).
+    """
+
+    name: str
+    type: str  # "gauge" or "counter"
+    help: str
+    labels: Tuple[str, ...] = ()
+    note: str = ""  # shown in the reference only (e.g. "only with --collector.x.flag")
+
+    def __post_init__(self) -> None:
+        if self.type not in ("gauge", "counter"):
+            raise ValueError(f"{self.name}: type must be gauge or counter")
+        if (self.type == "counter") != self.name.endswith("_total"):
+            raise ValueError(f"{self.name}: counters, and only counters, end in _total")
+
+    def family(self) -> Union[GaugeMetricFamily, CounterMetricFamily]:
+        """A fresh, empty family for one scrape."""
+        if self.type == "counter":
+            return CounterMetricFamily(self.name[: -len("_total")], self.help,
+                                       labels=list(self.labels))
+        return GaugeMetricFamily(self.name, self.help, labels=list(self.labels))
+
+
+@dataclass(frozen=True)
+class Flag:
+    """The command-line flag of one field of a collector's option dataclass.
+
+    The flag is ``--collector.<collector>.<name>`` (``name`` defaults to the field name with
+    dashes), its environment variable follows from it, and its default and type are the
+    field's: a bool field is a ``--x/--no-x`` pair, an int or float field a number (within
+    ``min``/``max`` if given), a str field text (one of ``choices`` if given). Validation beyond
+    that belongs in the dataclass's ``__post_init__``, raising a
+    :class:`~exporter.config.ConfigError` whose message is one line.
+    """
+
+    field: str
+    help: str
+    name: str = ""
+    choices: Tuple[str, ...] = ()
+    min: Optional[float] = None
+    max: Optional[float] = None
+
+    def flag(self, collector: str) -> str:
+        return f"--collector.{collector}.{self.name or self.field.replace('_', '-')}"
+
+
+@dataclass(frozen=True)
+class CollectorSpec:
+    name: str
+    default_enabled: bool
+    description: str
+    factory: Factory
+    metrics: Tuple[MetricDoc, ...] = ()
+    options: Optional[Type[Any]] = None  # a frozen dataclass, every field with a default
+    flags: Tuple[Flag, ...] = ()
+
+    def default_options(self) -> Any:
+        return None if self.options is None else self.options()
+
+    def option_default(self, field: str) -> Any:
+        assert self.options is not None
+        for f in dataclasses.fields(self.options):
+            if f.name == field:
+                return f.default
+        raise KeyError(field)
+
+    def option_type(self, field: str) -> type:
+        return type(self.option_default(field))
+
+
+_SPECS: Dict[str, CollectorSpec] = {}
+_OWNERS: Dict[str, str] = {}  # metric name -> collector
+
+
+def register(name: str, *, default_enabled: bool, description: str,
+             metrics: Sequence[MetricDoc] = (), options: Optional[Type[Any]] = None,
+             flags: Sequence[Flag] = ()) -> Callable[[Factory], Factory]:
+    """Class or function decorator: register a collector factory under ``name``, with the
+    metrics it can emit and its options. Refuses a name registered twice and a metric name that
+    another collector (or the exporter itself) already declares: two collectors emitting one
+    name would make the exposition invalid whenever both are on."""
+
+    def deco(factory: Factory) -> Factory:
+        if name in _SPECS:
+            raise RuntimeError(f"collector {name!r} registered twice")
+        for m in metrics:
+            owner = _OWNERS.get(m.name)
+            if owner is not None and owner != name:
+                raise RuntimeError(f"collector {name!r} declares metric {m.name!r}, which "
+                                   f"{owner!r} already declares")
+        if options is not None:
+            fields = {f.name for f in dataclasses.fields(options)}
+            for fl in flags:
+                if fl.field not in fields:
+                    raise RuntimeError(f"collector {name!r}: flag for unknown option "
+                                       f"{fl.field!r}")
+        for m in metrics:
+            _OWNERS[m.name] = name
+        _SPECS[name] = CollectorSpec(name, default_enabled, description, factory,
+                                     tuple(metrics), options, tuple(flags))
+        return factory
+
+    return deco
+
+
+def reserve(owner: str, metrics: Iterable[MetricDoc]) -> None:
+    """Declare metric names that no collector may declare (the exporter's own)."""
+    for m in metrics:
+        prev = _OWNERS.get(m.name)
+        if prev is not None and prev != owner:
+            raise RuntimeError(f"{owner!r} declares metric {m.name!r}, which {prev!r} already "
+                               "declares")
+        _OWNERS[m.name] = owner
+
+
+def registered() -> Mapping[str, CollectorSpec]:
+    """The collectors registered so far, in registration order (importing
+    :mod:`exporter.collectors` registers them all)."""
+    return dict(_SPECS)
+
+
+def options(config: Config, name: str, cls: Type[T]) -> T:
+    """The options of collector ``name`` in ``config``, or the defaults."""
+    value = config.options.get(name)
+    if value is None:
+        return cls()
+    if not isinstance(value, cls):
+        raise TypeError(f"options of {name!r} must be {cls.__name__}, not {type(value).__name__}")
+    return value

@@ -1,0 +1,84 @@
+"""What a socket snapshot holds: the one count type (:class:`Counts`, also what the netlink
+readers return), listeners, ephemeral port use. Plain data, importing nothing of the readers."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Dict, FrozenSet, List, Optional, Tuple
+
+
+@dataclass
+class Counts:
+    """Sockets of one (protocol, family) per kernel state number, and the bytes queued on the
+    non-listening ones (None when the source has no queues: psutil, /proc/net/unix). On a
+    listener the kernel's queue fields hold the accept queue and backlog, which are not bytes."""
+
+    states: Counter[int] = field(default_factory=Counter)
+    rx_queue: Optional[int] = 0
+    tx_queue: Optional[int] = 0
+    interrupted: bool = False  # NLM_F_DUMP_INTR: the kernel's table changed during the dump
+
+
+@dataclass
+class Listener:
+    """One listening socket: TCP in LISTEN, or UDP bound to a port and not connected."""
+
+    protocol: str
+    family: str
+    address: str
+    port: int
+    inode: int = 0  # 0: unknown (psutil) or a socket without a file (held by the kernel)
+    uid: Optional[int] = None  # the socket's owner
+    queue: Optional[int] = None
+    limit: Optional[int] = None
+    pids: Tuple[int, ...] = ()  # psutil only: the holders it found
+
+
+@dataclass(frozen=True)
+class EphemeralRange:
+    """net.ipv4.ip_local_port_range minus ip_local_reserved_ports: the ports connect() and
+    autobind may pick. ``raw`` holds the same ports byte-swapped, as a little-endian read of a
+    network-order port field gives them, so a netlink record's port is looked up unconverted."""
+
+    ports: FrozenSet[int]
+    raw: FrozenSet[int]
+    table: bytes = b""  # 65,536 bytes, 1 at each raw port of the range: a lookup in C
+
+
+@dataclass
+class PortUse:
+    """Ephemeral ports in use by one protocol: how many distinct ones, and per destination
+    (``local address->remote address:remote port``) how many."""
+
+    used: int = 0
+    destinations: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class InetTables:
+    """Everything one protocol's socket tables gave in one pass, for every collector."""
+
+    protocol: str
+    source: str  # "netlink", "procfs" or "psutil"
+    counts: Dict[str, Counts] = field(default_factory=dict)  # by family, present families only
+    listeners: List[Listener] = field(default_factory=list)
+    # TCP sockets that are not listening, by (local port, state), for listening ports only.
+    connections: Counter[Tuple[int, int]] = field(default_factory=Counter)
+    ports: Optional[PortUse] = None  # when ephemeral use was asked for and the range is known
+    interrupted: bool = False  # the kernel flagged the dump as interrupted (NLM_F_DUMP_INTR)
+
+    @property
+    def families(self) -> List[str]:
+        return list(self.counts)
+
+
+@dataclass
+class UnixTables:
+    """AF_UNIX sockets per (type, state) with queue bytes of non-listeners (None from
+    /proc/net/unix)."""
+
+    source: str
+    counts: Counter[Tuple[int, int]] = field(default_factory=Counter)
+    rx_queue: Optional[int] = None
+    tx_queue: Optional[int] = None

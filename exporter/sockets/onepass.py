@@ -1,0 +1,234 @@
+"""One pass over a protocol's socket records that produces what every collector needs.
+
+Every source hands its sockets to :class:`InetPass` as runs of fixed-stride records laid out as
+the kernel's ``struct inet_diag_msg`` (netlink gives them so; /proc/net rows and psutil entries
+are packed into the same layout by :mod:`exporter.sockets.sources`). For each run it counts, with
+strided slices and C-level iteration (nothing in Python per socket except listeners):
+
+* sockets per (family, state) and the queue bytes of non-listeners (sockets collector);
+* listeners, fully decoded, and connections per (listening port, state) (listeners collector);
+* distinct ephemeral local ports in use, and per destination (local address, remote address,
+  remote port) how many (ports collector).
+
+TCP listeners come first in a dump (the kernel walks the listening hash before the established
+hash, and /proc/net/tcp lists them first), so the listening ports are known before the
+connections to them arrive.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from array import array
+from collections import Counter
+from itertools import compress
+from typing import Dict, Iterable, List, Optional, Set, Tuple, Union
+
+from exporter.netlink.inet import REC_DPORT, REC_DST, CountSink, address, swap16
+from exporter.sockets.model import Counts, EphemeralRange, InetTables, Listener, PortUse
+from exporter.sockets.names import FAMILY_NAMES, TCP_CLOSE, TCP_LISTEN
+
+AF_INET = int(socket.AF_INET)
+# A record, unpacked for a listener: family, state, sport, src, ifindex, rqueue, wqueue, uid,
+# inode (ports in network byte order read little-endian).
+_LISTENER = struct.Struct("<BB2xH2x16s16xI8x4xIIII")
+Buffer = Union[bytes, bytearray]
+
+_ADDRESSES: Dict[Tuple[int, bytes, int], str] = {}
+
+
+def _format(family: int, raw: bytes, ifindex: int) -> str:
+    """An address as ss prints it, ``%<device>`` added for a socket bound to one; memoised,
+    listeners share few addresses."""
+    key = (family, raw, ifindex)
+    text = _ADDRESSES.get(key)
+    if text is None:
+        if len(_ADDRESSES) > 4096:
+            _ADDRESSES.clear()
+        text = address(family, raw)
+        if ifindex:
+            try:
+                text = f"{text}%{socket.if_indextoname(ifindex)}"
+            except OSError:
+                text = f"{text}%{ifindex}"
+        _ADDRESSES[key] = text
+    return text
+
+
+class InetPass(CountSink):
+    """The record sink of one protocol (both families) for one snapshot."""
+
+    def __init__(self, protocol: str, *, listeners: bool = True, connections: bool = True,
+                 ephemeral: Optional[EphemeralRange] = None) -> None:
+        super().__init__()
+        self.protocol = protocol
+        self.tcp = protocol == "tcp"
+        self.want_listeners = listeners or connections
+        self.want_connections = connections and self.tcp
+        self.ephemeral = ephemeral
+        self.listeners: List[Listener] = []
+        self._lports: Set[int] = set()  # listening TCP ports, raw (byte-swapped)
+        self._conn: Counter[Tuple[int, int]] = Counter()  # (raw port, state)
+        self._used: Set[int] = set()  # ephemeral ports in use, raw
+        # per destination: TCP counts sockets, since a TCP 4-tuple is unique in the established
+        # hash (__inet_check_established); UDP sockets may share one (SO_REUSEPORT), so UDP
+        # keeps (port, destination) pairs and counts distinct ports.
+        self._dest: Counter[Tuple[int, ...]] = Counter()
+        self._dest_pairs: Set[Tuple[int, ...]] = set()
+        # the same for IPv4-only runs, keyed by (dport, first word of src, of dst) only
+        self._dest4: Counter[Tuple[int, ...]] = Counter()
+        self._pairs4: Set[Tuple[int, ...]] = set()
+        # TCP of IPv4-only runs: one int per socket (see _packed), and the local addresses
+        # numbered in it
+        self._dest_packed: Counter[int] = Counter()
+        self._src_index: Dict[int, int] = {}
+        self._src_words: List[int] = []
+
+    # --- the sink ----------------------------------------------------------------------------
+
+    def __call__(self, buf: Buffer, start: int, end: int, stride: int) -> None:
+        if end <= start:
+            return
+        run = self.count(buf, start, end, stride)
+        w, h, s4, s2, fams, states = run
+        listening = states.count(TCP_LISTEN)
+        if listening and self.want_listeners:
+            self._listeners(buf, start, stride, states, TCP_LISTEN)
+        if not self.tcp and self.want_listeners and TCP_CLOSE in states:
+            self._listeners(buf, start, stride, states, TCP_CLOSE)
+        sports = h[2::s2].tolist()
+        if self.want_connections and self._lports:
+            self._conn.update(compress(zip(sports, states), map(self._lports.__contains__, sports)))
+        if self.ephemeral is not None:
+            sel = list(map(self.ephemeral.table.__getitem__, sports))
+            if listening and self.tcp:  # a listener's port is not an ephemeral port in use
+                sel = [x and st != TCP_LISTEN for x, st in zip(sel, states)]
+            if any(sel):
+                self._used.update(compress(sports, sel))
+                cols: List[Iterable[int]]
+                if fams.count(AF_INET) == len(fams):
+                    # IPv4 only (the rule): the first word of each address is the address
+                    cols = [h[3::s2], w[2::s4], w[6::s4]]
+                else:
+                    cols = [fams, h[3::s2], *(w[i::s4] for i in range(2, 10))]
+                if self.tcp and len(cols) == 3 and len(self._src_index) < 0xFF00:
+                    self._dest_packed.update(compress(self._packed(buf, start, end, stride, w, s4),
+                                                      sel))
+                    return
+                picked = [compress(col, sel) for col in cols]
+                if self.tcp:
+                    dest = self._dest4 if len(cols) == 3 else self._dest
+                    dest.update(zip(*picked))
+                else:
+                    pairs = self._pairs4 if len(cols) == 3 else self._dest_pairs
+                    pairs.update(zip(compress(sports, sel), *picked))
+
+    def _packed(self, buf: Buffer, start: int, end: int, stride: int, w: memoryview,
+                s4: int) -> List[int]:
+        """One 64-bit key per IPv4 record: destination address (4 bytes) and port (2) as they
+        sit in the record, and the number of the local address (2), assembled with strided
+        byte copies, so that counting destinations hashes an int instead of a tuple."""
+        srcs = w[2::s4].tolist()
+        index = self._src_index
+        for s in set(srcs).difference(index):
+            index[s] = len(index)
+            self._src_words.append(s)
+        keys = bytearray(8 * len(srcs))
+        for j in range(4):
+            keys[j::8] = buf[start + REC_DST + j:end:stride]
+        keys[4::8] = buf[start + REC_DPORT:end:stride]
+        keys[5::8] = buf[start + REC_DPORT + 1:end:stride]
+        numbers = array("H", map(index.__getitem__, srcs)).tobytes()
+        keys[6::8] = numbers[0::2]
+        keys[7::8] = numbers[1::2]
+        return memoryview(keys).cast("Q").tolist()
+
+    def _listeners(self, buf: Buffer, start: int, stride: int, states: bytes, state: int) -> None:
+        i = states.find(state)
+        while i >= 0:
+            fam, _st, sp, src, ifindex, rq, wq, uid, inode = \
+                _LISTENER.unpack_from(buf, start + i * stride)
+            if sp and fam in FAMILY_NAMES:
+                port = swap16(sp)
+                fname = FAMILY_NAMES[fam]
+                addr = _format(fam, src, ifindex)
+                if state == TCP_LISTEN:
+                    self.listeners.append(Listener(self.protocol, fname, addr, port, inode, uid,
+                                                   rq, wq))
+                    self._lports.add(sp)
+                else:
+                    self.listeners.append(Listener(self.protocol, fname, addr, port, inode, uid))
+            i = states.find(state, i + 1)
+
+    # --- the result --------------------------------------------------------------------------
+
+    def result(self, source: str, families: Iterable[str], *, queues: bool = True,
+               interrupted: bool = False) -> InetTables:
+        """The tables for ``families`` (those whose socket table exists)."""
+        out = InetTables(self.protocol, source, interrupted=interrupted)
+        out.listeners = self.listeners
+        by_name = {name: num for num, name in FAMILY_NAMES.items()}
+        for fam in families:
+            out.counts[fam] = Counts(Counter(), None, None)
+            if queues:
+                q = self.queues.get(by_name[fam], [0, 0])
+                out.counts[fam].rx_queue, out.counts[fam].tx_queue = q
+        for num, states in self.states.items():
+            name = FAMILY_NAMES.get(num)
+            if name is not None and name in out.counts:
+                out.counts[name].states.update(states)
+        if self.want_connections:
+            for (raw, state), n in self._conn.items():
+                if state != TCP_LISTEN:
+                    out.connections[(swap16(raw), state)] += n
+        if self.ephemeral is not None:
+            use = out.ports = PortUse(used=len(self._used))
+            for dkey, n in self._dest.items():
+                if dkey[1]:  # a peer: a destination
+                    use.destinations[_destination(dkey)] += n
+            for key, n in self._dest_packed.items():
+                dport = key >> 32 & 0xFFFF
+                if dport:
+                    dkey = (dport, self._src_words[key >> 48], key & 0xFFFFFFFF)
+                    use.destinations[_destination4(dkey)] += n
+            for dkey, n in self._dest4.items():
+                if dkey[0]:
+                    use.destinations[_destination4(dkey)] += n
+            for pair in self._dest_pairs:
+                if pair[2]:
+                    use.destinations[_destination(pair[1:])] += 1
+            # distinct (port, destination) pairs: a pair of an IPv4 run and one of a mixed run
+            # are the same socket's only if they name the same port and destination
+            seen = {(p[0], _destination(p[1:])) for p in self._dest_pairs if p[2]}
+            for pair in self._pairs4:
+                if pair[1] and (pair[0], _destination4(pair[1:])) not in seen:
+                    use.destinations[_destination4(pair[1:])] += 1
+        return out
+
+
+def _destination(key: Tuple[int, ...]) -> str:
+    """``local->remote:port`` of a key (family, raw dport, src words x4, dst words x4)."""
+    fam, dport = key[0], key[1]
+    src = struct.pack("<4I", *key[2:6])
+    dst = address(fam, struct.pack("<4I", *key[6:10]))
+    if ":" in dst:
+        dst = f"[{dst}]"
+    return f"{address(fam, src)}->{dst}:{swap16(dport)}"
+
+
+def _destination4(key: Tuple[int, ...]) -> str:
+    """``local->remote:port`` of an IPv4 key (raw dport, src word, dst word)."""
+    return _destination((AF_INET, key[0], key[1], 0, 0, 0, key[2], 0, 0, 0))
+
+
+def ephemeral_range(low: int, high: int, reserved: Iterable[Tuple[int, int]]) -> EphemeralRange:
+    """The ports connect() and autobind may pick: [low, high] minus the reserved ranges
+    (inet_get_local_port_range and inet_is_local_reserved_port in include/net/ip.h)."""
+    ports = set(range(max(low, 0), min(high, 65535) + 1))
+    for a, b in reserved:
+        ports.difference_update(range(a, b + 1))
+    raw = frozenset(map(swap16, ports))
+    table = bytearray(65536)
+    for p in raw:
+        table[p] = 1
+    return EphemeralRange(frozenset(ports), raw, bytes(table))

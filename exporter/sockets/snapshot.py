@@ -1,0 +1,403 @@
+"""The socket snapshot of one scrape, and the one place where the source is chosen.
+
+A :class:`Snapshot` reads each socket table at most once, when a collector first asks for it,
+and keeps what it decoded until it is closed at the end of the scrape. Sources, in the order
+``auto`` tries them for each table: netlink sock_diag, the /proc/net files, psutil (other
+operating systems: TCP and UDP only, no queues, no unix sockets).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import socket
+import struct
+import sys
+import threading
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+
+from exporter.netlink import inet as nl_inet
+from exporter.netlink import requests as req
+from exporter.netlink import unix as nl_unix
+from exporter.netlink.transport import Channel, NetlinkError, SocketFactory
+from exporter.procfs import net_sockets, sockstat, sysctl
+from exporter.procfs.errors import ParseError
+from exporter.procfs.sockstat import Sockstat
+from exporter.sockets.model import EphemeralRange, InetTables, UnixTables
+from exporter.sockets.names import (
+    FAMILIES,
+    FAMILY_NAMES,
+    PROC_FILES,
+    PROTOCOL_NUMBERS,
+    PSUTIL_STATES,
+    TCP_CLOSE,
+    TCP_ESTABLISHED,
+)
+from exporter.sockets.onepass import InetPass, ephemeral_range
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("auto", "netlink", "procfs", "psutil")
+
+
+@dataclass(frozen=True)
+class Wants:
+    """What the collectors of a scrape need beyond counts, so that one pass produces it all."""
+
+    listeners: bool = False  # listening sockets, decoded
+    connections: bool = False  # TCP connections per listening port and state
+    ephemeral: bool = False  # ephemeral port use, overall and per destination
+
+    def __or__(self, other: Wants) -> Wants:
+        return Wants(self.listeners or other.listeners, self.connections or other.connections,
+                     self.ephemeral or other.ephemeral)
+
+
+def resolve_source(source: str) -> str:
+    """``auto`` means psutil off Linux; every other value is taken as given."""
+    if source == "auto" and not sys.platform.startswith("linux"):
+        return "psutil"
+    return source
+
+
+@functools.lru_cache(maxsize=4)
+def _ephemeral(low: int, high: int, reserved: Tuple[Tuple[int, int], ...]) -> EphemeralRange:
+    return ephemeral_range(low, high, reserved)
+
+
+def read_ephemeral_range(procfs: str) -> Optional[EphemeralRange]:
+    """net.ipv4.ip_local_port_range minus ip_local_reserved_ports under ``procfs`` (both apply
+    to IPv6 too); None when the range file is absent. The set is cached by the sysctl values."""
+    rng = sysctl.read_ints(procfs, "net/ipv4/ip_local_port_range")
+    if rng is None:
+        return None
+    if len(rng) != 2:
+        raise sysctl.parse_error(procfs, "net/ipv4/ip_local_port_range",
+                                 f"expected two ports, got {len(rng)}")
+    reserved = sysctl.read_port_ranges(procfs, "net/ipv4/ip_local_reserved_ports")
+    return _ephemeral(rng[0], rng[1], tuple(reserved or ()))
+
+
+class Snapshot:
+    """The sockets of one network namespace, read at most once per table.
+
+    ``procfs`` is the /proc root whose ``net/`` and ``sys/net/`` are the namespace's (``/proc``,
+    or ``/proc/<pid>`` for another namespace); ``netlink`` is an open NETLINK_SOCK_DIAG socket
+    of that namespace (left open) or a factory for one (default: open one in the calling thread's
+    namespace, closed by :meth:`close`); ``source`` is one of :data:`SOURCES`; ``wants`` says
+    what to decode beyond counts.
+    """
+
+    def __init__(self, procfs: str = "/proc", source: str = "auto", *,
+                 netlink: Union[socket.socket, SocketFactory, None] = None,
+                 wants: Wants = Wants()) -> None:
+        if source not in SOURCES:
+            raise ValueError(f"unknown socket source {source!r}")
+        self.procfs = procfs
+        self.source = resolve_source(source)
+        self.wants = wants
+        self._chan = Channel(netlink)
+        self._lock = threading.Lock()
+        self._inet: Dict[str, Optional[InetTables]] = {}
+        self._failed: Dict[str, Exception] = {}
+        self._unix: Optional[Tuple[Optional[UnixTables]]] = None
+        self._eph: Optional[Tuple[Optional[EphemeralRange], Optional[Exception]]] = None
+        self._sockstat: Optional[Tuple[Optional[Sockstat], Optional[Sockstat],
+                                       Optional[Exception]]] = None
+
+    @property
+    def dumps(self) -> int:
+        """Netlink dumps made so far."""
+        return self._chan.dumps
+
+    def close(self) -> None:
+        self._chan.close()
+
+    def __enter__(self) -> Snapshot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- what collectors ask for -------------------------------------------------------------
+
+    def inet(self, protocol: str) -> Optional[InetTables]:
+        """The tables of ``protocol`` (tcp, udp, udplite, raw), both families; None when the
+        kernel (or the source) has no such table: no data."""
+        with self._lock:
+            if protocol in self._failed:
+                raise self._failed[protocol]  # failed once: not read again in this snapshot
+            if protocol not in self._inet:
+                try:
+                    self._inet[protocol] = self._read_inet(protocol)
+                except Exception as e:
+                    self._failed[protocol] = e
+                    raise
+            return self._inet[protocol]
+
+    def unix(self) -> Optional[UnixTables]:
+        """AF_UNIX sockets; None when the source cannot tell (psutil) or /proc/net/unix is
+        absent."""
+        with self._lock:
+            if "unix" in self._failed:
+                raise self._failed["unix"]
+            if self._unix is None:
+                try:
+                    self._unix = (self._read_unix(),)
+                except Exception as e:
+                    self._failed["unix"] = e
+                    raise
+            return self._unix[0]
+
+    def ephemeral(self) -> Optional[EphemeralRange]:
+        """The ephemeral port range (read once per snapshot); raises what reading it raised."""
+        with self._lock:
+            return self._ephemeral_locked()
+
+    def sockstat(self) -> Tuple[Optional[Sockstat], Optional[Sockstat]]:
+        """/proc/net/sockstat and sockstat6 (None when absent), read once per snapshot;
+        raises what reading them raised."""
+        with self._lock:
+            return self._sockstat_locked()
+
+    def _sockstat_locked(self) -> Tuple[Optional[Sockstat], Optional[Sockstat]]:
+        if self._sockstat is None:
+            try:
+                self._sockstat = (sockstat.read_sockstat(self.procfs, "sockstat"),
+                                  sockstat.read_sockstat(self.procfs, "sockstat6"), None)
+            except (ParseError, OSError) as e:
+                self._sockstat = (None, None, e)
+        v4, v6, err = self._sockstat
+        if err is not None:
+            raise err
+        return v4, v6
+
+    def _inuse(self, protocol: str, fam: str) -> Optional[int]:
+        """Sockets of ``protocol`` in this namespace by the kernel's own count (sockstat
+        'inuse', sock_prot_inuse_get), None when unknown. Not for TCP: it leaves out TIME_WAIT."""
+        try:
+            v4, v6 = self._sockstat_locked()
+        except (ParseError, OSError):
+            return None  # the sockets collector reports it
+        table = v4 if fam == "ipv4" else v6
+        if table is None:
+            return None
+        row = table.get(protocol.upper() + ("6" if fam == "ipv6" else ""), {})
+        return row.get("inuse")
+
+    def _ephemeral_locked(self) -> Optional[EphemeralRange]:
+        if self._eph is None:
+            try:
+                self._eph = (read_ephemeral_range(self.procfs), None)
+            except (ParseError, OSError) as e:
+                self._eph = (None, e)
+        rng, err = self._eph
+        if err is not None:
+            raise err
+        return rng
+
+    # --- choosing the source -----------------------------------------------------------------
+
+    def _pass(self, protocol: str) -> InetPass:
+        eph: Optional[EphemeralRange] = None
+        if self.wants.ephemeral and protocol in ("tcp", "udp"):
+            try:
+                eph = self._ephemeral_locked()
+            except (ParseError, OSError):
+                eph = None  # the ports collector reports it; the others go on
+        both = protocol in ("tcp", "udp")
+        return InetPass(protocol, listeners=both and self.wants.listeners,
+                        connections=protocol == "tcp" and self.wants.connections,
+                        ephemeral=eph)
+
+    def _read_inet(self, protocol: str) -> Optional[InetTables]:
+        if self.source == "psutil":
+            return self._psutil(protocol) if protocol in ("tcp", "udp") else None
+        if self.source in ("auto", "netlink"):
+            try:
+                return self._netlink(protocol)
+            except NetlinkError as e:
+                if self.source == "netlink" or not e.falls_back:
+                    if e.absent:
+                        return None  # the protocol is not in this kernel: no data
+                    raise
+                log.debug("netlink refused, reading /proc/net",
+                          extra={"protocol": protocol, "err": str(e)})
+        return self._procfs(protocol)
+
+    def _read_unix(self) -> Optional[UnixTables]:
+        if self.source == "psutil":
+            # psutil cannot tell a unix socket's state (no peer, no listening flag on Linux),
+            # so unix counts are left out rather than guessed.
+            return None
+        if self.source in ("auto", "netlink"):
+            try:
+                counts, rx, tx, _ = nl_unix.count_unix(sock=self._chan)
+                return UnixTables("netlink", counts, rx, tx)
+            except NetlinkError as e:
+                if self.source == "netlink" or not e.falls_back:
+                    raise
+                log.debug("netlink refused, reading /proc/net/unix", extra={"err": str(e)})
+        table = net_sockets.read_unix(self.procfs)
+        return None if table is None else UnixTables("procfs", table)
+
+    # --- netlink -----------------------------------------------------------------------------
+
+    def _netlink(self, protocol: str) -> InetTables:
+        number = PROTOCOL_NUMBERS[protocol]
+        sink = self._pass(protocol)
+        if protocol == "tcp":
+            try:
+                intr = nl_inet.dump_records(req.tcp_request_both_families(), sink,
+                                            sock=self._chan, msg_type=req.TCPDIAG_GETSOCK)
+                fams = ["ipv4"]
+                if os.path.exists(os.path.join(self.procfs, "net", "tcp6")):
+                    fams.append("ipv6")  # else IPv6 is off: no data, not zeros
+                return sink.result("netlink", fams, interrupted=intr)
+            except NetlinkError as e:
+                if not e.unsupported_request:
+                    raise
+                sink = self._pass(protocol)  # a kernel without the older request: per family
+        fams, intr = [], False
+        for fam_num, fam in FAMILIES:
+            if protocol != "tcp" and self._inuse(protocol, fam) == 0:
+                # The kernel counts none in this namespace: the table is empty, and walking
+                # its hash (every slot, sized by the machine's memory) would find nothing.
+                fams.append(fam)
+                continue
+            try:
+                intr |= nl_inet.dump_records(req.inet_request(fam_num, number), sink,
+                                             sock=self._chan)
+            except NetlinkError as e:
+                if fam == "ipv6" and fams and e.absent and not self._has_ipv6():
+                    continue  # IPv6 off
+                raise
+            fams.append(fam)
+        return sink.result("netlink", fams, interrupted=intr)
+
+    def _has_ipv6(self) -> bool:
+        return os.path.exists(os.path.join(self.procfs, "net", "sockstat6"))
+
+    # --- /proc/net ---------------------------------------------------------------------------
+
+    def _procfs(self, protocol: str) -> Optional[InetTables]:
+        sink = self._pass(protocol)
+        fams: List[str] = []
+        for fam_num, fam in FAMILIES:
+            rows = net_sockets.read_socket_rows(self.procfs, PROC_FILES[(protocol, fam)])
+            if rows is None:
+                continue  # IPv6 or the protocol off: no data
+            fams.append(fam)
+            for i in range(0, len(rows), 512):
+                recs = b"".join(_record(fam_num, r.state, r.local, r.local_port, r.remote,
+                                        r.remote_port, r.rx_queue, r.tx_queue, r.uid, r.inode)
+                                for r in rows[i:i + 512])
+                sink(recs, 0, len(recs), nl_inet.INET_MSG_LEN)
+        if not fams:
+            return None
+        out = sink.result("procfs", fams)
+        for x in out.listeners:
+            x.limit = None  # a listener's backlog limit is not in /proc/net/tcp
+        return out
+
+    # --- psutil ------------------------------------------------------------------------------
+
+    def _psutil(self, protocol: str) -> InetTables:
+        import psutil
+
+        # psutil gives one entry per (process, descriptor): the entries of one socket are
+        # merged here, their pids kept for the listeners collector.
+        pids: Dict[Tuple[int, Tuple[Any, ...], Tuple[Any, ...], str], List[int]] = \
+            defaultdict(list)
+        for c in psutil.net_connections(kind=protocol):
+            key = (int(c.family), tuple(c.laddr or ()), tuple(c.raddr or ()), c.status)
+            if c.pid is not None:
+                pids[key].append(c.pid)
+            else:
+                pids.setdefault(key, [])
+        sink = self._pass(protocol)
+        recs = []
+        for (fam, laddr, raddr, status) in pids:
+            if fam not in FAMILY_NAMES:
+                continue
+            if protocol == "tcp":
+                state = PSUTIL_STATES.get(status, TCP_CLOSE)
+            else:  # UDP has no state, only whether there is a remote address
+                state = TCP_ESTABLISHED if raddr else TCP_CLOSE
+            local = laddr[0] if laddr else ("::" if fam == socket.AF_INET6 else "0.0.0.0")
+            remote = raddr[0] if raddr else ("::" if fam == socket.AF_INET6 else "0.0.0.0")
+            recs.append(_record(fam, state, local, laddr[1] if laddr else 0, remote,
+                                raddr[1] if raddr else 0, 0, 0, 0, 0))
+        data = b"".join(recs)
+        sink(data, 0, len(data), nl_inet.INET_MSG_LEN)
+        out = sink.result("psutil", ("ipv4", "ipv6"), queues=False)
+        by_listener = {(FAMILY_NAMES[f], la[0], la[1]): sorted(set(p))
+                       for (f, la, _ra, _st), p in pids.items() if la and f in FAMILY_NAMES}
+        for x in out.listeners:
+            x.pids = tuple(by_listener.get((x.family, x.address, x.port), ()))
+            x.queue = x.limit = None
+        return out
+
+
+# A record as the kernel lays out struct inet_diag_msg (exporter.netlink.inet), for the rows
+# of /proc/net and psutil: family, state, sport, dport (network byte order), src, dst,
+# ifindex, cookie, expires, rqueue, wqueue, uid, inode.
+_RECORD = struct.Struct("<BB2x2s2s16s16sI8xIIIII")
+_PACKED: Dict[Tuple[int, str], bytes] = {}
+
+
+def _packed(family: int, text: str) -> bytes:
+    raw = _PACKED.get((family, text))
+    if raw is None:
+        if len(_PACKED) > 65536:
+            _PACKED.clear()
+        raw = _PACKED[(family, text)] = socket.inet_pton(family, text).ljust(16, b"\0")
+    return raw
+
+
+def _record(family: int, state: int, local: str, lport: int, remote: str, rport: int,
+            rq: int, wq: int, uid: int, inode: int) -> bytes:
+    return _RECORD.pack(family, state, lport.to_bytes(2, "big"), rport.to_bytes(2, "big"),
+                        _packed(family, local), _packed(family, remote), 0, 0, rq, wq, uid,
+                        inode)
+
+
+ScrapeKey = Tuple[str, str]
+
+
+class ScrapeSockets:
+    """The snapshots of one scrape, one per (procfs root, source) that its collectors use.
+
+    Built by the scrape with the merged :class:`Wants` of every collector taking part; each
+    snapshot is created on first use and closed by :meth:`close`. Nothing is shared with another
+    scrape, so concurrent scrapes never see each other's half-read tables.
+    """
+
+    def __init__(self, wants: Wants = Wants(),
+                 netlink: Optional[Callable[[], socket.socket]] = None) -> None:
+        self.wants = wants
+        self._netlink = netlink
+        self._snaps: Dict[ScrapeKey, Snapshot] = {}
+
+    def get(self, procfs: str, source: str) -> Snapshot:
+        key = (procfs, resolve_source(source))
+        snap = self._snaps.get(key)
+        if snap is None:
+            snap = self._snaps[key] = Snapshot(procfs, source, netlink=self._netlink,
+                                               wants=self.wants)
+        return snap
+
+    @property
+    def dumps(self) -> int:
+        return sum(s.dumps for s in self._snaps.values())
+
+    @property
+    def used(self) -> bool:
+        return bool(self._snaps)
+
+    def close(self) -> None:
+        for s in self._snaps.values():
+            s.close()
