@@ -112,10 +112,10 @@ class OwnerCache:
         ``still_open``, given a set of inodes, returns those whose sockets still exist. A
         socket whose process exits between the caller's listing and this walk is closed with
         it, and looking for it would read every process on the host; on a host where programs
-        start and exit all the time that is nearly every call. So a walk asks before it starts,
-        and again once it has read RECHECK_AFTER processes (the newest, where a new socket's
-        holder almost always is) without finding everything, and stops looking for what is
-        gone.
+        start and exit all the time that is nearly every call. So a walk over more than
+        RECHECK_AFTER processes asks before it starts, and again once it has read that many
+        (the newest, where a new socket's holder almost always is) without finding everything,
+        and stops looking for what is gone.
         """
         # Time spent waiting here for another scrape's lookup is not this scrape's work.
         with waits.acquired(self._lock):
@@ -228,11 +228,12 @@ class OwnerCache:
             self.stats.closed += len(gone)
             return gone
 
-        gone = closed()
-        missing -= gone
-        seek -= gone
-        if not missing:
-            return
+        if len(pids) > RECHECK_AFTER:  # a walk over fewer is as cheap as the question
+            gone = closed()
+            missing -= gone
+            seek -= gone
+            if not missing:
+                return
         for n, (pid, fds) in enumerate(self._tables(pids, tables)):
             if n == RECHECK_AFTER:
                 gone = closed()

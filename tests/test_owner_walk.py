@@ -7,6 +7,7 @@ import os
 import shutil
 from typing import List, Set
 
+import pytest
 from helpers import FIXTURES
 
 from exporter import owners
@@ -22,7 +23,10 @@ def _tree(tmp_path: os.PathLike[str]) -> str:
 GONE = 987654321  # a socket no process holds: its holder has exited
 
 
-def test_closed_socket_is_not_looked_for_in_every_process(tmp_path: os.PathLike[str]) -> None:
+def test_closed_socket_is_not_looked_for_in_every_process(
+        tmp_path: os.PathLike[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # The fixture has 7 processes; a host has hundreds, more than RECHECK_AFTER.
+    monkeypatch.setattr(owners, "RECHECK_AFTER", 2)
     proc = _tree(tmp_path)
     asked: List[Set[int]] = []
 
@@ -47,3 +51,12 @@ def test_open_socket_without_holder_is_still_looked_for_everywhere(
     assert cache.owners({GONE}, lambda inodes: inodes) == {GONE: []}
     assert cache.stats.closed == 0
     assert cache.stats.walked_processes == every.stats.walked_processes > 0
+
+
+def test_short_walk_asks_nothing(tmp_path: os.PathLike[str]) -> None:
+    """Fewer processes than RECHECK_AFTER: reading them all is as cheap as asking."""
+    proc = _tree(tmp_path)
+    asked: List[Set[int]] = []
+    cache = owners.OwnerCache(proc)
+    cache.owners({GONE}, lambda inodes: asked.append(inodes) or set())  # type: ignore[func-returns-value]
+    assert asked == [] and cache.stats.walked_processes > 0
