@@ -44,6 +44,14 @@ SETTINGS: tuple[tuple[str, str, str], ...] = (
     ("time_wait_spike_factor", "3", "TIME_WAIT above this many times the baseline is a spike"),
     ("time_wait_spike_min", "5000", "no TIME_WAIT spike below this many sockets"),
     ("time_wait_spike_for", "10m", "how long a TIME_WAIT spike lasts before it alerts"),
+    ("time_wait_entries_factor", "3",
+     "connections entering TIME_WAIT per rate_window above this many times their baseline "
+     "(median over time_wait_baseline_window) is a burst"),
+    ("time_wait_entries_min", "5000",
+     "no TIME_WAIT entry burst below this many connections entering TIME_WAIT per rate_window"),
+    ("time_wait_entries_for", "1m",
+     "how long a TIME_WAIT entry burst lasts before it alerts; keep it below rate_window, over "
+     "which a burst shorter than a scrape interval stays visible"),
     ("time_wait_limit_ratio", "0.8", "TIME_WAIT sockets / net.ipv4.tcp_max_tw_buckets"),
     ("time_wait_limit_for", "5m", ""),
     ("close_wait_max", "100", "CLOSE_WAIT connections on one listening port (or on the host "
@@ -136,6 +144,18 @@ RECORDING_GROUPS: list[dict[str, Any]] = [
             quantile_over_time(0.5,
               instance:netstat_tcp_time_wait:sum[${time_wait_baseline_window}]
             )"""},
+        # Entries into TIME_WAIT: TcpExt TW is counted when a socket's TIME_WAIT timer is armed
+        # (__inet_twsk_schedule, net/ipv4/inet_timewait_sock.c), so a burst of connections that
+        # enter TIME_WAIT and are gone before the next scrape still shows here, where the
+        # TIME_WAIT gauge above never sees it.
+        {"record": "instance:netstat_tcp_time_wait_entries:increase${rate_window}", "expr": """
+            increase(netstat_tcp_ext_tw_total{${selector}}[${rate_window}])"""},
+        {"record": "instance:netstat_tcp_time_wait_entries_increase${rate_window}"
+                   ":median_${time_wait_baseline_window}",
+         "expr": """
+            quantile_over_time(0.5,
+              instance:netstat_tcp_time_wait_entries:increase${rate_window}[${time_wait_baseline_window}]
+            )"""},
         {"record": "instance:netstat_tcp_close_wait:sum", "expr": """
             sum without (protocol, family, state) (
               netstat_sockets{${selector}, protocol="tcp", state="close_wait"}
@@ -180,6 +200,9 @@ _CLOSE_WAIT_PORT = """(
               > ${close_wait_max}
             )"""
 
+_TW_ENTRIES_BASELINE = ("instance:netstat_tcp_time_wait_entries_increase${rate_window}"
+                        ":median_${time_wait_baseline_window}")
+
 ALERT_GROUPS: list[dict[str, Any]] = [
     {"name": "netstat.sockets", "rules": [
         _alert("NetstatTimeWaitSpike", "warning", """
@@ -195,6 +218,21 @@ ALERT_GROUPS: list[dict[str, Any]] = [
                + _q("instance:netstat_tcp_time_wait:median_${time_wait_baseline_window}"
                     "{instance=%q,job=%q}")
                + " over the last ${time_wait_baseline_window}."),
+        _alert("NetstatTimeWaitEntryBurst", "warning", """
+            instance:netstat_tcp_time_wait_entries:increase${rate_window}
+              > ${time_wait_entries_factor}
+                * """ + _TW_ENTRIES_BASELINE + """
+            and
+            instance:netstat_tcp_time_wait_entries:increase${rate_window} > ${time_wait_entries_min}""",
+               "${time_wait_entries_for}",
+               "Far more TCP connections than usual entered TIME_WAIT.",
+               "{{ $value | humanize }} TCP connections entered TIME_WAIT on "
+               "{{ $labels.instance }} in the last ${rate_window}, more than "
+               "${time_wait_entries_factor} times its median of "
+               + _q("instance:netstat_tcp_time_wait_entries_increase${rate_window}"
+                    ":median_${time_wait_baseline_window}{instance=%q,job=%q}")
+               + " over the last ${time_wait_baseline_window}; a burst of short-lived "
+               "connections, seen even if it came and went between two scrapes."),
         _alert("NetstatTimeWaitNearLimit", "warning", """
             netstat_sockstat_tcp_time_wait_sockets{${selector}}
               / netstat_limits_tcp_max_tw_buckets{${selector}}

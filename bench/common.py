@@ -45,8 +45,8 @@ def connect_in(ns: str, port: int) -> http.client.HTTPConnection:
     return conn
 
 
-def wait_up(ns: str, port: int) -> None:
-    deadline = time.monotonic() + 30
+def wait_up(ns: str, port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             c = connect_in(ns, port)

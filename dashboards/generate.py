@@ -546,20 +546,20 @@ def listeners() -> Json:
     panels = [
         row("Summary"),
         stat("Listening sockets", "Sockets listening, TCP and UDP, both families "
-             "(netstat_listeners).", "short",
-             targets((f"sum({sel('netstat_listeners')})", "")), w=5),
+             "(netstat_listener_sockets).", "short",
+             targets((f"sum({sel('netstat_listener_sockets')})", "")), w=5),
         stat("Unattributed listeners", "Listeners whose owning process could not be "
              "found (another user's process when the exporter is not root, or a socket held "
              "by the kernel).", "short",
-             targets((f"sum({sel('netstat_listeners_unattributed')})", "")), w=5,
+             targets((f"sum({sel('netstat_listener_unattributed')})", "")), w=5,
              steps=thresholds((None, "green"), (1, "orange"))),
         stat("Unexpected listeners", "Listeners matching no entry of the expected-listeners "
              "file; no data when no file is configured.", "short",
-             targets((f"sum({sel('netstat_listeners_unexpected')})", "")), w=5,
+             targets((f"sum({sel('netstat_listener_unexpected')})", "")), w=5,
              steps=thresholds((None, "green"), (1, "red"))),
         stat("Expected file loaded", "Whether the last reload of the expected-listeners file "
              "succeeded (0: the previous file is still in use).", "none",
-             targets((f"min({sel('netstat_listeners_expected_file_reload_success')})", "")),
+             targets((f"min({sel('netstat_listener_expected_file_reload_success')})", "")),
              w=4, steps=thresholds((None, "red"), (1, "green")),
              mappings=[{"type": "value", "options": {"1": {"text": "OK", "index": 0},
                                                       "0": {"text": "FAILED", "index": 1}}}]),
@@ -663,7 +663,7 @@ def fleet() -> Json:
              f" / on (job, instance) {sel('netstat_ports_ephemeral_available')}")
     tw_limit = (f"{sel('netstat_sockstat_tcp_time_wait_sockets')} / "
                 f"{sel('netstat_limits_tcp_max_tw_buckets')}")
-    unexpected = per_host(sel("netstat_listeners_unexpected"))
+    unexpected = per_host(sel("netstat_listener_unexpected"))
     failing = per_host(f"1 - {sel(VAR_METRIC)}")
     ratio_steps = thresholds((None, "green"), (0.5, "orange"), (0.8, "red"))
     panels = [

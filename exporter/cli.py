@@ -7,6 +7,7 @@ stderr and a non-zero exit status, never a traceback.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -22,6 +23,7 @@ from exporter.config import (
     ProcfsPathError,
     parse_listen_address,
 )
+from exporter.procfs import not_a_procfs
 from exporter.scrape import specs
 
 PROG = "netstat-exporter"
@@ -136,6 +138,9 @@ def build_config(params: Dict[str, Any]) -> Config:
             raise ProcfsPathError(f"--path.procfs {procfs!r} is not a directory")
         if not os.access(procfs, os.R_OK | os.X_OK):
             raise ProcfsPathError(f"--path.procfs {procfs!r} is not readable")
+        reason = not_a_procfs(procfs)
+        if reason:
+            raise ProcfsPathError(f"--path.procfs {procfs!r} is not a procfs: it {reason}")
     options = collector_options(params)
     return Config(
         listen_addresses=tuple(parse_listen_address(a) for a in params["listen_address"]),
@@ -192,12 +197,48 @@ def dump(ctx: click.Context, /, **params: Any) -> None:
     }
     config = build_config(merged)
     logs.setup(config.log_level, config.log_format)
-    from prometheus_client.exposition import generate_latest
-
+    from exporter import dump as dump_
     from exporter.scrape import Exporter
 
-    sys.stdout.buffer.write(generate_latest(Exporter(config).target()))
-    sys.stdout.flush()
+    body = dump_.render(Exporter(config).target())
+    if sys.stdout is None:  # started with standard output closed (>&-)
+        raise OutputError("cannot write the scrape: standard output is closed")
+    try:
+        sys.stdout.buffer.write(body)
+        sys.stdout.flush()
+    except OSError as e:
+        raise OutputError(f"cannot write the scrape to standard output: {e.strerror or e}"
+                          ) from None
+
+
+# What a write to a full disk, a closed pipe, a full quota or a dead terminal fails with.
+_OUTPUT_ERRNOS = {errno.EPIPE, errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EIO, errno.EBADF}
+
+
+class OutputError(Exception):
+    """Standard output refused what we printed: a full disk (/dev/full), a closed pipe."""
+
+
+def _silence_stdout() -> None:
+    """Point standard output at /dev/null, so that the interpreter's final flush of what could
+    not be written adds no second message."""
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, 1)
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def _stdout_failed() -> bool:
+    """Whether standard output cannot take what is waiting in its buffer."""
+    if sys.stdout is None:
+        return False
+    try:
+        sys.stdout.flush()
+        return False
+    except (OSError, ValueError):
+        return True
 
 
 def _fail(message: str, code: int) -> NoReturn:  # type: ignore[name-defined]  # noqa: F821
@@ -232,10 +273,19 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         _fail(str(e), EXIT_RUNTIME)
     except KeyboardInterrupt:
         sys.exit(130)
-    except BrokenPipeError:
-        # `netstat-exporter dump | head`: the reader went away; that is not an error of ours.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(0)
+    except OutputError as e:
+        _silence_stdout()
+        _fail(str(e), EXIT_RUNTIME)
+    except OSError as e:
+        # click writes --help and --version itself; a write that fails there lands here. A
+        # failure of anything else that could get here names its file.
+        if e.filename is not None or e.errno not in _OUTPUT_ERRNOS:
+            raise
+        _silence_stdout()
+        _fail(f"cannot write to standard output: {e.strerror or e}", EXIT_RUNTIME)
+    if _stdout_failed():  # what click printed could not be flushed
+        _silence_stdout()
+        _fail("cannot write to standard output", EXIT_RUNTIME)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 from exporter import yamlsafe
 from exporter.config import ConfigError
+from exporter.install import WEB, install_command
 
 KEYS = ("port", "protocol", "address", "process", "executable", "user", "description")
 REQUIRED = ("port", "protocol")
@@ -133,7 +134,7 @@ def _yaml_entries(text: str, path: str) -> List[_Entry]:
         import yaml
     except ImportError:
         raise ExpectedFileError(
-            path, "reading YAML needs PyYAML: pip install 'netstat-exporter[web]', "
+            path, f"reading YAML needs PyYAML: install it with: {install_command(*WEB)}; "
                   "or write the file in TOML") from None
     deep = yamlsafe.nesting_error(yaml, text)
     if deep is not None:

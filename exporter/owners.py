@@ -5,8 +5,10 @@ The kernel keeps no map from a socket to the processes holding it; ``ss -p``, ``
 ``lsof`` all read every descriptor of every process. :class:`OwnerCache` reads less:
 
 * It is asked about a known set of inodes (the listening sockets) and walks the processes,
-  newest first, only until every inode it is looking for has been found; each process it opens
-  is read whole, so several sockets of one program are found together.
+  newest first by start time (never by pid, which wraps), only until every inode it is
+  looking for has been found; each process it opens is read whole, so several sockets of one
+  program are found together. Ordering costs one read of /proc/<pid>/stat per process, made
+  only when a walk is needed.
 * A socket's holders are the newest process holding it and those of that process's ancestors
   that hold it too: the worker of a pre-fork server and its master, a service and the systemd
   that passed it the socket. Unrelated or older sibling holders are not looked for, which would
@@ -37,7 +39,7 @@ import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Collection, Deque, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Callable, Collection, Deque, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
 from exporter import waits
 from exporter.procfs import pid_fd, pid_stat, pid_status
@@ -90,6 +92,32 @@ class Stats:
     closed: int = 0  # looked for, and found closed by the time the walk asked
 
 
+def newest_first(stats: Iterable[pid_stat.PidStat]) -> List[int]:
+    """Pids ordered from the most recently started process to the oldest.
+
+    By start time, not by pid: pids are handed out in a cycle (kernel/pid.c alloc_pid,
+    idr_alloc_cyclic), so once they wrap a worker started after its parent has the lower pid.
+    Start times are clock ticks (field 22 of /proc/<pid>/stat), so a parent and the child it
+    forks in the same tick tie: a child is never older than its parent, so among equal start
+    times the deeper process in the tree comes first; unrelated ties go by pid, highest first.
+    """
+    by_pid = {s.pid: s for s in stats}
+    depth: Dict[int, int] = {}
+
+    def depth_of(pid: int) -> int:
+        chain: List[int] = []
+        while pid in by_pid and pid not in depth and len(chain) < 4096:
+            chain.append(pid)
+            pid = by_pid[pid].ppid
+        d = depth.get(pid, 0)
+        for p in reversed(chain):
+            d += 1
+            depth[p] = d
+        return d
+
+    return sorted(by_pid, key=lambda p: (by_pid[p].starttime, depth_of(p), p), reverse=True)
+
+
 class OwnerCache:
     def __init__(self, procfs: str) -> None:
         self.procfs = procfs
@@ -100,7 +128,10 @@ class OwnerCache:
         self._procs: Dict[int, _Proc] = {}
         self._users: Dict[int, str] = {}
         self._still_open: Optional[Callable[[Set[int]], Set[int]]] = None
+        # Every process's stat, during a walk only.
+        self._stats: Dict[int, pid_stat.PidStat] = {}
         self.stats = Stats()
+        self._warned = False
 
     # --- public ------------------------------------------------------------------------------
 
@@ -121,9 +152,33 @@ class OwnerCache:
         with waits.acquired(self._lock):
             self._still_open = still_open
             try:
-                return self._owners(set(inodes))
+                out = self._owners(set(inodes))
             finally:
                 self._still_open = None
+            if self.stats.unknown and not self._warned:
+                self._warn_unprivileged(self.stats.unknown)
+            return out
+
+    def _warn_unprivileged(self, unknown: int) -> None:
+        """Say once, when sockets go unattributed for lack of privilege, how many and what
+        would fix it. Sockets of processes in other pid namespaces are unattributed whatever
+        the privileges; that is documented, not warned about."""
+        self._warned = True
+        try:
+            caps = pid_status.read_own_cap_eff(self.procfs)
+        except (OSError, ParseError):
+            return  # /proc/self of another pid namespace's procfs: nothing to say for sure
+        missing = [name for bit, name in ((pid_status.CAP_DAC_READ_SEARCH, "CAP_DAC_READ_SEARCH"),
+                                          (pid_status.CAP_SYS_PTRACE, "CAP_SYS_PTRACE"))
+                   if not caps >> bit & 1]
+        if not missing:
+            return
+        log.warning(
+            "listening sockets of other users' processes cannot be attributed without privilege; "
+            "run as root or grant CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE (systemd: "
+            "AmbientCapabilities=CAP_DAC_READ_SEARCH CAP_SYS_PTRACE; docker: --cap-add "
+            "DAC_READ_SEARCH --cap-add SYS_PTRACE)",
+            extra={"unattributed": unknown, "missing_capabilities": ",".join(missing)})
 
     def user_name(self, uid: int) -> str:
         """The name of ``uid`` from the password database; the number itself if it has none."""
@@ -221,36 +276,55 @@ class OwnerCache:
         except OSError as e:
             log.warning("cannot list processes", extra={"path": self.procfs, "err": str(e)})
             return
-        tables: Dict[int, List[Tuple[int, int]]] = {}
+        self._stats = self._read_stats(pids)
+        try:
+            tables: Dict[int, List[Tuple[int, int]]] = {}
 
-        def closed() -> Set[int]:
-            gone = missing - self._still_open(set(missing)) if self._still_open else set()
-            self.stats.closed += len(gone)
-            return gone
+            def closed() -> Set[int]:
+                gone = missing - self._still_open(set(missing)) if self._still_open else set()
+                self.stats.closed += len(gone)
+                return gone
 
-        if len(pids) > RECHECK_AFTER:  # a walk over fewer is as cheap as the question
-            gone = closed()
-            missing -= gone
-            seek -= gone
-            if not missing:
-                return
-        for n, (pid, fds) in enumerate(self._tables(pids, tables)):
-            if n == RECHECK_AFTER:
+            if len(self._stats) > RECHECK_AFTER:  # a walk over fewer costs no more than asking
                 gone = closed()
                 missing -= gone
                 seek -= gone
                 if not missing:
                     return
-            found = [(fd, ino) for fd, ino in fds if ino in seek]
-            if not found or not self._remember(pid):
-                continue
-            inodes = self._add(pid, found)
-            seek -= inodes
-            missing -= inodes
-            self._unknown -= inodes
-            self._ancestors(pid, inodes, tables)
-            if not missing:
-                return
+            for n, (pid, fds) in enumerate(self._tables(newest_first(self._stats.values()),
+                                                        tables)):
+                if n == RECHECK_AFTER:
+                    gone = closed()
+                    missing -= gone
+                    seek -= gone
+                    if not missing:
+                        return
+                found = [(fd, ino) for fd, ino in fds if ino in seek]
+                if not found or not self._remember(pid):
+                    continue
+                inodes = self._add(pid, found)
+                seek -= inodes
+                missing -= inodes
+                self._unknown -= inodes
+                self._ancestors(pid, inodes, tables)
+                if not missing:
+                    return
+        finally:
+            self._stats = {}
+
+    def _read_stats(self, pids: List[int]) -> Dict[int, pid_stat.PidStat]:
+        """The stat of every listed process that is still there: its start time orders the
+        walk, its parent breaks ties. One small read each, against the many readlinks of an fd
+        table, so this is a small part of a walk; later scrapes, which do not walk, skip it."""
+        out: Dict[int, pid_stat.PidStat] = {}
+        for pid in pids:
+            try:
+                out[pid] = pid_stat.read_stat(self.procfs, pid)
+            except OSError:
+                continue  # gone since the listing, or not ours to read
+            except ParseError as e:
+                log.warning("cannot parse a process's stat", extra={"err": str(e)})
+        return out
 
     def _tables(self, pids: List[int], tables: Dict[int, List[Tuple[int, int]]]
                 ) -> Iterator[Tuple[int, List[Tuple[int, int]]]]:
@@ -321,10 +395,12 @@ class OwnerCache:
         """Cache the process's stat (start time, name, parent); False if it has gone."""
         if pid in self._procs:
             return True  # read in this call already
-        try:
-            st = pid_stat.read_stat(self.procfs, pid)
-        except _VANISHED:
-            return False
+        st = self._stats.get(pid)  # read for the walk's order a moment ago
+        if st is None:
+            try:
+                st = pid_stat.read_stat(self.procfs, pid)
+            except _VANISHED:
+                return False
         self._procs[pid] = _Proc(st.starttime, st.comm, st.ppid)
         return True
 
@@ -341,13 +417,19 @@ class OwnerCache:
         if proc is None:
             return None
         if proc.identity is None:
+            user = ""
             try:
-                status = pid_status.read_status(self.procfs, pid)
-            except _VANISHED:
-                return None
+                user = self.user_name(pid_status.read_status(self.procfs, pid).euid)
+            except OSError:
+                return None  # gone
+            except ParseError as e:
+                # The process is there and holds the socket: a status we cannot read costs its
+                # user, not its attribution, and is logged rather than taken for an exit.
+                log.warning("cannot parse a process's status; its user is left empty",
+                            extra={"pid": pid, "err": str(e)})
             try:
                 exe = pid_fd.read_exe(self.procfs, pid)
             except OSError:
                 exe = ""  # not allowed (another user's process without CAP_SYS_PTRACE), or gone
-            proc.identity = Identity(proc.comm, exe, self.user_name(status.euid))
+            proc.identity = Identity(proc.comm, exe, user)
         return proc.identity

@@ -100,6 +100,7 @@ class RunningExporter:
     def __init__(self, proc: subprocess.Popen, port: int, host: str = "127.0.0.1",
                  netns: Optional[str] = None) -> None:
         self.proc, self.port, self.host, self.netns = proc, port, host, netns
+        self.log = ""  # its stderr, once it has stopped
 
     def get(self, path: str, headers: Optional[Dict[str, str]] = None
             ) -> Tuple[int, Dict[str, str], bytes]:
@@ -157,6 +158,17 @@ def running_exporter(*args: str, host: str = "127.0.0.1", netns: Optional[str] =
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        # What it logged, kept for the test; the pipes closed, not left to the collector.
+        ex.log = proc.stderr.read() if proc.stderr else ""
+        close_pipes(proc)
+
+
+def close_pipes(proc: subprocess.Popen) -> None:
+    """Close whatever pipes a finished process was given, so that none is left to the garbage
+    collector (a ResourceWarning, which the suite treats as an error)."""
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
 
 
 def have(cmd: str) -> bool:

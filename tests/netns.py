@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Optional, TypeVar
 
 import pytest
-from helpers import ROOT, Sample, parse
+from helpers import ROOT, Sample, close_pipes, parse
 
 T = TypeVar("T")
 CLONE_NEWNET = 0x40000000
@@ -193,15 +193,20 @@ class Holder:
         ready, _, _ = select.select([self.proc.stdout], [], [], 60)
         self.ready = self.proc.stdout.readline() if ready else ""
         if not self.ready:
-            self.close()
+            self._stop()
             err = self.proc.stderr.read() if self.proc.stderr else ""
+            close_pipes(self.proc)
             raise AssertionError(f"holder not ready: {err}")
 
-    def close(self) -> None:
-        if self.proc.stdin:
+    def _stop(self) -> None:
+        if self.proc.stdin and not self.proc.stdin.closed:
             self.proc.stdin.close()
         try:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+    def close(self) -> None:
+        self._stop()
+        close_pipes(self.proc)

@@ -15,6 +15,7 @@ import os
 import socket
 import subprocess
 import tempfile
+import time
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -34,6 +35,8 @@ EXPORTER_PORT = 19816  # fixed by helpers.running_exporter inside a namespace
 PROMETHEUS_PORT = 19090  # the namespace is new: nothing else listens there
 TIME_WAIT_MIN = 200
 BURST = 600
+SHORT_BURST = 300  # connections through TIME_WAIT in a burst shorter than a scrape interval
+SCRAPE_INTERVAL = 1.0
 BACKLOG = 1
 CLIENTS = 6
 
@@ -43,7 +46,7 @@ def e2e_settings() -> dict[str, str]:
     alerts can go pending within seconds of a 1s scrape and evaluation interval."""
     s = {name: "2s" for name in gen.DEFAULTS if name.endswith("_for")}
     s.update(rate_window="10s", time_wait_baseline_window="1m", listener_vanished_window="1m",
-             time_wait_spike_min=str(TIME_WAIT_MIN))
+             time_wait_spike_min=str(TIME_WAIT_MIN), time_wait_entries_min=str(TIME_WAIT_MIN))
     return s
 
 
@@ -75,7 +78,7 @@ class Stack:
 
 def _prometheus_config(rule_files: list[str]) -> str:
     return json.dumps({  # JSON is YAML
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s",
+        "global": {"scrape_interval": f"{SCRAPE_INTERVAL:g}s", "evaluation_interval": "1s",
                    "scrape_timeout": "1s"},
         "rule_files": rule_files,
         "scrape_configs": [{"job_name": "netstat", "static_configs": [
@@ -149,6 +152,43 @@ def _time_wait_burst(n: int) -> int:
             c.close()  # the client's FIN first ...
             s.close()  # ... so the client side ends in TIME_WAIT
         return int(addr[1])
+
+
+def _short_time_wait_burst(ns: NetNS, n: int) -> float:
+    """n connections through TIME_WAIT, every one of them killed (ss -K, SOCK_DESTROY, which
+    tcp_abort() applies to TIME_WAIT sockets) at once: returns how long the burst lived, from
+    the first connection to the moment no socket of it is left in TIME_WAIT."""
+    t0 = time.monotonic()
+    port = ns.call(_time_wait_burst, n)
+    subprocess.run(["ip", "netns", "exec", ns.name, "ss", "-K", "-tan", "state", "time-wait",
+                    "dport", "=", f":{port}"], check=True, capture_output=True, timeout=30)
+    left = subprocess.run(["ip", "netns", "exec", ns.name, "ss", "-Htan", "state", "time-wait",
+                           "dport", "=", f":{port}"],
+                          check=True, capture_output=True, text=True, timeout=30).stdout
+    lived = time.monotonic() - t0
+    assert not left.strip(), left[:500]
+    return lived
+
+
+def test_time_wait_entries_burst_shorter_than_a_scrape_fires(stack: Stack) -> None:
+    """Connections that enter TIME_WAIT and are gone again within one scrape interval: the
+    TIME_WAIT gauge may never see them, TcpExt TW counts every one, and the entry-rate alert
+    fires."""
+    poll(lambda: any(float(r["value"][1]) >= 5 for r in stack.query(
+        "count_over_time(instance:netstat_tcp_time_wait_entries:increase10s[1m])")),
+        timeout=30, interval=0.5, what="a few evaluations of the TIME_WAIT entries baseline")
+    assert stack.alerts("NetstatTimeWaitEntryBurst") == []
+    before = poll(lambda: stack.query("netstat_tcp_ext_tw_total"), timeout=10, interval=0.5,
+                  what="the TW counter")
+    lived = _short_time_wait_burst(stack.ns, SHORT_BURST)
+    assert lived < SCRAPE_INTERVAL, f"the burst lived {lived:.2f}s, not less than one scrape"
+    (alert,) = stack.wait_alert("NetstatTimeWaitEntryBurst")
+    assert alert["labels"] == {"alertname": "NetstatTimeWaitEntryBurst", "severity": "warning",
+                               "instance": f"127.0.0.1:{EXPORTER_PORT}", "job": "netstat"}
+    assert float(alert["value"]) >= SHORT_BURST
+    after = stack.query("netstat_tcp_ext_tw_total")
+    assert float(after[0]["value"][1]) - float(before[0]["value"][1]) >= SHORT_BURST
+    assert alert["annotations"]["runbook_url"].endswith("#netstattimewaitentryburst")
 
 
 def test_time_wait_burst_raises_time_wait_spike(stack: Stack) -> None:

@@ -40,10 +40,10 @@ def _installed_unit(tmp: str) -> str:
     assert exe, "netstat-exporter console script not installed next to the test interpreter"
     with open(UNIT) as f:
         text = f.read()
-    assert "ExecStart=/usr/local/bin/netstat-exporter $ARGS" in text
+    assert "ExecStart=/opt/netstat-exporter/bin/netstat-exporter $ARGS" in text
     dst = os.path.join(tmp, "netstat-exporter.service")
     with open(dst, "w") as f:
-        f.write(text.replace("/usr/local/bin/netstat-exporter", exe))
+        f.write(text.replace("/opt/netstat-exporter/bin/netstat-exporter", exe))
     return dst
 
 

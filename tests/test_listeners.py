@@ -23,6 +23,7 @@ from helpers import (
     FIXTURES,
     ROOT,
     Sample,
+    close_pipes,
     parse,
     poll,
     run_cli,
@@ -366,10 +367,10 @@ def test_process_vanishing_mid_scrape(proc_tree: str, monkeypatch: pytest.Monkey
     assert len(dns) == 1
     if step == "exe":  # gone after its name and user were read: known, without executable
         assert (dns[0]["process"], dns[0]["executable"]) == ("dnsmasq", "")
-        assert value(samples, "netstat_listeners_unattributed", protocol="udp") == 0
+        assert value(samples, "netstat_listener_unattributed", protocol="udp") == 0
     else:
         assert dns[0]["process"] == "" and dns[0]["user"] == user(65534)  # the socket's owner
-        assert value(samples, "netstat_listeners_unattributed", protocol="udp") == 1
+        assert value(samples, "netstat_listener_unattributed", protocol="udp") == 1
     assert info(samples, port="22", family="ipv4")[0]["process"] == "sshd"
 
 
@@ -420,13 +421,13 @@ def test_collector_on_fixture_tree(proc_tree: str) -> None:
     assert sum(v for _n, _l, v in select(samples, c, port="8080")) == 0
     assert len(select(samples, c, port="8080")) == 11  # every state but listen, zeros too
     assert select(samples, c, port="40000") == [] and select(samples, c, port="other") == []
-    n = "netstat_listeners"
+    n = "netstat_listener_sockets"
     assert [value(samples, n, protocol=p, family=f) for p, f in (
         ("tcp", "ipv4"), ("tcp", "ipv6"), ("udp", "ipv4"), ("udp", "ipv6"))] == [3, 1, 1, 0]
-    assert value(samples, "netstat_listeners_unattributed", protocol="tcp") == 1
-    assert value(samples, "netstat_listeners_unattributed", protocol="udp") == 0
-    for absent in ("netstat_listeners_unexpected",
-                   "netstat_listeners_expected_file_reload_success"):
+    assert value(samples, "netstat_listener_unattributed", protocol="tcp") == 1
+    assert value(samples, "netstat_listener_unattributed", protocol="udp") == 0
+    for absent in ("netstat_listener_unexpected",
+                   "netstat_listener_expected_file_reload_success"):
         assert select(samples, absent) == []
 
 
@@ -461,10 +462,10 @@ def test_collector_expected_verdicts(proc_tree: str, name: str) -> None:
         ("tcp", "ipv4", "80", "root"): "true", ("tcp", "ipv4", "80", user(33)): "true",
         ("tcp", "ipv4", "8080", user(1000)): "false", ("udp", "ipv4", "53", user(65534)): "true",
     }
-    assert value(samples, "netstat_listeners_unexpected", protocol="tcp") == 1
-    assert value(samples, "netstat_listeners_unexpected", protocol="udp") == 0
-    assert value(samples, "netstat_listeners_expected_file_reload_success") == 1
-    ts = value(samples, "netstat_listeners_expected_file_reload_timestamp_seconds")
+    assert value(samples, "netstat_listener_unexpected", protocol="tcp") == 1
+    assert value(samples, "netstat_listener_unexpected", protocol="udp") == 0
+    assert value(samples, "netstat_listener_expected_file_reload_success") == 1
+    ts = value(samples, "netstat_listener_expected_file_reload_timestamp_seconds")
     assert ts is not None and abs(ts - time.time()) < 600
 
 
@@ -629,6 +630,7 @@ def child(bindir: str, name: str, sockets: List[Tuple[str, str, int]], *, as_use
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        close_pipes(proc)
 
 
 SS_USERS = re.compile(r'\("([^"]*)",pid=(\d+),fd=(\d+)\)')
@@ -843,12 +845,13 @@ def test_connections_per_port_by_state() -> None:
             samples = poll(counts, timeout=30, what="connection states to settle")
             ports = {lab["port"] for _n, lab, _v in select(samples, "netstat_listener_connections")}
             assert ports == {"8001", "8002", "other"}
-            assert value(samples, "netstat_listeners", protocol="tcp", family="ipv4") == 3
-            assert value(samples, "netstat_listeners_unattributed", protocol="tcp") == 0
+            assert value(samples, "netstat_listener_sockets", protocol="tcp", family="ipv4") == 3
+            assert value(samples, "netstat_listener_unattributed", protocol="tcp") == 0
         finally:
             assert proc.stdin is not None
             proc.stdin.close()
             proc.wait(timeout=10)
+            close_pipes(proc)
 
 
 @root_only
@@ -880,7 +883,7 @@ def test_unprivileged_exporter(bindir: str) -> None:
                 root_held[proto] += 1
         assert root_held == {"tcp": 1, "udp": 1}
         for proto in ("tcp", "udp"):
-            assert value(samples, "netstat_listeners_unattributed",
+            assert value(samples, "netstat_listener_unattributed",
                          protocol=proto) == root_held[proto]
 
 
@@ -908,7 +911,7 @@ def test_capabilities_for_attribution(bindir: str, caps: str, attributed: bool) 
         assert len(lab) == 1
         assert lab[0]["process"] == ("lsnr-rootly" if attributed else "")
         assert lab[0]["executable"] == (os.path.realpath(sys.executable) if attributed else "")
-        assert value(samples, "netstat_listeners_unattributed",
+        assert value(samples, "netstat_listener_unattributed",
                      protocol="tcp") == (0 if attributed else 1)
 
 
@@ -925,28 +928,26 @@ def test_expected_file_reload_on_sighup(bindir: str, tmp_path: Any) -> None:
 
             s = ex.scrape()
             assert verdict(s) == "true"
-            assert value(s, "netstat_listeners_expected_file_reload_success") == 1
-            t0 = value(s, "netstat_listeners_expected_file_reload_timestamp_seconds")
+            assert value(s, "netstat_listener_expected_file_reload_success") == 1
+            t0 = value(s, "netstat_listener_expected_file_reload_timestamp_seconds")
 
             path.write_text("listeners:\n  - port: 99999\n    protocol: tcp\n")
             ex.proc.send_signal(signal.SIGHUP)
             s = poll(lambda: (lambda s: s if value(
-                s, "netstat_listeners_expected_file_reload_success") == 0 else None)(ex.scrape()),
+                s, "netstat_listener_expected_file_reload_success") == 0 else None)(ex.scrape()),
                 what="failed reload to show")
             assert verdict(s) == "true"  # the previous file is still in use
-            assert value(s, "netstat_listeners_expected_file_reload_timestamp_seconds") == t0
+            assert value(s, "netstat_listener_expected_file_reload_timestamp_seconds") == t0
 
             path.write_text(f"listeners:\n  - port: {port + 1}\n    protocol: tcp\n")
             ex.proc.send_signal(signal.SIGHUP)
             s = poll(lambda: (lambda s: s if value(
-                s, "netstat_listeners_expected_file_reload_success") == 1 else None)(ex.scrape()),
+                s, "netstat_listener_expected_file_reload_success") == 1 else None)(ex.scrape()),
                 what="good reload to show")
             assert verdict(s) == "false"
-            t1 = value(s, "netstat_listeners_expected_file_reload_timestamp_seconds")
+            t1 = value(s, "netstat_listener_expected_file_reload_timestamp_seconds")
             assert t0 is not None and t1 is not None and t1 >= t0
-        assert ex.proc.stderr is not None
-        log = ex.proc.stderr.read()
-        failed = [ln for ln in log.splitlines() if "not reloaded" in ln]
+        failed = [ln for ln in ex.log.splitlines() if "not reloaded" in ln]
         assert len(failed) == 1 and f"{path}:2:" in failed[0] and "99999" in failed[0]
 
 

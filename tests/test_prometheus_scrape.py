@@ -61,7 +61,13 @@ def prometheus_config(tmp: str, port: int, pki: Any, password: str) -> str:
     with open(os.path.join(files, "wrong-password"), "w") as f:
         f.write(password + "x")
     with open(PROM_EXAMPLE) as f:
-        cfg = yaml.safe_load(f.read().replace(EXAMPLE_DIR, files))
+        text = f.read()
+    # The exporter here requires a client certificate, as deploy/web-config.example.yml does:
+    # uncomment the example's client certificate lines, as its comment says to.
+    assert "      # cert_file: " in text and "      # key_file: " in text
+    text = text.replace("      # cert_file: ", "      cert_file: ").replace(
+        "      # key_file: ", "      key_file: ")
+    cfg = yaml.safe_load(text.replace(EXAMPLE_DIR, files))
     (job,) = [j for j in cfg["scrape_configs"] if j["job_name"] == "netstat-tls"]
     job["static_configs"] = [{"targets": [f"127.0.0.1:{port}"]}]
     bad = copy.deepcopy(job)
@@ -124,3 +130,5 @@ def test_prometheus_scrapes_over_tls_with_basic_auth(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()

@@ -82,10 +82,19 @@ def test_fixture_scenarios_read() -> None:
 
 @pytest.mark.parametrize("kernel,name", [
     ("ListenOverflows", "listen_overflows"), ("TCPTimeWaitOverflow", "tcp_time_wait_overflow"),
-    ("TWRecycled", "tw_recycled"), ("TW", "tw"), ("MPTcpExt", "mp_tcp_ext"),
+    ("TWRecycled", "tw_recycled"), ("TW", "tw"), ("MPTcpExt", "mptcp_ext"),
     ("UdpLite6", "udp_lite6"), ("IcmpMsg", "icmp_msg"), ("RcvbufErrors", "rcvbuf_errors"),
-    ("InType3", "in_type3"), ("DelayedACKs", "delayed_ac_ks"), ("InECT1Pkts", "in_ect1_pkts"),
+    ("InType3", "in_type3"), ("DelayedACKs", "delayed_acks"), ("InECT1Pkts", "in_ect1_pkts"),
     ("MPJoinAckHMacFailure", "mp_join_ack_hmac_failure"),
+    # Capital abbreviations run together or made plural are words, spelt one way everywhere.
+    ("FragOKs", "frag_oks"), ("TCPSpuriousRTOs", "tcp_spurious_rtos"),
+    ("InMLDv2Reports", "in_mldv2_reports"), ("TCPSACKReneging", "tcp_sack_reneging"),
+    ("TCPSackShifted", "tcp_sack_shifted"), ("TCPDSACKUndo", "tcp_dsack_undo"),
+    ("TCPHPHits", "tcp_hp_hits"), ("TCPACKSkippedSeq", "tcp_ack_skipped_seq"),
+    ("MPCapableSYNACKRX", "mp_capable_syn_ack_rx"), ("MPTCPRetrans", "mptcp_retrans"),
+    ("TCPMD5Failure", "tcp_md5_failure"), ("TSEcrRejected", "ts_ecr_rejected"),
+    # Base units: octets are bytes.
+    ("InOctets", "in_bytes"), ("OutBcastOctets", "out_bcast_bytes"),
 ])
 def test_snake(kernel: str, name: str) -> None:
     assert snake(kernel) == name
@@ -156,10 +165,10 @@ def test_default_set_on_new_kernel() -> None:
     assert reg.get_sample_value("netstat_tcp_ext_tw_total") is not None
     assert reg.get_sample_value("netstat_udp6_in_errors_total") is not None
     # Not in the default set:
-    assert reg.get_sample_value("netstat_tcp_ext_tcphp_hits_total") is None
-    assert reg.get_sample_value("netstat_tcp_rto_min") is None
+    assert reg.get_sample_value("netstat_tcp_ext_tcp_hp_hits_total") is None
+    assert reg.get_sample_value("netstat_tcp_rto_min_seconds") is None
     names = {m.name for m in reg.collect()}
-    assert not any(n.startswith("netstat_mp_tcp_ext") for n in names)
+    assert not any(n.startswith("netstat_mptcp_ext") for n in names)
 
 
 def test_regex_chooses_fields_and_types_them() -> None:
@@ -167,15 +176,19 @@ def test_regex_chooses_fields_and_types_them() -> None:
     got = {(m.name, m.type) for m in reg.collect()}
     assert got == {("netstat_tcp_ext_tw", "counter"), ("netstat_tcp_ext_tw_recycled", "counter"),
                    ("netstat_tcp_ext_tw_killed", "counter"), ("netstat_tcp_rto_algorithm", "gauge"),
-                   ("netstat_tcp_rto_min", "gauge"), ("netstat_tcp_rto_max", "gauge"),
-                   ("netstat_mp_tcp_ext_mp_curr_estab", "gauge")}
-    assert reg.get_sample_value("netstat_tcp_rto_min") == 200
+                   ("netstat_tcp_rto_min_seconds", "gauge"), ("netstat_tcp_rto_max_seconds", "gauge"),
+                   ("netstat_mptcp_ext_mp_curr_estab", "gauge")}
+    # The kernel prints milliseconds; the metric is in seconds.
+    tcp = snmp.read_snmp(os.path.join(PROC, "new"))["Tcp"]  # type: ignore[index]
+    assert tcp["RtoMin"] == 200
+    assert reg.get_sample_value("netstat_tcp_rto_min_seconds") == tcp["RtoMin"] / 1000
+    assert reg.get_sample_value("netstat_tcp_rto_max_seconds") == tcp["RtoMax"] / 1000
 
 
 def test_old_kernel_lacks_fields_without_failing() -> None:
     reg = collect(os.path.join(PROC, "old"), ".*")
     assert reg.get_sample_value("netstat_ip_out_transmits_total") is None
-    assert reg.get_sample_value("netstat_mp_tcp_ext_mp_curr_estab") is None
+    assert reg.get_sample_value("netstat_mptcp_ext_mp_curr_estab") is None
     assert reg.get_sample_value("netstat_ip_in_receives_total") is not None
 
 
@@ -192,6 +205,7 @@ def test_unknown_field_of_a_newer_kernel_works_through_the_regex(tmp_path: os.Pa
     os.makedirs(os.path.join(root, "net"))
     with open(os.path.join(root, "net", "netstat"), "w") as f:
         f.write("TcpExt: TW TCPShinyNewThing\nTcpExt: 4 9\nFooExt: BarCount\nFooExt: 2\n")
+    open(os.path.join(root, "net", "snmp"), "w").close()  # every kernel has it
     reg = collect(root, r"TcpExt_.*|FooExt_.*")
     assert reg.get_sample_value("netstat_tcp_ext_tcp_shiny_new_thing_total") == 9
     assert reg.get_sample_value("netstat_foo_ext_bar_count_total") == 2

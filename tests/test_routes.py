@@ -75,8 +75,8 @@ def collect(**kw: object) -> CollectorRegistry:
 
 def test_collector_counts_defaults_and_cap() -> None:
     reg = collect()
-    assert reg.get_sample_value("netstat_routes", {"family": "ipv4", "interface": "veth-a1"}) == 2
-    assert reg.get_sample_value("netstat_routes", {"family": "ipv6", "interface": "eth0"}) == 3
+    assert reg.get_sample_value("netstat_route_entries", {"family": "ipv4", "interface": "veth-a1"}) == 2
+    assert reg.get_sample_value("netstat_route_entries", {"family": "ipv6", "interface": "eth0"}) == 3
     assert reg.get_sample_value("netstat_route_default_info", {
         "family": "ipv4", "gateway": "198.51.100.1", "interface": "wlan0", "metric": "600"}) == 1
     names = {m.name for m in reg.collect()}
@@ -89,7 +89,7 @@ def test_collector_counts_defaults_and_cap() -> None:
     assert len(capped) == 4
     # The counts still cover every route.
     counted = sum(s.value for m in collect(table=True, max_routes=4).collect()
-                  for s in m.samples if s.name == "netstat_routes")
+                  for s in m.samples if s.name == "netstat_route_entries")
     assert counted == 9
 
 
@@ -141,7 +141,7 @@ def test_live_against_ip_route() -> None:
     assert len([k for k in expected if k[0] == "ipv4"]) == 6
     counts = Counter((k[0], k[3]) for k in expected)
     got_counts = {(s[1]["family"], s[1]["interface"]): s[2]
-                  for s in select(samples, "netstat_routes")}
+                  for s in select(samples, "netstat_route_entries")}
     assert got_counts == {k: float(v) for k, v in counts.items()}
     defaults = {(s[1]["family"], s[1]["gateway"], s[1]["interface"], s[1]["metric"])
                 for s in select(samples, "netstat_route_default_info")}
@@ -151,4 +151,4 @@ def test_live_against_ip_route() -> None:
                        for s in select(samples, "netstat_route_info")}
     assert table == set(expected)
     assert len(select(capped, "netstat_route_info")) == 3
-    assert sum(s[2] for s in select(capped, "netstat_routes")) == len(expected)
+    assert sum(s[2] for s in select(capped, "netstat_route_entries")) == len(expected)

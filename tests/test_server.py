@@ -64,9 +64,12 @@ def test_landing_health_404_405(server) -> None:
     assert http_get(server.base + "/metricsx")[0] == 404
     assert http_get(server.base + "/favicon.ico")[0] == 404
     conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
-    conn.request("POST", "/metrics", body=b"x")
-    r = conn.getresponse()
-    assert r.status == 405 and r.getheader("Allow") == "GET, HEAD"
+    try:
+        conn.request("POST", "/metrics", body=b"x")
+        r = conn.getresponse()
+        assert r.status == 405 and r.getheader("Allow") == "GET, HEAD"
+    finally:
+        conn.close()
 
 
 @pytest.mark.parametrize("server", [{"broken": Broken()}], indirect=True)
@@ -116,24 +119,31 @@ def test_concurrent_scrape_cap_and_threading(server) -> None:
 
 def test_gzip_openmetrics_and_keepalive(server) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
-    conn.request("GET", "/metrics", headers={"Accept-Encoding": "gzip"})
-    r = conn.getresponse()
-    assert r.getheader("Content-Encoding") == "gzip"
-    text = gzip.decompress(r.read()).decode()
-    assert "netstat_sockets{" in text
-    # Same connection again (HTTP/1.1 keep-alive), asking for OpenMetrics.
-    conn.request("GET", "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
-    r = conn.getresponse()
-    assert r.status == 200
-    assert r.getheader("Content-Type").startswith("application/openmetrics-text")
-    assert r.read().rstrip().endswith(b"# EOF")
+    try:
+        conn.request("GET", "/metrics", headers={"Accept-Encoding": "gzip"})
+        r = conn.getresponse()
+        assert r.getheader("Content-Encoding") == "gzip"
+        text = gzip.decompress(r.read()).decode()
+        assert "netstat_sockets{" in text
+        # Same connection again (HTTP/1.1 keep-alive), asking for OpenMetrics.
+        conn.request("GET", "/metrics",
+                     headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+        r = conn.getresponse()
+        assert r.status == 200
+        assert r.getheader("Content-Type").startswith("application/openmetrics-text")
+        assert r.read().rstrip().endswith(b"# EOF")
+    finally:
+        conn.close()
 
 
 def test_head_request(server) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
-    conn.request("HEAD", "/")
-    r = conn.getresponse()
-    assert r.status == 200 and r.read() == b""
+    try:
+        conn.request("HEAD", "/")
+        r = conn.getresponse()
+        assert r.status == 200 and r.read() == b""
+    finally:
+        conn.close()
 
 
 # --- identical concurrent scrapes share one collection; durations are work, not waits ---

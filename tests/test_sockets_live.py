@@ -15,7 +15,7 @@ import socket
 import subprocess
 import time
 from collections import Counter
-from typing import Dict, List, Tuple
+from typing import Dict, Iterator, List, Tuple
 
 import pytest
 from helpers import have, ns_http_get, parse, poll, running_exporter, select, value
@@ -161,6 +161,17 @@ def hosts():
 
 
 
+_KEPT_ALIVE: List[http.client.HTTPConnection] = []
+
+
+@pytest.fixture(autouse=True)
+def close_keepalives() -> Iterator[None]:
+    """Close the test's KeepAlive connections once it is over (they must stay open during it)."""
+    yield
+    while _KEPT_ALIVE:
+        _KEPT_ALIVE.pop().close()
+
+
 class KeepAlive:
     """One persistent HTTP/1.1 connection made inside the namespace, so that scraping creates
     no new sockets between `ss` and the scrape (both ends stay ESTABLISHED and are counted)."""
@@ -168,6 +179,7 @@ class KeepAlive:
     def __init__(self, ns: NetNS, port: int) -> None:
         self.ns, self.port = ns, port
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        _KEPT_ALIVE.append(self.conn)  # closed after the test by close_keepalives
         ns.call(self.conn.connect)
 
     def get(self, path: str = "/metrics") -> List:

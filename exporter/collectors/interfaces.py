@@ -15,6 +15,7 @@ from prometheus_client.core import Metric
 
 from exporter.collectors.api import Flag, MetricDoc, options, register
 from exporter.config import Config, compile_regex
+from exporter.labels import label_value
 from exporter.procfs import netdev
 from exporter.sysfs import net_class
 
@@ -112,21 +113,22 @@ class InterfacesCollector:
         fams = {col: doc.family() for col, doc in COUNTERS.items()}
         up, mtu, speed = M_UP.family(), M_MTU.family(), M_SPEED.family()
         for dev in sorted(stats):
-            if not self._wanted(dev):
+            label = label_value(dev)  # dev itself, as read, names its sysfs directory
+            if not self._wanted(label):
                 continue
             for col, v in stats[dev].items():
                 fam = fams.get(col)
                 if fam is not None:  # a column a newer kernel adds is not exported
-                    fam.add_metric([dev], float(v))
+                    fam.add_metric([label], float(v))
             nc = net_class.read_net_class(self.sysfs, dev)
             if nc is None:
                 continue
             state = nc.up
             if state is not None:
-                up.add_metric([dev], 1.0 if state else 0.0)
+                up.add_metric([label], 1.0 if state else 0.0)
             if nc.mtu is not None:
-                mtu.add_metric([dev], float(nc.mtu))
+                mtu.add_metric([label], float(nc.mtu))
             if nc.speed_mbps is not None:
-                speed.add_metric([dev], float(nc.speed_mbps) * 125000.0)
+                speed.add_metric([label], float(nc.speed_mbps) * 125000.0)
         out: List[Metric] = [*fams.values(), up, mtu, speed]
         yield from (m for m in out if m.samples)

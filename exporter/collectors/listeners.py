@@ -81,26 +81,26 @@ M_CONN = MetricDoc(
     "port=\"other\".",
     ("port", "state"), note="not with --no-collector.listeners.connections")
 M_COUNT = MetricDoc(
-    "netstat_listeners", "gauge",
+    "netstat_listener_sockets", "gauge",
     "Listening sockets: TCP in LISTEN, UDP bound and not connected.",
     ("protocol", "family"))
 M_UNATTRIBUTED = MetricDoc(
-    "netstat_listeners_unattributed", "gauge",
+    "netstat_listener_unattributed", "gauge",
     "Listening sockets whose process could not be determined: another user's process without "
     "CAP_SYS_PTRACE or CAP_DAC_READ_SEARCH, a process in another pid namespace, one that "
     "exited, or a socket the kernel holds itself (inode 0).",
     ("protocol",))
 M_UNEXPECTED = MetricDoc(
-    "netstat_listeners_unexpected", "gauge",
+    "netstat_listener_unexpected", "gauge",
     "Listening sockets that match no entry of the expected-listeners file.",
     ("protocol",), note="only with --collector.listeners.expected-file")
 M_RELOAD_OK = MetricDoc(
-    "netstat_listeners_expected_file_reload_success", "gauge",
+    "netstat_listener_expected_file_reload_success", "gauge",
     "1 if the last (re)load of the expected-listeners file succeeded; 0 if the last reload "
     "(SIGHUP) failed and the previous file is still in use.",
     note="only with --collector.listeners.expected-file")
 M_RELOAD_TS = MetricDoc(
-    "netstat_listeners_expected_file_reload_timestamp_seconds", "gauge",
+    "netstat_listener_expected_file_reload_timestamp_seconds", "gauge",
     "When the expected-listeners file in use was loaded, in seconds since the epoch.",
     note="only with --collector.listeners.expected-file")
 METRICS = (M_INFO, M_QUEUE, M_LIMIT, M_CONN, M_COUNT, M_UNATTRIBUTED, M_UNEXPECTED,

@@ -2,7 +2,9 @@
 show, from /proc/net/snmp, /proc/net/netstat and /proc/net/snmp6.
 
 Every field is one metric named ``netstat_<group>_<field>`` in snake case (``TcpExt
-ListenOverflows`` -> ``netstat_tcp_ext_listen_overflows_total``), typed by the table in
+ListenOverflows`` -> ``netstat_tcp_ext_listen_overflows_total``, ``TcpExt DelayedACKs`` ->
+``netstat_tcp_ext_delayed_acks_total``; octets are ``_bytes``, milliseconds ``_seconds``), typed
+by the table in
 :mod:`exporter.collectors.protocols_table`; HELP names the kernel field, so ``nstat`` output and
 metrics map both ways. ``--collector.protocols.fields`` (a regex over ``Group_Field``) chooses
 the fields; fields a newer kernel adds work through it too. A missing file (IPv6 off) is no
@@ -83,6 +85,7 @@ class ProtocolsCollector:
         # Selection and metric declaration per (group, field), computed once: the set of
         # fields is bounded by what the kernel prints.
         self._cache: Dict[Tuple[str, str], Optional[MetricDoc]] = {}
+        self._scale: Dict[Tuple[str, str], float] = {}
 
     def _selected(self, group: str, field: str) -> Optional[MetricDoc]:
         key = (group, field)
@@ -90,6 +93,7 @@ class ProtocolsCollector:
             f = lookup(group, field)
             ok = self.fields is None or self.fields.match(f.key) is not None
             self._cache[key] = _doc(f) if ok else None
+            self._scale[key] = f.scale
         return self._cache[key]
 
     def collect(self) -> Iterator[Metric]:
@@ -113,6 +117,6 @@ class ProtocolsCollector:
                         continue
                     seen.add(doc.name)
                     fam = doc.family()
-                    fam.add_metric([], float(value))
+                    fam.add_metric([], value * self._scale[(group, field)])
                     out.append(fam)
         yield from out

@@ -95,8 +95,8 @@ OutAddrMaskReps c Address Mask replies sent.
 """,
     "Tcp": """
 RtoAlgorithm g Retransmission timeout algorithm (1 other; Linux always reports 1).
-RtoMin g Minimum retransmission timeout, milliseconds (TCP_RTO_MIN).
-RtoMax g Maximum retransmission timeout, milliseconds (TCP_RTO_MAX).
+RtoMin g Minimum retransmission timeout (TCP_RTO_MIN); the kernel prints milliseconds, exported in seconds.
+RtoMax g Maximum retransmission timeout (TCP_RTO_MAX); the kernel prints milliseconds, exported in seconds.
 MaxConn g Limit on TCP connections; -1 means dynamic (no fixed limit).
 ActiveOpens c Connections opened actively: transitions CLOSED -> SYN_SENT (connect()).
 PassiveOpens c Connections opened passively: transitions LISTEN -> SYN_RECV.
@@ -123,9 +123,9 @@ OfoPruned c Times the out-of-order queue was dropped to free memory.
 OutOfWindowIcmps c ICMP messages dropped because they referred to data outside the window.
 LockDroppedIcmps c ICMP messages dropped because the socket was busy (locked by the user).
 ArpFilter c Packets dropped by ARP filtering (net.ipv4.conf.*.arp_filter).
-TW c Connections that left TIME_WAIT through the normal timer (tcp_time_wait; net.ipv4.tcp_fin_timeout does not change the 60 s).
+TW c Connections that entered TIME_WAIT with the normal 60 s timer (TCP_TIMEWAIT_LEN; net.ipv4.tcp_fin_timeout does not change it), counted when the timer is armed (__inet_twsk_schedule, net/ipv4/inet_timewait_sock.c), not when the socket leaves: increase() counts every connection through TIME_WAIT, also bursts that come and go between two scrapes, which the TIME_WAIT gauge never sees.
 TWRecycled c TIME_WAIT sockets reused for a new outgoing connection (net.ipv4.tcp_tw_reuse).
-TWKilled c TIME_WAIT sockets killed early (an RST received in TIME_WAIT, RFC 1337 off).
+TWKilled c Timewait sockets whose timer was armed for 4 s or less (__inet_twsk_schedule, net/ipv4/inet_timewait_sock.c), counted on entry in place of TW: FIN_WAIT2 timewait sockets with a short net.ipv4.tcp_fin_timeout. Sockets killed later (an RST in TIME_WAIT, ss -K) are not counted.
 PAWSActive c SYN-ACKs dropped by the PAWS timestamp check.
 PAWSEstab c Segments of established connections dropped by the PAWS timestamp check.
 BeyondWindow c Segments dropped because they were outside the receive window.
@@ -363,6 +363,10 @@ OutRateLimitHost c ICMPv6 messages not sent because of the per-destination rate 
 # "InType%u"/"OutType%u"; snmp6_seq_show_icmpv6() in net/ipv6/proc.c prints the same.
 TYPE_FIELD = re.compile(r"^(In|Out)Type(\d+)$")
 
+# Fields the kernel prints in milliseconds (jiffies_to_msecs in snmp_seq_show_tcp_udp,
+# net/ipv4/proc.c), exported in seconds with a ``_seconds`` name.
+MILLISECONDS = frozenset({"Tcp_RtoMin", "Tcp_RtoMax"})
+
 
 @dataclass(frozen=True)
 class Field:
@@ -383,7 +387,14 @@ class Field:
     @property
     def name(self) -> str:
         base = f"netstat_{snake(self.group)}_{snake(self.field)}"
+        if self.key in MILLISECONDS:
+            base += "_seconds"
         return base + "_total" if self.kind == "counter" else base
+
+    @property
+    def scale(self) -> float:
+        """What the kernel's number is multiplied by to give the metric's base unit."""
+        return 0.001 if self.key in MILLISECONDS else 1.0
 
     @property
     def help(self) -> str:
@@ -393,23 +404,40 @@ class Field:
 _LOWER_UPPER = re.compile(r"([a-z0-9])([A-Z])")
 _UPPER_UPPERLOWER = re.compile(r"([A-Z])([A-Z][a-z])")
 
+# Abbreviations the kernel writes in capitals and runs together ("TCPDSACKUndo",
+# "MPCapableSYNACKRX"), each kept as one word. Without them the case boundaries cannot tell where
+# one ends and the next begins (``tcpdsack_undo``), and the same kernel word would be spelt two
+# ways (``TCPSACKReneging`` beside ``TCPSackShifted``). "MLDv2" and "HMac" would split inside
+# the word (``ml_dv2``; ``h_mac``, whose lone "h" `promtool check metrics` reads as hours).
+# Longest first, so that one alternative never swallows the start of a longer one.
+_WORDS = sorted(["MPTCP", "MPTcp", "MLDv2", "HMac", "DSACK", "SACK", "TCP", "ACK", "SYN", "AO",
+                 "MD5", "MTUP", "OFO", "PLB", "TS", "HP", "RX", "TX"], key=len, reverse=True)
+_WORD = re.compile("|".join(_WORDS))
+# An all-capitals word made plural with a lower-case "s" ("DelayedACKs", "FragOKs",
+# "TCPSpuriousRTOs") is one word, not "...AC" and "Ks".
+_PLURAL = re.compile(r"([A-Z]{2,})s(?=[A-Z0-9]|$)")
+# Base units (https://prometheus.io/docs/practices/naming/#base-units): the IP MIB's octets are
+# bytes.
+_UNITS = {"octets": "bytes"}
 
-# Words the rule would split into something promtool rejects: "HMac" gives "h_mac", and a lone
-# "h" reads as an abbreviated unit (hours) to `promtool check metrics`. Kept whole instead.
-_WORDS = {"HMac": "Hmac"}
+
+def _word(m: re.Match[str]) -> str:
+    return m.group(0)[0] + m.group(0)[1:].lower()
 
 
 def snake(name: str) -> str:
-    """The naming rule of the metric contract: split at lower/digit->Upper and at
-    Upper->UpperLower boundaries, lower-case, join with "_". ``ListenOverflows`` ->
-    ``listen_overflows``, ``TCPTimeWaitOverflow`` -> ``tcp_time_wait_overflow``, ``TWRecycled``
-    -> ``tw_recycled``, ``MPTcpExt`` -> ``mp_tcp_ext``. Applied literally, so an all-capitals
-    run followed by a plural ``s`` splits there too (``DelayedACKs`` -> ``delayed_ac_ks``); the
-    one exception is the words of ``_WORDS`` (``MPJoinAckHMacFailure`` ->
-    ``mp_join_ack_hmac_failure``)."""
-    for word, whole in _WORDS.items():
-        name = name.replace(word, whole)
-    return _LOWER_UPPER.sub(r"\1_\2", _UPPER_UPPERLOWER.sub(r"\1_\2", name)).lower()
+    """The naming rule of the metric contract: the field as an SRE would type it.
+
+    Abbreviations in capitals (``_WORDS``, and any capital run made plural with ``s``) count as
+    one word; then the name is split at lower/digit->Upper and at Upper->UpperLower boundaries,
+    lower-cased and joined with "_"; octets are bytes. ``ListenOverflows`` ->
+    ``listen_overflows``, ``TCPTimeWaitOverflow`` -> ``tcp_time_wait_overflow``, ``DelayedACKs``
+    -> ``delayed_acks``, ``TCPDSACKUndo`` -> ``tcp_dsack_undo``, ``InMLDv2Reports`` ->
+    ``in_mldv2_reports``, ``MPTcpExt`` -> ``mptcp_ext``, ``InOctets`` -> ``in_bytes``.
+    """
+    name = _PLURAL.sub(_word, _WORD.sub(_word, name))
+    words = _LOWER_UPPER.sub(r"\1_\2", _UPPER_UPPERLOWER.sub(r"\1_\2", name)).lower().split("_")
+    return "_".join(_UNITS.get(w, w) for w in words)
 
 
 def _parse() -> Dict[Tuple[str, str], Field]:

@@ -9,6 +9,7 @@ entries (see :func:`exporter.procfs.route.in_main_table`).
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from dataclasses import dataclass
 from typing import Iterator, List, Set, Tuple
@@ -17,10 +18,11 @@ from prometheus_client.core import Metric
 
 from exporter.collectors.api import Flag, MetricDoc, options, register
 from exporter.config import Config
+from exporter.labels import label_value
 from exporter.procfs import route
 
 M_ROUTES = MetricDoc(
-    "netstat_routes", "gauge",
+    "netstat_route_entries", "gauge",
     "Routes per address family and outgoing interface, as ip route and ip -6 route list them "
     "(/proc/net/route: the IPv4 main table; /proc/net/ipv6_route without local-table entries). "
     "interface is empty for routes without a device (unreachable, prohibit).",
@@ -33,7 +35,7 @@ M_DEFAULT = MetricDoc(
 M_INFO = MetricDoc(
     "netstat_route_info", "gauge",
     "One route, value 1. At most --collector.routes.max-routes routes are listed, IPv4 first in "
-    "file order; the rest are counted in netstat_routes but not listed.",
+    "file order; the rest are counted in netstat_route_entries but not listed.",
     ("family", "destination", "gateway", "interface", "metric"),
     note="only with --collector.routes.table")
 METRICS = (M_ROUTES, M_DEFAULT, M_INFO)
@@ -69,7 +71,8 @@ class RoutesCollector:
         v6 = route.read_ipv6_route(self.procfs)
         if v4 is None and v6 is None:
             return
-        routes = [r for r in (v4 or []) + (v6 or []) if route.in_main_table(r)]
+        routes = [dataclasses.replace(r, interface=label_value(r.interface))
+                  for r in (v4 or []) + (v6 or []) if route.in_main_table(r)]
         counts: Counter[Tuple[str, str]] = Counter((r.family, r.interface) for r in routes)
         total = M_ROUTES.family()
         for (fam, dev), n in sorted(counts.items()):

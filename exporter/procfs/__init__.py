@@ -3,25 +3,36 @@
 Every reader takes the procfs root as a parameter (``--path.procfs``), splits I/O from
 parsing (``read_x(root)`` reads, ``parse_x(text)`` is pure) and raises
 :class:`~exporter.procfs.errors.ParseError` naming the file and line on malformed input.
-A file that does not exist because a feature is off (IPv6 disabled, a module not loaded)
-is reported as ``None`` ("no data"), never as an error.
+
+One rule for missing files: a file that does not exist because a feature is off (IPv6
+disabled, a module not loaded) is reported as ``None`` ("no data", :func:`read_parsed`); a
+file that every Linux kernel has (``REQUIRED``), missing, is an error naming it
+(:func:`read_required`), which fails the collector that needed it.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from typing import Callable, Optional, TypeVar
 
 from exporter.procfs.errors import ParseError
 
-__all__ = ["ParseError", "read_text", "read_optional_text", "read_parsed"]
+__all__ = ["ENCODING", "ERRORS", "REQUIRED", "ParseError", "read_text", "read_optional_text",
+           "read_parsed", "read_required", "not_a_procfs"]
+
+# How every /proc and /sys file is decoded. The files are ASCII but for names the kernel copies
+# from user space (interface names, unix socket paths), which may be UTF-8 or any bytes:
+# surrogateescape keeps those bytes, so a name is never mangled or merged with another one, and
+# exporter.labels turns it into a label value.
+ENCODING, ERRORS = "utf-8", "surrogateescape"
 
 T = TypeVar("T")
 
 
 def read_text(root: str, *parts: str) -> str:
     """Read ``<root>/<parts...>`` as text. Raises OSError if it cannot be read."""
-    with open(os.path.join(root, *parts), encoding="ascii", errors="replace") as f:
+    with open(os.path.join(root, *parts), encoding=ENCODING, errors=ERRORS) as f:
         return f.read()
 
 
@@ -37,3 +48,33 @@ def read_parsed(root: str, parse: Callable[[str, str], T], *parts: str) -> Optio
     """``parse(text, path)`` of ``<root>/<parts...>``; None when the file is absent."""
     text = read_optional_text(root, *parts)
     return None if text is None else parse(text, os.path.join(root, *parts))
+
+
+# Files of /proc that every Linux kernel with networking has, whatever its configuration (IPv4
+# cannot be compiled out: net/ipv4/proc.c, net/core/net-procfs.c, net/ipv4/fib_trie.c).
+REQUIRED = ("net/dev", "net/snmp", "net/netstat", "net/route")
+
+
+def read_required(root: str, parse: Callable[[str, str], T], *parts: str) -> Optional[T]:
+    """``parse(text, path)`` of a file every Linux kernel has: missing, it raises ParseError
+    naming it, so the collector fails rather than reporting no data. Elsewhere than on Linux
+    there is no procfs at all, and it is no data."""
+    if not sys.platform.startswith("linux"):
+        return read_parsed(root, parse, *parts)
+    path = os.path.join(root, *parts)
+    try:
+        text = read_text(root, *parts)
+    except FileNotFoundError:
+        raise ParseError(path, "missing, though every Linux kernel has it (is --path.procfs "
+                               "a procfs mount?)") from None
+    return parse(text, path)
+
+
+def not_a_procfs(root: str) -> Optional[str]:
+    """Why ``root`` is not a procfs (as mounted at /proc, or a copy of one), or None.
+
+    A procfs has ``net/`` (a link to ``self/net``); an empty or unrelated directory does not,
+    and would otherwise give every collector nothing to read and no error to report."""
+    if not os.path.isdir(os.path.join(root, "net")):
+        return "has no net/ directory"
+    return None

@@ -84,8 +84,10 @@ def iter_socket_rows(lines: Iterable[str], path: str) -> Iterator[SocketRow]:
             state = int(f[3], 16)
         except ValueError:
             raise ParseError(path, f"bad state {f[3]!r}", n) from None
-        if len(f) < 10 or ":" not in f[4]:
+        if len(f) < 10:
             raise ParseError(path, f"expected at least 10 columns, got {len(f)}", n)
+        if ":" not in f[4]:
+            raise ParseError(path, f"expected tx_queue:rx_queue, got {f[4]!r}", n)
         try:
             tx, rx = (int(x, 16) for x in f[4].split(":", 1))
             uid, inode = int(f[7]), int(f[9])
@@ -108,7 +110,8 @@ def read_socket_rows(root: str, name: str) -> Optional[List[SocketRow]]:
 def parse_unix(lines: Iterable[str], path: str) -> Counter:  # type: ignore[type-arg]
     """Count /proc/net/unix rows per (type, state) with netlink's state numbers.
 
-    Columns: Num RefCount Protocol Flags Type St Inode [Path].
+    Columns: Num RefCount Protocol Flags Type St Inode [Path]. Only the first six are needed
+    to count, so a table without Inode (or with columns added after it) is still counted.
     """
     counts: Counter = Counter()  # type: ignore[type-arg]
     it = iter(lines)
@@ -121,8 +124,8 @@ def parse_unix(lines: Iterable[str], path: str) -> Counter:  # type: ignore[type
         f = line.split(None, 7)
         if not f:
             continue
-        if len(f) < 7:
-            raise ParseError(path, f"expected at least 7 columns, got {len(f)}", n)
+        if len(f) < 6:
+            raise ParseError(path, f"expected at least 6 columns, got {len(f)}", n)
         try:
             flags, typ, st = int(f[3], 16), int(f[4], 16), int(f[5], 16)
         except ValueError:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional
 
-from exporter.procfs import read_parsed
+from exporter.procfs import read_required
 from exporter.procfs.errors import ParseError
 
 # device -> {"receive_bytes": ..., "transmit_colls": ...}
@@ -59,5 +59,5 @@ def parse_netdev(text: str, path: str) -> NetDev:
 
 
 def read_netdev(root: str) -> Optional[NetDev]:
-    """``<root>/net/dev``; None when absent."""
-    return read_parsed(root, parse_netdev, "net", "dev")
+    """``<root>/net/dev``; missing, a ParseError (every Linux kernel has it)."""
+    return read_required(root, parse_netdev, "net", "dev")

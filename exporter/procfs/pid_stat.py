@@ -57,7 +57,8 @@ def read_stat(root: str, pid: int) -> PidStat:
     read that comes back empty because the task exited after the open) or not readable.
     """
     path = os.path.join(root, str(pid), "stat")
-    with open(path, encoding="utf-8", errors="replace") as f:
+    # A command name is any bytes a program set; escaped, it is safe as a label and distinct.
+    with open(path, encoding="utf-8", errors="backslashreplace") as f:
         text = f.read()
     if not text:
         raise ProcessLookupError(errno.ESRCH, "process exited while being read", path)
@@ -67,8 +68,7 @@ def read_stat(root: str, pid: int) -> PidStat:
 def list_pids(root: str) -> List[int]:
     """Every pid in ``<root>`` (the numeric directory names), highest first.
 
-    Highest first because the newest processes are the likeliest holders of a socket that
-    appeared since the last look, and because a socket that a supervisor (pid 1, a pre-fork
-    master) passes on is then found in the service that uses it before the supervisor.
+    The order is only a stable one: the highest pid is not the newest process once pids have
+    wrapped, so whoever needs age orders by start time (exporter.owners.newest_first).
     """
     return sorted((int(n) for n in os.listdir(root) if n.isdigit()), reverse=True)

@@ -1,8 +1,10 @@
 """/proc/<pid>/status: the user ids of a process.
 
-Format (fs/proc/array.c task_state): ``Key:\\tvalue`` lines; ``Uid:`` carries the real, effective,
-saved and filesystem uids, tab separated. The effective uid is the one ``ps -o user`` shows and
-the one that decides what the process may do, so it names the process's user.
+Format (fs/proc/array.c task_state): ``Key:\\tvalue`` lines (lines of any other shape, which
+kernels or patches may add, are skipped: only Name and Uid are read); ``Uid:`` carries the
+real, effective, saved and filesystem uids, tab separated. The effective uid is the one
+``ps -o user`` shows and the one that decides what the process may do, so it names the
+process's user.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def parse_status(text: str, path: str) -> PidStatus:
     for n, line in enumerate(text.splitlines(), start=1):
         key, sep, value = line.partition(":")
         if not sep:
-            raise ParseError(path, "expected 'Key: value'", n)
+            continue  # only Name and Uid are read; a line of another shape is not theirs
         if key == "Name":
             name = value.strip()
         elif key == "Uid":
@@ -48,8 +50,34 @@ def parse_status(text: str, path: str) -> PidStatus:
 def read_status(root: str, pid: int) -> PidStatus:
     """Read ``<root>/<pid>/status``; OSError when the process is gone or not readable."""
     path = os.path.join(root, str(pid), "status")
-    with open(path, encoding="utf-8", errors="replace") as f:
+    # A command name is any bytes a program set; escaped, it is safe as a label and distinct.
+    with open(path, encoding="utf-8", errors="backslashreplace") as f:
         text = f.read()
     if not text:
         raise ProcessLookupError(errno.ESRCH, "process exited while being read", path)
     return parse_status(text, path)
+
+
+# Capability bits (include/uapi/linux/capability.h).
+CAP_DAC_READ_SEARCH = 2
+CAP_SYS_PTRACE = 19
+
+
+def parse_cap_eff(text: str, path: str) -> int:
+    """The effective capability set, ``CapEff:`` in hexadecimal (fs/proc/array.c
+    task_cap)."""
+    for n, line in enumerate(text.splitlines(), start=1):
+        key, sep, value = line.partition(":")
+        if sep and key == "CapEff":
+            try:
+                return int(value.strip(), 16)
+            except ValueError:
+                raise ParseError(path, f"CapEff: not hexadecimal: {value.strip()!r}", n) from None
+    raise ParseError(path, "no CapEff: line")
+
+
+def read_own_cap_eff(root: str) -> int:
+    """The effective capabilities of the reading process, from ``<root>/self/status``."""
+    path = os.path.join(root, "self", "status")
+    with open(path, encoding="utf-8", errors="backslashreplace") as f:
+        return parse_cap_eff(f.read(), path)

@@ -27,6 +27,7 @@ import struct
 from dataclasses import dataclass
 from typing import List, Optional
 
+from exporter.procfs import ENCODING, ERRORS, read_required
 from exporter.procfs.errors import ParseError
 
 # include/uapi/linux/route.h and include/uapi/linux/ipv6_route.h
@@ -138,20 +139,15 @@ def in_main_table(r: Route) -> bool:
 
 
 def read_route(root: str) -> Optional[List[Route]]:
-    """``<root>/net/route``; None when absent."""
-    path = os.path.join(root, "net", "route")
-    try:
-        with open(path, encoding="ascii", errors="replace") as f:
-            return parse_route(f.read(), path)
-    except FileNotFoundError:
-        return None
+    """``<root>/net/route``; missing, a ParseError (every Linux kernel has it)."""
+    return read_required(root, parse_route, "net", "route")
 
 
 def read_ipv6_route(root: str) -> Optional[List[Route]]:
     """``<root>/net/ipv6_route``; None when absent (IPv6 off)."""
     path = os.path.join(root, "net", "ipv6_route")
     try:
-        with open(path, encoding="ascii", errors="replace") as f:
+        with open(path, encoding=ENCODING, errors=ERRORS) as f:
             return parse_ipv6_route(f.read(), path)
     except FileNotFoundError:
         return None

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Dict, Optional
 
-from exporter.procfs import read_parsed
+from exporter.procfs import read_required
 from exporter.procfs.errors import ParseError
 
 # group -> field -> value, in file order.
@@ -65,7 +65,7 @@ def parse_snmp(text: str, path: str) -> Groups:
 
 
 def _read(root: str, name: str) -> Optional[Groups]:
-    return read_parsed(root, parse_snmp, "net", name)
+    return read_required(root, parse_snmp, "net", name)
 
 
 def read_snmp(root: str) -> Optional[Groups]:

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from dataclasses import dataclass
 from typing import Optional
 
+from exporter.procfs import ENCODING, ERRORS
 from exporter.procfs.errors import ParseError
 
 IFF_UP = 0x1  # include/uapi/linux/if.h
@@ -45,7 +47,7 @@ class NetClass:
 
 def _read(path: str) -> Optional[str]:
     try:
-        with open(path, encoding="ascii", errors="replace") as f:
+        with open(path, encoding=ENCODING, errors=ERRORS) as f:
             return f.read().strip()
     except FileNotFoundError:
         return None
@@ -57,13 +59,25 @@ def _read(path: str) -> Optional[str]:
         raise
 
 
+# Every attribute read here is an int or unsigned int in the kernel (struct net_device mtu,
+# flags; ethtool speed; carrier); a wider number is not what the kernel printed.
+_MIN, _MAX = -(2 ** 63), 2 ** 64 - 1
+_DIGITS = {10: re.compile(r"-?[0-9]+"), 16: re.compile(r"(?:0x)?[0-9a-fA-F]+")}
+
+
 def _int(path: str, text: Optional[str], base: int = 10) -> Optional[int]:
     if text is None or text == "":
         return None
-    try:
-        return int(text, base)
-    except ValueError:
-        raise ParseError(path, f"not an integer: {text[:40]!r}", 1) from None
+    if not _DIGITS[base].fullmatch(text):
+        raise ParseError(path, f"not an integer: {text[:40]!r}", 1)
+    # Python refuses decimal strings over 4300 digits (sys.get_int_max_str_digits), and a
+    # number past float range would fail later, in the collector, without naming the file.
+    if len(text) > 40:
+        raise ParseError(path, f"number out of range ({len(text)} digits)", 1)
+    value = int(text, base)
+    if not _MIN <= value <= _MAX:
+        raise ParseError(path, f"number out of range: {text}", 1)
+    return value
 
 
 def read_net_class(root: str, device: str) -> Optional[NetClass]:

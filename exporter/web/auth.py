@@ -11,6 +11,7 @@ import secrets
 import threading
 from typing import Any, Dict, Optional, Tuple
 
+from exporter.install import WEB, install_command
 from exporter.web.errors import WebConfigExtraMissingError
 
 # bcrypt uses at most 72 bytes of a password (OpenBSD bcrypt.c, BCRYPT_MAXKEY... 72).
@@ -22,8 +23,8 @@ def import_bcrypt() -> Any:
         import bcrypt
     except ImportError:
         raise WebConfigExtraMissingError(
-            "basic_auth_users in --web.config.file needs bcrypt: install the 'web' extra "
-            "(pip install 'netstat-exporter[web]')") from None
+            "basic_auth_users in --web.config.file needs bcrypt: install it with: "
+            f"{install_command(*WEB)}") from None
     return bcrypt
 
 

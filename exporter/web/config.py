@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
 from exporter import yamlsafe
+from exporter.install import WEB, install_command
 from exporter.web.auth import import_bcrypt
 from exporter.web.errors import (
     WebConfigError,
@@ -106,8 +107,8 @@ def _import_yaml() -> Any:
         import yaml
     except ImportError:
         raise WebConfigExtraMissingError(
-            "--web.config.file needs PyYAML: install the 'web' extra "
-            "(pip install 'netstat-exporter[web]')") from None
+            f"--web.config.file needs PyYAML: install it with: {install_command(*WEB)}"
+        ) from None
     return yaml
 
 

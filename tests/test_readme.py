@@ -1,0 +1,41 @@
+"""The README says what is true: the HTTP paths the server answers, the packages scripts/test-all
+installs, and the first steps of a new user (clone, then cd into the clone)."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from helpers import ROOT, running_exporter
+
+
+def read(path: str) -> str:
+    with open(os.path.join(ROOT, path), encoding="utf-8") as f:
+        return f.read()
+
+
+def test_endpoints_section_lists_every_path_that_answers() -> None:
+    text = read("README.md")
+    section = text.split("## HTTP endpoints", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"`(/[^`?]*)`", section))
+    with running_exporter("--collector.disable-defaults", "--collector.protocols") as ex:
+        for path in ("/", "/metrics", "/-/healthy", "/-/ready", "/nonexistent", "/-/reload"):
+            status = ex.get(path)[0]
+            assert (status == 200) == (path in listed), (path, status, listed)
+
+
+def test_test_all_comment_names_every_package_it_installs() -> None:
+    script = read("scripts/test-all")
+    packages = set(re.findall(r"need_apt\+=\(([\w.-]+)\)", script))
+    assert len(packages) >= 6, packages
+    text = read("README.md")
+    comment = text.split("bash scripts/test-all", 1)[0].rsplit("```sh", 1)[1]
+    for p in packages:
+        assert p in comment, f"README's test command comment does not name {p}"
+
+
+def test_first_command_clones_and_enters_the_clone() -> None:
+    text = read("README.md")
+    first_block = text.split("```sh", 1)[1].split("```", 1)[0]
+    assert re.search(r"git clone \S+ && cd netstat-exporter\b", first_block), first_block
+    assert "pip install 'netstat-exporter[web]'" not in text
