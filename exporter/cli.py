@@ -1,7 +1,8 @@
 """Command line: turns flags (or NETSTAT_EXPORTER_* environment variables) into a frozen Config.
 
 ``netstat-exporter [FLAGS]`` serves metrics; ``netstat-exporter [FLAGS] dump [FLAGS]`` prints one
-scrape in the text exposition format and exits. Every error a user can cause ends in one line on
+scrape in the text exposition format and exits; ``show VIEW`` and ``top`` print it as netstat
+would (:mod:`exporter.show`). Every error a user can cause ends in one line on
 stderr and a non-zero exit status, never a traceback.
 """
 
@@ -25,6 +26,7 @@ from exporter.config import (
 )
 from exporter.procfs import not_a_procfs
 from exporter.scrape import specs
+from exporter.show.commands import make_commands
 
 PROG = "netstat-exporter"
 ENV_PREFIX = "NETSTAT_EXPORTER_"
@@ -239,6 +241,12 @@ def _stdout_failed() -> bool:
         return False
     except (OSError, ValueError):
         return True
+
+
+# show (states, listeners, counters, interfaces, routes, ports) and top: the same collection
+# (or a running exporter's) printed as netstat would.
+for _command in make_commands(common_options, build_config):
+    cli.add_command(_command)
 
 
 def _fail(message: str, code: int) -> NoReturn:  # type: ignore[name-defined]  # noqa: F821
