@@ -83,7 +83,26 @@ SETTINGS: tuple[tuple[str, str, str], ...] = (
     ("exporter_absent_for", "15m", ""),
     ("collector_failing_for", "10m", ""),
 )
+# Settings of the per-pod rules (the netns collector), kept apart from the host's.
+POD_SETTINGS: tuple[tuple[str, str, str], ...] = (
+    ("kube_state_metrics_selector", 'job="kube-state-metrics"',
+     "label matchers selecting kube-state-metrics' kube_pod_info, which gives the per-pod "
+     "rules their pod and namespace names"),
+    ("pod_time_wait_spike_factor", "3",
+     "a pod's TIME_WAIT above this many times its baseline is a spike"),
+    ("pod_time_wait_spike_min", "1000", "no pod TIME_WAIT spike below this many sockets"),
+    ("pod_time_wait_spike_for", "10m", ""),
+    ("pod_close_wait_max", "50", "TCP connections in CLOSE_WAIT in one pod"),
+    ("pod_close_wait_for", "15m", ""),
+    ("pod_listen_drops_max", "0", "connection attempts dropped by a pod's listeners per "
+     "rate_window"),
+    ("pod_listen_drops_for", "5m", ""),
+    ("netns_skipped_for", "30m", "how long namespaces are left out of every scrape before "
+     "it is reported"),
+)
+SETTINGS = SETTINGS + POD_SETTINGS
 DEFAULTS: dict[str, str] = {name: default for name, default, _ in SETTINGS}
+_SELECTORS = ("selector", "kube_state_metrics_selector")
 
 _DURATION = re.compile(r"^(?:\d+(?:ms|[smhdwy]))+$")
 _NUMBER = re.compile(r"^(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$")
@@ -104,9 +123,9 @@ def check_settings(values: Mapping[str, str]) -> dict[str, str]:
         if name.endswith(("_for", "_window")):
             if not _DURATION.match(value):
                 raise SettingError(f"{name}: {value!r} is not a Prometheus duration (like 5m)")
-        elif name == "selector":
+        elif name in _SELECTORS:
             if not value or "{" in value or "}" in value:
-                raise SettingError("selector: give label matchers without braces, "
+                raise SettingError(f"{name}: give label matchers without braces, "
                                    'like job="netstat"')
         elif name == "runbook_url":
             if not value or "#" in value:
@@ -390,6 +409,96 @@ ALERT_GROUPS: list[dict[str, Any]] = [
                "why."),
     ]},
 ]
+
+
+# --- per pod (the netns collector) -----------------------------------------------------------
+# NetstatNamespacesSkipped leaves out the reasons that need no action: no_process (a namespace
+# pinned by a mount with no process in it runs no workload) and vanished (a namespace that went
+# away while read).
+# The exporter names a pod's network namespace by its UID only (netns="<uid>", kind="pod"); pod
+# and namespace names come from kube-state-metrics' kube_pod_info{uid}, joined here, so neither
+# the exporter nor Prometheus needs the Kubernetes API. Each rule keeps instance, job and netns
+# and gains namespace and pod (group_left overwrites the namespace/pod labels a Prometheus
+# Operator target adds to the exporter's own series). Pods that kube_pod_info does not list
+# (kube-state-metrics down; static pods, whose mirror pod has another UID) drop out of these
+# rules but stay on the Pods dashboard's namespace panels.
+
+def _pod(expr: str, by: str = "") -> str:
+    """``expr`` summed per namespace (and ``by``) and named from kube_pod_info."""
+    keep = "instance, job, netns" + (f", {by}" if by else "")
+    return f"""
+            sum by ({keep}) (
+              {expr}
+            )
+            * on (netns) group_left (namespace, pod)
+            label_replace(
+              max by (uid, namespace, pod) (kube_pod_info{{${{kube_state_metrics_selector}}}}),
+              "netns", "$1", "uid", "(.+)"
+            )"""
+
+
+_POD_WHO = "{{ $labels.namespace }}/{{ $labels.pod }} on {{ $labels.instance }}"
+
+RECORDING_GROUPS.append(
+    {"name": "netstat.pods.rules", "rules": [
+        {"record": "pod:netstat_netns_tcp_time_wait:sum", "expr": _pod(
+            'netstat_netns_sockstat_tcp_time_wait_sockets{${selector}, kind="pod"}')},
+        {"record": "pod:netstat_netns_tcp_time_wait:median_${time_wait_baseline_window}",
+         "expr": """
+            quantile_over_time(0.5,
+              pod:netstat_netns_tcp_time_wait:sum[${time_wait_baseline_window}]
+            )"""},
+        {"record": "pod:netstat_netns_tcp_sockets:sum", "expr": _pod(
+            'netstat_netns_tcp_sockets{${selector}, kind="pod"}', "state")},
+        {"record": "pod:netstat_netns_tcp_close_wait:sum", "expr": _pod(
+            'netstat_netns_tcp_sockets{${selector}, kind="pod", state="close_wait"}')},
+        {"record": "pod:netstat_netns_tcp_retransmit:ratio_rate${rate_window}", "expr": _pod(
+            'rate(netstat_netns_tcp_retrans_segs_total{${selector}, kind="pod"}[${rate_window}])\n'
+            '              / (rate(netstat_netns_tcp_out_segs_total{${selector}, kind="pod"}'
+            '[${rate_window}]) > 0)')},
+        {"record": "pod:netstat_netns_tcp_ext_listen_drops:increase${rate_window}",
+         "expr": _pod('increase(netstat_netns_tcp_ext_listen_drops_total{${selector}, '
+                      'kind="pod"}[${rate_window}])')},
+    ]})
+
+ALERT_GROUPS.append(
+    {"name": "netstat.pods", "rules": [
+        _alert("NetstatPodTimeWaitSpike", "warning", """
+            pod:netstat_netns_tcp_time_wait:sum
+              > ${pod_time_wait_spike_factor}
+                * pod:netstat_netns_tcp_time_wait:median_${time_wait_baseline_window}
+            and
+            pod:netstat_netns_tcp_time_wait:sum > ${pod_time_wait_spike_min}""",
+               "${pod_time_wait_spike_for}",
+               "A pod's TCP sockets in TIME_WAIT far above their usual number.",
+               "Pod " + _POD_WHO + " has {{ $value | humanize }} TCP sockets in TIME_WAIT, "
+               "more than ${pod_time_wait_spike_factor} times its median over the last "
+               "${time_wait_baseline_window}."),
+        _alert("NetstatPodCloseWaitAccumulating", "warning", """
+            pod:netstat_netns_tcp_close_wait:sum > ${pod_close_wait_max}""",
+               "${pod_close_wait_for}",
+               "TCP connections pile up in CLOSE_WAIT in a pod: its application does not "
+               "close them.",
+               "Pod " + _POD_WHO + " has {{ $value | humanize }} TCP connections in "
+               "CLOSE_WAIT: the peer closed them and the application did not."),
+        _alert("NetstatPodListenDrops", "warning", """
+            pod:netstat_netns_tcp_ext_listen_drops:increase${rate_window}
+              > ${pod_listen_drops_max}""",
+               "${pod_listen_drops_for}",
+               "A pod's listening TCP sockets drop incoming connections.",
+               "Pod " + _POD_WHO + " dropped {{ $value | humanize }} incoming TCP connection "
+               "attempts in ${rate_window}: its accept queue overflows or its SYN queue is "
+               "full."),
+        _alert("NetstatNamespacesSkipped", "info", """
+            sum by (instance, job, tier, reason) (
+              netstat_netns_skipped{${selector}, reason=~"max_namespaces|time_budget|permission|error"}
+            ) > 0""",
+               "${netns_skipped_for}",
+               "The netns collector leaves network namespaces out of its scrapes.",
+               "{{ $labels.instance }} leaves {{ $value | humanize }} network namespaces out "
+               "of tier {{ $labels.tier }} in every scrape ({{ $labels.reason }}); their pods "
+               "are not watched."),
+    ]})
 
 
 # --- rendering -------------------------------------------------------------------------------

@@ -751,12 +751,110 @@ def fleet() -> Json:
                      panels, instance_multi=True)
 
 
+# --- Pods (the netns collector) ---------------------------------------------------------------
+# Every query reads the per-pod recording rules of alerts/netstat-rules.yaml (group
+# netstat.pods.rules), which carry the pod and namespace names joined from kube-state-metrics'
+# kube_pod_info; the exporter itself knows a pod by its UID only (the netns label).
+
+PODS_UID = "netstat-pods"
+POD_TW = "pod:netstat_netns_tcp_time_wait:sum"
+POD_CW = "pod:netstat_netns_tcp_close_wait:sum"
+POD_STATES = "pod:netstat_netns_tcp_sockets:sum"
+POD_RETRANS = "pod:netstat_netns_tcp_retransmit:ratio_rate5m"
+POD_DROPS = "pod:netstat_netns_tcp_ext_listen_drops:increase5m"
+IN_NS = 'namespace=~"$namespace"'
+THE_POD = 'pod=~"$pod"'
+POD_LEGEND = "{{namespace}}/{{pod}}"
+
+
+def pod_variables() -> list[Json]:
+    """job and instance, then the Kubernetes namespace and the pod, read from a per-pod rule."""
+    def query(name: str, label: str, q: str, multi: bool) -> Json:
+        return {
+            "name": name, "label": label, "type": "query", "datasource": DS,
+            "query": q, "definition": q, "refresh": 2, "regex": "", "sort": 1,
+            "multi": multi, "includeAll": multi, "allValue": ".+",
+            "current": {}, "options": [], "hide": 0, "skipUrlSync": False,
+        }
+
+    return variables(instance_multi=True) + [
+        query("namespace", "Namespace", f"label_values({sel(POD_TW)}, namespace)", True),
+        query("pod", "Pod", f"label_values({sel(POD_TW, IN_NS)}, pod)", False),
+    ]
+
+
+def pods() -> Json:
+    top = f"topk({TOPK}, {{}})"
+    ratio_steps = thresholds((None, "green"), (0.01, "orange"), (0.05, "red"))
+    panels = [
+        row(f"Top {TOPK} pods"),
+        bargauge("Pods by TIME_WAIT", "Pods with the most TCP time-wait sockets in their network "
+                 "namespace (sockstat tw: TIME_WAIT plus orphaned FIN_WAIT2).", "short",
+                 targets((top.format(sel(POD_TW, IN_NS)), POD_LEGEND), instant=True), w=6),
+        bargauge("Pods by CLOSE_WAIT", "Pods with the most TCP connections in CLOSE_WAIT: the "
+                 "application does not close what its peers closed. Needs "
+                 "--collector.netns.sockets.", "short",
+                 targets((top.format(sel(POD_CW, IN_NS)), POD_LEGEND), instant=True), w=6),
+        bargauge("Pods by retransmit ratio", "Pods retransmitting the largest share of the TCP "
+                 "segments they send (RetransSegs / OutSegs over 5m).", "percentunit",
+                 targets((top.format(sel(POD_RETRANS, IN_NS)), POD_LEGEND), instant=True), w=6,
+                 steps=ratio_steps),
+        bargauge("Pods by listen drops", "Pods whose listeners dropped the most connection "
+                 "attempts in the last 5 minutes (TcpExtListenDrops: full accept queue or SYN "
+                 "queue).", "short",
+                 targets((top.format(sel(POD_DROPS, IN_NS)), POD_LEGEND), instant=True), w=6,
+                 steps=thresholds((None, "green"), (1, "red"))),
+
+        row("Pod $pod"),
+        timeseries("TCP states", "The pod's TCP sockets by state, both families (sock_diag "
+                   "inside its namespace, what ss -tan shows there). Needs "
+                   "--collector.netns.sockets.", "short",
+                   targets((f"sum by (state) ({sel(POD_STATES, IN_NS, THE_POD)})",
+                            "{{state}}")), w=24, stack=True),
+        timeseries("TIME_WAIT", "The pod's TCP time-wait sockets (sockstat tw).", "short",
+                   targets((sel(POD_TW, IN_NS, THE_POD), POD_LEGEND)), w=8),
+        timeseries("Retransmit ratio", "Share of the pod's TCP segments retransmitted.",
+                   "percentunit",
+                   targets((sel(POD_RETRANS, IN_NS, THE_POD), POD_LEGEND)), w=8),
+        timeseries("Listen drops", "Connection attempts the pod's listeners dropped per 5 "
+                   "minutes.", "short",
+                   targets((sel(POD_DROPS, IN_NS, THE_POD), POD_LEGEND)), w=8),
+
+        row("netns"),
+        stat("Namespaces found", "Network namespaces the netns collector found on the "
+             "selected nodes, by what names them (pod UID, container id, ip netns name, host).",
+             "short", targets((f"sum by (kind) ({sel('netstat_netns_namespaces')})",
+                               "{{kind}}")), w=8),
+        stat("Namespaces skipped", "Namespaces left out of the last scrape, by tier and reason "
+             "(see the NetstatNamespacesSkipped runbook section).", "short",
+             targets((f"sum by (tier, reason) ({sel('netstat_netns_skipped')})",
+                      "tier {{tier}} {{reason}}")), w=8,
+             steps=thresholds((None, "green"), (1, "orange"))),
+        timeseries("Collector time", "Seconds the netns collector took per scrape; its time "
+                   "budget (--collector.netns.time-budget) bounds it.", "s",
+                   targets((sel("netstat_exporter_collector_duration_seconds",
+                                'collector="netns"'), "{{instance}}")), w=8),
+        table("Namespaces that are not pods", "Network namespaces read on the selected nodes "
+              "that no pod owns: the host, containers outside Kubernetes (container id), "
+              "namespaces made with ip netns (name).", "short",
+              targets((sel("netstat_netns_info", 'kind!="pod"'), ""), table=True), h=8,
+              transformations=merge_table({"Value #A": "read"},
+                                          hide=("Time", "job", "__name__", "pod_uid"))),
+    ]
+    d = dashboard(PODS_UID, "Netstat / Pods",
+                  "Socket trouble per pod: TIME_WAIT, CLOSE_WAIT, retransmits and listen drops "
+                  "from each pod's own network namespace (the netns collector), named through "
+                  "kube-state-metrics' kube_pod_info.", panels, instance_multi=True)
+    d["templating"]["list"] = pod_variables()
+    return d
+
+
 # --- files ------------------------------------------------------------------------------------
 
 def dashboards() -> dict[str, Json]:
     """File name -> dashboard."""
     return {"netstat-host.json": host(), "netstat-listeners.json": listeners(),
-            "netstat-fleet.json": fleet()}
+            "netstat-fleet.json": fleet(), "netstat-pods.json": pods()}
 
 
 def render(d: Json) -> str:

@@ -28,6 +28,9 @@ from exporter import docs
 gen = load_generator()
 RULE_TESTS = sorted(glob.glob(os.path.join(RULE_TESTS_DIR, "*.yaml")))
 SEVERITIES = {"critical", "warning", "info"}
+# Series of kube-state-metrics that the per-pod rules join with (selected by
+# kube_state_metrics_selector, never by the exporter's selector).
+KUBE_STATE_METRICS = {"kube_pod_info"}
 
 
 def _load(name: str) -> list[dict[str, Any]]:
@@ -137,13 +140,17 @@ def test_alert_conventions() -> None:
             assert "{{ $labels.instance }}" in ann["description"], name
         assert ann["runbook_url"] == f"{base}#{name.lower()}"
         assert re.fullmatch(r"\d+[smh]", r["for"]), name
-        assert 'job="netstat"' in r["expr"] or re.search(r"\binstance\w*:", r["expr"]), name
+        # Raw series carry the selector; recording rules (per instance or per pod) were made
+        # from series that did.
+        assert 'job="netstat"' in r["expr"] or re.search(r"\b(instance|pod)\w*:", r["expr"]), \
+            name
 
 
 def test_recording_rule_conventions() -> None:
     for r in RECORDS:
         assert re.fullmatch(r"[a-z_]+:[a-z0-9_]+:[a-z0-9_]+", r["record"]), r["record"]
-        assert 'job="netstat"' in r["expr"] or "instance:" in r["expr"], r["record"]
+        assert ('job="netstat"' in r["expr"] or "instance:" in r["expr"]
+                or "pod:" in r["expr"]), r["record"]
 
 
 def test_every_raw_selector_carries_the_job_selector() -> None:
@@ -211,7 +218,7 @@ def test_annotation_queries_are_parsed() -> None:
 def test_every_metric_used_exists() -> None:
     """A metric renamed or removed in the exporter must not leave a rule that never fires."""
     recorded = {r["record"] for r in RECORDS}
-    known = docs.metric_names() | {"up"}
+    known = docs.metric_names() | {"up"} | KUBE_STATE_METRICS
     missing = {}
     for name, users in sorted(_used_names().items()):
         if ":" in name:
@@ -291,3 +298,14 @@ def test_generator_check_and_list(tmp_path: Any) -> None:
     assert stale.returncode == 1 and "out of date" in stale.stderr
     listed = subprocess.run([sys.executable, script, "--list"], capture_output=True, text=True)
     assert [line.split("=", 1)[0] for line in listed.stdout.splitlines()] == list(gen.DEFAULTS)
+
+
+def test_kube_state_metrics_series_carry_their_own_selector(tmp_path: Any) -> None:
+    exprs = [r["expr"] for r in ALERTS + RECORDS if "kube_pod_info" in r["expr"]]
+    assert exprs
+    for e in exprs:
+        for m in re.finditer(r"kube_pod_info(\{[^}]*\})?", e):
+            assert m.group(1) == '{job="kube-state-metrics"}', e
+    groups = gen.rule_groups({"kube_state_metrics_selector": 'job="ksm",cluster="a"'})
+    text = str(groups)
+    assert 'kube_pod_info{job="ksm",cluster="a"}' in text and "kube-state-metrics" not in text

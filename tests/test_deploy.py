@@ -16,7 +16,7 @@ from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 import yaml
-from helpers import ROOT
+from helpers import ROOT, run_cli
 
 from exporter.webconfig import parse_web_config
 
@@ -626,3 +626,43 @@ def test_every_shipped_scrape_gets_the_job_the_rules_select() -> None:
     for ep in sm["spec"]["endpoints"]:
         # prometheus-operator names the job after the Service; the relabeling overrides it.
         assert _job_after_relabeling("netstat-exporter", ep.get("relabelings", [])) == want
+
+
+def _json_patch(doc: dict, ops: list) -> dict:
+    """RFC 6902 ``add`` operations, which is all netns-sockets/patch.json uses."""
+    import copy
+
+    out = copy.deepcopy(doc)
+    for op in ops:
+        assert op["op"] == "add", op
+        *parents, last = op["path"].lstrip("/").split("/")
+        node: Any = out
+        for p in parents:
+            node = node[int(p)] if isinstance(node, list) else node[p]
+        if last == "-":
+            node.append(op["value"])
+        else:
+            node[last] = op["value"]
+    return out
+
+
+def test_netns_tiers_in_the_daemonset() -> None:
+    """Tier 1 of the netns collector runs with the DaemonSet's capabilities as shipped; the
+    tier 2 patch adds its flag and SYS_ADMIN and nothing else, and still validates."""
+    import kubernetes_validate
+
+    ds = _manifests()["DaemonSet"]
+    (c,) = ds["spec"]["template"]["spec"]["containers"]
+    assert "--collector.netns" in c["args"] and "--collector.netns.sockets" not in c["args"]
+    with open(os.path.join(K8S, "netns-sockets", "patch.json"), encoding="utf-8") as f:
+        patched = _json_patch(ds, json.load(f))
+    kubernetes_validate.validate(patched, "1.30", strict=True)
+    (pc,) = patched["spec"]["template"]["spec"]["containers"]
+    assert pc["args"] == c["args"] + ["--collector.netns.sockets"]
+    assert sorted(pc["securityContext"]["capabilities"]["add"]) == [
+        "DAC_READ_SEARCH", "SYS_ADMIN", "SYS_PTRACE"]
+    assert {k: v for k, v in pc["securityContext"].items() if k != "capabilities"} == \
+        {k: v for k, v in c["securityContext"].items() if k != "capabilities"}
+    # Every flag in the DaemonSet is one the exporter knows.
+    r = run_cli(*pc["args"][1:], "--help")  # --path.procfs=/host/proc need not exist here
+    assert r.returncode == 0, r.stderr

@@ -1,0 +1,451 @@
+"""Collector ``netns``: socket trouble per network namespace, every pod and container on the
+node and the host, each namespace once.
+
+Namespaces are found and named by :mod:`exporter.procfs.netns` (processes' ns/net deduplicated,
+plus pinned nsfs mounts; pod UID from cgroup paths, container id, ``ip netns`` name, host). Each
+namespace's series carry ``netns`` (that name: the pod UID for a pod) and ``kind``; pod and
+namespace names come from a join with kube-state-metrics' ``kube_pod_info{uid}`` in the shipped
+recording rules, not from the exporter (no Kubernetes API access, no pid or IP labels).
+
+Tier 1, no capability needed: a curated set of the ``netstat -s`` counters and the sockstat
+gauges that explain socket trouble, read from /proc/<pid>/net/{snmp,netstat,sockstat,sockstat6},
+which show the namespace of <pid> (about 0.2 ms per namespace whatever its socket count).
+sockstat's ``orphan``, ``alloc`` and ``mem`` are host-wide and left out: summed over pods they
+would count the host many times.
+
+Tier 2, ``--collector.netns.sockets``, needs CAP_SYS_ADMIN and CAP_SYS_PTRACE: TCP sockets by
+state and listeners with their accept queues, dumped with sock_diag through a socket opened
+inside each namespace (:mod:`exporter.netlink.netns`) and read through the same socket snapshot
+the host's collectors use (:class:`exporter.sockets.snapshot.Snapshot`, one dump of both
+families with the listeners decoded in the same pass). Unlike other collectors
+this one keeps state between scrapes, deliberately: the sockets stay open (opening one costs a
+thread and a setns) and are closed as soon as their namespace is no longer found, since an
+open socket keeps a namespace alive. Every dump walks the kernel's host-wide socket hashes,
+whatever the namespace holds, so tier 2 costs in proportion to the host's socket count per
+namespace (bench/README.md): hence the bounds.
+
+Bounds: at most ``--collector.netns.max-namespaces`` namespaces (host first, then by lowest pid,
+so the same ones every scrape) and ``--collector.netns.time-budget`` seconds per scrape; tier 1
+runs for every namespace before tier 2 starts, so a tier 2 that runs out of time leaves the
+counters intact. Whatever is left out is counted in ``netstat_netns_skipped{tier,reason}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Optional, Tuple
+
+from prometheus_client.core import Metric
+
+from exporter.collectors.api import Flag, MetricDoc, options, register
+from exporter.collectors.protocols_table import lookup
+from exporter.config import Config
+from exporter.netlink import netns as nlns
+from exporter.procfs import netns as pns
+from exporter.procfs import snmp
+from exporter.procfs.errors import ParseError
+from exporter.procfs.sockstat import Sockstat, read_sockstat
+from exporter.sockets.names import TCP_EMITTED, TCP_LISTEN, TCP_STATES
+from exporter.sockets.snapshot import Snapshot, Wants
+
+log = logging.getLogger(__name__)
+
+@dataclass(frozen=True)
+class NetnsOptions:
+    sockets: bool = False
+    max_namespaces: int = 500
+    time_budget: float = 0.5
+    max_listeners: int = 20
+
+
+FLAGS = (
+    Flag("sockets", "Also count TCP sockets by state and listeners' accept queues in every "
+                    "network namespace (tier 2): needs CAP_SYS_ADMIN and CAP_SYS_PTRACE; one "
+                    "sock_diag socket per namespace is kept open. Without it the netns "
+                    "collector exports the netstat -s counters (tier 1)."),
+    Flag("max_namespaces", "Network namespaces read per scrape at most (host first, then by "
+                           "lowest pid); the rest are counted in netstat_netns_skipped.", min=1),
+    Flag("time_budget", "Seconds the netns collector may spend per scrape; namespaces not "
+                        "reached in time are counted in netstat_netns_skipped.",
+         min=0.001, max=60),
+    Flag("max_listeners", "Listening TCP ports per namespace whose accept queue is exported "
+                          "(lowest first), with --collector.netns.sockets.", min=0),
+)
+
+LABELS = ("netns", "kind")
+KINDS = ("host", "pod", "container", "named", "anonymous")
+
+# The netstat -s fields that explain socket trouble: connection churn and failures, resets,
+# retransmissions, accept-queue overflows, TIME_WAIT turnover and the current connections.
+SNMP_FIELDS: Tuple[Tuple[str, str], ...] = (
+    ("Tcp", "ActiveOpens"), ("Tcp", "PassiveOpens"), ("Tcp", "AttemptFails"),
+    ("Tcp", "EstabResets"), ("Tcp", "OutRsts"), ("Tcp", "OutSegs"), ("Tcp", "RetransSegs"),
+    ("Tcp", "CurrEstab"),
+)
+NETSTAT_FIELDS: Tuple[Tuple[str, str], ...] = (
+    ("TcpExt", "ListenOverflows"), ("TcpExt", "ListenDrops"), ("TcpExt", "TW"),
+    ("TcpExt", "TCPTimeWaitOverflow"), ("TcpExt", "TCPTimeouts"),
+    ("TcpExt", "TCPAbortOnTimeout"), ("TcpExt", "SyncookiesSent"),
+)
+_SOURCE = {"Tcp": "/proc/<pid>/net/snmp", "TcpExt": "/proc/<pid>/net/netstat"}
+
+
+def _field_doc(group: str, name: str) -> MetricDoc:
+    f = lookup(group, name)
+    return MetricDoc("netstat_netns_" + f.name[len("netstat_"):],
+                     "gauge" if f.kind == "gauge" else "counter",
+                     f"{f.help} Per network namespace ({_SOURCE[group]}).", LABELS)
+
+
+FIELD_DOCS: Dict[Tuple[str, str], MetricDoc] = {
+    k: _field_doc(*k) for k in SNMP_FIELDS + NETSTAT_FIELDS}
+
+M_USED = MetricDoc(
+    "netstat_netns_sockstat_sockets_used", "gauge",
+    "Sockets in use in the namespace, all protocols (/proc/<pid>/net/sockstat 'sockets: "
+    "used').", LABELS)
+M_INUSE = MetricDoc(
+    "netstat_netns_sockstat_inuse_sockets", "gauge",
+    "Sockets in use per protocol in the namespace (/proc/<pid>/net/sockstat and sockstat6 "
+    "'inuse').", LABELS + ("protocol", "family"))
+M_TW = MetricDoc(
+    "netstat_netns_sockstat_tcp_time_wait_sockets", "gauge",
+    "TCP time-wait minisockets in the namespace (/proc/<pid>/net/sockstat 'TCP: tw'): the "
+    "TIME_WAIT sockets plus the orphaned FIN_WAIT2 ones, which the kernel also keeps as "
+    "time-wait minisockets (tcp_time_wait(sk, TCP_FIN_WAIT2, ...) in net/ipv4/tcp.c) and ss "
+    "shows as FIN-WAIT-2.", LABELS)
+M_INFO = MetricDoc(
+    "netstat_netns_info", "gauge",
+    "A network namespace read in this scrape and what names it; value 1. kind is host, pod "
+    "(pod_uid from the cgroup path of a process in it), container (container_id from the cgroup "
+    "path), named (name of its nsfs mount, as ip netns names it) or anonymous; netns is the pod "
+    "UID, container id, name, 'host' or inode-<n>.",
+    LABELS + ("pod_uid", "container_id", "name"))
+M_FOUND = MetricDoc(
+    "netstat_netns_namespaces", "gauge",
+    "Network namespaces found in this scrape (processes' /proc/<pid>/ns/net deduplicated by "
+    "device and inode, plus nsfs mounts in /proc/1/mountinfo), read or skipped, by kind. "
+    "Those beyond --collector.netns.max-namespaces are not named, only counted in "
+    "netstat_netns_skipped{reason=\"max_namespaces\"}.", ("kind",))
+M_SKIPPED = MetricDoc(
+    "netstat_netns_skipped", "gauge",
+    "Network namespaces left out of this scrape, by tier (1: counters, 2: socket states) and "
+    "reason: max_namespaces and time_budget (the bounds), permission (tier 2 without "
+    "CAP_SYS_ADMIN and CAP_SYS_PTRACE; tier 1 for a pinned namespace that cannot be matched "
+    "to processes without CAP_SYS_PTRACE), no_process (a pinned namespace with no process, "
+    "readable only by entering it, with tier 2), vanished (gone while being read), error (see "
+    "the log).", ("tier", "reason"))
+M_STATES = MetricDoc(
+    "netstat_netns_tcp_sockets", "gauge",
+    "TCP sockets in the namespace by state, both address families (inet_diag_msg.idiag_state "
+    "from a sock_diag socket opened inside the namespace; what ss -ta shows there). State "
+    "close includes sockets bound but idle (Linux 6.5+; ss -B lists them).",
+    LABELS + ("state",),
+    note="with --collector.netns.sockets")
+M_LISTENERS = MetricDoc(
+    "netstat_netns_tcp_listeners", "gauge",
+    "TCP sockets in LISTEN in the namespace (sock_diag).", LABELS,
+    note="with --collector.netns.sockets")
+M_QUEUE = MetricDoc(
+    "netstat_netns_listener_accept_queue_length", "gauge",
+    "Connections waiting in the accept queues of a listening TCP port of the namespace "
+    "(idiag_rqueue of its LISTEN sockets, summed over addresses and families; Recv-Q in "
+    "ss -tln).", LABELS + ("port",),
+    note="with --collector.netns.sockets; lowest --collector.netns.max-listeners ports")
+M_LIMIT = MetricDoc(
+    "netstat_netns_listener_accept_queue_limit", "gauge",
+    "The accept queue limits of a listening TCP port of the namespace (idiag_wqueue of its "
+    "LISTEN sockets, the listen() backlog capped by net.core.somaxconn, summed like the "
+    "length; Send-Q in ss -tln).", LABELS + ("port",),
+    note="with --collector.netns.sockets; lowest --collector.netns.max-listeners ports")
+M_OPEN = MetricDoc(
+    "netstat_netns_sockdiag_sockets", "gauge",
+    "sock_diag sockets the exporter holds open, one per namespace read by tier 2; each keeps "
+    "its namespace alive and is closed when the namespace is no longer found.",
+    note="with --collector.netns.sockets")
+METRICS = (tuple(FIELD_DOCS.values())
+           + (M_USED, M_INUSE, M_TW, M_INFO, M_FOUND, M_SKIPPED, M_STATES, M_LISTENERS,
+              M_QUEUE, M_LIMIT, M_OPEN))
+
+REASONS = {"1": ("max_namespaces", "time_budget", "permission", "no_process", "vanished",
+                 "error"),
+           "2": ("max_namespaces", "time_budget", "permission", "vanished", "error")}
+
+
+_TCP = frozenset({"Tcp"})
+_TCP_EXT = frozenset({"TcpExt"})
+_SNMP_WANTED = frozenset(f for _, f in SNMP_FIELDS)
+_NETSTAT_WANTED = frozenset(f for _, f in NETSTAT_FIELDS)
+
+
+@dataclass
+class Tier1:
+    snmp: Dict[str, Dict[str, int]]
+    netstat: Dict[str, Dict[str, int]]
+    sockstat: Optional[Sockstat]
+    sockstat6: Optional[Sockstat]
+
+
+@dataclass
+class Tier2:
+    states: Counter  # type: ignore[type-arg]
+    ports: Dict[int, Tuple[int, int]] = field(default_factory=dict)  # port -> (length, limit)
+    listeners: int = 0
+
+
+def read_tier1(root: str) -> Optional[Tier1]:
+    """The curated counters of the namespace that ``root`` (a /proc/<pid> directory, or
+    /proc/thread-self after setns) shows; None when the process is gone."""
+    try:
+        s = snmp.read_snmp(root, _TCP, _SNMP_WANTED)
+        if s is None:
+            return None  # not Linux
+        return Tier1(s, snmp.read_netstat(root, _TCP_EXT, _NETSTAT_WANTED) or {},
+                     read_sockstat(root, "sockstat"), read_sockstat(root, "sockstat6"))
+    except (ParseError, OSError):
+        if not os.path.exists(os.path.join(root, "net", "snmp")):
+            # Every Linux has net/snmp: the process exited (or is a zombie, whose net/ is
+            # empty) while being read. Anything else is a real error of this namespace.
+            return None
+        raise
+
+
+def read_tier2(sock: socket.socket, root: str, max_ports: int) -> Tier2:
+    """TCP states and listeners of the namespace ``sock`` was opened in, through the socket
+    snapshot the host's collectors use (one dump of both families, listeners decoded in the
+    same pass); ``root`` is a procfs root showing that namespace's net/ (for whether it has
+    IPv6)."""
+    with Snapshot(root, "netlink", netlink=sock, wants=Wants(listeners=True)) as snap:
+        tables = snap.inet("tcp")
+    if tables is None:
+        raise ParseError("netlink", "the kernel has no TCP sock_diag")
+    out = Tier2(Counter())
+    for counts in tables.counts.values():
+        out.states.update(counts.states)
+    ports: Dict[int, Tuple[int, int]] = {}
+    for lst in tables.listeners:
+        if lst.protocol != "tcp":
+            continue
+        length, limit = ports.get(lst.port, (0, 0))
+        ports[lst.port] = (length + (lst.queue or 0), limit + (lst.limit or 0))
+    out.listeners = out.states.get(TCP_LISTEN, 0)
+    out.ports = {p: ports[p] for p in sorted(ports)[:max_ports]}
+    return out
+
+
+class _Scrape:
+    """The families of one scrape."""
+
+    def __init__(self, tier2: bool) -> None:
+        self.fields = {k: d.family() for k, d in FIELD_DOCS.items()}
+        self.used, self.inuse, self.tw = M_USED.family(), M_INUSE.family(), M_TW.family()
+        self.info, self.found = M_INFO.family(), M_FOUND.family()
+        self.states, self.listeners = M_STATES.family(), M_LISTENERS.family()
+        self.queue, self.limit = M_QUEUE.family(), M_LIMIT.family()
+        self.skipped: Dict[Tuple[str, str], int] = {
+            (t, r): 0 for t, rs in REASONS.items() for r in rs if tier2 or t == "1"}
+
+    def skip(self, tier: str, reason: str, n: int = 1) -> None:
+        if (tier, reason) in self.skipped:
+            self.skipped[(tier, reason)] += n
+
+    def add_tier1(self, labels: List[str], t: Tier1) -> None:
+        for (group, name), fam in self.fields.items():
+            value = (t.snmp if group == "Tcp" else t.netstat).get(group, {}).get(name)
+            if value is not None:
+                fam.add_metric(labels, float(value))
+        if t.sockstat is not None:
+            if "used" in t.sockstat.get("sockets", {}):
+                self.used.add_metric(labels, float(t.sockstat["sockets"]["used"]))
+            if "tw" in t.sockstat.get("TCP", {}):
+                self.tw.add_metric(labels, float(t.sockstat["TCP"]["tw"]))
+        for data, family, suffix in ((t.sockstat, "ipv4", ""), (t.sockstat6, "ipv6", "6")):
+            for proto in ("TCP", "UDP"):
+                row = (data or {}).get(proto + suffix, {})
+                if "inuse" in row:
+                    self.inuse.add_metric(labels + [proto.lower(), family], float(row["inuse"]))
+
+    def add_tier2(self, labels: List[str], t: Tier2) -> None:
+        for st in TCP_EMITTED:
+            self.states.add_metric(labels + [TCP_STATES[st]], float(t.states.get(st, 0)))
+        self.listeners.add_metric(labels, float(t.listeners))
+        for port, (length, limit) in t.ports.items():
+            self.queue.add_metric(labels + [str(port)], float(length))
+            self.limit.add_metric(labels + [str(port)], float(limit))
+
+
+@register("netns", default_enabled=False,
+          description="netstat -s counters (and, with --collector.netns.sockets, TCP states and "
+                      "accept queues) per network namespace: every pod and container, each "
+                      "namespace once, named by pod UID, container id or ip netns name",
+          metrics=METRICS, options=NetnsOptions, flags=FLAGS)
+class NetnsCollector:
+    def __init__(self, config: Config) -> None:
+        opts = options(config, "netns", NetnsOptions)
+        self.procfs = config.procfs
+        self.tier2 = opts.sockets
+        self.max_namespaces = opts.max_namespaces
+        self.budget = opts.time_budget
+        self.max_listeners = opts.max_listeners
+        self.pool = nlns.SocketPool()
+        self._lock = threading.Lock()  # scrapes may run concurrently; the pool is shared
+        self._warned = False
+        if self.tier2:
+            missing = self.missing_capabilities()
+            if missing:
+                self._warn(f"missing {' and '.join(missing)}")
+
+    def missing_capabilities(self) -> List[str]:
+        caps = pns.read_cap_eff(self.procfs)
+        if caps is None:
+            return []  # cannot tell: try, and report what the kernel says
+        return [name for bit, name in ((pns.CAP_SYS_ADMIN, "CAP_SYS_ADMIN"),
+                                       (pns.CAP_SYS_PTRACE, "CAP_SYS_PTRACE"))
+                if not caps >> bit & 1]
+
+    def _warn(self, why: str) -> None:
+        if not self._warned:
+            self._warned = True
+            log.warning("--collector.netns.sockets needs CAP_SYS_ADMIN and CAP_SYS_PTRACE to "
+                        "enter other network namespaces; TCP states per namespace are skipped "
+                        "(counted in netstat_netns_skipped{tier=\"2\",reason=\"permission\"}), "
+                        "the netstat -s counters per namespace are still exported",
+                        extra={"collector": "netns", "err": why})
+
+    def close(self) -> None:
+        with self._lock:
+            self.pool.close()
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            yield from self._collect()
+
+    def _collect(self) -> List[Metric]:
+        start = time.monotonic()
+        deadline = start + self.budget
+        found = pns.discover(self.procfs)
+        if not found.namespaces:
+            raise RuntimeError(f"no network namespace found under {self.procfs}")
+        out = _Scrape(self.tier2)
+        out.skip("1", "permission", found.unmatched_mounts)
+        # Only the namespaces within the cap are named: naming reads files too.
+        within = found.namespaces[: self.max_namespaces]
+        over = len(found.namespaces) - len(within)
+        out.skip("1", "max_namespaces", over)
+        out.skip("2", "max_namespaces", over)
+        names = [pns.name_namespace(self.procfs, ns) for ns in within]
+        idents = pns.unique_labels(names, [ns.key for ns in within])
+        kinds = Counter(ident.kind for ident in idents)
+        for kind in KINDS:
+            out.found.add_metric([kind], float(kinds.get(kind, 0)))
+        chosen = list(zip(within, idents))
+
+        own = pns.own_key(self.procfs)
+        for i, (ns, ident) in enumerate(chosen):
+            if time.monotonic() > deadline:
+                out.skip("1", "time_budget", len(chosen) - i)
+                break
+            labels = [ident.netns, ident.kind]
+            try:
+                t1 = self._tier1(ns)
+            except nlns.EnterError as e:
+                out.skip("1", "permission" if e.permission else "vanished")
+                continue
+            except Exception as e:  # noqa: BLE001 - one namespace's failure is not the scrape's
+                log.warning("cannot read namespace counters",
+                            extra={"collector": "netns", "netns": ident.netns, "err": str(e)})
+                out.skip("1", "error")
+                continue
+            if t1 is None:
+                out.skip("1", "no_process" if not ns.pids else "vanished")
+                continue
+            out.info.add_metric(labels + [ident.pod_uid, ident.container_id, ident.name], 1.0)
+            out.add_tier1(labels, t1)
+
+        result: List[Metric] = []
+        if self.tier2:
+            self._tier2_all(chosen, own, deadline, out)
+            # Close the sockets of namespaces no longer found (they would keep them alive).
+            self.pool.sweep(ns.key for ns in found.namespaces)
+            opened = M_OPEN.family()
+            opened.add_metric([], float(len(self.pool)))
+            result += [out.states, out.listeners, out.queue, out.limit, opened]
+        skipped = M_SKIPPED.family()
+        for (tier, reason), n in out.skipped.items():
+            skipped.add_metric([tier, reason], float(n))
+        result = ([out.info, out.found, skipped] + list(out.fields.values())
+                  + [out.used, out.inuse, out.tw] + result)
+        return result
+
+    # --- tier 1 -----------------------------------------------------------------------------
+
+    def _tier1(self, ns: pns.Namespace) -> Optional[Tier1]:
+        for pid in ns.pids[:3]:  # the first may exit while being read
+            t = read_tier1(os.path.join(self.procfs, str(pid)))
+            if t is not None:
+                return t
+        if ns.pids or not self.tier2:
+            return None
+        # A pinned namespace with no process: only readable from a thread inside it, through
+        # /proc/thread-self/net (/proc/self/net shows the main thread's namespace).
+        root = os.path.join(self.procfs, "thread-self")
+        return nlns.run_in(self._mount_path(ns), lambda: read_tier1(root),
+                           (ns.key[1], ns.key[2]))
+
+    def _mount_path(self, ns: pns.Namespace) -> str:
+        """A path to a pinned namespace's nsfs mount: through pid 1's root when the procfs
+        root is the host's seen from a container, else as mounted here."""
+        mount = ns.mounts[0]
+        via_init = os.path.join(self.procfs, "1", "root", mount.lstrip("/"))
+        try:
+            os.stat(via_init)
+            return via_init
+        except OSError:
+            return mount
+
+    # --- tier 2 -----------------------------------------------------------------------------
+
+    def _tier2_all(self, chosen: List[Tuple[pns.Namespace, pns.Identity]],
+                   own: Optional[pns.NsKey], deadline: float, out: _Scrape) -> None:
+        for i, (ns, ident) in enumerate(chosen):
+            if time.monotonic() > deadline:
+                out.skip("2", "time_budget", len(chosen) - i)
+                return
+            if ns.key[0] != "nsfs":
+                self._warn("no ptrace access to /proc/<pid>/ns/net")
+                out.skip("2", "permission")
+                continue
+            try:
+                sock = self.pool.get(ns.key, self._ns_path(ns, own), (ns.key[1], ns.key[2]))
+                root = (os.path.join(self.procfs, str(ns.pids[0])) if ns.pids
+                        else self.procfs)
+                t2 = read_tier2(sock, root, self.max_listeners)
+            except nlns.EnterError as e:
+                if e.permission:
+                    self._warn(str(e))
+                out.skip("2", "permission" if e.permission else "vanished")
+                continue
+            except (OSError, ParseError) as e:
+                self.pool.drop(ns.key)  # reopened next scrape
+                log.warning("cannot dump namespace sockets",
+                            extra={"collector": "netns", "netns": ident.netns, "err": str(e)})
+                out.skip("2", "error")
+                continue
+            out.add_tier2([ident.netns, ident.kind], t2)
+
+    def _ns_path(self, ns: pns.Namespace, own: Optional[pns.NsKey]) -> Optional[str]:
+        if ns.key == own:
+            return None  # the exporter's own namespace: no need to enter it
+        for pid in ns.pids[:3]:
+            path = os.path.join(self.procfs, str(pid), "ns", "net")
+            if os.path.exists(path):
+                return path
+        if ns.mounts:
+            return self._mount_path(ns)
+        raise nlns.EnterError(2, "namespace has no process or mount left")
