@@ -8,7 +8,13 @@ from __future__ import annotations
 from typing import Set
 
 from exporter.collectors.api import MetricDoc
-from exporter.scrape import EXPORTER_METRICS, specs
+from exporter.scrape import EXPORTER_METRICS as _COLLECTION_METRICS
+from exporter.scrape import specs
+from exporter.web.telemetry import HTTP_METRICS
+
+# The exporter's own metrics: its collectors' timing and success, build info, and the HTTP
+# server's counters (served on /metrics only, not by `dump`).
+EXPORTER_METRICS = _COLLECTION_METRICS + HTTP_METRICS
 
 __all__ = ["EXPORTER_METRICS", "metric_names", "render"]
 
@@ -41,7 +47,9 @@ def render() -> str:
         out.append("")
     out += ["## Exporter", "", "Always present; `process_*` (RSS, CPU, open file descriptors) "
             "comes from client_python's process collector and is left out, with "
-            "`netstat_exporter_build_info`, by `--web.disable-exporter-metrics`.", "",
+            "`netstat_exporter_build_info` and the HTTP server's `netstat_exporter_http_*` "
+            "counters (which `dump` has no server to report), by "
+            "`--web.disable-exporter-metrics`.", "",
             "| metric | type | labels | help |", "| --- | --- | --- | --- |"]
     out += [_row(m) for m in EXPORTER_METRICS]
     return "\n".join(out) + "\n"

@@ -30,6 +30,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple, Union
 
+from exporter import yamlsafe
 from exporter.config import ConfigError
 from exporter.install import WEB, install_command
 
@@ -37,6 +38,9 @@ KEYS = ("port", "protocol", "address", "process", "executable", "user", "descrip
 REQUIRED = ("port", "protocol")
 PROTOCOLS = ("tcp", "udp", "any")
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+# Thousands of entries fit in a fraction of this; a larger file is refused before parsing.
+MAX_FILE_BYTES = 4 << 20
 
 # One entry as read from either format: key -> (value, line); and the entry's own line.
 _Entry = Tuple[int, Dict[str, Tuple[Any, int]]]
@@ -114,12 +118,13 @@ class ExpectedListeners:
 def load(path: str) -> ExpectedListeners:
     """Read and validate the file. Raises ExpectedFileError with a one-line message."""
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        text = yamlsafe.read_capped(path, MAX_FILE_BYTES)
     except OSError as e:
         raise ExpectedFileError(path, e.strerror or str(e)) from None
     except UnicodeDecodeError:
         raise ExpectedFileError(path, "not UTF-8 text") from None
+    except yamlsafe.TooLarge as e:
+        raise ExpectedFileError(path, f"{e}, refused unread") from None
     entries = _toml_entries(text, path) if path.endswith(".toml") else _yaml_entries(text, path)
     return ExpectedListeners(path, tuple(_rule(path, line, e) for line, e in entries))
 
@@ -131,6 +136,9 @@ def _yaml_entries(text: str, path: str) -> List[_Entry]:
         raise ExpectedFileError(
             path, f"reading YAML needs PyYAML: install it with: {install_command(*WEB)}; "
                   "or write the file in TOML") from None
+    deep = yamlsafe.nesting_error(yaml, text)
+    if deep is not None:
+        raise ExpectedFileError(path, f"invalid YAML: {deep[1]}", deep[0])
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as e:
@@ -154,6 +162,9 @@ def _yaml_entries(text: str, path: str) -> List[_Entry]:
         try:
             return constructor.construct_object(node, deep=True)
         except yaml.YAMLError as e:
+            raise ExpectedFileError(path, f"invalid value: {' '.join(str(e).split())}",
+                                    line(node)) from None
+        except (ValueError, TypeError, OverflowError) as e:  # e.g. the date 2024-13-45
             raise ExpectedFileError(path, f"invalid value: {e}", line(node)) from None
 
     def mapping(node: Any, what: str) -> Dict[str, Tuple[Any, int]]:
@@ -198,6 +209,8 @@ def _toml_entries(text: str, path: str) -> List[_Entry]:
                                           "package; or write the file in YAML") from None
     try:
         data = tomllib.loads(text)
+    except RecursionError:
+        raise ExpectedFileError(path, "invalid TOML: nested too deeply") from None
     except tomllib.TOMLDecodeError as e:
         msg = str(e)
         m = re.search(r"\(at line (\d+), column \d+\)", msg)

@@ -10,6 +10,10 @@ from typing import Any, Dict
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
 
+# A field longer than this is cut (an error quoting a whole file must not make a line of
+# megabytes); the mark says how much was left out.
+MAX_FIELD_CHARS = 2048
+
 # Attributes every LogRecord has; anything else was passed in ``extra=`` and is a field.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
@@ -27,6 +31,9 @@ def _fields(record: logging.LogRecord) -> Dict[str, Any]:
             out[k] = v
     if record.exc_info:
         out["exc"] = logging.Formatter().formatException(record.exc_info)
+    for k, v in out.items():
+        if isinstance(v, str) and len(v) > MAX_FIELD_CHARS:
+            out[k] = f"{v[:MAX_FIELD_CHARS]}... ({len(v) - MAX_FIELD_CHARS} more characters)"
     return out
 
 
@@ -35,8 +42,9 @@ class LogfmtFormatter(logging.Formatter):
         parts = []
         for k, v in _fields(record).items():
             s = str(v)
-            if s == "" or any(c in s for c in ' "=\n\t'):
-                s = '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+            if s == "" or any(c in s for c in ' "=\n\r\t'):
+                s = '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace(
+                    "\n", "\\n").replace("\r", "\\r") + '"'
             parts.append(f"{k}={s}")
         return " ".join(parts)
 

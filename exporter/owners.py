@@ -39,8 +39,9 @@ import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Collection, Deque, Dict, Iterable, Iterator, List, Optional, Set, Tuple
+from typing import Callable, Collection, Deque, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
+from exporter import waits
 from exporter.procfs import pid_fd, pid_stat, pid_status
 from exporter.procfs.errors import ParseError
 
@@ -51,6 +52,9 @@ log = logging.getLogger(__name__)
 _VANISHED = (OSError, ParseError)
 # Threads reading fd tables during a walk (at most one per CPU).
 READ_THREADS = 4
+# A walk that has read this many processes without finding every socket asks whether the
+# missing ones still exist (see OwnerCache.owners).
+RECHECK_AFTER = 16
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,7 @@ class Stats:
     verified: int = 0
     searched: int = 0
     unknown: int = 0
+    closed: int = 0  # looked for, and found closed by the time the walk asked
 
 
 def newest_first(stats: Iterable[pid_stat.PidStat]) -> List[int]:
@@ -122,6 +127,7 @@ class OwnerCache:
         self._unknown: Set[int] = set()
         self._procs: Dict[int, _Proc] = {}
         self._users: Dict[int, str] = {}
+        self._still_open: Optional[Callable[[Set[int]], Set[int]]] = None
         # Every process's stat, during a walk only.
         self._stats: Dict[int, pid_stat.PidStat] = {}
         self.stats = Stats()
@@ -129,10 +135,26 @@ class OwnerCache:
 
     # --- public ------------------------------------------------------------------------------
 
-    def owners(self, inodes: Collection[int]) -> Dict[int, List[Owner]]:
-        """The processes holding each of ``inodes`` ([] where none could be determined)."""
-        with self._lock:
-            out = self._owners(set(inodes))
+    def owners(self, inodes: Collection[int],
+               still_open: Optional[Callable[[Set[int]], Set[int]]] = None
+               ) -> Dict[int, List[Owner]]:
+        """The processes holding each of ``inodes`` ([] where none could be determined).
+
+        ``still_open``, given a set of inodes, returns those whose sockets still exist. A
+        socket whose process exits between the caller's listing and this walk is closed with
+        it, and looking for it would read every process on the host; on a host where programs
+        start and exit all the time that is nearly every call. So a walk over more than
+        RECHECK_AFTER processes asks before it starts, and again once it has read that many
+        (the newest, where a new socket's holder almost always is) without finding everything,
+        and stops looking for what is gone.
+        """
+        # Time spent waiting here for another scrape's lookup is not this scrape's work.
+        with waits.acquired(self._lock):
+            self._still_open = still_open
+            try:
+                out = self._owners(set(inodes))
+            finally:
+                self._still_open = None
             if self.stats.unknown and not self._warned:
                 self._warn_unprivileged(self.stats.unknown)
             return out
@@ -257,7 +279,26 @@ class OwnerCache:
         self._stats = self._read_stats(pids)
         try:
             tables: Dict[int, List[Tuple[int, int]]] = {}
-            for pid, fds in self._tables(newest_first(self._stats.values()), tables):
+
+            def closed() -> Set[int]:
+                gone = missing - self._still_open(set(missing)) if self._still_open else set()
+                self.stats.closed += len(gone)
+                return gone
+
+            if len(self._stats) > RECHECK_AFTER:  # a walk over fewer costs no more than asking
+                gone = closed()
+                missing -= gone
+                seek -= gone
+                if not missing:
+                    return
+            for n, (pid, fds) in enumerate(self._tables(newest_first(self._stats.values()),
+                                                        tables)):
+                if n == RECHECK_AFTER:
+                    gone = closed()
+                    missing -= gone
+                    seek -= gone
+                    if not missing:
+                        return
                 found = [(fd, ino) for fd, ino in fds if ino in seek]
                 if not found or not self._remember(pid):
                     continue

@@ -34,7 +34,7 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector as _PromCollector
 
 import exporter.collectors  # noqa: F401  (importing registers them)
-from exporter import __version__
+from exporter import __version__, waits
 from exporter.collectors.api import (
     NAMESPACE,
     Collector,
@@ -156,6 +156,7 @@ class _Target(_PromCollector):
         duration = _DURATION.family()
         success = _SUCCESS.family()
         for name, collector in collectors:
+            waits.take()
             start = time.perf_counter()
             try:
                 # Materialise the whole output first: a collector that fails half-way
@@ -171,7 +172,8 @@ class _Target(_PromCollector):
                 log.error("collector failed", extra={"collector": name, "err": _one_line(e)})
                 log.debug("collector traceback", exc_info=True, extra={"collector": name})
                 metrics, ok = [], 0.0
-            duration.add_metric([name], time.perf_counter() - start)
+            # Work only: not the time spent waiting for a lock another scrape held.
+            duration.add_metric([name], time.perf_counter() - start - waits.take())
             success.add_metric([name], ok)
             yield from metrics
         yield duration

@@ -8,16 +8,26 @@ import os
 import re
 import socket
 import ssl
+import struct
 import time
-from typing import Iterator, List
+from typing import Callable, Iterator, List, Tuple, TypeVar
 
 import pytest
 from helpers import http_get, parse, poll
-from tlshelpers import PKI, client_context, exporter_with, https_get, make_pki, write_web_config
+from tlshelpers import (
+    PKI,
+    bcrypt_hash,
+    client_context,
+    exporter_with,
+    https_get,
+    make_pki,
+    write_web_config,
+)
 
 from exporter.server import MAX_CONNECTIONS, MAX_HEADER_BYTES, MAX_REQUEST_LINE
 
 TIMEOUT = 2.0  # --web.read-header-timeout for these tests
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
@@ -182,11 +192,13 @@ def test_connection_flood_is_capped() -> None:
         try:
             for _ in range(MAX_CONNECTIONS):
                 held.append(_connect(ex.port))
-            # Connections beyond the cap are closed straight away, not after the deadline.
+            # Beyond the cap one connection is closed straight away, not after the deadline:
+            # the longest-waiting silent one, to make room for the new one.
             extra = _connect(ex.port)
             held.append(extra)
-            assert _closed_by_server(extra, within=10)
-            assert not _closed_by_server_now(held[0])
+            assert _closed_by_server(held[0], within=10)
+            assert not _closed_by_server_now(extra)
+            assert not _closed_by_server_now(held[1])
         finally:
             for s in held:
                 s.close()
@@ -241,3 +253,178 @@ def test_stalled_tls_handshake_does_not_block_scrape(pki: PKI) -> None:
         finally:
             for s in (silent, partial, half):
                 s.close()
+
+
+# --- clients without credentials cannot lock scrapes out ---
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    from helpers import value
+    v = value(parse(text), name, **labels)
+    assert v is not None, name
+    return v
+
+
+# A scrape that costs little, so that what is timed is the server's handling of the flood.
+CHEAP = ("--collector.disable-defaults", "--collector.sockets")
+
+
+def _timed(fn: Callable[[], T]) -> Tuple[T, float]:
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def test_idle_keepalive_flood_without_credentials_does_not_lock_out_scrapes(pki: PKI) -> None:
+    """MAX_CONNECTIONS kept-alive connections from a client without credentials (TLS, and
+    /-/healthy, which needs none): an authenticated scrape is served at once all the same."""
+    import base64
+    cfg = write_web_config(os.path.join(pki.dir, "tls-auth-flood.yml"), [
+        "tls_server_config:", "  cert_file: server.crt", "  key_file: server.key",
+        "basic_auth_users:", f"  prometheus: '{bcrypt_hash('scrape-me', 4)}'"])
+    auth = {"Authorization": "Basic " + base64.b64encode(b"prometheus:scrape-me").decode()}
+    with exporter_with(f"--web.config.file={cfg}", "--web.read-header-timeout=60",
+                       *CHEAP) as ex:
+        ctx = client_context(pki)
+        base = 0.0
+        for _ in range(3):  # the slowest of three: the first check pays bcrypt
+            (status, _, _), took = _timed(lambda: https_get(ex.port, ctx=ctx, headers=auth))
+            assert status == 200
+            base = max(base, took)
+        idle: List[socket.socket] = []
+        try:
+            for _ in range(MAX_CONNECTIONS):
+                s = ctx.wrap_socket(_connect(ex.port), server_hostname="localhost")
+                s.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+                got = b""
+                while not got.endswith(b"OK\n"):
+                    chunk = s.recv(4096)
+                    assert chunk, got
+                    got += chunk
+                assert b"Connection: close" not in got  # kept alive
+                idle.append(s)
+            for _ in range(3):
+                (status, _, body), took = _timed(
+                    lambda: https_get(ex.port, ctx=ctx, headers=auth))
+                assert status == 200, status
+                assert took < base + 1.0, (took, base)
+            text = body.decode()
+            assert _metric(text, "netstat_exporter_http_connections_reclaimed_total",
+                           state="idle") >= 1
+            assert _metric(text, "netstat_exporter_http_connections") <= MAX_CONNECTIONS
+        finally:
+            for s in idle:
+                s.close()
+
+
+def test_silent_connection_flood_does_not_delay_scrapes() -> None:
+    """More silent connections than the limit, each within the head deadline: scrapes are
+    served at once, not after the deadline."""
+    with exporter_with("--web.read-header-timeout=60", *CHEAP) as ex:
+        base = max(_timed(lambda: _scrape_ok(ex.port))[1] for _ in range(3))
+        silent: List[socket.socket] = []
+        try:
+            for _ in range(MAX_CONNECTIONS + 44):
+                silent.append(_connect(ex.port))
+            for _ in range(3):
+                ok, took = _timed(lambda: _scrape_ok(ex.port))
+                assert ok and took < base + 1.0, (took, base)
+            status, _, body = http_get(f"http://127.0.0.1:{ex.port}/metrics", timeout=10)
+            assert _metric(body.decode(), "netstat_exporter_http_connections_reclaimed_total",
+                           state="waiting") >= 44
+        finally:
+            for s in silent:
+                s.close()
+
+
+def test_connections_refused_only_when_all_are_busy_and_counted() -> None:
+    from exporter.web.limits import BUSY, IDLE, ConnectionTable
+    from exporter.web.telemetry import HTTPStats
+
+    stats = HTTPStats()
+    table = ConnectionTable(stats, limit=3)
+    pairs = [socket.socketpair() for _ in range(6)]
+    try:
+        slots = []
+        for a, _ in pairs[:3]:
+            admitted = table.admit(a, "127.0.0.1")
+            assert admitted is not None and admitted[1] is None
+            slots.append(admitted[0])
+        for s in slots:
+            table.set(s, BUSY)
+        assert table.admit(pairs[3][0], "127.0.0.1") is None  # all busy: refused
+        assert stats.refused == 1
+        table.set(slots[1], IDLE)
+        admitted = table.admit(pairs[4][0], "127.0.0.1")
+        assert admitted is not None and admitted[1] is slots[1]  # the idle one gave way
+        assert stats.reclaimed["idle"] == 1 and len(table) == 3
+        assert pairs[1][1].recv(1) == b""  # its peer sees the close at once
+        assert not table.set(slots[1], BUSY)  # its thread learns it was reclaimed
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()
+
+
+# --- one line, never a traceback ---
+
+def test_client_resets_leave_no_traceback() -> None:
+    with exporter_with() as ex:
+        for _ in range(20):
+            s = _connect(ex.port)
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            # RST instead of FIN: close with a zero linger time.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()
+        assert _scrape_ok(ex.port)
+        err = ex.stop()
+    assert "Traceback" not in err, err[:3000]
+    for line in err.splitlines():
+        assert line.startswith("ts="), line
+
+
+# --- strict request parsing, clear answers to the wrong protocol ---
+
+@pytest.mark.parametrize("head", [
+    b"GET /-/healthy HTTP/1.1\r\nHost: x\r\nNoColonHere\r\n\r\n",
+    b"GET /-/healthy HTTP/1.1\r\nHost : x\r\n\r\n",
+    b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n",
+    b"GET /-/healthy HTTP/01.1\r\nHost: x\r\n\r\n",
+    b"GET /-/healthy HTTP/1.10\r\nHost: x\r\n\r\n",
+    b"GET /-/healthy HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 5\r\n\r\nhello",
+    b"GET /-/healthy HTTP/1.1\r\nContent-Length: +0\r\n\r\n",
+])
+def test_malformed_heads_get_400(plain: int, head: bytes) -> None:
+    out = _raw(plain, head)
+    assert out.startswith(b"HTTP/1.1 400 ") or out.startswith(b"HTTP/1.0 400 "), out[:200]
+    assert _scrape_ok(plain)
+
+
+def test_tls_hello_to_plain_port_answered_at_once() -> None:
+    with exporter_with("--web.read-header-timeout=30") as ex:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        with _connect(ex.port) as raw:
+            raw.settimeout(10)  # far below the 30 s head deadline
+            with pytest.raises(ssl.SSLError):
+                ctx.wrap_socket(raw, server_hostname="localhost")
+        with _connect(ex.port) as s:
+            s.settimeout(10)
+            s.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # a hello's start
+            out = s.recv(4096)
+        assert out.startswith(b"HTTP/1.1 400 ") and b"plain HTTP" in out, out
+
+
+def test_plain_http_to_tls_port_gets_a_clear_400(pki: PKI) -> None:
+    cfg = write_web_config(os.path.join(pki.dir, "tls-plain.yml"), [
+        "tls_server_config:", "  cert_file: server.crt", "  key_file: server.key"])
+    with exporter_with(f"--web.config.file={cfg}") as ex:
+        out = _raw(ex.port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert out.startswith(b"HTTP/1.0 400 "), out
+        assert b"Client sent an HTTP request to an HTTPS server." in out
+        assert https_get(ex.port, ctx=client_context(pki))[0] == 200
+
+
+def test_server_header_has_no_trailing_space(plain: int) -> None:
+    from exporter import __version__
+    _, headers, _ = http_get(f"http://127.0.0.1:{plain}/-/healthy")
+    assert headers["Server"] == f"netstat-exporter/{__version__}"

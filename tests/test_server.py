@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import gzip
 import http.client
+import os
 import threading
-from typing import Iterator, List
+from typing import Iterator, List, Tuple
 
 import pytest
-from helpers import FIXTURES, http_get, parse, select, value
+from helpers import FIXTURES, http_get, parse, poll, select, value
+from prometheus_client import generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from exporter.collectors.listeners import ListenersOptions
 from exporter.collectors.sockets import SocketsOptions
 from exporter.config import Config, ListenAddress
 from exporter.registry import Exporter
@@ -141,3 +144,139 @@ def test_head_request(server) -> None:
         assert r.status == 200 and r.read() == b""
     finally:
         conn.close()
+
+
+# --- identical concurrent scrapes share one collection; durations are work, not waits ---
+
+class Counting:
+    """Counts collections and holds each until released."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.lock = threading.Lock()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def collect(self) -> Iterator[Metric]:
+        with self.lock:
+            self.calls += 1
+        self.entered.set()
+        assert self.release.wait(30)
+        yield GaugeMetricFamily("netstat_counting", "collections so far", value=self.calls)
+
+
+@pytest.fixture
+def counting_server() -> Iterator[Tuple[object, Counting]]:
+    counting = Counting()
+    cfg = Config(listen_addresses=(ListenAddress("127.0.0.1", 0),), max_requests=20,
+                 collectors=frozenset({"sockets"}),
+                 options={"sockets": SocketsOptions(source="procfs")},
+                 procfs=f"{FIXTURES}/proc/live")
+    (srv,) = make_servers(cfg, Exporter(cfg, extra={"counting": counting}))
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    srv.base = f"http://127.0.0.1:{srv.server_address[1]}"  # type: ignore[attr-defined]
+    yield srv, counting
+    counting.release.set()
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_identical_concurrent_scrapes_share_one_collection(counting_server) -> None:
+    srv, counting = counting_server
+    n = 6
+    results: List[Tuple[int, bytes]] = []
+    lock = threading.Lock()
+
+    def scrape() -> None:
+        status, _, body = http_get(srv.base + "/metrics", timeout=30)
+        with lock:
+            results.append((status, body))
+
+    threads = [threading.Thread(target=scrape) for _ in range(n)]
+    for t in threads:
+        t.start()
+    try:
+        assert counting.entered.wait(10)
+        # Every scrape is in: one collecting, the others waiting for its result.
+        poll(lambda: srv.scrapes.callers() == n, timeout=10, what="all scrapes in flight")
+    finally:
+        counting.release.set()
+        for t in threads:
+            t.join(30)
+    assert counting.calls == 1
+    assert [s for s, _ in results] == [200] * n
+    assert len({b for _, b in results}) == 1  # the same body for all
+    # A different request (other collectors) is not shared; a later one collects again.
+    s = parse(http_get(srv.base + "/metrics?collect[]=counting")[2].decode())
+    assert value(s, "netstat_counting") == 2
+    assert value(s, "netstat_exporter_http_scrapes_shared_total") == n - 1
+
+
+def test_collector_duration_leaves_out_waiting_for_the_owner_cache(tmp_path) -> None:
+    """Two scrapes running the listeners collector at once serialise on its owner cache; the
+    one that waits reports its own work, not the other's."""
+    import shutil
+    import time
+
+    from exporter import owners
+
+    proc = str(tmp_path / "proc")
+    shutil.copytree(f"{FIXTURES}/listeners/proc", proc, symlinks=True)
+    os.makedirs(os.path.join(proc, "2", "fd"), exist_ok=True)  # git holds no empty directory
+    ex = Exporter(Config(collectors=frozenset({"listeners"}), procfs=proc,
+                         options={"listeners": ListenersOptions(source="procfs")}))
+    cache = ex.collectors["listeners"].owners  # type: ignore[attr-defined]
+    assert isinstance(cache, owners.OwnerCache)
+    real = cache._lock
+    contended = threading.Event()
+
+    class Watched:
+        def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+            contended.set()
+            return real.acquire(blocking, timeout)
+
+        def release(self) -> None:
+            real.release()
+
+        def __enter__(self) -> bool:
+            return self.acquire()
+
+        def __exit__(self, *exc: object) -> None:
+            self.release()
+
+    cache._lock = Watched()
+    held_for = 0.5
+    out: List[bytes] = []
+    real.acquire()  # another scrape's lookup in progress
+    try:
+        t = threading.Thread(target=lambda: out.append(generate_latest(ex.target())))
+        t0 = time.perf_counter()
+        t.start()
+        assert contended.wait(10)
+        time.sleep(held_for)  # the other lookup's work, which this scrape waits out
+    finally:
+        real.release()
+    t.join(30)
+    elapsed = time.perf_counter() - t0
+    s = parse(out[0].decode())
+    duration = value(s, "netstat_exporter_collector_duration_seconds", collector="listeners")
+    assert value(s, "netstat_exporter_collector_success", collector="listeners") == 1
+    assert elapsed >= held_for
+    assert duration is not None and duration < elapsed - held_for + 0.05, (duration, elapsed)
+
+
+@pytest.mark.parametrize("server", [{"slow": Slow()}], indirect=True)
+def test_503_says_when_to_retry_and_is_counted(server) -> None:
+    slow_now = server.exporter.collectors["slow"]
+    first = threading.Thread(target=lambda: http_get(server.base + "/metrics?collect[]=slow"))
+    first.start()
+    try:
+        assert slow_now.entered.wait(10)
+        status, headers, _ = http_get(server.base + "/metrics", timeout=10)
+        assert status == 503 and headers["Retry-After"] == "1"
+    finally:
+        slow_now.release.set()
+        first.join(30)
+    s = parse(http_get(server.base + "/metrics")[2].decode())
+    assert value(s, "netstat_exporter_http_scrapes_refused_total") == 1

@@ -23,7 +23,7 @@ from tlshelpers import (
     write_web_config,
 )
 
-from exporter.registry import EXPORTER_METRICS
+from exporter.docs import EXPORTER_METRICS  # the collection's and the HTTP server's own
 
 USER, PASSWORD = "alice", "s3cret with spaces"
 

@@ -80,6 +80,9 @@ BAD_FIXTURES: Dict[str, Tuple[type, str, str]] = {
                                  "expected one of: deny, sameorigin"),
     "http2_not_bool.bad.yml": (WebConfigValueError, "http_server_config.http2", "true or false"),
     "user_not_bcrypt.bad.yml": (WebConfigValueError, "basic_auth_users.alice", "not a bcrypt"),
+    # Loading would hash a dummy password at cost 31: days, not an error.
+    "user_cost_too_high.bad.yml": (WebConfigValueError, "basic_auth_users.alice",
+                                   "bcrypt cost 31 is above 16"),
     "user_with_colon.bad.yml": (WebConfigValueError, "basic_auth_users.alice:admin", "':'"),
     "section_not_mapping.bad.yml": (WebConfigValueError, "basic_auth_users", "a mapping"),
 }
@@ -397,3 +400,152 @@ def test_wrong_password_and_unknown_user_take_comparable_time(tmp_path: os.PathL
     med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
     ratio = med["wrong"] / med["unknown"]
     assert 1 / 2.5 < ratio < 2.5, (med, baseline)
+
+
+# --- a reload never weakens security by accident ---
+
+def _write_in_place(path: str, lines: list) -> None:
+    """Truncate and rewrite the same inode, as editors that do not rename do."""
+    with open(path, "r+") as f:
+        f.truncate(0)
+        f.write("\n".join(lines) + "\n" if lines else "")
+
+
+def _tls_auth_lines(pki: PKI, user_hash: str) -> list:
+    return ["tls_server_config:", f"  cert_file: {pki.server.cert}",
+            f"  key_file: {pki.server.key}", "basic_auth_users:", f"  alice: '{user_hash}'"]
+
+
+def test_change_turning_auth_or_tls_off_is_not_applied_until_sighup(
+        pki: PKI, tmp_path: os.PathLike[str], caplog: pytest.LogCaptureFixture) -> None:
+    path = write_web_config(os.path.join(str(tmp_path), "web.yml"),
+                            _tls_auth_lines(pki, bcrypt_hash("pw", 4)))
+    state = WebState(path)
+    caplog.set_level(logging.INFO)
+    # Half the file: TLS without basic_auth_users.
+    _write_in_place(path, _tls_auth_lines(pki, "x")[:3])
+    snap = state.current()
+    assert snap.ssl_context is not None and snap.auth
+    # An empty file: plain HTTP without auth.
+    _write_in_place(path, [])
+    snap = state.current()
+    assert snap.ssl_context is not None and snap.auth
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 2, [r.getMessage() for r in caplog.records]
+    assert "basic auth" in warned[0].getMessage() and "SIGHUP" in warned[0].getMessage()
+    assert "TLS" in warned[1].getMessage() and "basic auth" in warned[1].getMessage()
+    assert not any("reloaded" in r.getMessage() for r in caplog.records)
+    # SIGHUP is the operator's decision: applied, with a warning.
+    assert state.reload("SIGHUP")
+    assert state.current().ssl_context is None and not state.current().auth
+    assert caplog.records[-1].levelno == logging.WARNING
+    assert "lowered" in caplog.records[-1].getMessage()
+
+
+def test_file_caught_mid_write_is_not_applied(tmp_path: os.PathLike[str]) -> None:
+    """A writer that appends a line every 20 ms: whenever a connection looks, only the old or
+    the complete new file may be in force, never a part of it."""
+    import threading
+    import time
+    path = write_web_config(os.path.join(str(tmp_path), "web.yml"), [
+        "http_server_config:", "  headers:", "    X-Frame-Options: deny"])
+    state = WebState(path)
+    old = state.current().headers
+    new_lines = ["http_server_config:", "  headers:", "    X-Frame-Options: sameorigin",
+                 "    X-XSS-Protection: '0'", "    X-Content-Type-Options: nosniff",
+                 "    Strict-Transport-Security: max-age=1",
+                 "    Content-Security-Policy: default-src 'none'"]
+    done = threading.Event()
+
+    def writer() -> None:
+        with open(path, "w") as f:
+            for line in new_lines:
+                f.write(line + "\n")
+                f.flush()
+                time.sleep(0.02)  # the writer's own pace, not synchronisation
+        done.set()
+
+    t = threading.Thread(target=writer)
+    t.start()
+    seen = set()
+    deadline = time.monotonic() + 10
+    while not done.is_set() and time.monotonic() < deadline:
+        seen.add(state.current().headers)
+    t.join(10)
+    assert done.is_set()
+    full = poll(lambda: state.current().headers if len(state.current().headers) == 5 else None,
+                timeout=10, what="complete file applied")
+    assert seen <= {old, full}, seen
+
+
+def test_half_written_config_never_serves_metrics_without_auth(pki: PKI,
+                                                               tmp_path: os.PathLike[str]
+                                                               ) -> None:
+    import time
+
+    from tlshelpers import client_context, https_get
+    path = write_web_config(os.path.join(str(tmp_path), "web.yml"),
+                            _tls_auth_lines(pki, bcrypt_hash("pw", 4)))
+    with exporter_with(f"--web.config.file={path}") as ex:
+        assert https_get(ex.port, ctx=client_context(pki))[0] == 401
+        _write_in_place(path, _tls_auth_lines(pki, "x")[:3])
+        end = time.monotonic() + 3  # several times the settle time
+        while time.monotonic() < end:
+            assert https_get(ex.port, ctx=client_context(pki))[0] == 401
+        err = ex.stop()
+    assert "level=warn" in err and "not applied" in err
+
+
+# --- hostile files: one line, bounded time ---
+
+@pytest.mark.parametrize("text,part", [
+    ("? [a, b]\n: 1\n", "a key must be a plain value"),
+    ("basic_auth_users:\n  ? {x: 1}\n  : y\n", "a key must be a plain value"),
+    ("a: " + "[" * 500 + "]" * 500 + "\n", "nested deeper than 32 levels"),
+    ("".join(f"{'  ' * i}k{i}:\n" for i in range(500)), "nested deeper than 32 levels"),
+    ("tls_server_config: 2024-13-45\n", "not valid YAML"),
+])
+def test_hostile_yaml_is_one_line(tmp_path: os.PathLike[str], text: str, part: str) -> None:
+    path = os.path.join(str(tmp_path), "web.yml")
+    with open(path, "w") as f:
+        f.write(text)
+    with pytest.raises(WebConfigSyntaxError, match=part):
+        webconfig.load_snapshot(path)
+    r = run_cli("--web.listen-address=127.0.0.1:0", f"--web.config.file={path}", timeout=30)
+    assert r.returncode == 2, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and part in r.stderr, r.stderr[:2000]
+
+
+def test_oversized_web_config_refused_unread(tmp_path: os.PathLike[str]) -> None:
+    path = os.path.join(str(tmp_path), "web.yml")
+    with open(path, "w") as f:
+        f.write("# filler\n" * (webconfig.MAX_FILE_BYTES // 9 + 1))
+    r = run_cli("--web.listen-address=127.0.0.1:0", f"--web.config.file={path}", timeout=30)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines() == [
+        f"netstat-exporter: error: web config {path}: larger than 1024 KiB, refused unread"]
+
+
+def test_hostile_file_on_reload_logs_one_short_line(tmp_path: os.PathLike[str],
+                                                    capfd: pytest.CaptureFixture[str]) -> None:
+    from exporter import logs
+    path = write_web_config(os.path.join(str(tmp_path), "web.yml"), ["# plain"])
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    logs.setup("info", "logfmt")
+    try:
+        state = WebState(path)
+        with open(path, "w") as f:
+            f.write("a: " + "[" * 5000 + "]" * 5000 + "\n")
+        assert not state.reload("SIGHUP")
+        with open(path, "w") as f:
+            f.write("".join(f"{' ' * i}k{i}:\n" for i in range(2000)))
+        state.current()
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+    err = capfd.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 3, err[:3000]  # loaded, and one line per failed reload
+    assert all("reload failed" in ln and len(ln) < 1000 for ln in lines[1:]), lines
+    assert "Traceback" not in err

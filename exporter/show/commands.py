@@ -146,15 +146,14 @@ def make_reader(ctx: click.Context, view: str, build_config: Callable[[Dict[str,
         if dest not in given:
             local[dest] = v
     config = build_config(local)
-    from prometheus_client.exposition import generate_latest
-
     from exporter import logs
+    from exporter.exposition import generate_text
     from exporter.registry import Exporter
 
     logs.setup(config.log_level, config.log_format)
     target = Exporter(config).target()
     label = "this host" if config.procfs == "/proc" else config.procfs
-    return local_reader(lambda: generate_latest(target), label), params
+    return local_reader(lambda: generate_text(target), label), params
 
 
 def width_of(params: Dict[str, Any]) -> int:

@@ -126,6 +126,10 @@ def fetch(r: Remote) -> str:
         raise ShowError(f"{url}: {e.strerror or e}") from None
     finally:
         conn.close()
+    if resp.status == 400 and parts.scheme == "http" and b"HTTPS server" in body:
+        # What the exporter (and Go's net/http) answers to plain HTTP on its TLS port.
+        raise ShowError(f"{url}: HTTP 400, the exporter expects TLS there; "
+                        "https:// for an exporter with TLS?")
     if resp.status == 401:
         raise ShowError(f"{url}: 401 Unauthorized: wrong or missing credentials "
                         "(--auth.username, --auth.password-file)")
@@ -150,7 +154,7 @@ def remote_reader(r: Remote) -> Callable[[], Snapshot]:
 
 
 def local_reader(collect: Callable[[], bytes], label: str = "this host") -> Callable[[], Snapshot]:
-    """``collect`` is one scrape of this host's collectors (generate_latest of a target)."""
+    """``collect`` is one scrape of this host's collectors (generate_text of a target)."""
 
     def read() -> Snapshot:
         mono, wall = time.monotonic(), time.time()

@@ -113,6 +113,11 @@ class Snapshot:
         """Netlink dumps made so far."""
         return self._chan.dumps
 
+    @property
+    def channel(self) -> Channel:
+        """The netlink channel, for a collector's own small dump (counted in :attr:`dumps`)."""
+        return self._chan
+
     def close(self) -> None:
         self._chan.close()
 
