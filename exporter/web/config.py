@@ -176,6 +176,14 @@ def _string(value: Any, key: str, where: _Path) -> str:
     return value
 
 
+def _strings(section: Mapping[str, Any], key: str, where: _Path) -> List[str]:
+    """A list of strings at ``key`` (absent or null: empty), or a one-line error naming it."""
+    values = section.get(key.rsplit(".", 1)[-1]) or []
+    if not isinstance(values, list):
+        raise where.err(WebConfigValueError, key, f"expected a list, got {_kind(values)}")
+    return [_string(v, key, where) for v in values]
+
+
 def _check_keys(section: Mapping[str, Any], prefix: str, known: Set[str],
                 unsupported: Mapping[str, str], where: _Path) -> None:
     for k in section:
@@ -259,12 +267,8 @@ def _parse_tls(sec: Dict[str, Any], base: str, where: _Path) -> Optional[TLSSett
                         f"{versions['min_version']} is above max_version "
                         f"{versions['max_version']}")
     ciphers: List[str] = []
-    suites = sec.get("cipher_suites") or []
-    if not isinstance(suites, list):
-        raise where.err(WebConfigValueError, p + "cipher_suites",
-                        f"expected a list, got {_kind(suites)}")
+    suites = _strings(sec, p + "cipher_suites", where)
     for s in suites:
-        s = _string(s, p + "cipher_suites", where)
         if s not in CIPHER_SUITES:
             raise where.err(WebConfigValueError, p + "cipher_suites", f"unknown cipher {s!r}")
         name = CIPHER_SUITES[s]
@@ -281,12 +285,8 @@ def _parse_tls(sec: Dict[str, Any], base: str, where: _Path) -> Optional[TLSSett
                         "only TLS 1.3 suites listed, which cannot restrict TLS 1.2; set "
                         "min_version: TLS13 instead")
     curve = None
-    curves = sec.get("curve_preferences") or []
-    if not isinstance(curves, list):
-        raise where.err(WebConfigValueError, p + "curve_preferences",
-                        f"expected a list, got {_kind(curves)}")
+    curves = _strings(sec, p + "curve_preferences", where)
     for c in curves:
-        c = _string(c, p + "curve_preferences", where)
         if c not in CURVES:
             raise where.err(WebConfigValueError, p + "curve_preferences",
                             f"unknown curve {c!r} (known: {', '.join(CURVES)})")
