@@ -177,7 +177,7 @@ def cli(ctx: click.Context, /, **params: Any) -> None:
         return
     config = build_config(params)
     logs.setup(config.log_level, config.log_format)
-    from exporter.server import serve
+    from exporter.web.server import serve
 
     serve(config)
 
@@ -255,7 +255,7 @@ def _fail(message: str, code: int) -> NoReturn:  # type: ignore[name-defined]  #
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    from exporter.server import ServeError
+    from exporter.web.server import ServeError
 
     try:
         rv = cli.main(args=list(argv) if argv is not None else None, prog_name=PROG,

@@ -26,7 +26,7 @@ from alertrules import load_generator, rules
 from helpers import http_get, poll, running_exporter
 from netns import NetNS
 
-from exporter.registry import specs
+from exporter.scrape import specs
 
 pytestmark = pytest.mark.root
 

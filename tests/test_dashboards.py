@@ -32,7 +32,7 @@ from helpers import ROOT, free_port, have, http_get, poll, running_exporter
 from netns import NetNS
 
 from exporter import docs
-from exporter.registry import specs
+from exporter.scrape import specs
 
 DASH_DIR = os.path.join(ROOT, "dashboards")
 # The dashboards every real-Prometheus test here must fill on a plain host.

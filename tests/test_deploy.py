@@ -18,7 +18,7 @@ import pytest
 import yaml
 from helpers import ROOT, run_cli
 
-from exporter.webconfig import parse_web_config
+from exporter.web.config import parse_web_config
 
 DEPLOY = os.path.join(ROOT, "deploy")
 UNIT = os.path.join(DEPLOY, "systemd", "netstat-exporter.service")

@@ -28,8 +28,9 @@ from exporter.collectors.ports import PortsOptions  # noqa: E402
 from exporter.collectors.routes import RoutesOptions  # noqa: E402
 from exporter.collectors.sockets import SocketsOptions  # noqa: E402
 from exporter.config import Config  # noqa: E402
-from exporter.registry import Exporter, specs  # noqa: E402
-from exporter.webconfig import WebConfigError, load_snapshot  # noqa: E402
+from exporter.scrape import Exporter, specs  # noqa: E402
+from exporter.web.errors import WebConfigError  # noqa: E402
+from exporter.web.state import load_snapshot  # noqa: E402
 
 
 def fuzz(examples: int) -> settings:

@@ -24,7 +24,8 @@ from tlshelpers import (
     write_web_config,
 )
 
-from exporter.server import MAX_CONNECTIONS, MAX_HEADER_BYTES, MAX_REQUEST_LINE
+from exporter.web.handler import MAX_HEADER_BYTES, MAX_REQUEST_LINE
+from exporter.web.limits import MAX_CONNECTIONS
 
 TIMEOUT = 2.0  # --web.read-header-timeout for these tests
 T = TypeVar("T")

@@ -39,7 +39,7 @@ from exporter.config import Config
 from exporter.netlink import sockdiag as nl
 from exporter.procfs import net_sockets, pid_fd, pid_stat, pid_status
 from exporter.procfs.errors import ParseError
-from exporter.registry import Exporter
+from exporter.scrape import Exporter
 
 FIX = os.path.join(FIXTURES, "listeners")
 

@@ -17,7 +17,7 @@ from exporter.config import Config
 from exporter.procfs import ParseError
 from exporter.procfs import netns as pns
 from exporter.procfs.snmp import parse_snmp
-from exporter.registry import Exporter
+from exporter.scrape import Exporter
 
 HERE = os.path.join(FIXTURES, "netns")
 CONTAINER = "6a1f0c5e9b2d4f7a8c3e1b0d9f8e7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f"

@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from exporter.collectors import netns as collector
 from exporter.config import Config
-from exporter.registry import Exporter
+from exporter.scrape import Exporter
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="creates network namespaces: run as root")
 

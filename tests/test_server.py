@@ -17,8 +17,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from exporter.collectors.listeners import ListenersOptions
 from exporter.collectors.sockets import SocketsOptions
 from exporter.config import Config, ListenAddress
-from exporter.registry import Exporter
-from exporter.server import make_servers
+from exporter.scrape import Exporter
+from exporter.web.server import make_servers
 
 
 class Broken:

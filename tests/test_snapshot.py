@@ -20,7 +20,7 @@ from exporter.config import Config
 from exporter.netlink import inet as nl_inet
 from exporter.netlink import transport
 from exporter.procfs import net_sockets
-from exporter.registry import Exporter
+from exporter.scrape import Exporter
 from exporter.sockets.names import TCP_LISTEN
 from exporter.sockets.onepass import InetPass, ephemeral_range
 from exporter.sockets.snapshot import Snapshot, Wants

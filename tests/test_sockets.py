@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from exporter.collectors.sockets import TCP_EMITTED, TCP_STATES, SocketsCollector, SocketsOptions
 from exporter.config import Config
 from exporter.procfs import ParseError
-from exporter.registry import Exporter
+from exporter.scrape import Exporter
 
 PROC = os.path.join(FIXTURES, "proc")
 SS = {"ESTAB": "established", "SYN-SENT": "syn_sent", "SYN-RECV": "syn_recv",

@@ -148,7 +148,7 @@ def make_reader(ctx: click.Context, view: str, build_config: Callable[[Dict[str,
     config = build_config(local)
     from exporter import logs
     from exporter.exposition import generate_text
-    from exporter.registry import Exporter
+    from exporter.scrape import Exporter
 
     logs.setup(config.log_level, config.log_format)
     target = Exporter(config).target()
@@ -175,7 +175,7 @@ def ellipsis() -> str:
 
 def failed_collectors(snap: Snapshot) -> List[str]:
     """Collectors whose success gauge (netstat_exporter_collector_success) says 0."""
-    from exporter.registry import EXPORTER_METRICS
+    from exporter.scrape import EXPORTER_METRICS
 
     names = [m.name for m in EXPORTER_METRICS
              if m.labels == ("collector",) and m.name.endswith("_success")]

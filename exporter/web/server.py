@@ -31,7 +31,7 @@ from prometheus_client.registry import Collector as _PromCollector
 
 from exporter import __version__
 from exporter.config import Config, ListenAddress
-from exporter.registry import Exporter
+from exporter.scrape import Exporter
 from exporter.web.handler import TLS_HANDSHAKE, Handler
 from exporter.web.limits import MAX_CONNECTIONS, ConnectionTable, Slot
 from exporter.web.singleflight import SingleFlight
