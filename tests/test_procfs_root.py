@@ -65,3 +65,55 @@ def test_file_a_kernel_may_lack_is_no_data(tmp_path: Path, missing: str) -> None
     for c in COLLECTORS:
         assert value(samples, "netstat_exporter_collector_success", collector=c) == 1.0, log
     assert "level=error" not in log
+
+
+# --- the one reader every /proc and /sys file goes through -----------------------------------
+
+
+def test_read_bytes_reads_to_the_end_past_short_reads(tmp_path: Path) -> None:
+    """A short read is not the end of a /proc file on every kernel (a seq_file read before
+    Linux 5.10 returns one buffer's worth): only an empty read ends the file. A FIFO written
+    in two parts gives the reader a short read first."""
+    import threading
+    import time
+
+    from exporter.procfs import read_bytes
+
+    fifo = str(tmp_path / "fifo")
+    os.mkfifo(fifo)
+
+    def writer() -> None:
+        with open(fifo, "wb", buffering=0) as f:
+            f.write(b"a" * 100)
+            time.sleep(0.05)
+            f.write(b"b" * 100)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        assert read_bytes(fifo) == b"a" * 100 + b"b" * 100
+    finally:
+        t.join(5)
+
+
+def test_read_text_whole_large_and_empty_files(tmp_path: Path) -> None:
+    from exporter.procfs import read_text
+
+    big = "".join(f"line {i}\n" for i in range(50_000))  # several read chunks
+    (tmp_path / "big").write_text(big)
+    (tmp_path / "empty").write_text("")
+    (tmp_path / "name").write_bytes(b"t\xc3\xabst \xff\n")
+    assert read_text(str(tmp_path), "big") == big
+    assert read_text(str(tmp_path), "empty") == ""
+    assert read_text(str(tmp_path), "name") == "tëst \udcff\n"  # surrogateescape
+    with pytest.raises(FileNotFoundError):
+        read_text(str(tmp_path), "missing")
+
+
+def test_read_text_of_a_live_proc_file_matches_python_open() -> None:
+    from exporter.procfs import read_text
+
+    with open("/proc/self/net/dev") as f:
+        expected = [line.split(":")[0] for line in f.read().splitlines()]
+    got = [line.split(":")[0] for line in read_text("/proc", "net", "dev").splitlines()]
+    assert got == expected

@@ -18,8 +18,8 @@ from typing import Callable, Optional, TypeVar
 
 from exporter.procfs.errors import ParseError
 
-__all__ = ["ENCODING", "ERRORS", "REQUIRED", "ParseError", "read_text", "read_optional_text",
-           "read_parsed", "read_required", "not_a_procfs"]
+__all__ = ["ENCODING", "ERRORS", "REQUIRED", "ParseError", "read_bytes", "read_path", "read_text",
+           "read_optional_text", "read_parsed", "read_required", "not_a_procfs"]
 
 # How every /proc and /sys file is decoded. The files are ASCII but for names the kernel copies
 # from user space (interface names, unix socket paths), which may be UTF-8 or any bytes:
@@ -30,10 +30,41 @@ ENCODING, ERRORS = "utf-8", "surrogateescape"
 T = TypeVar("T")
 
 
+_CHUNK = 1 << 16
+
+
+def read_bytes(path: str) -> bytes:
+    """The whole of a file, read with plain system calls: open, read until end of file, close.
+    A scrape reads dozens of small /proc and /sys files, and Python's buffered open() costs
+    several times the kernel's work for each (an fstat, an ioctl, an lseek, a buffer and a
+    decoder). Reading stops only at an empty read: a short read is not the end of a /proc file
+    on every kernel (before Linux 5.10 a seq_file read returns at most one buffer's worth).
+    Raises OSError if the file cannot be read."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        data = os.read(fd, _CHUNK)
+        if not data:
+            return data
+        more = os.read(fd, _CHUNK)
+        if not more:
+            return data
+        chunks = [data, more]
+        while more:
+            more = os.read(fd, _CHUNK)
+            chunks.append(more)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def read_path(path: str, errors: str = ERRORS) -> str:
+    """:func:`read_bytes` decoded as UTF-8 (``errors`` for what is not)."""
+    return read_bytes(path).decode(ENCODING, errors)
+
+
 def read_text(root: str, *parts: str) -> str:
     """Read ``<root>/<parts...>`` as text. Raises OSError if it cannot be read."""
-    with open(os.path.join(root, *parts), encoding=ENCODING, errors=ERRORS) as f:
-        return f.read()
+    return read_bytes(os.path.join(root, *parts)).decode(ENCODING, ERRORS)
 
 
 def read_optional_text(root: str, *parts: str) -> Optional[str]:

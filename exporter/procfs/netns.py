@@ -28,6 +28,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
+from exporter.procfs import read_path
 from exporter.procfs.errors import ParseError
 
 # How a namespace was keyed: "nsfs" (st_dev, st_ino of ns/net, or a nsfs mount) or "pde" (the
@@ -115,8 +116,7 @@ def read_pinned(root: str) -> Optional[List[Tuple[NsKey, str]]]:
     read (no ptrace access to pid 1 in some sandboxes)."""
     path = os.path.join(root, "1", "mountinfo")
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            text = f.read()
+        text = read_path(path, "replace")
     except OSError:
         return None
     return parse_mountinfo_nsfs(text, path)
@@ -275,8 +275,7 @@ def read_cgroup(root: str, pid: int) -> Optional[List[str]]:
     """``<root>/<pid>/cgroup``; None when the process is gone or the file unreadable."""
     path = os.path.join(root, str(pid), "cgroup")
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return parse_cgroup(f.read(), path)
+        return parse_cgroup(read_path(path, "replace"), path)
     except OSError:
         return None
 
@@ -374,7 +373,6 @@ def read_cap_eff(root: str, pid: str = "self") -> Optional[int]:
     """Effective capabilities of ``<root>/<pid>``; None when status cannot be read."""
     path = os.path.join(root, pid, "status")
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return parse_cap_eff(f.read(), path)
+        return parse_cap_eff(read_path(path, "replace"), path)
     except OSError:
         return None

@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 from typing import List
 
+from exporter.procfs import read_path
 from exporter.procfs.errors import ParseError
 
 # Field 22 counted from 1, i.e. index 19 of the fields after "pid (comm)".
@@ -58,8 +59,7 @@ def read_stat(root: str, pid: int) -> PidStat:
     """
     path = os.path.join(root, str(pid), "stat")
     # A command name is any bytes a program set; escaped, it is safe as a label and distinct.
-    with open(path, encoding="utf-8", errors="backslashreplace") as f:
-        text = f.read()
+    text = read_path(path, "backslashreplace")
     if not text:
         raise ProcessLookupError(errno.ESRCH, "process exited while being read", path)
     return parse_stat(text, path)

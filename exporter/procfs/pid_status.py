@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 from typing import Tuple
 
+from exporter.procfs import read_path
 from exporter.procfs.errors import ParseError
 
 
@@ -51,8 +52,7 @@ def read_status(root: str, pid: int) -> PidStatus:
     """Read ``<root>/<pid>/status``; OSError when the process is gone or not readable."""
     path = os.path.join(root, str(pid), "status")
     # A command name is any bytes a program set; escaped, it is safe as a label and distinct.
-    with open(path, encoding="utf-8", errors="backslashreplace") as f:
-        text = f.read()
+    text = read_path(path, "backslashreplace")
     if not text:
         raise ProcessLookupError(errno.ESRCH, "process exited while being read", path)
     return parse_status(text, path)
@@ -79,5 +79,4 @@ def parse_cap_eff(text: str, path: str) -> int:
 def read_own_cap_eff(root: str) -> int:
     """The effective capabilities of the reading process, from ``<root>/self/status``."""
     path = os.path.join(root, "self", "status")
-    with open(path, encoding="utf-8", errors="backslashreplace") as f:
-        return parse_cap_eff(f.read(), path)
+    return parse_cap_eff(read_path(path, "backslashreplace"), path)

@@ -27,7 +27,7 @@ import struct
 from dataclasses import dataclass
 from typing import List, Optional
 
-from exporter.procfs import ENCODING, ERRORS, read_required
+from exporter.procfs import read_path, read_required
 from exporter.procfs.errors import ParseError
 
 # include/uapi/linux/route.h and include/uapi/linux/ipv6_route.h
@@ -147,7 +147,6 @@ def read_ipv6_route(root: str) -> Optional[List[Route]]:
     """``<root>/net/ipv6_route``; None when absent (IPv6 off)."""
     path = os.path.join(root, "net", "ipv6_route")
     try:
-        with open(path, encoding=ENCODING, errors=ERRORS) as f:
-            return parse_ipv6_route(f.read(), path)
+        return parse_ipv6_route(read_path(path), path)
     except FileNotFoundError:
         return None

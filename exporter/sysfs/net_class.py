@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
-from exporter.procfs import ENCODING, ERRORS
+from exporter.procfs import read_path
 from exporter.procfs.errors import ParseError
 
 IFF_UP = 0x1  # include/uapi/linux/if.h
@@ -47,8 +47,7 @@ class NetClass:
 
 def _read(path: str) -> Optional[str]:
     try:
-        with open(path, encoding=ENCODING, errors=ERRORS) as f:
-            return f.read().strip()
+        return read_path(path).strip()
     except FileNotFoundError:
         return None
     except OSError as e:
