@@ -297,3 +297,44 @@ def test_snmp_reader_picks_groups_and_fields() -> None:
     bad = "\n".join([lines[0], " ".join(values)] + lines[2:]) + "\n"
     with pytest.raises(ParseError, match="netstat:2: value of TcpExt TW is not a number"):
         parse_snmp(bad, path, frozenset({"TcpExt"}), frozenset({"TW"}))
+
+
+def test_parse_group_agrees_with_parse_snmp_and_checks_what_it_reads() -> None:
+    from exporter.procfs.snmp import parse_group
+
+    for name, group in (("snmp", "Tcp"), ("snmp", "Udp"), ("netstat", "TcpExt"),
+                        ("netstat", "IpExt")):
+        path = os.path.join(HERE, "net", name)
+        with open(path, "rb") as f:
+            data = f.read()
+        full = parse_snmp(data.decode(), path)[group]
+        fields = frozenset(list(full)[::3])
+        assert parse_group(data, path, group, fields) == {k: full[k] for k in fields}
+        # The same header again (every namespace of a kernel): the same answer.
+        assert parse_group(data, path, group, fields) == {k: full[k] for k in fields}
+    assert parse_group(b"Ip: A\nIp: 1\n", "p", "Tcp", frozenset({"A"})) is None
+    for text, message in (
+            (b"Tcp: A B\nTcp: 1 x\n", "p:2: value of Tcp B is not a number: 'x'"),
+            (b"Tcp: A B\nTcp: 1\n", "p:2: Tcp has 2 fields but 1 values"),
+            (b"Tcp: A B\n", "p:1: header of Tcp has no value line"),
+            (b"Tcp: A B", "p:1: header of Tcp has no value line"),
+            (b"Ip: X\nIp: 1\nTcp: A B\nUdp: 1 2\n", "p:4: expected the value line of Tcp")):
+        with pytest.raises(ParseError, match=message):
+            parse_group(text, "p", "Tcp", frozenset({"A", "B"}))
+
+
+def test_tier1_from_fixture_files_and_a_vanished_process() -> None:
+    directory = os.path.join(HERE, "net")
+    texts = []
+    for name in collector.TIER1_FILES:
+        with open(os.path.join(directory, name), "rb") as f:
+            texts.append(f.read())
+    t = collector.parse_tier1(texts, directory)
+    assert t is not None
+    with open(os.path.join(directory, "snmp")) as f:
+        tcp = parse_snmp(f.read(), "snmp")["Tcp"]
+    assert t.snmp["Tcp"] == {k: tcp[k] for _, k in collector.SNMP_FIELDS}
+    # net/snmp gone: the process exited (or is a zombie) while being read.
+    assert collector.parse_tier1([None, None, None, None], directory) is None
+    with pytest.raises(ParseError, match="netstat: missing"):
+        collector.parse_tier1([texts[0], None, texts[2], texts[3]], directory)

@@ -348,3 +348,55 @@ def test_concurrent_scrapes_share_the_sockets(namespaces) -> None:
     assert [ex.collector.pool.cookie(key(ns)) for ns, _ in namespaces] == held
     assert None not in held
     ex.collector.close()
+
+
+def _connect_times(n: int) -> None:
+    """Runs inside a namespace: ``n`` connections to a listener of its own, closed."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(n)
+    for _ in range(n):
+        socket.create_connection(srv.getsockname(), timeout=10).close()
+    srv.close()
+
+
+def _fds_into(pid: int) -> List[str]:
+    """This process's descriptors open on files of /proc/<pid>/net."""
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue  # the listing's own descriptor
+        if target.startswith(f"/proc/{pid}/net/"):
+            out.append(target)
+    return out
+
+
+def test_counters_are_read_afresh_from_kept_files() -> None:
+    """Tier 1 keeps each namespace's files open and re-reads them: a second scrape sees the
+    connections made since the first, to the one."""
+    ex = Exported()
+    with NetNS("fresh") as ns, process_in(ns) as proc:
+        before = of(ex.scrape(), "netstat_netns_tcp_active_opens_total", ns.name)[()]
+        assert sorted(_fds_into(proc.pid)) == sorted(
+            f"/proc/{proc.pid}/net/{name}" for name in collector.TIER1_FILES)
+        ns.call(_connect_times, 7)
+        after = of(ex.scrape(), "netstat_netns_tcp_active_opens_total", ns.name)[()]
+        assert after - before == 7
+        assert after == nstat(ns)["TcpActiveOpens"]
+    ex.collector.close()
+
+
+def test_deleted_namespace_releases_its_kept_files() -> None:
+    """An open /proc/<pid>/net file keeps its namespace alive: once the namespace is gone, the
+    next scrape closes them."""
+    ex = Exported()
+    with NetNS("gone") as ns, process_in(ns) as proc:
+        ex.scrape()
+        pid = proc.pid
+        assert len(_fds_into(pid)) == len(collector.TIER1_FILES)
+    ex.scrape()
+    assert _fds_into(pid) == []
+    ex.collector.close()
+    assert ex.collector.files.fds == 0

@@ -37,6 +37,7 @@ from typing import (
 )
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.samples import Sample
 
 from exporter.config import Config
 
@@ -80,6 +81,13 @@ class MetricDoc:
             return CounterMetricFamily(self.name[: -len("_total")], self.help,
                                        labels=list(self.labels))
         return GaugeMetricFamily(self.name, self.help, labels=list(self.labels))
+
+    def add(self, family: Metric, labels: Dict[str, str], value: float) -> None:
+        """Add a sample to ``family`` (made by :meth:`family`) with ``labels`` as given, name
+        to value, every label of the family present. Unlike ``add_metric`` the dict is not
+        copied: a collector adding many samples with one set of labels (one namespace's) shares
+        one dict among them, and must not change it afterwards."""
+        family.samples.append(Sample(self.name, labels, value, None))
 
 
 @dataclass(frozen=True)

@@ -39,18 +39,20 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Hashable, Iterator, List, Optional, Sequence, Tuple
 
 from prometheus_client.core import Metric
+from prometheus_client.samples import Sample
 
 from exporter.collectors.api import Flag, MetricDoc, options, register
 from exporter.collectors.protocols_table import lookup
 from exporter.config import Config
 from exporter.netlink import netns as nlns
+from exporter.procfs import ENCODING, ERRORS, read_bytes, snmp
 from exporter.procfs import netns as pns
-from exporter.procfs import snmp
 from exporter.procfs.errors import ParseError
-from exporter.procfs.sockstat import Sockstat, read_sockstat
+from exporter.procfs.held import HeldFiles
+from exporter.procfs.sockstat import Sockstat, parse_sockstat
 from exporter.sockets.names import TCP_EMITTED, TCP_LISTEN, TCP_STATES
 from exporter.sockets.snapshot import Snapshot, Wants
 
@@ -178,10 +180,12 @@ REASONS = {"1": ("max_namespaces", "time_budget", "permission", "no_process", "v
            "2": ("max_namespaces", "time_budget", "permission", "vanished", "error")}
 
 
-_TCP = frozenset({"Tcp"})
-_TCP_EXT = frozenset({"TcpExt"})
 _SNMP_WANTED = frozenset(f for _, f in SNMP_FIELDS)
 _NETSTAT_WANTED = frozenset(f for _, f in NETSTAT_FIELDS)
+# What tier 1 reads of each namespace, in /proc/<pid>/net.
+TIER1_FILES = ("snmp", "netstat", "sockstat", "sockstat6")
+_SOCKSTAT4 = frozenset({"sockets", "TCP", "UDP"})
+_SOCKSTAT6 = frozenset({"TCP6", "UDP6"})
 
 
 @dataclass
@@ -199,21 +203,39 @@ class Tier2:
     listeners: int = 0
 
 
+def parse_tier1(texts: Sequence[Optional[bytes]], directory: str) -> Optional[Tier1]:
+    """The curated counters from the contents of :data:`TIER1_FILES` (None for a file that is
+    absent) of one namespace's ``directory`` (its net/); None when net/snmp is absent: the
+    process exited (or is a zombie, whose net/ is empty) while being read."""
+    snmp_b, netstat_b, v4, v6 = texts
+    if snmp_b is None:
+        return None
+    tcp = snmp.parse_group(snmp_b, f"{directory}/snmp", "Tcp",
+                           _SNMP_WANTED)
+    if tcp is None:
+        raise ParseError(f"{directory}/snmp", "no Tcp group")
+    if netstat_b is None:
+        raise ParseError(f"{directory}/netstat", "missing, though every Linux kernel has it")
+    ext = snmp.parse_group(netstat_b, f"{directory}/netstat",
+                           "TcpExt", _NETSTAT_WANTED)
+    return Tier1({"Tcp": tcp}, {"TcpExt": ext or {}},
+                 None if v4 is None else parse_sockstat(v4.decode(ENCODING, ERRORS),
+                                                        f"{directory}/sockstat", _SOCKSTAT4),
+                 None if v6 is None else parse_sockstat(v6.decode(ENCODING, ERRORS),
+                                                        f"{directory}/sockstat6", _SOCKSTAT6))
+
+
 def read_tier1(root: str) -> Optional[Tier1]:
     """The curated counters of the namespace that ``root`` (a /proc/<pid> directory, or
     /proc/thread-self after setns) shows; None when the process is gone."""
-    try:
-        s = snmp.read_snmp(root, _TCP, _SNMP_WANTED)
-        if s is None:
-            return None  # not Linux
-        return Tier1(s, snmp.read_netstat(root, _TCP_EXT, _NETSTAT_WANTED) or {},
-                     read_sockstat(root, "sockstat"), read_sockstat(root, "sockstat6"))
-    except (ParseError, OSError):
-        if not os.path.exists(os.path.join(root, "net", "snmp")):
-            # Every Linux has net/snmp: the process exited (or is a zombie, whose net/ is
-            # empty) while being read. Anything else is a real error of this namespace.
-            return None
-        raise
+    directory = os.path.join(root, "net")
+    texts: List[Optional[bytes]] = []
+    for name in TIER1_FILES:
+        try:
+            texts.append(read_bytes(os.path.join(directory, name)))
+        except FileNotFoundError:
+            texts.append(None)
+    return parse_tier1(texts, directory)
 
 
 def read_tier2(sock: socket.socket, root: str, max_ports: int) -> Tier2:
@@ -244,6 +266,8 @@ class _Scrape:
 
     def __init__(self, tier2: bool) -> None:
         self.fields = {k: d.family() for k, d in FIELD_DOCS.items()}
+        self.field_list = [(g != "Tcp", n, FIELD_DOCS[(g, n)].name, fam.samples)
+                           for (g, n), fam in self.fields.items()]
         self.used, self.inuse, self.tw = M_USED.family(), M_INUSE.family(), M_TW.family()
         self.info, self.found = M_INFO.family(), M_FOUND.family()
         self.states, self.listeners = M_STATES.family(), M_LISTENERS.family()
@@ -256,20 +280,25 @@ class _Scrape:
             self.skipped[(tier, reason)] += n
 
     def add_tier1(self, labels: List[str], t: Tier1) -> None:
-        for (group, name), fam in self.fields.items():
-            value = (t.snmp if group == "Tcp" else t.netstat).get(group, {}).get(name)
+        # One label dict for every sample of the namespace (MetricDoc.add shares it).
+        common = dict(zip(LABELS, labels))
+        groups = (t.snmp.get("Tcp", {}), t.netstat.get("TcpExt", {}))
+        for which, name, sample_name, samples in self.field_list:
+            value = groups[which].get(name)
             if value is not None:
-                fam.add_metric(labels, float(value))
+                # MetricDoc.add, inlined: 15 samples a namespace, hundreds of namespaces.
+                samples.append(Sample(sample_name, common, float(value), None))
         if t.sockstat is not None:
             if "used" in t.sockstat.get("sockets", {}):
-                self.used.add_metric(labels, float(t.sockstat["sockets"]["used"]))
+                M_USED.add(self.used, common, float(t.sockstat["sockets"]["used"]))
             if "tw" in t.sockstat.get("TCP", {}):
-                self.tw.add_metric(labels, float(t.sockstat["TCP"]["tw"]))
+                M_TW.add(self.tw, common, float(t.sockstat["TCP"]["tw"]))
         for data, family, suffix in ((t.sockstat, "ipv4", ""), (t.sockstat6, "ipv6", "6")):
             for proto in ("TCP", "UDP"):
                 row = (data or {}).get(proto + suffix, {})
                 if "inuse" in row:
-                    self.inuse.add_metric(labels + [proto.lower(), family], float(row["inuse"]))
+                    M_INUSE.add(self.inuse, {**common, "protocol": proto.lower(),
+                                             "family": family}, float(row["inuse"]))
 
     def add_tier2(self, labels: List[str], t: Tier2) -> None:
         for st in TCP_EMITTED:
@@ -294,6 +323,13 @@ class NetnsCollector:
         self.budget = opts.time_budget
         self.max_listeners = opts.max_listeners
         self.pool = nlns.SocketPool()
+        # Tier 1's files of each namespace, kept open between scrapes (a re-read from offset 0
+        # costs half a fresh open's) and closed, like the pool's sockets, when the namespace
+        # is no longer found: an open file keeps its namespace alive.
+        self.files = HeldFiles(TIER1_FILES)
+        # The names of last scrape's namespaces, by what decided them (their first processes
+        # and mounts): a namespace whose processes are the same is named by the same cgroups.
+        self._names: Dict[Hashable, pns.Identity] = {}
         self._lock = threading.Lock()  # scrapes may run concurrently; the pool is shared
         self._warned = False
         if self.tier2:
@@ -321,6 +357,7 @@ class NetnsCollector:
     def close(self) -> None:
         with self._lock:
             self.pool.close()
+            self.files.close()
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
@@ -339,7 +376,7 @@ class NetnsCollector:
         over = len(found.namespaces) - len(within)
         out.skip("1", "max_namespaces", over)
         out.skip("2", "max_namespaces", over)
-        names = [pns.name_namespace(self.procfs, ns) for ns in within]
+        names = self._name_all(within)
         idents = pns.unique_labels(names, [ns.key for ns in within])
         kinds = Counter(ident.kind for ident in idents)
         for kind in KINDS:
@@ -358,16 +395,20 @@ class NetnsCollector:
                 out.skip("1", "permission" if e.permission else "vanished")
                 continue
             except Exception as e:  # noqa: BLE001 - one namespace's failure is not the scrape's
+                self.files.drop(ns.key)
                 log.warning("cannot read namespace counters",
                             extra={"collector": "netns", "netns": ident.netns, "err": str(e)})
                 out.skip("1", "error")
                 continue
             if t1 is None:
+                self.files.drop(ns.key)
                 out.skip("1", "no_process" if not ns.pids else "vanished")
                 continue
             out.info.add_metric(labels + [ident.pod_uid, ident.container_id, ident.name], 1.0)
             out.add_tier1(labels, t1)
 
+        # Close the files of namespaces not read any more (they would keep them alive).
+        self.files.sweep(ns.key for ns in within)
         result: List[Metric] = []
         if self.tier2:
             self._tier2_all(chosen, own, deadline, out)
@@ -385,11 +426,32 @@ class NetnsCollector:
 
     # --- tier 1 -----------------------------------------------------------------------------
 
+    def _name_all(self, within: List[pns.Namespace]) -> List[pns.Identity]:
+        names: Dict[Hashable, pns.Identity] = {}
+        out = []
+        for ns in within:
+            key = (ns.key, ns.host, tuple(ns.pids[:pns.NAMING_PIDS]), tuple(ns.mounts))
+            ident = self._names.get(key)
+            if ident is None:
+                ident = pns.name_namespace(self.procfs, ns)
+            names[key] = ident
+            out.append(ident)
+        self._names = names
+        return out
+
     def _tier1(self, ns: pns.Namespace) -> Optional[Tier1]:
         for pid in ns.pids[:3]:  # the first may exit while being read
-            t = read_tier1(os.path.join(self.procfs, str(pid)))
+            directory = f"{self.procfs}/{pid}/net"
+            try:
+                texts = self.files.read(ns.key, directory)
+            except OSError:
+                if os.path.exists(os.path.join(directory, "snmp")):
+                    raise  # a real error of this namespace
+                continue  # the process exited while being read
+            t = parse_tier1(texts, directory)
             if t is not None:
                 return t
+            self.files.drop(ns.key)
         if ns.pids or not self.tier2:
             return None
         # A pinned namespace with no process: only readable from a thread inside it, through

@@ -89,8 +89,13 @@ def parse_mountinfo_nsfs(text: str, path: str) -> List[Tuple[NsKey, str]]:
     """
     out: List[Tuple[NsKey, str]] = []
     for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
+        if " nsfs " not in line:
+            # Not a namespace mount (fields never hold a space: mountinfo escapes it), only
+            # checked for the separator: a host has hundreds of these lines.
+            if " - " in line or not line.strip():
+                continue
+            if not line.endswith(" -"):
+                raise ParseError(path, "expected optional fields ended by ' - '", n)
         f = line.split()
         try:
             sep = f.index("-", 6)
@@ -330,7 +335,11 @@ def identify(ns: Namespace, cgroups: Iterable[Optional[List[str]]]) -> Identity:
     return Identity("anonymous", f"inode-{ns.inode}")
 
 
-def name_namespace(root: str, ns: Namespace, max_pids: int = 4) -> Identity:
+# The processes of a namespace whose cgroups name it (the lowest pids).
+NAMING_PIDS = 4
+
+
+def name_namespace(root: str, ns: Namespace, max_pids: int = NAMING_PIDS) -> Identity:
     """:func:`identify` reading the cgroups of at most ``max_pids`` of the namespace's
     processes (the lowest pids: in a pod, the sandbox's pause process comes first)."""
     return identify(ns, (read_cgroup(root, pid) for pid in ns.pids[:max_pids]))

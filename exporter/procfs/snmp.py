@@ -15,7 +15,8 @@ and may be negative (Tcp MaxConn is printed as -1, RFC 2012's "dynamic").
 
 from __future__ import annotations
 
-from typing import AbstractSet, Dict, Optional
+from functools import lru_cache
+from typing import AbstractSet, Dict, FrozenSet, Optional, Tuple
 
 from exporter.procfs import read_required
 from exporter.procfs.errors import ParseError
@@ -70,6 +71,52 @@ def parse_snmp(text: str, path: str, groups: Optional[AbstractSet[str]] = None,
         out[group] = row
         n += 2
     return out
+
+
+@lru_cache(maxsize=64)
+def _positions(header: bytes, fields: FrozenSet[str]) -> Tuple[int, Tuple[Tuple[str, int], ...]]:
+    """(number of fields, (field, index) of each wanted one) of a header line: the header of a
+    group is the same in every namespace of a kernel, so it is split once."""
+    names = header.decode("ascii", "replace").split()
+    return len(names), tuple((f, i) for i, f in enumerate(names) if f in fields)
+
+
+def parse_group(data: bytes, path: str, group: str,
+                fields: FrozenSet[str]) -> Optional[Dict[str, int]]:
+    """``fields`` of one group of the raw content of /proc/net/snmp or netstat; None when it
+    has no such group. What :func:`parse_snmp` checks of that group is checked here too (value
+    line present and of the same group, as many values as fields, decimal values), at the cost
+    of one split of the value line: the way to read a few counters of many namespaces."""
+    tag = group.encode("ascii") + b":"
+    if data.startswith(tag):
+        start = 0
+    else:
+        start = data.find(b"\n" + tag) + 1
+        if start == 0:
+            return None
+    line_no = data.count(b"\n", 0, start) + 1
+    end = data.find(b"\n", start)
+    if end < 0:
+        raise ParseError(path, f"header of {group} has no value line", line_no)
+    vend = data.find(b"\n", end + 1)
+    values = data[end + 1:vend if vend >= 0 else len(data)]
+    if not values.strip():
+        raise ParseError(path, f"header of {group} has no value line", line_no)
+    if not values.startswith(tag):
+        shown = values[:40].decode("ascii", "replace")
+        raise ParseError(path, f"expected the value line of {group}, got {shown!r}",
+                         line_no + 1)
+    count, wanted = _positions(data[start + len(tag):end], fields)
+    nums = values[len(tag):].split()
+    if len(nums) != count:
+        raise ParseError(path, f"{group} has {count} fields but {len(nums)} values", line_no + 1)
+    try:
+        return {f: int(nums[i]) for f, i in wanted}
+    except ValueError:
+        f, v = next((f, nums[i].decode("ascii", "replace")) for f, i in wanted
+                    if not nums[i].lstrip(b"-").isdigit())
+        raise ParseError(path, f"value of {group} {f} is not a number: {v!r}",
+                         line_no + 1) from None
 
 
 def _read(root: str, name: str, groups: Optional[AbstractSet[str]],

@@ -16,7 +16,7 @@ namespace; TCP ``orphan``, ``alloc`` and every ``mem`` are host-wide (global cou
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import AbstractSet, Dict, Optional
 
 from exporter.procfs import read_parsed
 from exporter.procfs.errors import ParseError
@@ -24,26 +24,35 @@ from exporter.procfs.errors import ParseError
 Sockstat = Dict[str, Dict[str, int]]
 
 
-def parse_sockstat(text: str, path: str) -> Sockstat:
-    """``{"TCP": {"inuse": 6, ...}, "sockets": {"used": 166}, ...}``."""
+def parse_sockstat(text: str, path: str, protos: Optional[AbstractSet[str]] = None) -> Sockstat:
+    """``{"TCP": {"inuse": 6, ...}, "sockets": {"used": 166}, ...}``; with ``protos``, only
+    those lines are parsed (and checked)."""
     out: Sockstat = {}
     for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
         proto, sep, rest = line.partition(":")
-        if not sep:
-            raise ParseError(path, "expected 'PROTO: key value ...'", n)
+        if protos is not None and sep and proto not in protos:
+            continue
         f = rest.split()
+        if not sep:
+            if not line.strip():
+                continue
+            raise ParseError(path, "expected 'PROTO: key value ...'", n)
         if not f or len(f) % 2:
             raise ParseError(path, f"expected key/value pairs after {proto!r}", n)
-        vals: Dict[str, int] = {}
-        for k, v in zip(f[0::2], f[1::2]):
-            try:
-                vals[k] = int(v)
-            except ValueError:
-                raise ParseError(path, f"value of {proto} {k} is not a number: {v!r}", n) from None
-        out[proto.strip()] = vals
+        try:
+            out[proto.strip()] = dict(zip(f[0::2], map(int, f[1::2])))
+        except ValueError:
+            k, v = next((k, v) for k, v in zip(f[0::2], f[1::2]) if not _is_int(v))
+            raise ParseError(path, f"value of {proto} {k} is not a number: {v!r}", n) from None
     return out
+
+
+def _is_int(v: str) -> bool:
+    try:
+        int(v)
+    except ValueError:
+        return False
+    return True
 
 
 def read_sockstat(root: str, name: str = "sockstat") -> Optional[Sockstat]:

@@ -1,0 +1,97 @@
+"""exporter.procfs.held: /proc files kept open and read again from offset 0 give what a fresh
+open gives; the descriptor budget holds; sweeping closes what is no longer wanted."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import List
+
+from exporter.procfs import read_bytes
+from exporter.procfs.held import HeldFiles, pread_all
+
+
+def _active_opens(text: bytes) -> int:
+    lines = [ln.split() for ln in text.decode().splitlines() if ln.startswith("Tcp:")]
+    return int(lines[1][lines[0].index("ActiveOpens")])
+
+
+def _own_fds() -> List[str]:
+    return os.listdir("/proc/self/fd")
+
+
+def test_a_kept_proc_file_reads_the_current_content() -> None:
+    files = HeldFiles(["snmp", "netstat"], max_fds=10)
+    first = files.read("me", "/proc/self/net")
+    assert files.fds == 2
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    for _ in range(3):
+        socket.create_connection(srv.getsockname()).close()
+    srv.close()
+    again = files.read("me", "/proc/self/net")
+    assert files.fds == 2  # the same descriptors
+    assert _active_opens(again[0] or b"") - _active_opens(first[0] or b"") >= 3
+    # The same text a fresh open gives (the netstat groups, names and count of values).
+    fresh = read_bytes("/proc/self/net/netstat").split(b"\n")
+    kept = (files.read("me", "/proc/self/net")[1] or b"").split(b"\n")
+    assert [ln.split()[0] for ln in kept if ln] == [ln.split()[0] for ln in fresh if ln]
+    files.close()
+    assert files.fds == 0
+
+
+def test_longer_than_one_read(tmp_path: Path) -> None:
+    big = b"x" * (200 * 1024 + 17)
+    (tmp_path / "big").write_bytes(big)
+    fd = os.open(tmp_path / "big", os.O_RDONLY)
+    try:
+        assert pread_all(fd) == big
+        assert pread_all(fd) == big  # again from the start
+    finally:
+        os.close(fd)
+    files = HeldFiles(["big"], max_fds=1)
+    assert files.read("k", str(tmp_path)) == [big]
+    assert files.read("k", str(tmp_path)) == [big]
+    files.close()
+
+
+def test_missing_files_are_none_and_nothing_is_kept_of_a_gone_directory(tmp_path: Path) -> None:
+    (tmp_path / "a").write_bytes(b"1\n")
+    files = HeldFiles(["a", "absent"], max_fds=10)
+    assert files.read("k", str(tmp_path)) == [b"1\n", None]
+    assert files.fds == 1
+    files.close()
+    # A process that exited: its net/ is gone, every file reads as absent, nothing is kept
+    # (its user tells "gone" from "no such file" by net/snmp, which every Linux has).
+    gone = HeldFiles(["a"], max_fds=10)
+    assert gone.read("k", str(tmp_path / "nothing-here")) == [None]
+    assert gone.fds == 0 and len(gone) == 0
+
+
+def test_budget_is_kept_and_reads_go_on_beyond_it(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        (tmp_path / name).write_bytes(name.encode())
+    before = len(_own_fds())
+    files = HeldFiles(["a", "b"], max_fds=3)
+    assert files.read(1, str(tmp_path)) == [b"a", b"b"]
+    assert files.read(2, str(tmp_path)) == [b"a", b"b"]  # would make 4: read, not kept
+    assert files.fds == 2 and len(files) == 1
+    assert len(_own_fds()) == before + 2
+    files.close()
+    assert len(_own_fds()) == before
+
+
+def test_sweep_closes_what_is_no_longer_found(tmp_path: Path) -> None:
+    (tmp_path / "a").write_bytes(b"a")
+    before = len(_own_fds())
+    files = HeldFiles(["a"], max_fds=10)
+    for k in range(3):
+        files.read(k, str(tmp_path))
+    assert len(_own_fds()) == before + 3
+    files.sweep([1])
+    assert len(files) == 1 and files.fds == 1
+    assert len(_own_fds()) == before + 1
+    files.sweep([])
+    assert len(_own_fds()) == before
