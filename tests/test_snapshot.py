@@ -327,6 +327,44 @@ def test_a_header_pattern_inside_a_body_does_not_mislead_the_split() -> None:
     assert [(s.state, s.sport) for s in got] == [(1, 40001), (6, 40002)]
 
 
+def test_header_patterns_inside_two_bodies_do_not_mislead_the_split() -> None:
+    """The split is checked by counting the length words: a header pattern in two bodies at
+    once still sends the region to the message-by-message reader."""
+    msgs = [rec(1, 40001, 5001, 2), rec(6, 40002, 5001), rec(1, 40003, 5001, 2),
+            rec(6, 40004, 5001)]
+    sep = msgs[0][4:16]
+    for i in (0, 2):
+        msgs[i] = msgs[i][:-12] + sep
+    region = bytearray(b"".join(msgs))
+    assert nl_inet._regroup(region, 0, len(region), 18) == []
+    got = nl_inet.list_records(b"", sock=FakeSock([bytes(region) + done()]), msg_type=18)
+    assert [(s.state, s.sport) for s in got] == [(1, 40001), (6, 40002), (1, 40003), (6, 40004)]
+
+
+def test_chunks_are_gathered_and_the_last_one_ends_the_dump() -> None:
+    """Full kernel chunks are handed on several at a time; the one that ends with NLMSG_DONE is
+    handed on at once (nothing more is read: the fake socket has nothing more to give)."""
+    one = [rec(1, 40000 + i, 5001, 2) if i % 3 else rec(6, 40000 + i, 5001)
+           for i in range(900)]
+    per = len(b"".join(one[:330]))  # about 30 KiB: a full chunk
+    assert transport.RECV_BUFSIZE // 4 < per <= transport.RECV_BUFSIZE // 2
+    chunks = [b"".join(one[i:i + 330]) for i in range(0, 900, 330)]
+    chunks[-1] += done()
+    calls: List[int] = []
+    p = InetPass("tcp", ephemeral=ephemeral_range(40000, 40999, []))
+
+    def sink(buf: Any, start: int, end: int, stride: int) -> None:
+        calls.append((end - start) // stride)
+        p(buf, start, end, stride)
+
+    nl_inet.dump_records(b"", sink, sock=FakeSock(chunks), msg_type=18)
+    out = p.result("netlink", ["ipv4"])
+    assert out.counts["ipv4"].states == Counter({1: 600, 6: 300})
+    assert sum(calls) == 900
+    # one batch of every chunk, regrouped into two runs (full sockets, time-wait)
+    assert len(calls) == 2, calls
+
+
 def test_a_table_that_failed_is_not_read_again_in_the_same_snapshot(tmp_path) -> None:
     """A malformed table fails every collector that asks for it, from one read."""
     (tmp_path / "net").mkdir()

@@ -26,8 +26,10 @@ from __future__ import annotations
 import operator
 import socket
 import struct
+from array import array
 from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import compress, repeat
 from typing import Callable, Dict, List, NamedTuple, Tuple, Union
 
@@ -123,6 +125,12 @@ def _uniform(buf: bytearray, start: int, end: int, msg_type: int) -> int:
     return 0
 
 
+@lru_cache(maxsize=64)
+def _selector(size: int) -> bytes:
+    """A bytes.translate table mapping byte ``size`` to 1 and every other byte to 0."""
+    return bytes(1 if i == size else 0 for i in range(256))
+
+
 def _regroup(buf: bytearray, start: int, end: int, msg_type: int
              ) -> List[Tuple[bytes, int]]:
     """Whole messages of type ``msg_type`` in ``buf[start:end]`` sharing one header apart from
@@ -136,27 +144,38 @@ def _regroup(buf: bytearray, start: int, end: int, msg_type: int
     # After the split, parts[0] is the first message's length word and parts[i] is message
     # i's body followed by the next message's length word (4 zero bytes after the last one).
     parts = (region + b"\0\0\0\0").split(sep)
-    if len(parts[0]) != 4:
+    first = parts[0]
+    if len(first) != 4:
         return []
-    lens = list(map(len, parts))
-    # Message i declares 16 header bytes + its body, so its part is 12 bytes shorter than the
-    # length that ends the part before it. A split inside a body (the header bytes occurring
-    # there) breaks this for that message. The lengths are checked where they end up: the
-    # last word of each record of a run is the length the next message declares.
-    if int.from_bytes(parts[0], "little") != lens[1] + 12 or min(lens[1:]) < INET_MSG_LEN:
-        return []
-    following = list(map(operator.add, lens[2:], repeat(NLMSG_HDRLEN - 4)))
-    following.append(0)  # the 4 zero bytes appended after the last message
+    parts[0] = b""
+    lens: Union[bytes, List[int]]
+    try:
+        lens = bytes(map(len, parts))  # a byte a part: the selectors below stay in C
+    except ValueError:
+        lens = list(map(len, parts))  # records longer than 255 bytes
+    sizes = set(lens)
+    sizes.discard(0)
+    # The length words, gathered from where they end up: message i declares its length in the
+    # last word of part i-1 (the first in parts[0]).
+    declared = array("I", [int.from_bytes(first, "little")])
     runs = []
-    for size in set(lens[1:]):
-        if size % 4:
+    for size in sizes:
+        if size % 4 or size < INET_MSG_LEN:
             return []
-        sel = list(map(size.__eq__, lens[1:]))
-        same = b"".join(compress(parts[1:], sel))
-        tails = memoryview(same).cast("I")[size // 4 - 1::size // 4]
-        if tails.tolist() != list(compress(following, sel)):
-            return []
+        if len(sizes) == 1:
+            same = b"".join(parts)
+        elif isinstance(lens, bytes):
+            same = b"".join(compress(parts, lens.translate(_selector(size))))
+        else:
+            same = b"".join(compress(parts, map(operator.eq, lens, repeat(size))))
+        declared.frombytes(memoryview(same).cast("I")[size // 4 - 1::size // 4].tobytes())
         runs.append((same, size))
+    # Every message is 12 bytes longer than its part. The header's bytes occurring inside a
+    # body would split it in two parts, neither of which any length word declares: the counts
+    # of declared lengths would no longer match the parts' (one zero word: the end).
+    if declared.count(0) != 1 or any(declared.count(size + 12) != lens.count(size)
+                                     for size in sizes):
+        return []
     # Listeners come first in a dump and are full sockets, the longest records: longest first.
     runs.sort(key=lambda r: -r[1])
     return runs

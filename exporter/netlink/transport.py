@@ -2,8 +2,8 @@
 NLMSG_DONE, and the one policy that says what each errno means.
 
 Replies arrive in chunks of up to 32 KiB (netlink_dump caps the skb at
-SKB_WITH_OVERHEAD(32768)); :func:`dump` hands each chunk to a handler, and :func:`walk` is the
-message-by-message reader that handlers fall back on. Message layouts are from
+SKB_WITH_OVERHEAD(32768)); :func:`dump` hands them to a handler several chunks at a time, and
+:func:`walk` is the message-by-message reader that handlers fall back on. Message layouts are from
 include/uapi/linux/netlink.h. A :class:`Channel` is one socket reused for the dumps of one
 snapshot, and counts them.
 """
@@ -126,7 +126,26 @@ def _next_seq() -> int:
         return _seq
 
 
-# A chunk handler gets (buffer, length) of one received chunk and returns (done, interrupted).
+# Bytes gathered before the handler is called: several kernel chunks.
+BATCH_BYTES = 8 * RECV_BUFSIZE
+
+
+def _may_end(buf: bytearray, start: int, end: int) -> bool:
+    """Whether the chunk ``buf[start:end]`` may be the last of a dump, so that the handler must
+    see it now: it ends with NLMSG_DONE (the kernel puts it last in the last chunk, 20 bytes:
+    the header and the dump's error code), it starts with NLMSG_ERROR (a refused request is
+    answered with that alone), or it is shorter than half a chunk (the kernel fills every
+    chunk but the last; a short one is handed on at once, so nothing is ever left waiting for
+    a reply that will not come)."""
+    if end - start < RECV_BUFSIZE // 4:
+        return True
+    if NLMSG_HDR.unpack_from(buf, start)[1] == NLMSG_ERROR:
+        return True
+    return NLMSG_HDR.unpack_from(buf, end - NLMSG_HDRLEN - 4)[:2] == (NLMSG_HDRLEN + 4, NLMSG_DONE)
+
+
+# A chunk handler gets (buffer, length) of received chunks (whole messages, one or several
+# kernel chunks) and returns (done, interrupted).
 ChunkHandler = Callable[[bytearray, int], Tuple[bool, bool]]
 AnySock = Union[socket.socket, Channel, None]
 
@@ -146,19 +165,28 @@ def dump(payload: bytes, handler: ChunkHandler, *, sock: AnySock = None,
         except OSError as e:
             raise NetlinkError(e.errno, f"netlink sock_diag request refused: {e.strerror}") from None
         chan.dumps += 1
-        buf = bytearray(RECV_BUFSIZE)
+        # Replies are gathered several chunks at a time before the handler sees them: what a
+        # handler does once per call (views, checks, counters) is then paid once per batch
+        # rather than once per 32 KiB, which at 100,000 sockets is 300 times a dump.
+        buf = bytearray(BATCH_BYTES)
+        view = memoryview(buf)
+        n = 0
         interrupted = False
         while True:
             try:
-                n = s.recv_into(buf)
+                k = s.recv_into(view[n:])
             except OSError as e:
                 raise NetlinkError(e.errno, f"netlink sock_diag read failed: {e.strerror}") from None
-            if n == 0:
+            if k == 0:
                 raise ParseError("netlink", "netlink socket closed before NLMSG_DONE")
+            piece, n = n, n + k
+            if n + RECV_BUFSIZE <= BATCH_BYTES and not _may_end(buf, piece, n):
+                continue  # room for another whole chunk, and the dump goes on
             done, intr = handler(buf, n)
             interrupted |= intr
             if done:
                 return interrupted
+            n = 0
     finally:
         if chan is not sock:
             chan.close()
