@@ -44,6 +44,7 @@ from exporter.collectors.api import (
     reserve,
 )
 from exporter.config import Config, UnknownCollectorError
+from exporter.procfs import kept
 from exporter.sockets.snapshot import ScrapeSockets, Snapshot, Wants
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,9 @@ class Exporter:
             self.collectors.update(extra)
         # process_* metrics of the exporter itself (RSS, CPU, open fds), from client_python.
         self.process = ProcessCollector(registry=None)
+        if kept.is_own_procfs(config.procfs):
+            # The same twenty-odd /proc/net and /proc/sys files every scrape: keep them open.
+            kept.keep(config.procfs)
 
     @property
     def names(self) -> List[str]:

@@ -8,6 +8,8 @@ import socket
 from pathlib import Path
 from typing import List
 
+import pytest
+
 from exporter.procfs import read_bytes
 from exporter.procfs.held import HeldFiles, pread_all
 
@@ -95,3 +97,47 @@ def test_sweep_closes_what_is_no_longer_found(tmp_path: Path) -> None:
     assert len(_own_fds()) == before + 1
     files.sweep([])
     assert len(_own_fds()) == before
+
+
+# --- the exporter's own /proc/net and /proc/sys files ------------------------------------
+
+
+def test_only_a_live_procfs_of_this_process_is_kept(tmp_path: Path) -> None:
+    from helpers import FIXTURES
+
+    from exporter.procfs import kept
+
+    assert kept.is_own_procfs("/proc")
+    assert not kept.is_own_procfs(os.path.join(FIXTURES, "proc", "new"))
+    assert not kept.is_own_procfs(str(tmp_path))
+
+
+def test_kept_files_read_afresh_through_one_descriptor() -> None:
+    from exporter.procfs import kept, read_text
+
+    kept.close_all()
+    try:
+        first = read_text("/proc", "net", "snmp")  # not kept yet: a fresh read
+        assert not kept._fds
+        kept.keep("/proc")
+        before = len(_own_fds())
+        read_text("/proc", "net", "snmp")
+        assert len(_own_fds()) == before + 1
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(4)
+        for _ in range(3):
+            socket.create_connection(srv.getsockname()).close()
+        srv.close()
+        again = read_text("/proc", "net", "snmp")
+        assert len(_own_fds()) == before + 1  # the same descriptor, read again
+        assert _active_opens(again.encode()) - _active_opens(first.encode()) >= 3
+        # Per-process files and other directories are never kept.
+        read_text("/proc", "self", "stat")
+        assert len(_own_fds()) == before + 1
+        # A file that does not exist is not kept, and raises as a fresh read does.
+        with pytest.raises(FileNotFoundError):
+            read_text("/proc", "net", "no-such-file")
+        assert len(_own_fds()) == before + 1
+    finally:
+        kept.close_all()

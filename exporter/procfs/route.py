@@ -21,13 +21,12 @@ allows.
 from __future__ import annotations
 
 import ipaddress
-import os
 import socket
 import struct
 from dataclasses import dataclass
 from typing import List, Optional
 
-from exporter.procfs import read_path, read_required
+from exporter.procfs import read_parsed, read_required
 from exporter.procfs.errors import ParseError
 
 # include/uapi/linux/route.h and include/uapi/linux/ipv6_route.h
@@ -145,8 +144,4 @@ def read_route(root: str) -> Optional[List[Route]]:
 
 def read_ipv6_route(root: str) -> Optional[List[Route]]:
     """``<root>/net/ipv6_route``; None when absent (IPv6 off)."""
-    path = os.path.join(root, "net", "ipv6_route")
-    try:
-        return parse_ipv6_route(read_path(path), path)
-    except FileNotFoundError:
-        return None
+    return read_parsed(root, parse_ipv6_route, "net", "ipv6_route")

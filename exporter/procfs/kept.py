@@ -1,0 +1,95 @@
+"""The exporter's own /proc/net and /proc/sys files, kept open between scrapes.
+
+A default scrape reads about twenty files of ``<procfs>/net`` and ``<procfs>/sys`` (protocol
+counters, socket totals, routes, interface counters, the sysctls beside them). They are the
+same files every scrape, and a file of /proc printed again from offset 0 (``pread``) is what a
+fresh open gives: only the open is saved (a path walk, and for files longer than a page a second
+printing, see :mod:`exporter.procfs.held`), which is most of the cost of the small ones.
+
+Only a procfs root whose ``self`` is this process is kept (:func:`keep`, decided by the scrape
+from /proc/self/mountinfo), and only its ``net/`` and ``sys/``: those show the exporter's own
+network namespace (the thread group leader's, which the exporter never moves), so a path names
+the same file for the life of the process. Per-process files (/proc/<pid>/...) are never kept.
+A file that cannot be read is closed and opened afresh on the next read.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Dict, FrozenSet, Optional
+
+from exporter.procfs.held import pread_all
+
+_DIRS: FrozenSet[str] = frozenset({"net", "sys"})
+_lock = threading.Lock()
+_roots: Dict[str, bool] = {}
+_fds: Dict[str, int] = {}
+
+
+def keep(root: str) -> None:
+    """Keep the files of ``root``'s net/ and sys/ open from now on."""
+    with _lock:
+        _roots[root] = True
+
+
+def kept(root: str, first: str) -> bool:
+    """Whether ``<root>/<first>/...`` is read through a kept descriptor."""
+    return first in _DIRS and root in _roots
+
+
+def read(path: str) -> bytes:
+    """The content of ``path``, from its kept descriptor (opened on first use). Raises OSError
+    as a fresh read would (a missing file is not kept)."""
+    fd = _fds.get(path)
+    if fd is None:
+        fd = _open(path)
+    try:
+        return pread_all(fd)
+    except OSError:
+        _drop(path, fd)
+        raise
+
+
+def _open(path: str) -> int:
+    with _lock:
+        fd: Optional[int] = _fds.get(path)
+        if fd is None:
+            fd = _fds[path] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        return fd
+
+
+def _drop(path: str, fd: int) -> None:
+    with _lock:
+        if _fds.get(path) == fd:
+            del _fds[path]
+            os.close(fd)
+
+
+def close_all() -> None:
+    """Close every kept file and keep none from now on (tests)."""
+    with _lock:
+        for fd in _fds.values():
+            os.close(fd)
+        _fds.clear()
+        _roots.clear()
+
+
+def is_own_procfs(root: str) -> bool:
+    """Whether ``root`` is a procfs mount (per /proc/self/mountinfo) in which ``self`` is this
+    process: the real /proc, or the host's mounted at /host/proc in a container sharing the
+    host's pid namespace. A copy of a /proc tree (test fixtures) is not."""
+    real = os.path.realpath(root)
+    try:
+        with open("/proc/self/mountinfo", "rb") as f:
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return False
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) > 4 and fields[4] == real and " - proc " in line:
+            try:
+                return os.readlink(os.path.join(root, "self")) == str(os.getpid())
+            except OSError:
+                return False
+    return False
