@@ -141,3 +141,34 @@ def test_kept_files_read_afresh_through_one_descriptor() -> None:
         assert len(_own_fds()) == before + 1
     finally:
         kept.close_all()
+
+
+def test_a_kept_file_of_many_records_is_read_whole() -> None:
+    """/proc/net/tcp comes one seq_file buffer (a page) per read: a short read is not its
+    end, read again from offset 0 or not."""
+    from exporter.procfs import kept, read_bytes, read_text
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(128)
+    conns = [socket.create_connection(srv.getsockname()) for _ in range(40)]
+    try:
+        fresh = read_bytes("/proc/self/net/tcp").decode()
+        assert len(fresh) > 3 * 4096
+        kept.close_all()
+        kept.keep("/proc")
+        for _ in range(2):
+            text = read_text("/proc", "net", "tcp")
+            assert abs(len(text.splitlines()) - len(fresh.splitlines())) <= 2
+            assert len(text.splitlines()) > 40
+        fd = os.open("/proc/self/net/tcp", os.O_RDONLY)
+        try:
+            assert len(pread_all(fd).splitlines()) > 40
+            assert len(pread_all(fd).splitlines()) > 40
+        finally:
+            os.close(fd)
+    finally:
+        kept.close_all()
+        for c in conns:
+            c.close()
+        srv.close()

@@ -27,18 +27,22 @@ _CHUNK = 1 << 16
 
 
 def pread_all(fd: int) -> bytes:
-    """The whole content of an open /proc file, printed afresh (read from offset 0)."""
+    """The whole content of an open /proc file, printed afresh (read from offset 0). As with
+    a fresh read, only an empty read ends it: a file of many records (/proc/net/tcp) comes one
+    seq_file buffer at a time."""
     data = os.pread(fd, _CHUNK, 0)
-    if len(data) < _CHUNK:
+    if not data:
         return data
-    chunks = [data]
-    off = len(data)
-    while True:
+    more = os.pread(fd, _CHUNK, len(data))
+    if not more:
+        return data
+    chunks = [data, more]
+    off = len(data) + len(more)
+    while more:
         more = os.pread(fd, _CHUNK, off)
-        if not more:
-            return b"".join(chunks)
         chunks.append(more)
         off += len(more)
+    return b"".join(chunks)
 
 
 def nofile_budget(reserve: int = 512) -> int:
@@ -84,11 +88,7 @@ class HeldFiles:
         fds = self._held.get(key)
         if fds is not None:
             try:
-                out = [None if fd is None else os.pread(fd, _CHUNK, 0) for fd in fds]
-                for i, fd in enumerate(fds):
-                    if fd is not None and len(out[i] or b"") == _CHUNK:
-                        out[i] = pread_all(fd)  # longer than one read: rare
-                return out
+                return [None if fd is None else pread_all(fd) for fd in fds]
             except OSError:
                 self.drop(key)  # opened afresh below
         opened: List[Optional[int]] = []
