@@ -168,7 +168,9 @@ def dump(payload: bytes, handler: ChunkHandler, *, sock: AnySock = None,
         # Replies are gathered several chunks at a time before the handler sees them: what a
         # handler does once per call (views, checks, counters) is then paid once per batch
         # rather than once per 32 KiB, which at 100,000 sockets is 300 times a dump.
-        buf = bytearray(BATCH_BYTES)
+        # One chunk's room to start with: most dumps are a chunk or two (a small table, a
+        # namespace's unix sockets); a longer one gets the whole batch.
+        buf = bytearray(RECV_BUFSIZE)
         view = memoryview(buf)
         n = 0
         interrupted = False
@@ -180,8 +182,13 @@ def dump(payload: bytes, handler: ChunkHandler, *, sock: AnySock = None,
             if k == 0:
                 raise ParseError("netlink", "netlink socket closed before NLMSG_DONE")
             piece, n = n, n + k
-            if n + RECV_BUFSIZE <= BATCH_BYTES and not _may_end(buf, piece, n):
-                continue  # room for another whole chunk, and the dump goes on
+            if not _may_end(buf, piece, n):
+                if len(buf) < BATCH_BYTES:
+                    view.release()
+                    buf += bytes(BATCH_BYTES - len(buf))
+                    view = memoryview(buf)
+                if n + RECV_BUFSIZE <= BATCH_BYTES:
+                    continue  # room for another whole chunk, and the dump goes on
             done, intr = handler(buf, n)
             interrupted |= intr
             if done:
