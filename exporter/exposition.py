@@ -57,6 +57,12 @@ def _om_names(name: str) -> Dict[str, str]:
 
 _INF = float("inf")
 
+# The text before the value of a labelled sample ('name{a="x",b="y"} '), by its name and
+# labels: most series of a scrape are the series of the last one. Cleared when full, so label
+# values that churn (ports, destinations) cannot make it grow without bound.
+_HEADS: Dict[Tuple[object, ...], str] = {}
+_MAX_HEADS = 20000
+
 
 def _number(v: float) -> str:
     """client_python's ``floatToGoString``, its cases in the order of how often they occur."""
@@ -85,6 +91,7 @@ def generate_text(registry: Collector) -> bytes:
     out: List[str] = []
     append = out.append
     metric_name, label_prefix, number, value = _metric_name, _label_prefix, _number, _value
+    heads = _HEADS
     for metric in registry.collect():
         name, mtype = metric.name, metric.type
         shown = name + _NAME_SUFFIX.get(mtype, "")
@@ -96,8 +103,16 @@ def generate_text(registry: Collector) -> bytes:
         for s in metric.samples:
             sname, labels, ts = s.name, s.labels, s.timestamp
             if labels:
-                body = '",'.join([label_prefix(k) + value(v) for k, v in sorted(labels.items())])
-                line = f"{metric_name(sname)}{{{body}\"}} {number(s.value)}"
+                key = (sname, *labels.items())
+                head = heads.get(key)
+                if head is None:
+                    body = '",'.join([label_prefix(k) + value(v)
+                                      for k, v in sorted(labels.items())])
+                    head = f"{metric_name(sname)}{{{body}\"}} "
+                    if len(heads) >= _MAX_HEADS:
+                        heads.clear()
+                    heads[key] = head
+                line = head + number(s.value)
             else:
                 line = f"{metric_name(sname)} {number(s.value)}"
             if ts is not None:

@@ -151,3 +151,29 @@ def test_number_format_is_client_pythons() -> None:
               float("inf"), float("-inf"), float("nan"), 42, True]
     for v in values:
         assert _number(v) == floatToGoString(v), v
+
+
+def test_remembered_sample_heads_stay_bounded_and_right(monkeypatch) -> None:
+    """Series heads are remembered between scrapes; label values that churn (a new port every
+    scrape) neither grow the memory past its bound nor ever give a stale line."""
+    from exporter import exposition
+
+    monkeypatch.setattr(exposition, "_MAX_HEADS", 50)
+    monkeypatch.setattr(exposition, "_HEADS", {})
+
+    class Churn(Collector):
+        def __init__(self) -> None:
+            self.round = 0
+
+        def collect(self) -> Iterator[GaugeMetricFamily]:
+            g = GaugeMetricFamily("netstat_test_bytes", "Churning ports.", labels=["port", "x"])
+            for i in range(30):
+                g.add_metric([str(1000 * self.round + i), 'a"b\\c'], float(i))
+            g.add_metric(["1", "same"], 1.5)
+            yield g
+
+    c = Churn()
+    for r in range(6):
+        c.round = r
+        assert generate_text(c) == generate_latest(c)  # type: ignore[arg-type]
+        assert len(exposition._HEADS) <= 50
