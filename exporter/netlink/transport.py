@@ -15,7 +15,7 @@ import os
 import socket
 import struct
 import threading
-from typing import Callable, Optional, Tuple, Union
+from typing import Callable, List, Optional, Tuple, Union
 
 from exporter.procfs.errors import ParseError
 
@@ -168,10 +168,19 @@ def dump(payload: bytes, handler: ChunkHandler, *, sock: AnySock = None,
         # Replies are gathered several chunks at a time before the handler sees them: what a
         # handler does once per call (views, checks, counters) is then paid once per batch
         # rather than once per 32 KiB, which at 100,000 sockets is 300 times a dump.
-        # One chunk's room to start with: most dumps are a chunk or two (a small table, a
-        # namespace's unix sockets); a longer one gets the whole batch.
-        buf = bytearray(RECV_BUFSIZE)
-        view = memoryview(buf)
+        buf = _take_buffer()
+        try:
+            return _receive(s, buf, handler)
+        finally:
+            _give_buffer(buf)
+    finally:
+        if chan is not sock:
+            chan.close()
+
+
+def _receive(s: socket.socket, buf: bytearray, handler: ChunkHandler) -> bool:
+    view = memoryview(buf)
+    try:
         n = 0
         interrupted = False
         while True:
@@ -182,21 +191,34 @@ def dump(payload: bytes, handler: ChunkHandler, *, sock: AnySock = None,
             if k == 0:
                 raise ParseError("netlink", "netlink socket closed before NLMSG_DONE")
             piece, n = n, n + k
-            if not _may_end(buf, piece, n):
-                if len(buf) < BATCH_BYTES:
-                    view.release()
-                    buf += bytes(BATCH_BYTES - len(buf))
-                    view = memoryview(buf)
-                if n + RECV_BUFSIZE <= BATCH_BYTES:
-                    continue  # room for another whole chunk, and the dump goes on
+            if n + RECV_BUFSIZE <= BATCH_BYTES and not _may_end(buf, piece, n):
+                continue  # room for another whole chunk, and the dump goes on
             done, intr = handler(buf, n)
             interrupted |= intr
             if done:
                 return interrupted
             n = 0
     finally:
-        if chan is not sock:
-            chan.close()
+        view.release()
+
+
+# Receive buffers, reused: a fresh 512 KiB buffer is zeroed page by page, which costs a dump of
+# a small table more than its decoding. As many are kept as dumps ran at once (at most four).
+_buffers: List[bytearray] = []
+_buffers_lock = threading.Lock()
+
+
+def _take_buffer() -> bytearray:
+    with _buffers_lock:
+        if _buffers:
+            return _buffers.pop()
+    return bytearray(BATCH_BYTES)
+
+
+def _give_buffer(buf: bytearray) -> None:
+    with _buffers_lock:
+        if len(_buffers) < 4:
+            _buffers.append(buf)
 
 
 # A message handler gets (buffer, offset of the nlmsghdr, message length).
