@@ -138,12 +138,11 @@ def _regroup(buf: bytearray, start: int, end: int, msg_type: int
     [] when the region is not such messages."""
     seq, pid = NLMSG_HDR.unpack_from(buf, start)[3:]
     sep = struct.pack("<HHII", msg_type, NLM_F_MULTI, seq, pid)
-    region = bytes(buf[start:end])
-    if region[4:16] != sep:
+    if buf[start + 4:start + 16] != sep:
         return []
     # After the split, parts[0] is the first message's length word and parts[i] is message
     # i's body followed by the next message's length word (4 zero bytes after the last one).
-    parts = (region + b"\0\0\0\0").split(sep)
+    parts = b"".join((memoryview(buf)[start:end], b"\0\0\0\0")).split(sep)
     first = parts[0]
     if len(first) != 4:
         return []
@@ -157,7 +156,7 @@ def _regroup(buf: bytearray, start: int, end: int, msg_type: int
     sizes.discard(0)
     # The length words, gathered from where they end up: message i declares its length in the
     # last word of part i-1 (the first in parts[0]).
-    declared = array("I", [int.from_bytes(first, "little")])
+    tails = [first]
     runs = []
     for size in sizes:
         if size % 4 or size < INET_MSG_LEN:
@@ -168,8 +167,19 @@ def _regroup(buf: bytearray, start: int, end: int, msg_type: int
             same = b"".join(compress(parts, lens.translate(_selector(size))))
         else:
             same = b"".join(compress(parts, map(operator.eq, lens, repeat(size))))
-        declared.frombytes(memoryview(same).cast("I")[size // 4 - 1::size // 4].tobytes())
+        tails.append(memoryview(same).cast("I")[size // 4 - 1::size // 4].tobytes())
         runs.append((same, size))
+    words = b"".join(tails)
+    declared: Union[bytes, array[int]]
+    if max(sizes) + 12 < 256:
+        # Every length fits its low byte: the others must be zero, and the low bytes are
+        # counted as bytes (array.count makes an int of every word).
+        if sum(words[i::4].count(0) for i in (1, 2, 3)) != 3 * (len(words) // 4):
+            return []
+        declared = words[0::4]
+    else:
+        declared = array("I")
+        declared.frombytes(words)
     # Every message is 12 bytes longer than its part. The header's bytes occurring inside a
     # body would split it in two parts, neither of which any length word declares: the counts
     # of declared lengths would no longer match the parts' (one zero word: the end).
