@@ -51,16 +51,20 @@ def _help(text: str) -> str:
 
 
 @lru_cache(maxsize=_CACHE)
-def _om_names(name: str) -> Dict[str, str]:
-    return {name + suffix: suffix for suffix in _OM_SUFFIXES}
+def _family_head(name: str, mtype: str, documentation: str) -> Tuple[str, str, Dict[str, str]]:
+    """A family's HELP and TYPE lines, its escaped help, and its OpenMetrics sample names."""
+    shown = _metric_name(name + _NAME_SUFFIX.get(mtype, ""))
+    doc = _help(documentation)
+    return (f"# HELP {shown} {doc}\n# TYPE {shown} {_TEXT_TYPE.get(mtype, mtype)}\n", doc,
+            {name + suffix: suffix for suffix in _OM_SUFFIXES})
 
 
 _INF = float("inf")
 
-# The text before the value of a labelled sample ('name{a="x",b="y"} '), by its name and
+# The text before the value of a sample ('name{a="x",b="y"} ', 'name '), by its name and
 # labels: most series of a scrape are the series of the last one. Cleared when full, so label
 # values that churn (ports, destinations) cannot make it grow without bound.
-_HEADS: Dict[Tuple[object, ...], str] = {}
+_HEADS: Dict[object, str] = {}
 _MAX_HEADS = 20000
 
 
@@ -94,27 +98,24 @@ def generate_text(registry: Collector) -> bytes:
     heads = _HEADS
     for metric in registry.collect():
         name, mtype = metric.name, metric.type
-        shown = name + _NAME_SUFFIX.get(mtype, "")
-        doc = _help(metric.documentation)
-        escaped = metric_name(shown)
-        append(f"# HELP {escaped} {doc}\n# TYPE {escaped} {_TEXT_TYPE.get(mtype, mtype)}\n")
-        om_names = _om_names(name)
+        header, doc, om_names = _family_head(name, mtype, metric.documentation)
+        append(header)
         om: Dict[str, List[str]] = {}
         for s in metric.samples:
             sname, labels, ts = s.name, s.labels, s.timestamp
-            if labels:
-                key = (sname, *labels.items())
-                head = heads.get(key)
-                if head is None:
+            key = (sname, *labels.items()) if labels else sname
+            head = heads.get(key)
+            if head is None:
+                if labels:
                     body = '",'.join([label_prefix(k) + value(v)
                                       for k, v in sorted(labels.items())])
                     head = f"{metric_name(sname)}{{{body}\"}} "
-                    if len(heads) >= _MAX_HEADS:
-                        heads.clear()
-                    heads[key] = head
-                line = head + number(s.value)
-            else:
-                line = f"{metric_name(sname)} {number(s.value)}"
+                else:
+                    head = metric_name(sname) + " "
+                if len(heads) >= _MAX_HEADS:
+                    heads.clear()
+                heads[key] = head
+            line = head + number(s.value)
             if ts is not None:
                 line = f"{line} {int(float(ts) * 1000):d}"
             suffix = om_names.get(sname)
