@@ -45,6 +45,11 @@ def pread_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
+def _pread_once(fd: int) -> bytes:
+    data = os.pread(fd, _CHUNK, 0)
+    return data if len(data) < _CHUNK else pread_all(fd)
+
+
 def nofile_budget(reserve: int = 512) -> int:
     """Descriptors that may be held: half of what RLIMIT_NOFILE leaves after ``reserve`` for
     connections, sockets and the other collectors' files."""
@@ -66,8 +71,14 @@ class HeldFiles:
     sockstat6 with IPv6 off). Not thread-safe: its user serialises calls.
     """
 
-    def __init__(self, names: Sequence[str], max_fds: Optional[int] = None) -> None:
+    def __init__(self, names: Sequence[str], max_fds: Optional[int] = None, *,
+                 single_record: bool = False) -> None:
         self.names = tuple(names)
+        # Files printed whole by one seq_file show() (single_open: net/snmp, net/netstat,
+        # net/sockstat): one read from offset 0 returns all of a file shorter than the read,
+        # so the read that would find the end is left out. Not so for files of many records
+        # (net/tcp), which come one buffer per read.
+        self._read = _pread_once if single_record else pread_all
         self.max_fds = nofile_budget() if max_fds is None else max_fds
         self._held: Dict[Hashable, List[Optional[int]]] = {}
         self._fds = 0
@@ -88,7 +99,8 @@ class HeldFiles:
         fds = self._held.get(key)
         if fds is not None:
             try:
-                return [None if fd is None else pread_all(fd) for fd in fds]
+                read = self._read
+                return [None if fd is None else read(fd) for fd in fds]
             except OSError:
                 self.drop(key)  # opened afresh below
         opened: List[Optional[int]] = []
@@ -99,7 +111,7 @@ class HeldFiles:
                                           os.O_RDONLY | os.O_CLOEXEC))
                 except FileNotFoundError:
                     opened.append(None)
-            out = [None if fd is None else pread_all(fd) for fd in opened]
+            out = [None if fd is None else self._read(fd) for fd in opened]
         except OSError:
             _close(opened)
             raise
