@@ -69,6 +69,14 @@ class Namespaces:
         else:
             p = subprocess.Popen(["ip", "netns", "exec", name, "sleep", "3600"],
                                  stdin=subprocess.PIPE)
+            # Until `ip` has entered the namespace and become `sleep`, the process is still in
+            # this one: the collector would count it here.
+            want = os.stat(f"/run/netns/{name}").st_ino
+            deadline = time.monotonic() + 10
+            while os.stat(f"/proc/{p.pid}/ns/net").st_ino != want:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"sleep in {name} did not enter its namespace")
+                time.sleep(0.005)
         self.holders.append(p)
         return p.pid
 
