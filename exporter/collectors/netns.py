@@ -407,7 +407,9 @@ class NetnsCollector:
                 self.files.drop(ns.key)
                 out.skip("1", "no_process" if not ns.pids else "vanished")
                 continue
-            out.info.add_metric(labels + [ident.pod_uid, ident.container_id, ident.name], 1.0)
+            M_INFO.add(out.info, {"netns": ident.netns, "kind": ident.kind,
+                                  "pod_uid": ident.pod_uid, "container_id": ident.container_id,
+                                  "name": ident.name}, 1.0)
             out.add_tier1(labels, t1)
 
         # Close the files of namespaces not read any more (they would keep them alive).
