@@ -210,7 +210,7 @@ def main() -> None:
             assert read_count(out)[0] == len(pids)  # type: ignore[arg-type]
             times.append(wall)
         print(f"\ntier 1, {len(pids)} namespaces: {statistics.median(times) * 1000:.1f} ms "
-              "per scrape (median)")
+              f"per scrape (median; min {min(times) * 1000:.1f}, max {max(times) * 1000:.1f})")
 
         # The budget: many namespaces, tier 2, default budget against none.
         while len(pids) < a.budget_namespaces:
