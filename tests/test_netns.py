@@ -338,3 +338,38 @@ def test_tier1_from_fixture_files_and_a_vanished_process() -> None:
     assert collector.parse_tier1([None, None, None, None], directory) is None
     with pytest.raises(ParseError, match="netstat: missing"):
         collector.parse_tier1([texts[0], None, texts[2], texts[3]], directory)
+
+
+def test_a_namespace_that_keeps_failing_warns_once_then_again_after_it_recovers(
+        proc: str, caplog) -> None:
+    """One warning for a broken namespace, not one per scrape; after it reads again, a new
+    failure warns at once. The skip is counted in every scrape."""
+    import logging
+
+    snmp = os.path.join(proc, "200", "net", "snmp")
+    with open(snmp) as f:
+        good = f.read()
+    cfg = Config(procfs=proc, collectors=frozenset({"netns"}))
+    reg = CollectorRegistry()
+    reg.register(Exporter(cfg).target())
+
+    def scrape_warnings() -> int:
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG, logger="exporter.collectors.netns"):
+            reg.get_sample_value("netstat_netns_namespaces", {"kind": "pod"})
+        return sum(1 for r in caplog.records
+                   if r.levelno == logging.WARNING and "cannot read namespace" in r.message)
+
+    def skipped() -> float:
+        return reg.get_sample_value("netstat_netns_skipped", {"tier": "1", "reason": "error"})
+
+    with open(snmp, "w") as f:
+        f.write("Tcp: ActiveOpens PassiveOpens\nTcp: 1\n")
+    assert scrape_warnings() == 1
+    assert scrape_warnings() == 0 and skipped() == 1
+    with open(snmp, "w") as f:
+        f.write(good)
+    assert scrape_warnings() == 0 and skipped() == 0
+    with open(snmp, "w") as f:
+        f.write("Tcp: ActiveOpens PassiveOpens\nTcp: 1\n")
+    assert scrape_warnings() == 1

@@ -30,7 +30,10 @@ namespace (bench/README.md): hence the bounds.
 Bounds: at most ``--collector.netns.max-namespaces`` namespaces (host first, then by lowest pid,
 so the same ones every scrape) and ``--collector.netns.time-budget`` seconds per scrape; tier 1
 runs for every namespace before tier 2 starts, so a tier 2 that runs out of time leaves the
-counters intact. Whatever is left out is counted in ``netstat_netns_skipped{tier,reason}``.
+counters intact. Whatever is left out is counted in ``netstat_netns_skipped{tier,reason}``. A
+namespace that cannot be read is counted there every scrape but logged at warn once every
+ten minutes while it keeps failing (at debug in between), so one broken pod does not fill the
+log.
 """
 
 from __future__ import annotations
@@ -177,6 +180,9 @@ M_OPEN = MetricDoc(
 METRICS = (tuple(FIELD_DOCS.values())
            + (M_USED, M_INUSE, M_TW, M_INFO, M_FOUND, M_SKIPPED, M_STATES, M_LISTENERS,
               M_QUEUE, M_LIMIT, M_OPEN))
+
+# A namespace that keeps failing is logged at warn this often (debug in between).
+REPEAT_WARNING_SECONDS = 600.0
 
 REASONS = {"1": ("max_namespaces", "time_budget", "permission", "no_process", "vanished",
                  "error"),
@@ -333,6 +339,8 @@ class NetnsCollector:
         # The names of last scrape's namespaces, by what decided them (their first processes
         # and mounts): a namespace whose processes are the same is named by the same cgroups.
         self._names: Dict[Hashable, pns.Identity] = {}
+        # (tier, namespace) -> when its failure was last logged at warn.
+        self._failing: Dict[Tuple[str, pns.NsKey], float] = {}
         self._lock = threading.Lock()  # scrapes may run concurrently; the pool is shared
         self._warned = False
         if self.tier2:
@@ -347,6 +355,20 @@ class NetnsCollector:
         return [name for bit, name in ((pns.CAP_SYS_ADMIN, "CAP_SYS_ADMIN"),
                                        (pns.CAP_SYS_PTRACE, "CAP_SYS_PTRACE"))
                 if not caps >> bit & 1]
+
+    def _failed(self, what: str, key: Tuple[str, pns.NsKey], ident: pns.Identity,
+                e: BaseException) -> None:
+        """Log a namespace's failure: at warn the first time and then once every
+        REPEAT_WARNING_SECONDS while it keeps failing (at debug in between); a namespace that
+        reads again and fails anew warns at once. Every failure is counted in
+        netstat_netns_skipped{reason="error"} whatever the log says."""
+        now = time.monotonic()
+        last = self._failing.get(key)
+        repeat = last is not None and now - last < REPEAT_WARNING_SECONDS
+        if not repeat:
+            self._failing[key] = now
+        log.log(logging.DEBUG if repeat else logging.WARNING, what,
+                extra={"collector": "netns", "netns": ident.netns, "err": str(e)})
 
     def _warn(self, why: str) -> None:
         if not self._warned:
@@ -399,10 +421,10 @@ class NetnsCollector:
                 continue
             except Exception as e:  # noqa: BLE001 - one namespace's failure is not the scrape's
                 self.files.drop(ns.key)
-                log.warning("cannot read namespace counters",
-                            extra={"collector": "netns", "netns": ident.netns, "err": str(e)})
+                self._failed("cannot read namespace counters", ("1", ns.key), ident, e)
                 out.skip("1", "error")
                 continue
+            self._failing.pop(("1", ns.key), None)
             if t1 is None:
                 self.files.drop(ns.key)
                 out.skip("1", "no_process" if not ns.pids else "vanished")
@@ -414,6 +436,9 @@ class NetnsCollector:
 
         # Close the files of namespaces not read any more (they would keep them alive).
         self.files.sweep(ns.key for ns in within)
+        found_keys = {ns.key for ns in found.namespaces}
+        for k in [k for k in self._failing if k[1] not in found_keys]:
+            del self._failing[k]
         result: List[Metric] = []
         if self.tier2:
             self._tier2_all(chosen, own, deadline, out)
@@ -500,10 +525,10 @@ class NetnsCollector:
                 continue
             except (OSError, ParseError) as e:
                 self.pool.drop(ns.key)  # reopened next scrape
-                log.warning("cannot dump namespace sockets",
-                            extra={"collector": "netns", "netns": ident.netns, "err": str(e)})
+                self._failed("cannot dump namespace sockets", ("2", ns.key), ident, e)
                 out.skip("2", "error")
                 continue
+            self._failing.pop(("2", ns.key), None)
             out.add_tier2([ident.netns, ident.kind], t2)
 
     def _ns_path(self, ns: pns.Namespace, own: Optional[pns.NsKey]) -> Optional[str]:
