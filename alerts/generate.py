@@ -419,21 +419,35 @@ ALERT_GROUPS: list[dict[str, Any]] = [
 # and namespace names come from kube-state-metrics' kube_pod_info{uid}, joined here, so neither
 # the exporter nor Prometheus needs the Kubernetes API. Each rule keeps instance, job and netns
 # and gains namespace and pod (group_left overwrites the namespace/pod labels a Prometheus
-# Operator target adds to the exporter's own series). Pods that kube_pod_info does not list
-# (kube-state-metrics down; static pods, whose mirror pod has another UID) drop out of these
-# rules but stay on the Pods dashboard's namespace panels.
+# Operator target adds to the exporter's own series). A static pod runs under its config hash
+# (the UID in its cgroup path) while the API server and kube_pod_info know its mirror pod by
+# another UID; the mirror pod carries the hash in its kubernetes.io/config.mirror annotation,
+# which kube-state-metrics exports as kube_pod_annotations when allowed to
+# (--metric-annotations-allowlist=pods=[kubernetes.io/config.mirror]): static pods are named
+# from that. Pods neither lists (kube-state-metrics down, the annotation not allowed) drop out
+# of these rules but stay on the Pods dashboard's namespace panels.
 
 def _pod(expr: str, by: str = "") -> str:
-    """``expr`` summed per namespace (and ``by``) and named from kube_pod_info."""
+    """``expr`` summed per namespace (and ``by``) and named from kube_pod_info, or for a static
+    pod from its mirror pod's kube_pod_annotations."""
     keep = "instance, job, netns" + (f", {by}" if by else "")
     return f"""
             sum by ({keep}) (
               {expr}
             )
             * on (netns) group_left (namespace, pod)
-            label_replace(
-              max by (uid, namespace, pod) (kube_pod_info{{${{kube_state_metrics_selector}}}}),
-              "netns", "$1", "uid", "(.+)"
+            (
+              label_replace(
+                max by (uid, namespace, pod) (kube_pod_info{{${{kube_state_metrics_selector}}}}),
+                "netns", "$1", "uid", "(.+)"
+              )
+              or
+              label_replace(
+                max by (annotation_kubernetes_io_config_mirror, namespace, pod) (
+                  kube_pod_annotations{{${{kube_state_metrics_selector}}, annotation_kubernetes_io_config_mirror!=""}}
+                ),
+                "netns", "$1", "annotation_kubernetes_io_config_mirror", "(.+)"
+              )
             )"""
 
 

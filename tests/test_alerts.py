@@ -30,7 +30,7 @@ RULE_TESTS = sorted(glob.glob(os.path.join(RULE_TESTS_DIR, "*.yaml")))
 SEVERITIES = {"critical", "warning", "info"}
 # Series of kube-state-metrics that the per-pod rules join with (selected by
 # kube_state_metrics_selector, never by the exporter's selector).
-KUBE_STATE_METRICS = {"kube_pod_info"}
+KUBE_STATE_METRICS = {"kube_pod_info", "kube_pod_annotations"}
 
 
 def _load(name: str) -> list[dict[str, Any]]:
@@ -304,8 +304,13 @@ def test_kube_state_metrics_series_carry_their_own_selector(tmp_path: Any) -> No
     exprs = [r["expr"] for r in ALERTS + RECORDS if "kube_pod_info" in r["expr"]]
     assert exprs
     for e in exprs:
+        assert "kube_pod_annotations" in e  # static pods, named through their mirror pod
         for m in re.finditer(r"kube_pod_info(\{[^}]*\})?", e):
             assert m.group(1) == '{job="kube-state-metrics"}', e
+        for m in re.finditer(r"kube_pod_annotations(\{[^}]*\})?", e):
+            assert m.group(1) == ('{job="kube-state-metrics", '
+                                  'annotation_kubernetes_io_config_mirror!=""}'), e
     groups = gen.rule_groups({"kube_state_metrics_selector": 'job="ksm",cluster="a"'})
     text = str(groups)
     assert 'kube_pod_info{job="ksm",cluster="a"}' in text and "kube-state-metrics" not in text
+    assert 'kube_pod_annotations{job="ksm",cluster="a", annotation_kubernetes_io' in text

@@ -1,9 +1,11 @@
-"""End to end for pods: the real exporter (netns collector, both tiers) reads two "pods" this test
-makes (a network namespace each, with a process placed in a kubelet-style cgroup
-/kubepods-…/pod<uid>/<container id>), a real Prometheus scrapes it together with a static
-kube-state-metrics exposition served on loopback (kube_pod_info{uid}), and evaluates the shipped
-rules (shortened windows). The recording rules must name the pods, the per-pod alerts fire for
-the pod in trouble and not for the other, and every query of the Pods dashboard returns data.
+"""End to end for pods: the real exporter (netns collector, both tiers) reads three "pods" this
+test makes (a network namespace each, with a process placed in a kubelet-style cgroup
+/kubepods-…/pod<uid>/<container id>; the third is a static pod, under its config hash), a real
+Prometheus scrapes it together with a static kube-state-metrics exposition served on loopback
+(kube_pod_info{uid}, and the static pod's mirror annotation in kube_pod_annotations), and
+evaluates the shipped rules (shortened windows). The recording rules must name the pods, the
+per-pod alerts fire for the pod in trouble and not for the others, and every query of the Pods
+dashboard returns data.
 """
 
 from __future__ import annotations
@@ -33,7 +35,10 @@ pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="creates namespaces a
 gen = load_generator()
 CGROUP_ROOT = "/sys/fs/cgroup/pids"  # cgroup v1 pids hierarchy: no controller settings needed
 CART, WEB = str(uuid.uuid4()), str(uuid.uuid4())
-PODS = {CART: ("shop", "cart-7d9f"), WEB: ("shop", "web-0")}
+# A static pod runs under its config hash (32 hex digits, in its cgroup path); the API server
+# and kube_pod_info know its mirror pod by another UID, and the hash from its annotation.
+STATIC, MIRROR = uuid.uuid4().hex, str(uuid.uuid4())
+PODS = {CART: ("shop", "cart-7d9f"), WEB: ("shop", "web-0"), STATIC: ("kube-system", "etcd-node1")}
 CLOSE_WAIT = 3
 
 
@@ -129,11 +134,20 @@ def chatter(c: socket.socket, a: socket.socket) -> Iterator[None]:
 
 @contextmanager
 def kube_state_metrics() -> Iterator[int]:
-    """A static kube-state-metrics exposition on loopback: kube_pod_info of both pods."""
+    """A static kube-state-metrics exposition on loopback: kube_pod_info of the pods (the
+    static one by its mirror pod's UID), and kube_pod_annotations with the mirror annotation
+    (as with --metric-annotations-allowlist=pods=[kubernetes.io/config.mirror])."""
     lines = ["# HELP kube_pod_info Information about pod.", "# TYPE kube_pod_info gauge"]
     for uid, (namespace, pod) in PODS.items():
-        lines.append(f'kube_pod_info{{namespace="{namespace}",pod="{pod}",uid="{uid}",'
-                     f'node="node1",created_by_kind="ReplicaSet"}} 1')
+        lines.append(f'kube_pod_info{{namespace="{namespace}",pod="{pod}",'
+                     f'uid="{MIRROR if uid == STATIC else uid}",node="node1"}} 1')
+    lines += ["# HELP kube_pod_annotations Kubernetes annotations converted to Prometheus labels.",
+              "# TYPE kube_pod_annotations gauge"]
+    for uid, (namespace, pod) in PODS.items():
+        mirror = uid if uid == STATIC else ""
+        lines.append(f'kube_pod_annotations{{namespace="{namespace}",pod="{pod}",'
+                     f'uid="{MIRROR if uid == STATIC else uid}",'
+                     f'annotation_kubernetes_io_config_mirror="{mirror}"}} 1')
     body = ("\n".join(lines) + "\n").encode()
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -189,7 +203,7 @@ class Prom:
 def stack(tmp_path_factory: Any) -> Iterator[tuple[Prom, str]]:
     tmp = str(tmp_path_factory.mktemp("netns-e2e"))
     with ExitStack() as es:
-        for uid, overflow in ((CART, True), (WEB, False)):
+        for uid, overflow in ((CART, True), (WEB, False), (STATIC, False)):
             ns = es.enter_context(NetNS("pod"))
             es.enter_context(pod_process(ns, uid))
             keep = ns.call(trouble, CLOSE_WAIT if uid == CART else 0, overflow)
@@ -254,7 +268,7 @@ def test_recording_rules_name_pods_from_kube_pod_info(stack: tuple[Prom, str]) -
     prom, instance = stack
     rows = poll(lambda: prom.query("pod:netstat_netns_tcp_close_wait:sum") or None,
                 timeout=30, interval=0.5, what="the per-pod rules")
-    assert by_pod(rows) == {"cart-7d9f": CLOSE_WAIT, "web-0": 0}
+    assert by_pod(rows) == {"cart-7d9f": CLOSE_WAIT, "web-0": 0, "etcd-node1": 0}
     for r in rows:
         uid = r["metric"]["netns"]
         assert (r["metric"]["namespace"], r["metric"]["pod"]) == PODS[uid]
