@@ -427,6 +427,10 @@ ALERT_GROUPS: list[dict[str, Any]] = [
 # from that. Pods neither lists (kube-state-metrics down, the annotation not allowed) drop out
 # of these rules but stay on the Pods dashboard's namespace panels.
 
+# kube-state-metrics' label for the mirror pod's kubernetes.io/config.mirror annotation.
+_MIRROR = "annotation_kubernetes_io_config_mirror"
+
+
 def _pod(expr: str, by: str = "") -> str:
     """``expr`` summed per namespace (and ``by``) and named from kube_pod_info, or for a static
     pod from its mirror pod's kube_pod_annotations."""
@@ -443,10 +447,10 @@ def _pod(expr: str, by: str = "") -> str:
               )
               or
               label_replace(
-                max by (annotation_kubernetes_io_config_mirror, namespace, pod) (
-                  kube_pod_annotations{{${{kube_state_metrics_selector}}, annotation_kubernetes_io_config_mirror!=""}}
+                max by ({_MIRROR}, namespace, pod) (
+                  kube_pod_annotations{{${{kube_state_metrics_selector}}, {_MIRROR}!=""}}
                 ),
-                "netns", "$1", "annotation_kubernetes_io_config_mirror", "(.+)"
+                "netns", "$1", "{_MIRROR}", "(.+)"
               )
             )"""
 
