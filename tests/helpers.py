@@ -152,15 +152,20 @@ def running_exporter(*args: str, host: str = "127.0.0.1", netns: Optional[str] =
         poll(up, timeout=20, what="exporter to answer /-/healthy")
         yield ex
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, timeout=10)
         # What it logged, kept for the test; the pipes closed, not left to the collector.
         ex.log = proc.stderr.read() if proc.stderr else ""
         close_pipes(proc)
+
+
+def stop(proc: subprocess.Popen, timeout: float = 20) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout`` seconds; waited for."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def close_pipes(proc: subprocess.Popen) -> None:

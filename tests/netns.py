@@ -25,6 +25,14 @@ import pytest
 from helpers import ROOT, Sample, close_pipes, parse
 
 T = TypeVar("T")
+# ss's TCP state names and this exporter's (bound-but-idle sockets, which ss -B shows as UNCONN,
+# are state close), for tests that take `ss -tan` as the oracle.
+SS_STATE = {
+    "ESTAB": "established", "SYN-SENT": "syn_sent", "SYN-RECV": "syn_recv",
+    "FIN-WAIT-1": "fin_wait1", "FIN-WAIT-2": "fin_wait2", "TIME-WAIT": "time_wait",
+    "UNCONN": "close", "CLOSE-WAIT": "close_wait", "LAST-ACK": "last_ack", "LISTEN": "listen",
+    "CLOSING": "closing",
+}
 CLONE_NEWNET = 0x40000000
 _counter = itertools.count()
 _libc = ctypes.CDLL(None, use_errno=True)

@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 import pytest
 import yaml
-from helpers import ROOT, free_port, have, http_get, poll, running_exporter
+from helpers import ROOT, free_port, have, http_get, poll, running_exporter, stop
 from netns import NetNS
 
 from exporter import docs
@@ -576,12 +576,7 @@ class Prometheus:
         return [r for r in res if r["values"]]
 
     def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop(self.proc, timeout=15)
         self.log.close()
 
 

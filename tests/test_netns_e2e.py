@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import yaml
 from alertrules import load_generator
-from helpers import free_port, have, http_get, poll, running_exporter
+from helpers import free_port, have, http_get, poll, running_exporter, stop
 from netns import NetNS
 from test_dashboards import label_values_inner, load, queries, substitute
 
@@ -114,11 +114,11 @@ def trouble(close_wait: int, overflow: bool) -> list[socket.socket]:
 def chatter(c: socket.socket, a: socket.socket) -> Iterator[None]:
     """Exchange a byte every 0.1 s over an established pair (created inside a pod's namespace)
     for at most two minutes, so the pod's segment counters and retransmit ratio move."""
-    stop = threading.Event()
+    done = threading.Event()
 
     def run() -> None:
         for _ in range(1200):
-            if stop.wait(0.1):
+            if done.wait(0.1):
                 return
             c.sendall(b"x")
             a.recv(1)
@@ -128,7 +128,7 @@ def chatter(c: socket.socket, a: socket.socket) -> Iterator[None]:
     try:
         yield
     finally:
-        stop.set()
+        done.set()
         t.join(timeout=10)
 
 
@@ -237,15 +237,7 @@ def stack(tmp_path_factory: Any) -> Iterator[tuple[Prom, str]]:
                                  f"--web.listen-address=127.0.0.1:{port}"],
                                 stdout=log, stderr=subprocess.STDOUT)
 
-        def stop() -> None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-        es.callback(stop)
+        es.callback(stop, proc)
         prom = Prom(port)
 
         def ready() -> bool:

@@ -16,7 +16,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import pytest
 from helpers import parse, poll, run_cli
-from netns import NetNS
+from netns import SS_STATE, NetNS
 from prometheus_client import CollectorRegistry
 
 from exporter.collectors import netns as collector
@@ -25,12 +25,6 @@ from exporter.scrape import Exporter
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="creates network namespaces: run as root")
 
-SS_STATE = {
-    "ESTAB": "established", "SYN-SENT": "syn_sent", "SYN-RECV": "syn_recv",
-    "FIN-WAIT-1": "fin_wait1", "FIN-WAIT-2": "fin_wait2", "TIME-WAIT": "time_wait",
-    "UNCONN": "close", "CLOSE-WAIT": "close_wait", "LAST-ACK": "last_ack", "LISTEN": "listen",
-    "CLOSING": "closing",
-}
 NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all"]
 
 

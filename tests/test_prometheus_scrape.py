@@ -14,7 +14,7 @@ from typing import Any, Dict, Iterator, Optional
 
 import pytest
 import yaml
-from helpers import ROOT, free_port, http_get, poll
+from helpers import ROOT, free_port, http_get, poll, stop
 from tlshelpers import bcrypt_hash, exporter_with, make_pki, write_web_config
 
 PROM_EXAMPLE = os.path.join(ROOT, "deploy", "prometheus", "prometheus.yml")
@@ -132,11 +132,6 @@ def test_prometheus_scrapes_over_tls_with_basic_auth(
 
         assert poll(sockets_series, timeout=30, what="exporter metrics stored") > 0
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         if proc.stderr is not None:
             proc.stderr.close()

@@ -76,6 +76,20 @@ def ss_states(ns: NetNS) -> Counter:
     return out
 
 
+def shown_states(doc: Dict[str, Any]) -> Counter:
+    """(protocol, family, state) -> sockets, as `show states -o json` gives them (TCP and UDP)."""
+    shown: Counter = Counter()
+    for row in doc["sections"]["tcp"]["rows"]:
+        for fam in ("ipv4", "ipv6"):
+            if row[fam]:
+                shown[("tcp", fam, row["state"])] = row[fam]
+    for row in doc["sections"]["datagram"]["rows"]:
+        for fam in ("ipv4", "ipv6"):
+            if row["protocol"] == "udp" and row[fam]:
+                shown[("udp", fam, row["state"])] = row[fam]
+    return shown
+
+
 def show_json(ns: NetNS, view: str, *flags: str) -> Tuple[Dict[str, Any], str]:
     """The view's JSON and text, run inside the namespace."""
     cmd = [sys.executable, "-m", "exporter", "show", view, *flags]
@@ -104,15 +118,7 @@ def test_states_match_ss(ns: NetNS) -> None:
     doc, text = show_json(ns, "states")
     after = ss_states(ns)
     assert before == after, "sockets moved while measuring"
-    shown: Counter = Counter()
-    for row in doc["sections"]["tcp"]["rows"]:
-        for fam in ("ipv4", "ipv6"):
-            if row[fam]:
-                shown[("tcp", fam, row["state"])] = row[fam]
-    for row in doc["sections"]["datagram"]["rows"]:
-        for fam in ("ipv4", "ipv6"):
-            if row["protocol"] == "udp" and row[fam]:
-                shown[("udp", fam, row["state"])] = row[fam]
+    shown = shown_states(doc)
     assert shown == before
     # And what this test made, independently of ss.
     assert shown[("tcp", "ipv4", "listen")] == 1 and shown[("tcp", "ipv6", "listen")] == 1
@@ -188,15 +194,7 @@ def test_states_from_a_running_exporter_match_ss(served: Tuple[NetNS, str]) -> N
     ns, addr = served
     before = ss_states(ns)
     doc, _ = show_json(ns, "states", f"--url={addr}")
-    shown: Counter = Counter()
-    for row in doc["sections"]["tcp"]["rows"]:
-        for fam in ("ipv4", "ipv6"):
-            if row[fam]:
-                shown[("tcp", fam, row["state"])] = row[fam]
-    for row in doc["sections"]["datagram"]["rows"]:
-        for fam in ("ipv4", "ipv6"):
-            if row["protocol"] == "udp" and row[fam]:
-                shown[("udp", fam, row["state"])] = row[fam]
+    shown = shown_states(doc)
     # The exporter counts while the scrape's own connection is open: both of its ends are
     # ESTABLISHED then, and only then.
     want = before.copy()

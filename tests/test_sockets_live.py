@@ -19,16 +19,10 @@ from typing import Dict, Iterator, List, Tuple
 
 import pytest
 from helpers import have, ns_http_get, parse, poll, running_exporter, select, value
-from netns import NetNS, veth
+from netns import SS_STATE, NetNS, veth
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="creates network namespaces: run as root")
 
-SS_STATE = {
-    "ESTAB": "established", "SYN-SENT": "syn_sent", "SYN-RECV": "syn_recv",
-    "FIN-WAIT-1": "fin_wait1", "FIN-WAIT-2": "fin_wait2", "TIME-WAIT": "time_wait",
-    "UNCONN": "close", "CLOSE-WAIT": "close_wait", "LAST-ACK": "last_ack", "LISTEN": "listen",
-    "CLOSING": "closing",
-}
 M_ADDR, P_ADDR = "10.231.0.1", "10.231.0.2"
 BOUND_IDLE = 1
 
