@@ -9,28 +9,30 @@ printing, see :mod:`exporter.procfs.held`), which is most of the cost of the sma
 Only a procfs root whose ``self`` is this process is kept (:func:`keep`, decided by the scrape
 from /proc/self/mountinfo), and only its ``net/`` and ``sys/``: those show the exporter's own
 network namespace (the thread group leader's, which the exporter never moves), so a path names
-the same file for the life of the process. Per-process files (/proc/<pid>/...) are never kept.
-A file that cannot be read is closed and opened afresh on the next read.
+the same file for the life of the process, and the set of paths is the fixed one the collectors
+read. Per-process files (/proc/<pid>/...) are never kept. A kept descriptor is never closed
+while the exporter runs (a concurrent scrape may be reading it, and a closed number can be
+given to another file at once); a file whose read fails fails again as a fresh read would.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from typing import Dict, FrozenSet, Optional
+from typing import Dict, FrozenSet, Optional, Set
 
 from exporter.procfs.held import pread_all
 
 _DIRS: FrozenSet[str] = frozenset({"net", "sys"})
 _lock = threading.Lock()
-_roots: Dict[str, bool] = {}
+_roots: Set[str] = set()
 _fds: Dict[str, int] = {}
 
 
 def keep(root: str) -> None:
     """Keep the files of ``root``'s net/ and sys/ open from now on."""
     with _lock:
-        _roots[root] = True
+        _roots.add(root)
 
 
 def kept(root: str, first: str) -> bool:
@@ -44,11 +46,7 @@ def read(path: str) -> bytes:
     fd = _fds.get(path)
     if fd is None:
         fd = _open(path)
-    try:
-        return pread_all(fd)
-    except OSError:
-        _drop(path, fd)
-        raise
+    return pread_all(fd)
 
 
 def _open(path: str) -> int:
@@ -59,15 +57,8 @@ def _open(path: str) -> int:
         return fd
 
 
-def _drop(path: str, fd: int) -> None:
-    with _lock:
-        if _fds.get(path) == fd:
-            del _fds[path]
-            os.close(fd)
-
-
 def close_all() -> None:
-    """Close every kept file and keep none from now on (tests)."""
+    """Close every kept file and keep none from now on (tests, with no scrape running)."""
     with _lock:
         for fd in _fds.values():
             os.close(fd)
