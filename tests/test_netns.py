@@ -333,7 +333,7 @@ def test_tier1_from_fixture_files_and_a_vanished_process() -> None:
     assert t is not None
     with open(os.path.join(directory, "snmp")) as f:
         tcp = parse_snmp(f.read(), "snmp")["Tcp"]
-    assert t.snmp["Tcp"] == {k: tcp[k] for _, k in collector.SNMP_FIELDS}
+    assert t.tcp == {k: tcp[k] for _, k in collector.SNMP_FIELDS}
     # net/snmp gone: the process exited (or is a zombie) while being read.
     assert collector.parse_tier1([None, None, None, None], directory) is None
     with pytest.raises(ParseError, match="netstat: missing"):

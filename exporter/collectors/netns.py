@@ -199,8 +199,8 @@ _SOCKSTAT6 = frozenset({"TCP6", "UDP6"})
 
 @dataclass
 class Tier1:
-    snmp: Dict[str, Dict[str, int]]
-    netstat: Dict[str, Dict[str, int]]
+    tcp: Dict[str, int]  # the exported fields of the Tcp group of net/snmp
+    tcp_ext: Dict[str, int]  # and of the TcpExt group of net/netstat
     sockstat: Optional[Sockstat]
     sockstat6: Optional[Sockstat]
 
@@ -227,7 +227,7 @@ def parse_tier1(texts: Sequence[Optional[bytes]], directory: str) -> Optional[Ti
         raise ParseError(f"{directory}/netstat", "missing, though every Linux kernel has it")
     ext = snmp.parse_group(netstat_b, f"{directory}/netstat",
                            "TcpExt", _NETSTAT_WANTED)
-    return Tier1({"Tcp": tcp}, {"TcpExt": ext or {}},
+    return Tier1(tcp, ext or {},
                  None if v4 is None else parse_sockstat(v4.decode(ENCODING, ERRORS),
                                                         f"{directory}/sockstat", _SOCKSTAT4),
                  None if v6 is None else parse_sockstat(v6.decode(ENCODING, ERRORS),
@@ -275,7 +275,7 @@ class _Scrape:
 
     def __init__(self, tier2: bool) -> None:
         self.fields = {k: d.family() for k, d in FIELD_DOCS.items()}
-        self.field_list = [(g != "Tcp", n, FIELD_DOCS[(g, n)].name, fam.samples)
+        self.field_list = [(g == "TcpExt", n, FIELD_DOCS[(g, n)].name, fam.samples)
                            for (g, n), fam in self.fields.items()]
         self.used, self.inuse, self.tw = M_USED.family(), M_INUSE.family(), M_TW.family()
         self.info, self.found = M_INFO.family(), M_FOUND.family()
@@ -291,7 +291,7 @@ class _Scrape:
     def add_tier1(self, labels: List[str], t: Tier1) -> None:
         # One label dict for every sample of the namespace (MetricDoc.add shares it).
         common = dict(zip(LABELS, labels))
-        groups = (t.snmp.get("Tcp", {}), t.netstat.get("TcpExt", {}))
+        groups = (t.tcp, t.tcp_ext)
         for which, name, sample_name, samples in self.field_list:
             value = groups[which].get(name)
             if value is not None:
