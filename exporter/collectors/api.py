@@ -144,9 +144,6 @@ class CollectorSpec:
                 return f.default
         raise KeyError(field)
 
-    def option_type(self, field: str) -> type:
-        return type(self.option_default(field))
-
 
 _SPECS: Dict[str, CollectorSpec] = {}
 _OWNERS: Dict[str, str] = {}  # metric name -> collector
