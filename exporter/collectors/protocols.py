@@ -22,7 +22,7 @@ from prometheus_client.core import Metric
 from exporter.collectors.api import Flag, MetricDoc, options, register
 from exporter.collectors.protocols_table import TABLE, Field, lookup, pattern_rows
 from exporter.config import Config, compile_regex
-from exporter.procfs import snmp, snmp6
+from exporter.system import load
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ METRICS = _docs()
           metrics=METRICS, options=ProtocolsOptions, flags=FLAGS)
 class ProtocolsCollector:
     def __init__(self, config: Config) -> None:
-        self.procfs = config.procfs
+        self.system = load(config)
         self.fields = compile_regex(_FLAG, options(config, "protocols", ProtocolsOptions).fields)
         # Selection and metric declaration per (group, field), computed once: the set of
         # fields is bounded by what the kernel prints.
@@ -125,8 +125,7 @@ class ProtocolsCollector:
         return plan
 
     def collect(self) -> Iterator[Metric]:
-        sources = (snmp.read_snmp(self.procfs), snmp.read_netstat(self.procfs),
-                   snmp6.read_snmp6(self.procfs))
+        sources = self.system.protocol_tables()
         # Which fields the kernel prints does not change between scrapes (unless a module
         # loads, or an ICMP type is first seen): the selection is worked out once per layout.
         layout = tuple(() if groups is None else

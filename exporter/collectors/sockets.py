@@ -30,6 +30,7 @@ from exporter.sockets.names import (
     state_name,
 )
 from exporter.sockets.snapshot import SOURCES, Snapshot, Wants
+from exporter.system import load
 
 M_SOCKETS = MetricDoc(
     "netstat_sockets", "gauge",
@@ -114,14 +115,16 @@ FLAGS = (
 class SocketsCollector:
     def __init__(self, config: Config) -> None:
         self.procfs = config.procfs
-        self.socket_source = options(config, "sockets", SocketsOptions).source
+        self.system = load(config)
+        self.socket_source = self.system.socket_source(options(config, "sockets", SocketsOptions).source)
         self.page_size = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
     def socket_wants(self) -> Wants:
         return Wants()  # counts and queues only
 
     def collect(self) -> Iterator[Metric]:
-        with Snapshot(self.procfs, self.socket_source, wants=self.socket_wants()) as snap:
+        with Snapshot(self.procfs, self.socket_source, wants=self.socket_wants(),
+                      system=self.system) as snap:
             yield from list(self.collect_snapshot(snap))
 
     def collect_snapshot(self, snap: Snapshot) -> Iterator[Metric]:
