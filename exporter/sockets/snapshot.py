@@ -328,7 +328,7 @@ class Snapshot:
                 by_listener[(fam, local, lport)] += p
         for x in out.listeners:
             x.pids = tuple(sorted(set(by_listener.get((x.family, x.address, x.port), ()))))
-            x.queue = x.limit = None
+            x.queue = x.limit = x.uid = None  # psutil tells none of them
         return out
 
 
