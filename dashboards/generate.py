@@ -12,7 +12,8 @@ what Grafana imports, and this keeps the project free of a dependency that only 
 Conventions kept by construction: every query goes through :func:`sel`, so it carries the
 ``job`` and ``instance`` matchers; every ``rate``/``increase`` goes through :func:`rate` or
 :func:`increase`, so it uses ``$__rate_interval``; every panel is built with a unit and a
-description; every data source is the ``${datasource}`` variable.
+description, which names the metrics Windows or macOS lack where the panel uses one; every
+data source is the ``${datasource}`` variable.
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ from typing import Any
 Json = dict[str, Any]
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# The exporter's own reference says which metrics Windows and macOS lack (exporter.docs).
+sys.path.insert(0, os.path.dirname(HERE))
+from exporter.docs import availability, where_missing  # noqa: E402
+
+AVAILABLE = availability()
 SCHEMA_VERSION = 39  # Grafana 11.0
 TAGS = ["netstat", "network", "prometheus"]
 DS: Json = {"type": "prometheus", "uid": "${datasource}"}
@@ -98,8 +104,11 @@ def override(name: str, *props: tuple[str, Any], regex: bool = False) -> Json:
 def _panel(kind: str, title: str, description: str, unit: str, tg: list[Json], w: int, h: int,
            defaults: Json | None = None, overrides: Sequence[Json] = (),
            options: Json | None = None, **extra: Any) -> Json:
+    # A panel built on metrics that some systems lack says so (docs/metrics.md's columns).
+    missing = where_missing(json.dumps(tg), AVAILABLE)
     p: Json = {
-        "type": kind, "title": title, "description": description, "datasource": DS,
+        "type": kind, "title": title, "datasource": DS,
+        "description": f"{description} {missing}" if missing else description,
         "gridPos": {"h": h, "w": w, "x": 0, "y": 0},
         "fieldConfig": {"defaults": {"unit": unit, **(defaults or {})},
                         "overrides": list(overrides)},

@@ -83,6 +83,9 @@ class System:
     collectors: FrozenSet[str] = frozenset({"sockets", "listeners", "interfaces"})
     # Whether /proc and /sys exist here and --path.procfs/--path.sysfs mean something.
     has_procfs = False
+    # The (group, field) pairs protocol_tables() can give, in Linux's names, for the reference
+    # (docs/metrics.md); empty where any field the kernel prints may come (Linux).
+    protocol_fields: FrozenSet[Tuple[str, str]] = frozenset()
 
     # What to grant for every listener to be named (said once in the log where one is not).
     grant = "run the exporter as root"
