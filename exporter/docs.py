@@ -5,9 +5,9 @@
 
 from __future__ import annotations
 
-import re
-from typing import AbstractSet, Dict, List, Optional, Set, Tuple
+from typing import AbstractSet, Dict, List, Set, Tuple
 
+from exporter.availability import where_missing
 from exporter.collectors.api import MetricDoc
 from exporter.scrape import EXPORTER_METRICS as _COLLECTION_METRICS
 from exporter.scrape import specs
@@ -94,26 +94,6 @@ def availability() -> Dict[str, Tuple[str, ...]]:
            for name, spec in specs().items() for m in spec.metrics}
     out.update({m.name: tuple(t for _, t in _SYSTEMS) for m in EXPORTER_METRICS})
     return out
-
-
-_METRIC = re.compile(r"\bnetstat_[a-z0-9_]+\b")
-
-
-def where_missing(text: str, known: Optional[Dict[str, Tuple[str, ...]]] = None) -> str:
-    """For a panel's queries or a rule's expression: a sentence saying on which systems its
-    metrics never appear ("" when they appear everywhere), for its description."""
-    known = known if known is not None else availability()
-    missing: Dict[str, List[str]] = {}
-    for name in sorted(set(_METRIC.findall(text))):
-        for _, title in _SYSTEMS:
-            if name in known and title not in known[name]:
-                missing.setdefault(title, []).append(name)
-    if not missing:
-        return ""
-    systems = " and ".join(missing)
-    names = sorted({n for ns in missing.values() for n in ns})
-    return (f"Empty on {systems}: {', '.join(names)} "
-            f"{'is' if len(names) == 1 else 'are'} not exported there (docs/metrics.md).")
 
 
 def metric_names() -> Set[str]:
