@@ -77,7 +77,8 @@ def test_flags_build_each_collectors_option_dataclass() -> None:
     assert config.options["routes"].table is True
     assert config.options["listeners"].max_ports == 7
     assert config.options["ports"].source == "procfs"
-    assert config.options["sockets"] == specs()["sockets"].default_options()
+    sockets_options = specs()["sockets"].options
+    assert sockets_options is not None and config.options["sockets"] == sockets_options()
 
 
 def test_an_option_value_the_collector_refuses_is_a_one_line_error() -> None:

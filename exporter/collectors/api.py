@@ -141,9 +141,6 @@ class CollectorSpec:
     options: Optional[Type[Any]] = None  # a frozen dataclass, every field with a default
     flags: Tuple[Flag, ...] = ()
 
-    def default_options(self) -> Any:
-        return None if self.options is None else self.options()
-
     def option_default(self, field: str) -> Any:
         assert self.options is not None
         for f in dataclasses.fields(self.options):

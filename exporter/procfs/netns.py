@@ -57,12 +57,9 @@ class Discovery:
 
     namespaces: List[Namespace]
     host: Optional[NsKey]
-    # Processes whose ns/net could not be stat'ed (no ptrace access), keyed by net/snmp instead.
-    unprivileged_pids: int = 0
     # Pinned namespaces that could not be matched to processes because some processes were
     # keyed without ptrace access: they may be the same namespaces, so they are not listed.
     unmatched_mounts: int = 0
-    mountinfo_readable: bool = True
 
 
 # --- mountinfo ---------------------------------------------------------------------------------
@@ -229,8 +226,7 @@ def discover(root: str, pids: Optional[Sequence[int]] = None) -> Discovery:
     with_pids = sorted((ns for ns in by_key.values() if ns.pids),
                        key=lambda ns: (not ns.host, ns.pids[0]))
     return Discovery(with_pids + sorted(extra, key=lambda ns: ns.inode),
-                     host_key if host_key in by_key else None, unprivileged, len(unmatched),
-                     pinned is not None)
+                     host_key if host_key in by_key else None, len(unmatched))
 
 
 # --- naming ------------------------------------------------------------------------------------
