@@ -21,9 +21,9 @@ from exporter.netlink import inet as nl_inet
 from exporter.netlink import transport
 from exporter.procfs import net_sockets
 from exporter.scrape import Exporter
-from exporter.sockets.names import TCP_LISTEN
 from exporter.sockets.onepass import InetPass, ephemeral_range
 from exporter.sockets.snapshot import Snapshot, Wants
+from exporter.vocabulary.names import TCP_LISTEN
 
 SOCKETS = r"""
 import json, os, socket, sys

@@ -36,10 +36,10 @@ from exporter.config import Config
 from exporter.netlink import sockdiag as nl
 from exporter.netlink.transport import Channel
 from exporter.owners import Identity, Owner, OwnerCache
-from exporter.sockets.model import Listener
-from exporter.sockets.names import CONNECTION_STATES, FAMILIES
 from exporter.sockets.snapshot import SOURCES, Snapshot, Wants
 from exporter.system import PsutilOwners, load
+from exporter.vocabulary.model import Listener
+from exporter.vocabulary.names import CONNECTION_STATES, FAMILIES
 
 log = logging.getLogger(__name__)
 

@@ -59,8 +59,8 @@ from exporter.procfs import netns as pns
 from exporter.procfs.errors import ParseError
 from exporter.procfs.held import HeldFiles
 from exporter.procfs.sockstat import Sockstat, parse_sockstat
-from exporter.sockets.names import TCP_EMITTED, TCP_LISTEN, TCP_STATES
 from exporter.sockets.snapshot import Snapshot, Wants
+from exporter.vocabulary.names import TCP_EMITTED, TCP_LISTEN, TCP_STATES
 
 log = logging.getLogger(__name__)
 

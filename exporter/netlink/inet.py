@@ -44,8 +44,8 @@ from exporter.netlink.transport import (
     walk,
 )
 from exporter.procfs.errors import ParseError
-from exporter.sockets.model import Counts
-from exporter.sockets.names import TCP_LISTEN
+from exporter.vocabulary.model import Counts
+from exporter.vocabulary.names import TCP_LISTEN
 
 # struct inet_diag_msg: family, state, timer, retrans, sockid {sport, dport (network byte order),
 # src[16], dst[16], if, cookie[2]}, expires, rqueue, wqueue, uid, inode.

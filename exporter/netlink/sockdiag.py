@@ -52,7 +52,7 @@ from exporter.netlink.transport import (
     open_socket,
 )
 from exporter.netlink.unix import UNIX_DIAG_RQLEN, count_unix
-from exporter.sockets.names import (  # the kernel's state numbers, re-exported for callers
+from exporter.vocabulary.names import (  # the kernel's state numbers, re-exported for callers
     TCP_CLOSE,
     TCP_ESTABLISHED,
     TCP_LISTEN,

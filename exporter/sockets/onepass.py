@@ -25,8 +25,8 @@ from itertools import compress
 from typing import Dict, Iterable, List, Optional, Set, Tuple, Union
 
 from exporter.netlink.inet import REC_DPORT, REC_DST, CountSink, address, swap16
-from exporter.sockets.model import Counts, EphemeralRange, InetTables, Listener, PortUse
-from exporter.sockets.names import FAMILY_NAMES, TCP_CLOSE, TCP_LISTEN
+from exporter.vocabulary.model import Counts, EphemeralRange, InetTables, Listener, PortUse
+from exporter.vocabulary.names import FAMILY_NAMES, TCP_CLOSE, TCP_LISTEN
 
 AF_INET = int(socket.AF_INET)
 # A record, unpacked for a listener: family, state, sport, src, ifindex, rqueue, wqueue, uid,
