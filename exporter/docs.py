@@ -48,7 +48,7 @@ def _on(m: MetricDoc, collector: str) -> List[bool]:
 
 
 def _protocol_names(fields: AbstractSet[Tuple[str, str]]) -> Set[str]:
-    from exporter.collectors.protocols_table import lookup
+    from exporter.collectors.protocols.table import lookup
 
     return {lookup(g, f).name for g, f in fields}
 

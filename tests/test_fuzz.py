@@ -22,12 +22,12 @@ hypothesis = pytest.importorskip("hypothesis")  # the test extra installs it
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from exporter import expected  # noqa: E402
 from exporter.collectors.listeners import ListenersOptions  # noqa: E402
 from exporter.collectors.ports import PortsOptions  # noqa: E402
 from exporter.collectors.routes import RoutesOptions  # noqa: E402
 from exporter.collectors.sockets import SocketsOptions  # noqa: E402
 from exporter.config import Config  # noqa: E402
+from exporter.listeners import expected  # noqa: E402
 from exporter.scrape import Exporter, specs  # noqa: E402
 from exporter.web.errors import WebConfigError  # noqa: E402
 from exporter.web.state import load_snapshot  # noqa: E402

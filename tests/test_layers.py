@@ -21,7 +21,7 @@ PACKAGE = os.path.join(ROOT, "exporter")
 VOCABULARY = ("exporter.vocabulary",)
 READERS = ("exporter.netlink", "exporter.procfs", "exporter.sysfs", "exporter.windows",
            "exporter.darwin", "exporter.bpf")
-COLLECTORS = ("exporter.collectors",)
+COLLECTORS = ("exporter.collectors", "exporter.listeners")
 ABOVE_READERS = ("exporter.sockets", "exporter.collectors", "exporter.scrape", "exporter.web",
                  "exporter.show", "exporter.cli")
 FRONT_ENDS = ("exporter.web", "exporter.show", "exporter.cli")

@@ -33,9 +33,9 @@ from helpers import (
 )
 from prometheus_client.exposition import generate_latest
 
-from exporter import expected, owners
 from exporter.collectors.listeners import ListenersOptions
 from exporter.config import Config
+from exporter.listeners import expected, owners
 from exporter.procfs import net_sockets, pid_fd, pid_stat, pid_status
 from exporter.procfs.errors import ParseError
 from exporter.scrape import Exporter

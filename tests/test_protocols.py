@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from exporter import docs
 from exporter.collectors.protocols import DEFAULT_PROTOCOLS_FIELDS, ProtocolsCollector, ProtocolsOptions
-from exporter.collectors.protocols_table import FILES, TABLE, lookup, snake
+from exporter.collectors.protocols.table import FILES, TABLE, lookup, snake
 from exporter.config import Config
 from exporter.procfs import snmp, snmp6
 from exporter.procfs.errors import ParseError

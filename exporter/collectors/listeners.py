@@ -5,7 +5,7 @@ state; and, with an expected-listeners file, which listeners nobody expected.
 Listeners are TCP sockets in LISTEN and UDP sockets that are bound to a port and not connected
 (state TCP_CLOSE, which ``ss`` prints as UNCONN), read from netlink sock_diag, or /proc/net where
 netlink is refused, or psutil elsewhere. Their processes come from /proc/<pid>/fd through
-:class:`exporter.owners.OwnerCache`, which, unlike everything else a collector holds, keeps what
+:class:`exporter.listeners.owners.OwnerCache`, which, unlike everything else a collector holds, keeps what
 it learnt between scrapes: finding the owner of a socket means reading other processes'
 descriptors, and doing that on every scrape would cost more than everything else together.
 
@@ -30,12 +30,12 @@ from typing import Dict, Iterator, List, Optional, Set, Tuple
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from exporter import expected as expected_file
 from exporter.collectors.api import LINUX, Flag, MetricDoc, options, register
 from exporter.config import Config
+from exporter.listeners import expected as expected_file
+from exporter.listeners.owners import Identity, Owner, OwnerCache
 from exporter.netlink import sockdiag as nl
 from exporter.netlink.transport import Channel
-from exporter.owners import Identity, Owner, OwnerCache
 from exporter.sockets.snapshot import SOURCES, Snapshot, Wants
 from exporter.system import PsutilOwners, load
 from exporter.vocabulary.model import Listener

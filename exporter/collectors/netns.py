@@ -51,7 +51,7 @@ from prometheus_client.core import Metric
 from prometheus_client.samples import Sample
 
 from exporter.collectors.api import Flag, MetricDoc, options, register
-from exporter.collectors.protocols_table import lookup
+from exporter.collectors.protocols.table import lookup
 from exporter.config import Config
 from exporter.netlink import netns as nlns
 from exporter.procfs import ENCODING, ERRORS, read_bytes, snmp

@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
-from exporter.collectors.protocols_table import FILES, TABLE
+from exporter.collectors.protocols.table import FILES, TABLE
 from exporter.show.snapshot import ShowError, Snapshot
 from exporter.show.table import Column, Row, Section, View, rate, signed
 

@@ -14,7 +14,7 @@ import socket
 import threading
 from typing import Callable, Dict, List, Sequence, Tuple
 
-from exporter.owners import Identity, Owner
+from exporter.listeners.owners import Identity, Owner
 from exporter.system.common import Conn, Link
 from exporter.vocabulary.names import PSUTIL_STATES, TCP_CLOSE, TCP_ESTABLISHED
 
