@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import click
 
 from exporter import __version__, logs, system
-from exporter.collectors.api import CollectorSpec, Flag
+from exporter.collectors.api import CollectorSpec, Flag, specs
 from exporter.config import (
     DEFAULT_LISTEN_ADDRESS,
     Config,
@@ -25,7 +25,6 @@ from exporter.config import (
     parse_listen_address,
 )
 from exporter.procfs import not_a_procfs
-from exporter.scrape import specs
 from exporter.show.commands import make_commands
 
 PROG = "netstat-exporter"

@@ -8,15 +8,14 @@ from __future__ import annotations
 from typing import AbstractSet, Dict, List, Set, Tuple
 
 from exporter.availability import where_missing
-from exporter.collectors.api import MetricDoc
-from exporter.scrape import EXPORTER_METRICS as _COLLECTION_METRICS
-from exporter.scrape import specs
+from exporter.collectors.api import MetricDoc, specs
+from exporter.scrape import SCRAPE_METRICS
 from exporter.system import system_class
 from exporter.web.telemetry import HTTP_METRICS
 
 # The exporter's own metrics: its collectors' timing and success, build info, and the HTTP
 # server's counters (served on /metrics only, not by `dump`).
-EXPORTER_METRICS = _COLLECTION_METRICS + HTTP_METRICS
+EXPORTER_METRICS = SCRAPE_METRICS + HTTP_METRICS
 
 __all__ = ["EXPORTER_METRICS", "availability", "metric_names", "render", "where_missing"]
 

@@ -91,7 +91,7 @@ def select(samples: Sequence[Sample], name: str, **labels: str) -> List[Sample]:
 def ns_http_get(netns: str, url: str, timeout: float = 30, headers: Optional[Dict[str, str]] = None
                 ) -> Tuple[int, Dict[str, str], bytes]:
     """http_get from inside network namespace ``netns`` (a thread that setns(2) into it)."""
-    from netns import call_in
+    from nshelpers import call_in
 
     return call_in(netns, http_get, url, timeout, headers)
 

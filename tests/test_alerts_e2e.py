@@ -5,7 +5,7 @@ queue is full; Prometheus's HTTP API must then show the matching alerts pending 
 
 Everything runs inside the namespace, so the host's own sockets (and other tests running at the
 same time) cannot move the counts. The test's own sockets and HTTP requests are made from a
-thread that has entered the namespace (tests/netns.py).
+thread that has entered the namespace (tests/nshelpers.py).
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 from alertrules import load_generator, rules
 from helpers import http_get, poll, running_exporter
-from netns import NetNS
+from nshelpers import NetNS
 
-from exporter.scrape import specs
+from exporter.collectors.api import specs
 
 pytestmark = pytest.mark.root
 

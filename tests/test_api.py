@@ -13,9 +13,9 @@ from helpers import ROOT, parse, run_cli, value
 
 from exporter.cli import build_config, cli
 from exporter.collectors import api
-from exporter.collectors.api import Flag, MetricDoc, register
+from exporter.collectors.api import Flag, MetricDoc, register, specs
 from exporter.config import RegexError
-from exporter.scrape import EXPORTER_METRICS, specs
+from exporter.scrape import SCRAPE_METRICS
 
 
 @pytest.fixture
@@ -31,8 +31,8 @@ def test_register_refuses_a_metric_another_collector_declares(clean_registry: No
     with pytest.raises(RuntimeError, match="'netstat_sockets', which 'sockets' already"):
         register("copycat", default_enabled=False, description="x",
                  metrics=[MetricDoc(taken.name, "gauge", "again")])(lambda c: None)  # type: ignore
-    assert "copycat" not in api.registered()
-    own = EXPORTER_METRICS[0]
+    assert "copycat" not in api.specs()
+    own = SCRAPE_METRICS[0]
     with pytest.raises(RuntimeError, match="'exporter' already declares"):
         register("thief", default_enabled=False, description="x",
                  metrics=[MetricDoc(own.name, "gauge", "mine")])(lambda c: None)  # type: ignore
@@ -41,7 +41,7 @@ def test_register_refuses_a_metric_another_collector_declares(clean_registry: No
     # a new name is accepted
     register("fresh", default_enabled=False, description="x",
              metrics=[MetricDoc("netstat_fresh_things", "gauge", "new")])(lambda c: None)  # type: ignore
-    assert "fresh" in api.registered()
+    assert "fresh" in api.specs()
 
 
 def test_a_flag_must_name_an_option_field(clean_registry: None) -> None:

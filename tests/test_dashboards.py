@@ -29,10 +29,10 @@ from typing import Any, Callable
 import pytest
 import yaml
 from helpers import ROOT, free_port, have, http_get, poll, running_exporter, stop
-from netns import NetNS
+from nshelpers import NetNS
 
 from exporter import docs
-from exporter.scrape import specs
+from exporter.collectors.api import specs
 
 DASH_DIR = os.path.join(ROOT, "dashboards")
 # The dashboards every real-Prometheus test here must fill on a plain host.

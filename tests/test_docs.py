@@ -9,7 +9,7 @@ from helpers import ROOT, run_cli
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import docs
-from exporter.scrape import specs
+from exporter.collectors.api import specs
 
 
 def test_reference_is_up_to_date() -> None:

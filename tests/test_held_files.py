@@ -1,4 +1,4 @@
-"""exporter.procfs.held: /proc files kept open and read again from offset 0 give what a fresh
+"""exporter.procfs.reread: /proc files kept open and read again from offset 0 give what a fresh
 open gives; the descriptor budget holds; sweeping closes what is no longer wanted."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import List
 import pytest
 
 from exporter.procfs import read_bytes
-from exporter.procfs.held import HeldFiles, pread_all
+from exporter.procfs.reread import HeldFiles, pread_all
 
 
 def _active_opens(text: bytes) -> int:
@@ -110,21 +110,21 @@ def test_sweep_closes_what_is_no_longer_found(tmp_path: Path) -> None:
 def test_only_a_live_procfs_of_this_process_is_kept(tmp_path: Path) -> None:
     from helpers import FIXTURES
 
-    from exporter.procfs import kept
+    from exporter.procfs import own_files
 
-    assert kept.is_own_procfs("/proc")
-    assert not kept.is_own_procfs(os.path.join(FIXTURES, "proc", "new"))
-    assert not kept.is_own_procfs(str(tmp_path))
+    assert own_files.is_own_procfs("/proc")
+    assert not own_files.is_own_procfs(os.path.join(FIXTURES, "proc", "new"))
+    assert not own_files.is_own_procfs(str(tmp_path))
 
 
 def test_kept_files_read_afresh_through_one_descriptor() -> None:
-    from exporter.procfs import kept, read_text
+    from exporter.procfs import own_files, read_text
 
-    kept.close_all()
+    own_files.close_all()
     try:
         first = read_text("/proc", "net", "snmp")  # not kept yet: a fresh read
-        assert not kept._fds
-        kept.keep("/proc")
+        assert not own_files._fds
+        own_files.keep("/proc")
         before = len(_own_fds())
         read_text("/proc", "net", "snmp")
         assert len(_own_fds()) == before + 1
@@ -140,13 +140,13 @@ def test_kept_files_read_afresh_through_one_descriptor() -> None:
             read_text("/proc", "net", "no-such-file")
         assert len(_own_fds()) == before + 1
     finally:
-        kept.close_all()
+        own_files.close_all()
 
 
 def test_a_kept_file_of_many_records_is_read_whole() -> None:
     """/proc/net/tcp comes one seq_file buffer (a page) per read: a short read is not its
     end, read again from offset 0 or not."""
-    from exporter.procfs import kept, read_bytes, read_text
+    from exporter.procfs import own_files, read_bytes, read_text
 
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
@@ -155,8 +155,8 @@ def test_a_kept_file_of_many_records_is_read_whole() -> None:
     try:
         fresh = read_bytes("/proc/self/net/tcp").decode()
         assert len(fresh) > 3 * 4096
-        kept.close_all()
-        kept.keep("/proc")
+        own_files.close_all()
+        own_files.keep("/proc")
         for _ in range(2):
             text = read_text("/proc", "net", "tcp")
             assert abs(len(text.splitlines()) - len(fresh.splitlines())) <= 2
@@ -168,7 +168,7 @@ def test_a_kept_file_of_many_records_is_read_whole() -> None:
         finally:
             os.close(fd)
     finally:
-        kept.close_all()
+        own_files.close_all()
         for c in conns:
             c.close()
         srv.close()

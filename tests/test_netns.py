@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from exporter.collectors import netns as collector
 from exporter.config import Config
 from exporter.procfs import ParseError
-from exporter.procfs import netns as pns
+from exporter.procfs import namespaces as pns
 from exporter.procfs.snmp import parse_snmp
 from exporter.scrape import Exporter
 

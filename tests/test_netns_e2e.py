@@ -26,7 +26,7 @@ import pytest
 import yaml
 from alertrules import load_generator
 from helpers import free_port, have, http_get, poll, running_exporter, stop
-from netns import NetNS
+from nshelpers import NetNS
 from test_dashboards import label_values_inner, load, queries, substitute
 
 pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="creates namespaces and cgroups"),

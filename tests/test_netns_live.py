@@ -16,7 +16,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import pytest
 from helpers import parse, poll, run_cli
-from netns import SS_STATE, NetNS
+from nshelpers import SS_STATE, NetNS
 from prometheus_client import CollectorRegistry
 
 from exporter.collectors import netns as collector

@@ -9,7 +9,7 @@ from typing import Dict, List
 
 import pytest
 from helpers import FIXTURES, select, value
-from netns import Holder, dump, needs_root, netns, set_sysctl
+from nshelpers import Holder, dump, needs_root, netns, set_sysctl
 from prometheus_client import CollectorRegistry
 
 from exporter.collectors.ports import PortsCollector, PortsOptions

@@ -11,7 +11,7 @@ from typing import Dict, Optional, Tuple
 
 import pytest
 from helpers import FIXTURES, run_cli, value
-from netns import Holder, dump, needs_root, netns, read_sysctl, run
+from nshelpers import Holder, dump, needs_root, netns, read_sysctl, run
 from prometheus_client import CollectorRegistry
 
 from exporter import docs

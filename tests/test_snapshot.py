@@ -13,7 +13,7 @@ from collections import Counter
 from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
-from netns import Holder, call_in, needs_root, netns, read_sysctl, run, set_sysctl
+from nshelpers import Holder, call_in, needs_root, netns, read_sysctl, run, set_sysctl
 from prometheus_client.exposition import generate_latest
 
 from exporter.config import Config

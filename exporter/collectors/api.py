@@ -194,9 +194,9 @@ def reserve(owner: str, metrics: Iterable[MetricDoc]) -> None:
         _OWNERS[m.name] = owner
 
 
-def registered() -> Mapping[str, CollectorSpec]:
-    """The collectors registered so far, in registration order (importing
-    :mod:`exporter.collectors` registers them all)."""
+def specs() -> Mapping[str, CollectorSpec]:
+    """Every registered collector by name, in registration order (importing this module
+    imports :mod:`exporter.collectors`, which registers them all)."""
     return dict(_SPECS)
 
 

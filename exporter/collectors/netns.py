@@ -1,7 +1,7 @@
 """Collector ``netns``: socket trouble per network namespace, every pod and container on the
 node and the host, each namespace once.
 
-Namespaces are found and named by :mod:`exporter.procfs.netns` (processes' ns/net deduplicated,
+Namespaces are found and named by :mod:`exporter.procfs.namespaces` (processes' ns/net deduplicated,
 plus pinned nsfs mounts; pod UID from cgroup paths, container id, ``ip netns`` name, host). Each
 namespace's series carry ``netns`` (that name: the pod UID for a pod) and ``kind``; pod and
 namespace names come from a join with kube-state-metrics' ``kube_pod_info{uid}`` in the shipped
@@ -11,14 +11,14 @@ Tier 1, no capability needed: a curated set of the ``netstat -s`` counters and t
 gauges that explain socket trouble, read from /proc/<pid>/net/{snmp,netstat,sockstat,sockstat6},
 which show the namespace of <pid> (about 0.15 ms per namespace whatever its socket count). The
 four files are kept open between scrapes and read again from offset 0
-(:class:`exporter.procfs.held.HeldFiles`), which prints them afresh at half the cost of opening
+(:class:`exporter.procfs.reread.HeldFiles`), which prints them afresh at half the cost of opening
 them; like tier 2's sockets they are closed as soon as their namespace is no longer found.
 sockstat's ``orphan``, ``alloc`` and ``mem`` are host-wide and left out: summed over pods they
 would count the host many times.
 
 Tier 2, ``--collector.netns.sockets``, needs CAP_SYS_ADMIN and CAP_SYS_PTRACE: TCP sockets by
 state and listeners with their accept queues, dumped with sock_diag through a socket opened
-inside each namespace (:mod:`exporter.netlink.netns`) and read through the same socket snapshot
+inside each namespace (:mod:`exporter.netlink.namespace_sockets`) and read through the same socket snapshot
 the host's collectors use (:class:`exporter.sockets.snapshot.Snapshot`, one dump of both
 families with the listeners decoded in the same pass). Unlike other collectors
 this one keeps state between scrapes, deliberately: the sockets stay open (opening one costs a
@@ -53,11 +53,11 @@ from prometheus_client.samples import Sample
 from exporter.collectors.api import Flag, MetricDoc, options, register
 from exporter.collectors.protocols.table import lookup
 from exporter.config import Config
-from exporter.netlink import netns as nlns
+from exporter.netlink import namespace_sockets as nlns
 from exporter.procfs import ENCODING, ERRORS, read_bytes, snmp
-from exporter.procfs import netns as pns
+from exporter.procfs import namespaces as pns
 from exporter.procfs.errors import ParseError
-from exporter.procfs.held import HeldFiles
+from exporter.procfs.reread import HeldFiles
 from exporter.procfs.sockstat import Sockstat, parse_sockstat
 from exporter.sockets.snapshot import Snapshot, Wants
 from exporter.vocabulary.names import TCP_EMITTED, TCP_LISTEN, TCP_STATES

@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 import click
 
 from exporter.show import counters, interfaces, listeners, ports, routes, states
-from exporter.show.snapshot import ShowError, Snapshot
+from exporter.show.reading import Reading, ShowError
 from exporter.show.source import Remote, local_reader, normalise_url, remote_reader
 from exporter.show.table import View, render_json, render_text
 
@@ -134,7 +134,7 @@ def _available(view: str, params: Dict[str, Any]) -> Tuple[Tuple[str, ...], Dict
 
 
 def make_reader(ctx: click.Context, view: str, build_config: Callable[[Dict[str, Any]], Any]
-                ) -> Tuple[Callable[[], Snapshot], Dict[str, Any]]:
+                ) -> Tuple[Callable[[], Reading], Dict[str, Any]]:
     params, given = merged_params(ctx)
     if params.get("url"):
         password = os.environ.get(PASSWORD_ENV, "")
@@ -189,16 +189,16 @@ def ellipsis() -> str:
         return "~"
 
 
-def failed_collectors(snap: Snapshot) -> List[str]:
+def failed_collectors(snap: Reading) -> List[str]:
     """Collectors whose success gauge (netstat_exporter_collector_success) says 0."""
-    from exporter.scrape import EXPORTER_METRICS
+    from exporter.scrape import SCRAPE_METRICS
 
-    names = [m.name for m in EXPORTER_METRICS
+    names = [m.name for m in SCRAPE_METRICS
              if m.labels == ("collector",) and m.name.endswith("_success")]
     return sorted(s.get("collector") for n in names for s in snap.all(n) if s.value == 0)
 
 
-def emit(view: View, params: Dict[str, Any], snap: Snapshot) -> None:
+def emit(view: View, params: Dict[str, Any], snap: Reading) -> None:
     view.failed = failed_collectors(snap)
     if params.get("output") == "json":
         sys.stdout.write(render_json(view))
@@ -230,7 +230,7 @@ def make_commands(common_options: Callable[[Callable[..., Any]], Callable[..., A
         if ctx.invoked_subcommand is None:  # `show` alone: which views there are
             click.echo(ctx.get_help())
 
-    def simple(name: str, build: Callable[[Snapshot], View], doc: str) -> None:
+    def simple(name: str, build: Callable[[Reading], View], doc: str) -> None:
         def cmd(**_params: Any) -> None:
             ctx = click.get_current_context()
             try:
