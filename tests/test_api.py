@@ -14,8 +14,8 @@ from helpers import ROOT, parse, run_cli, value
 from exporter.cli import build_config, cli
 from exporter.collectors import api
 from exporter.collectors.api import Flag, MetricDoc, register, specs
-from exporter.config import RegexError
-from exporter.scrape import SCRAPE_METRICS
+from exporter.config import Config, RegexError
+from exporter.scrape import SCRAPE_METRICS, Exporter
 
 
 @pytest.fixture
@@ -42,6 +42,26 @@ def test_register_refuses_a_metric_another_collector_declares(clean_registry: No
     register("fresh", default_enabled=False, description="x",
              metrics=[MetricDoc("netstat_fresh_things", "gauge", "new")])(lambda c: None)  # type: ignore
     assert "fresh" in api.specs()
+
+
+def test_every_collector_module_is_placed_in_order_once() -> None:
+    """ORDER names every collector module of the package, once, and nothing else."""
+    assert len(set(api.ORDER)) == len(api.ORDER)
+    modules = {name for name in (f[:-3] if f.endswith(".py") else f
+                                 for f in os.listdir(os.path.join(ROOT, "exporter", "collectors")))
+               if name not in ("__init__", "__pycache__", "api")}
+    assert set(api.ORDER) == modules == set(specs())
+    assert tuple(specs()) == api.ORDER
+
+
+def test_the_output_order_is_order_not_import_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    specs()
+    monkeypatch.setattr(api, "_SPECS", dict(reversed(list(api._SPECS.items()))))
+    assert tuple(specs()) == api.ORDER
+    ex = Exporter(Config(procfs=os.path.join(ROOT, "tests", "fixtures", "proc", "new"),
+                         collectors=frozenset({"netns", "sockets", "routes"}),
+                         disable_exporter_metrics=True))
+    assert ex.names == ["sockets", "routes", "netns"]
 
 
 def test_a_flag_must_name_an_option_field(clean_registry: None) -> None:
