@@ -177,13 +177,13 @@ def test_a_kept_file_of_many_records_is_read_whole() -> None:
 def test_the_netns_counter_files_come_whole_in_one_read() -> None:
     """Tier 1 reads its four files with one pread each (HeldFiles(single_record=True)): each is
     printed by a single show(), so one read gives what reading to the end gives."""
-    from exporter.collectors.netns import TIER1_FILES
+    from exporter.procfs.namespace_counters import COUNTER_FILES
 
-    files = HeldFiles(TIER1_FILES, max_fds=10, single_record=True)
+    files = HeldFiles(COUNTER_FILES, max_fds=10, single_record=True)
     try:
         for _ in range(2):  # opened, then kept
             got = files.read("me", "/proc/self/net")
-            for name, data in zip(TIER1_FILES, got):
+            for name, data in zip(COUNTER_FILES, got):
                 whole = read_bytes(f"/proc/self/net/{name}")
                 assert data is not None
                 # Counters may move between the two reads; the lines and fields may not.

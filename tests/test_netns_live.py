@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from exporter.collectors import netns as collector
 from exporter.config import Config
+from exporter.procfs.namespace_counters import COUNTER_FILES
 from exporter.scrape import Exporter
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="creates network namespaces: run as root")
@@ -374,7 +375,7 @@ def test_counters_are_read_afresh_from_kept_files() -> None:
     with NetNS("fresh") as ns, process_in(ns) as proc:
         before = of(ex.scrape(), "netstat_netns_tcp_active_opens_total", ns.name)[()]
         assert sorted(_fds_into(proc.pid)) == sorted(
-            f"/proc/{proc.pid}/net/{name}" for name in collector.TIER1_FILES)
+            f"/proc/{proc.pid}/net/{name}" for name in COUNTER_FILES)
         ns.call(_connect_times, 7)
         after = of(ex.scrape(), "netstat_netns_tcp_active_opens_total", ns.name)[()]
         assert after - before == 7
@@ -389,7 +390,7 @@ def test_deleted_namespace_releases_its_kept_files() -> None:
     with NetNS("gone") as ns, process_in(ns) as proc:
         ex.scrape()
         pid = proc.pid
-        assert len(_fds_into(pid)) == len(collector.TIER1_FILES)
+        assert len(_fds_into(pid)) == len(COUNTER_FILES)
     ex.scrape()
     assert _fds_into(pid) == []
     ex.collector.close()

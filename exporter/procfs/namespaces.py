@@ -353,31 +353,3 @@ def unique_labels(idents: Sequence[Identity], keys: Sequence[NsKey]) -> List[Ide
         seen[ident.netns] = 1
         out.append(ident)
     return out
-
-
-# --- capabilities ------------------------------------------------------------------------------
-
-CAP_SYS_PTRACE = 19
-CAP_SYS_ADMIN = 21
-
-
-def parse_cap_eff(text: str, path: str) -> int:
-    """The effective capability set (``CapEff:`` of /proc/<pid>/status, hex) as a bit mask."""
-    for n, line in enumerate(text.splitlines(), start=1):
-        key, _, value = line.partition(":")
-        if key == "CapEff":
-            try:
-                return int(value.strip(), 16)
-            except ValueError:
-                raise ParseError(path, f"CapEff is not hexadecimal: {value.strip()!r}",
-                                 n) from None
-    raise ParseError(path, "no CapEff: line")
-
-
-def read_cap_eff(root: str, pid: str = "self") -> Optional[int]:
-    """Effective capabilities of ``<root>/<pid>``; None when status cannot be read."""
-    path = os.path.join(root, pid, "status")
-    try:
-        return parse_cap_eff(read_path(path, "replace"), path)
-    except OSError:
-        return None
