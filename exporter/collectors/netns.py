@@ -200,7 +200,7 @@ _SNMP_WANTED = frozenset(f for _, f in SNMP_FIELDS)
 _NETSTAT_WANTED = frozenset(f for _, f in NETSTAT_FIELDS)
 
 
-class _Scrape:
+class _Families:
     """The families of one scrape."""
 
     def __init__(self, read_sockets: bool) -> None:
@@ -214,6 +214,20 @@ class _Scrape:
         self.skipped: Dict[Tuple[str, str], int] = {
             (tier, reason): 0 for tier, reasons in REASONS.items() for reason in reasons
             if read_sockets or tier == COUNTERS_TIER}
+
+    def families(self, open_sockets: Optional[int] = None) -> List[Metric]:
+        """Every family of the scrape, in the order of the exposition; tier 2's when
+        ``open_sockets`` (the sock_diag sockets held) is given."""
+        skipped = M_SKIPPED.family()
+        for (tier, reason), n in self.skipped.items():
+            skipped.add_metric([tier, reason], float(n))
+        out: List[Metric] = [self.info, self.found, skipped, *self.fields.values(), self.used,
+                             self.inuse, self.tw]
+        if open_sockets is not None:
+            opened = M_OPEN.family()
+            opened.add_metric([], float(open_sockets))
+            out += [self.states, self.listeners, self.queue, self.limit, opened]
+        return out
 
     def skip(self, tier: str, reason: str, n: int = 1) -> None:
         if (tier, reason) in self.skipped:
@@ -321,31 +335,62 @@ class NetnsCollector:
             yield from self._collect()
 
     def _collect(self) -> List[Metric]:
-        start = time.monotonic()
-        deadline = start + self.budget
+        deadline = time.monotonic() + self.budget
         found = pns.discover(self.procfs)
         if not found.namespaces:
             raise RuntimeError(f"no network namespace found under {self.procfs}")
-        out = _Scrape(self.read_sockets)
+        out = _Families(self.read_sockets)
+        chosen = self._choose(found, out)
+        self._read_all_counters(chosen, deadline, out)
+        # Close the files of namespaces not read any more (they would keep them alive).
+        self.files.sweep(ns.key for ns, _ in chosen)
+        found_keys = {ns.key for ns in found.namespaces}
+        for key in [key for key in self._failing if key[1] not in found_keys]:
+            del self._failing[key]
+        if not self.read_sockets:
+            return out.families()
+        self._read_all_sockets(chosen, pns.own_key(self.procfs), deadline, out)
+        # Close the sockets of namespaces no longer found (they would keep them alive).
+        self.pool.sweep(found_keys)
+        return out.families(open_sockets=len(self.pool))
+
+    def _choose(self, found: pns.Discovery, out: _Families
+                ) -> List[Tuple[pns.Namespace, pns.Identity]]:
+        """The namespaces within --collector.netns.max-namespaces, named; counts the others
+        and every namespace found by kind. Only those within the cap are named: naming reads
+        files too."""
         out.skip(COUNTERS_TIER, "permission", found.unmatched_mounts)
-        # Only the namespaces within the cap are named: naming reads files too.
         within = found.namespaces[: self.max_namespaces]
         over = len(found.namespaces) - len(within)
         out.skip(COUNTERS_TIER, "max_namespaces", over)
         out.skip(SOCKETS_TIER, "max_namespaces", over)
-        names = self._name_all(within)
-        idents = pns.unique_labels(names, [ns.key for ns in within])
+        idents = pns.unique_labels(self._name_all(within), [ns.key for ns in within])
         kinds = Counter(ident.kind for ident in idents)
         for kind in KINDS:
             out.found.add_metric([kind], float(kinds.get(kind, 0)))
-        chosen = list(zip(within, idents))
+        return list(zip(within, idents))
 
-        own = pns.own_key(self.procfs)
+    # --- tier 1: counters ----------------------------------------------------------------
+
+    def _name_all(self, within: List[pns.Namespace]) -> List[pns.Identity]:
+        names: Dict[Hashable, pns.Identity] = {}
+        out = []
+        for ns in within:
+            key = (ns.key, ns.host, tuple(ns.pids[:pns.NAMING_PIDS]), tuple(ns.mounts))
+            ident = self._names.get(key)
+            if ident is None:
+                ident = pns.name_namespace(self.procfs, ns)
+            names[key] = ident
+            out.append(ident)
+        self._names = names
+        return out
+
+    def _read_all_counters(self, chosen: List[Tuple[pns.Namespace, pns.Identity]],
+                           deadline: float, out: _Families) -> None:
         for i, (ns, ident) in enumerate(chosen):
             if time.monotonic() > deadline:
                 out.skip(COUNTERS_TIER, "time_budget", len(chosen) - i)
-                break
-            labels = [ident.netns, ident.kind]
+                return
             try:
                 counters = self._read_counters(ns)
             except nlns.EnterError as e:
@@ -364,42 +409,7 @@ class NetnsCollector:
             M_INFO.add(out.info, {"netns": ident.netns, "kind": ident.kind,
                                   "pod_uid": ident.pod_uid, "container_id": ident.container_id,
                                   "name": ident.name}, 1.0)
-            out.add_counters(labels, counters)
-
-        # Close the files of namespaces not read any more (they would keep them alive).
-        self.files.sweep(ns.key for ns in within)
-        found_keys = {ns.key for ns in found.namespaces}
-        for k in [k for k in self._failing if k[1] not in found_keys]:
-            del self._failing[k]
-        result: List[Metric] = []
-        if self.read_sockets:
-            self._read_all_sockets(chosen, own, deadline, out)
-            # Close the sockets of namespaces no longer found (they would keep them alive).
-            self.pool.sweep(ns.key for ns in found.namespaces)
-            opened = M_OPEN.family()
-            opened.add_metric([], float(len(self.pool)))
-            result += [out.states, out.listeners, out.queue, out.limit, opened]
-        skipped = M_SKIPPED.family()
-        for (tier, reason), n in out.skipped.items():
-            skipped.add_metric([tier, reason], float(n))
-        result = ([out.info, out.found, skipped] + list(out.fields.values())
-                  + [out.used, out.inuse, out.tw] + result)
-        return result
-
-    # --- tier 1: counters -----------------------------------------------------------------------------
-
-    def _name_all(self, within: List[pns.Namespace]) -> List[pns.Identity]:
-        names: Dict[Hashable, pns.Identity] = {}
-        out = []
-        for ns in within:
-            key = (ns.key, ns.host, tuple(ns.pids[:pns.NAMING_PIDS]), tuple(ns.mounts))
-            ident = self._names.get(key)
-            if ident is None:
-                ident = pns.name_namespace(self.procfs, ns)
-            names[key] = ident
-            out.append(ident)
-        self._names = names
-        return out
+            out.add_counters([ident.netns, ident.kind], counters)
 
     def _read_counters(self, ns: pns.Namespace) -> Optional[NamespaceCounters]:
         for pid in ns.pids[:3]:  # the first may exit while being read
@@ -434,10 +444,10 @@ class NetnsCollector:
         except OSError:
             return mount
 
-    # --- tier 2: sockets -----------------------------------------------------------------------------
+    # --- tier 2: sockets -----------------------------------------------------------------
 
     def _read_all_sockets(self, chosen: List[Tuple[pns.Namespace, pns.Identity]],
-                   own: Optional[pns.NsKey], deadline: float, out: _Scrape) -> None:
+                   own: Optional[pns.NsKey], deadline: float, out: _Families) -> None:
         for i, (ns, ident) in enumerate(chosen):
             if time.monotonic() > deadline:
                 out.skip(SOCKETS_TIER, "time_budget", len(chosen) - i)
