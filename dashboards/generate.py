@@ -317,11 +317,12 @@ LIMIT_LINE = [("color", {"mode": "fixed", "fixedColor": "dark-red"}),
               ("custom.fillOpacity", 0), ("custom.lineWidth", 2)]
 
 
-def host() -> Json:
+def host_overview() -> list[Json]:
+    """Host dashboard, row Overview: TCP states, the two limits, failing collectors."""
     tw = sel("netstat_sockstat_tcp_time_wait_sockets")
     eph_ratio = (f"max by (job, instance) ({sel('netstat_ports_ephemeral_destination_used_max')})"
                  f" / on (job, instance) {sel('netstat_ports_ephemeral_available')}")
-    panels = [
+    return [
         row("Overview"),
         stat("Established TCP", "TCP connections in ESTABLISHED, both address families "
              "(netstat_sockets, from sock_diag or /proc/net/tcp*).", "short",
@@ -347,7 +348,12 @@ def host() -> Json:
              "(netstat_exporter_collector_success == 0); the exporter log says why.", "short",
              targets((f"sum(1 - {sel(VAR_METRIC)})", "")),
              steps=thresholds((None, "green"), (1, "red"))),
+    ]
 
+
+def host_socket_states() -> list[Json]:
+    """Host dashboard, row Socket states: sockets by state, queues and memory, against limits."""
+    return [
         row("Socket states"),
         timeseries("TCP sockets by state", "Every TCP state stacked, both families "
                    "(netstat_sockets). TIME_WAIT (red) and CLOSE_WAIT (orange) are drawn thick.",
@@ -393,7 +399,12 @@ def host() -> Json:
                            (sel("netstat_limits_tcp_mem_bytes", 'level=~"pressure|max"'),
                             "tcp_mem {{level}}")),
                    overrides=[override("tcp_mem .*", *LIMIT_LINE, regex=True)]),
+    ]
 
+
+def host_tcp_errors() -> list[Json]:
+    """Host dashboard, row TCP errors: retransmissions, resets, overflows, SYN cookies, churn."""
+    return [
         row("TCP errors"),
         timeseries("Retransmitted segments", "Share of sent TCP segments that were "
                    "retransmissions (RetransSegs / OutSegs in /proc/net/snmp). Above a few "
@@ -440,7 +451,12 @@ def host() -> Json:
                            (rate("netstat_tcp_ext_tcp_abort_on_memory_total"), "aborts: memory"),
                            (rate("netstat_tcp_ext_tcp_abort_on_timeout_total"),
                             "aborts: timeout"))),
+    ]
 
+
+def host_udp() -> list[Json]:
+    """Host dashboard, row UDP: UDP errors and datagrams."""
+    return [
         row("UDP"),
         timeseries("UDP errors", "Datagrams dropped because the receive buffer was full "
                    "(RcvbufErrors), the send buffer was full (SndbufErrors), all receive errors "
@@ -455,7 +471,12 @@ def host() -> Json:
         timeseries("UDP datagrams", "UDP datagrams received and sent per second (IPv4).", "pps",
                    targets((rate("netstat_udp_in_datagrams_total"), "in"),
                            (rate("netstat_udp_out_datagrams_total"), "out"))),
+    ]
 
+
+def host_interfaces() -> list[Json]:
+    """Host dashboard, row Interfaces: traffic, packets, errors, drops, state and MTU."""
+    return [
         row("Interfaces"),
         timeseries("Interface throughput", "Bytes per second received (up) and transmitted "
                    "(down) per interface (/proc/net/dev).", "Bps",
@@ -496,7 +517,12 @@ def host() -> Json:
               transformations=merge_table({"Value #A": "Up", "Value #B": "MTU"},
                                           hide=("Time", "job", "instance"),
                                           order=("device", "Value #A", "Value #B"))),
+    ]
 
+
+def host_ephemeral_ports() -> list[Json]:
+    """Host dashboard, row Ephemeral ports: ephemeral port use against the range."""
+    return [
         row("Ephemeral ports"),
         timeseries("Ephemeral ports against the range", "Distinct local ports of the "
                    "ephemeral range in use (per protocol), the most used towards a single "
@@ -507,7 +533,12 @@ def host() -> Json:
                             "{{protocol}} busiest destination"),
                            (sel("netstat_ports_ephemeral_available"), "range size")),
                    w=24, overrides=[override("range size", *LIMIT_LINE)]),
+    ]
 
+
+def host_exporter() -> list[Json]:
+    """Host dashboard, row Exporter: the exporter's health and this instance's alerts."""
+    return [
         row("Exporter"),
         stat("Collector status", "Whether each collector succeeded in the last scrape "
              "(netstat_exporter_collector_success).", "none",
@@ -523,6 +554,11 @@ def host() -> Json:
                   "Grafana's alerting (Grafana-managed, or from a Prometheus data source with "
                   "a ruler).", '{instance=~"$instance"}', w=24, h=6),
     ]
+
+
+def host() -> Json:
+    panels = [*host_overview(), *host_socket_states(), *host_tcp_errors(), *host_udp(),
+              *host_interfaces(), *host_ephemeral_ports(), *host_exporter()]
     return dashboard(HOST_UID, "Netstat / Host",
                      "One host's sockets, TCP/UDP errors, interfaces, ephemeral ports and the "
                      "exporter's health, from netstat-exporter.", panels, instance_multi=False)
