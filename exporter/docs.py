@@ -1,6 +1,7 @@
 """Generates docs/metrics.md from the collectors' metric declarations.
 
-``python -m exporter.docs > docs/metrics.md``; tests/test_docs.py fails when the file is stale.
+``python -m exporter.docs > docs/metrics.md`` (scripts/regenerate runs it with the other
+generators); tests/test_regenerate.py fails when the file is stale.
 """
 
 from __future__ import annotations
@@ -60,8 +61,8 @@ def render() -> str:
     out = [
         "# Metrics reference",
         "",
-        "Generated from the collectors' declarations by `python -m exporter.docs`; "
-        "`tests/test_docs.py` fails when this file is out of date.",
+        "Generated from the collectors' declarations by `python -m exporter.docs` (run by "
+        "`scripts/regenerate`); `tests/test_regenerate.py` fails when this file is out of date.",
         "",
         "Every metric carries the labels listed; the `instance` and `job` labels are added by "
         "Prometheus. Counters end in `_total`. The Linux, Windows and macOS columns say where "

@@ -1,7 +1,8 @@
 """Tests of the Grafana dashboards in dashboards/.
 
 Grafana itself is not installed on test machines, so the dashboards are proved the next best way:
-- the committed JSON is what dashboards/generate.py writes;
+- dashboards/generate.py makes every committed file (tests/test_regenerate.py holds the JSON
+  to its output);
 - the rules of Grafana's dashboard linter (github.com/grafana/dashboard-linter), rewritten here,
   pass, with the exceptions of dashboards/.lint;
 - every metric name in a query is in the exporter's metrics reference (or is a recording rule of
@@ -354,14 +355,9 @@ def grid_problems(d: dict[str, Any], bad: list[str]) -> None:
 
 # --- static tests ------------------------------------------------------------------------------
 
-def test_committed_json_is_what_the_generator_writes() -> None:
-    gen = generator()
-    made = gen.dashboards()
-    assert sorted(made) == sorted(ALL_FILES)
-    for name, d in made.items():
-        with open(os.path.join(DASH_DIR, name), encoding="utf-8") as f:
-            assert f.read() == gen.render(d), \
-                f"{name} is stale: run python3 dashboards/generate.py"
+def test_the_generator_makes_every_dashboard_file() -> None:
+    """Each committed file is generated (tests/test_regenerate.py holds them to the output)."""
+    assert sorted(generator().dashboards()) == sorted(ALL_FILES)
 
 
 @pytest.mark.parametrize("name", ALL_FILES)

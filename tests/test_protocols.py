@@ -360,5 +360,3 @@ def test_reference_lists_every_table_field_and_the_default_set() -> None:
         row = next(line for line in text.splitlines() if line.startswith(f"| `{f.name}` |"))
         assert f"{f.group} {f.field} in" in row
         assert ("*(default)*" in row) == bool(default.match(f.key)), row
-    with open(os.path.join(os.path.dirname(FIXTURES), "..", "docs", "metrics.md")) as fh:
-        assert fh.read() == text, "docs/metrics.md is stale: python -m exporter.docs"
