@@ -6,9 +6,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-from collections.abc import Iterable
 from types import ModuleType
-from typing import Any
+from typing import Any, Dict, Iterable, List, Set
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ALERTS_DIR = os.path.join(ROOT, "alerts")
@@ -25,7 +24,7 @@ def load_generator() -> ModuleType:
     return mod
 
 
-def rules(groups: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+def rules(groups: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
     return [r for g in groups for r in g["rules"]]
 
 
@@ -39,7 +38,7 @@ _KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "an
 _IDENT = re.compile(r"(?<![\w.:])([a-zA-Z_:][a-zA-Z0-9_:]*)(\s*\()?")
 
 
-def selected_names(expr: str) -> set[str]:
+def selected_names(expr: str) -> Set[str]:
     """Metric (and recording rule) names a PromQL expression selects.
 
     Crude but sufficient for our rules: drop string literals, label matchers, ranges and the
@@ -63,7 +62,7 @@ def selected_names(expr: str) -> set[str]:
 _TEMPLATE_QUERY = re.compile(r'printf\s+"((?:\\.|[^"\\])*)"')
 
 
-def template_queries(annotation: str) -> list[str]:
+def template_queries(annotation: str) -> List[str]:
     """The PromQL format strings an annotation passes to ``query`` through printf."""
     return [m.group(1).replace('\\"', '"') for m in _TEMPLATE_QUERY.finditer(annotation)
             if "query" in annotation[m.end():m.end() + 120]]

@@ -17,9 +17,8 @@ import subprocess
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Iterator
 from contextlib import ExitStack
-from typing import Any
+from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 from alertrules import load_generator, rules
@@ -41,7 +40,7 @@ BACKLOG = 1
 CLIENTS = 6
 
 
-def e2e_settings() -> dict[str, str]:
+def e2e_settings() -> Dict[str, str]:
     """The shipped settings with every `for:` cut to 2s and every window shortened, so that the
     alerts can go pending within seconds of a 1s scrape and evaluation interval."""
     s = {name: "2s" for name in gen.DEFAULTS if name.endswith("_for")}
@@ -62,21 +61,21 @@ class Stack:
         assert status == 200, (status, body[:300])
         return json.loads(body)["data"]
 
-    def query(self, expr: str) -> list[dict[str, Any]]:
+    def query(self, expr: str) -> List[Dict[str, Any]]:
         return self.api("query", query=expr)["result"]  # type: ignore[no-any-return]
 
-    def alerts(self, name: str) -> list[dict[str, Any]]:
+    def alerts(self, name: str) -> List[Dict[str, Any]]:
         return [a for a in self.api("alerts")["alerts"]
                 if a["labels"]["alertname"] == name and a["state"] in ("pending", "firing")]
 
-    def wait_alert(self, name: str, timeout: float = 40) -> list[dict[str, Any]]:
+    def wait_alert(self, name: str, timeout: float = 40) -> List[Dict[str, Any]]:
         if self.prometheus.poll() is not None:
             raise AssertionError(f"prometheus exited with {self.prometheus.returncode}")
         return poll(lambda: self.alerts(name), timeout=timeout, interval=0.5,
                     what=f"{name} to be pending or firing")
 
 
-def _prometheus_config(rule_files: list[str]) -> str:
+def _prometheus_config(rule_files: List[str]) -> str:
     return json.dumps({  # JSON is YAML
         "global": {"scrape_interval": f"{SCRAPE_INTERVAL:g}s", "evaluation_interval": "1s",
                    "scrape_timeout": "1s"},
@@ -222,7 +221,7 @@ class FullQueue:
         self.srv.bind(("127.0.0.1", 0))
         self.srv.listen(BACKLOG)
         self.port = int(self.srv.getsockname()[1])
-        self.clients: list[socket.socket] = []
+        self.clients: List[socket.socket] = []
         for _ in range(CLIENTS):
             c = socket.socket()
             c.setblocking(False)
@@ -243,7 +242,7 @@ def _comm() -> str:
 def test_full_accept_queue_raises_accept_queue_and_listen_drop_alerts(stack: Stack) -> None:
     missing = {"listeners", "protocols"} - set(specs())
     assert not missing, f"collectors {sorted(missing)} are not in this tree yet"
-    queue: FullQueue | None = stack.ns.call(FullQueue)
+    queue: Optional[FullQueue] = stack.ns.call(FullQueue)
     assert queue is not None
     try:
         alerts = stack.wait_alert("NetstatAcceptQueueNearFull")

@@ -18,9 +18,8 @@ import subprocess
 import threading
 import urllib.parse
 import uuid
-from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from typing import Any
+from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 import yaml
@@ -79,11 +78,11 @@ def pod_process(ns: NetNS, uid: str) -> Iterator[int]:
         poll(removed, timeout=10, what="test cgroups removed")
 
 
-def trouble(close_wait: int, overflow: bool) -> list[socket.socket]:
+def trouble(close_wait: int, overflow: bool) -> List[socket.socket]:
     """Inside a namespace: ``close_wait`` server sockets in CLOSE_WAIT (their clients shut down
     writing but stay open, so nothing times out), and with ``overflow`` a listener whose accept
     queue is full and one more client whose SYNs it keeps dropping."""
-    keep: list[socket.socket] = []
+    keep: List[socket.socket] = []
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(16)
@@ -171,7 +170,7 @@ def kube_state_metrics() -> Iterator[int]:
         server.server_close()
 
 
-def settings() -> dict[str, str]:
+def settings() -> Dict[str, str]:
     """The shipped settings with every `for:` cut to 2s. Windows stay as shipped: the Pods
     dashboard reads the rules by their names (…:increase5m), and rate() and increase() over a
     5m window already answer from two samples."""
@@ -191,16 +190,16 @@ class Prom:
         assert status == 200 and data["status"] == "success", (path, params, data)
         return data["data"]
 
-    def query(self, expr: str) -> list[dict[str, Any]]:
+    def query(self, expr: str) -> List[Dict[str, Any]]:
         return self.api("query", query=expr)["result"]  # type: ignore[no-any-return]
 
-    def alerts(self, name: str) -> list[dict[str, Any]]:
+    def alerts(self, name: str) -> List[Dict[str, Any]]:
         return [a for a in self.api("alerts")["alerts"]
                 if a["labels"]["alertname"] == name and a["state"] in ("pending", "firing")]
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: Any) -> Iterator[tuple[Prom, str]]:
+def stack(tmp_path_factory: Any) -> Iterator[Tuple[Prom, str]]:
     tmp = str(tmp_path_factory.mktemp("netns-e2e"))
     with ExitStack() as es:
         for uid, overflow in ((CART, True), (WEB, False), (STATIC, False)):
@@ -252,11 +251,11 @@ def stack(tmp_path_factory: Any) -> Iterator[tuple[Prom, str]]:
         yield prom, instance
 
 
-def by_pod(rows: list[dict[str, Any]]) -> dict[str, float]:
+def by_pod(rows: List[Dict[str, Any]]) -> Dict[str, float]:
     return {r["metric"]["pod"]: float(r["value"][1]) for r in rows}
 
 
-def test_recording_rules_name_pods_from_kube_pod_info(stack: tuple[Prom, str]) -> None:
+def test_recording_rules_name_pods_from_kube_pod_info(stack: Tuple[Prom, str]) -> None:
     prom, instance = stack
     rows = poll(lambda: prom.query("pod:netstat_netns_tcp_close_wait:sum") or None,
                 timeout=30, interval=0.5, what="the per-pod rules")
@@ -273,7 +272,7 @@ def test_recording_rules_name_pods_from_kube_pod_info(stack: tuple[Prom, str]) -
     assert [r["value"][1] for r in joined] == [r["value"][1] for r in raw]
 
 
-def test_pod_alerts_fire_for_the_pod_in_trouble_only(stack: tuple[Prom, str]) -> None:
+def test_pod_alerts_fire_for_the_pod_in_trouble_only(stack: Tuple[Prom, str]) -> None:
     prom, _ = stack
     for name in ("NetstatPodCloseWaitAccumulating", "NetstatPodListenDrops"):
         alerts = poll(lambda n=name: prom.alerts(n), timeout=40, interval=0.5,
@@ -283,7 +282,7 @@ def test_pod_alerts_fire_for_the_pod_in_trouble_only(stack: tuple[Prom, str]) ->
         assert all(a["labels"]["netns"] == CART for a in alerts)
 
 
-def test_every_pods_dashboard_query_returns_data(stack: tuple[Prom, str]) -> None:
+def test_every_pods_dashboard_query_returns_data(stack: Tuple[Prom, str]) -> None:
     prom, instance = stack
     d = load("netstat-pods.json")
     todo = {}

@@ -201,7 +201,7 @@ def dump_records(payload: bytes, sink: RecordSink, *, sock: AnySock = None,
         sink(bytes(buf[off + NLMSG_HDRLEN:off + NLMSG_HDRLEN + INET_MSG_LEN]), 0,
              INET_MSG_LEN, INET_MSG_LEN)
 
-    def chunk(buf: bytearray, n: int) -> tuple[bool, bool]:
+    def chunk(buf: bytearray, n: int) -> Tuple[bool, bool]:
         end = n
         # The last chunk ends with NLMSG_DONE (20 bytes): take the messages before it in bulk
         # and read it with walk(), which checks it for an error.
