@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import sys
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence
 
 import click
 
@@ -273,7 +273,7 @@ for _command in make_commands(common_options, build_config):
     cli.add_command(_command)
 
 
-def _fail(message: str, code: int) -> NoReturn:  # type: ignore[name-defined]  # noqa: F821
+def _fail(message: str, code: int) -> NoReturn:
     print(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)
     sys.exit(code)
 

@@ -7,7 +7,7 @@ import importlib.util
 import os
 import re
 from types import ModuleType
-from typing import Any, Dict, Iterable, List, Set
+from typing import Any, Dict, Iterable, List, Mapping, Set
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ALERTS_DIR = os.path.join(ROOT, "alerts")
@@ -22,6 +22,18 @@ def load_generator() -> ModuleType:
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def write_rule_files(directory: str, files: Mapping[str, str]) -> List[str]:
+    """Write the rule files alerts/generate.py rendered (``render(settings)``: name -> text) to
+    ``directory``; their paths, for Prometheus's rule_files."""
+    paths = []
+    for name, text in files.items():
+        path = os.path.join(directory, name)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        paths.append(path)
+    return paths
 
 
 def rules(groups: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:

@@ -21,7 +21,7 @@ from contextlib import ExitStack
 from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
-from alertrules import load_generator, rules
+from alertrules import load_generator, rules, write_rule_files
 from helpers import http_get, poll, running_exporter
 from nshelpers import NetNS
 
@@ -90,12 +90,7 @@ def stack() -> Iterator[Stack]:
     with ExitStack() as es:
         tmp = es.enter_context(tempfile.TemporaryDirectory(prefix="alerts-e2e-"))
         ns = es.enter_context(NetNS("alerts"))
-        rule_files = []
-        for name, text in gen.render(e2e_settings()).items():
-            path = os.path.join(tmp, name)
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(text)
-            rule_files.append(path)
+        rule_files = write_rule_files(tmp, gen.render(e2e_settings()))
         config = os.path.join(tmp, "prometheus.yml")
         with open(config, "w", encoding="utf-8") as f:
             f.write(_prometheus_config(rule_files))

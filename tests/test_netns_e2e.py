@@ -23,7 +23,7 @@ from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 import yaml
-from alertrules import load_generator
+from alertrules import load_generator, write_rule_files
 from helpers import free_port, have, http_get, poll, running_exporter, stop
 from nshelpers import NetNS
 from test_dashboards import label_values_inner, load, queries, substitute
@@ -213,12 +213,7 @@ def stack(tmp_path_factory: Any) -> Iterator[Tuple[Prom, str]]:
             "--collector.disable-defaults", "--collector.netns", "--collector.netns.sockets",
             "--collector.netns.time-budget=1.5"))
         instance = f"127.0.0.1:{ex.port}"
-        rule_files = []
-        for name, text in gen.render(settings()).items():
-            path = os.path.join(tmp, name)
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(text)
-            rule_files.append(path)
+        rule_files = write_rule_files(tmp, gen.render(settings()))
         port = free_port()
         config = os.path.join(tmp, "prometheus.yml")
         with open(config, "w", encoding="utf-8") as f:
