@@ -16,12 +16,11 @@ import socket
 import subprocess
 import tempfile
 import time
-import urllib.parse
 from contextlib import ExitStack
 from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
-from alertrules import load_generator, rules, write_rule_files
+from alertrules import PrometheusAPI, load_generator, rules, write_rule_files
 from helpers import http_get, poll, running_exporter
 from nshelpers import NetNS
 
@@ -49,24 +48,13 @@ def e2e_settings() -> Dict[str, str]:
     return s
 
 
-class Stack:
+class Stack(PrometheusAPI):
+    """The Prometheus in the namespace ``ns``, asked from inside it."""
+
     def __init__(self, ns: NetNS, prometheus: subprocess.Popen) -> None:
+        super().__init__(f"http://127.0.0.1:{PROMETHEUS_PORT}",
+                         lambda url, timeout: ns.call(http_get, url, timeout))
         self.ns, self.prometheus = ns, prometheus
-
-    def api(self, path: str, **params: str) -> Any:
-        url = f"http://127.0.0.1:{PROMETHEUS_PORT}/api/v1/{path}"
-        if params:
-            url += "?" + urllib.parse.urlencode(params)
-        status, _, body = self.ns.call(http_get, url, 5)
-        assert status == 200, (status, body[:300])
-        return json.loads(body)["data"]
-
-    def query(self, expr: str) -> List[Dict[str, Any]]:
-        return self.api("query", query=expr)["result"]  # type: ignore[no-any-return]
-
-    def alerts(self, name: str) -> List[Dict[str, Any]]:
-        return [a for a in self.api("alerts")["alerts"]
-                if a["labels"]["alertname"] == name and a["state"] in ("pending", "firing")]
 
     def wait_alert(self, name: str, timeout: float = 40) -> List[Dict[str, Any]]:
         if self.prometheus.poll() is not None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import List
 
 import pytest
+from helpers import connect_and_close
 
 from exporter.procfs import read_bytes
 from exporter.procfs.reread import HeldFiles, pread_all
@@ -19,16 +20,6 @@ def _active_opens(text: bytes) -> int:
     return int(lines[1][lines[0].index("ActiveOpens")])
 
 
-def _connect(n: int) -> None:
-    """``n`` loopback connections, closed: ActiveOpens grows by ``n``."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(n)
-    for _ in range(n):
-        socket.create_connection(srv.getsockname()).close()
-    srv.close()
-
-
 def _own_fds() -> List[str]:
     return os.listdir("/proc/self/fd")
 
@@ -37,7 +28,7 @@ def test_a_kept_proc_file_reads_the_current_content() -> None:
     files = HeldFiles(["snmp", "netstat"], max_fds=10)
     first = files.read("me", "/proc/self/net")
     assert files.fds == 2
-    _connect(3)
+    connect_and_close(3)
     again = files.read("me", "/proc/self/net")
     assert files.fds == 2  # the same descriptors
     assert _active_opens(again[0] or b"") - _active_opens(first[0] or b"") >= 3
@@ -128,7 +119,7 @@ def test_kept_files_read_afresh_through_one_descriptor() -> None:
         before = len(_own_fds())
         read_text("/proc", "net", "snmp")
         assert len(_own_fds()) == before + 1
-        _connect(3)
+        connect_and_close(3)
         again = read_text("/proc", "net", "snmp")
         assert len(_own_fds()) == before + 1  # the same descriptor, read again
         assert _active_opens(again.encode()) - _active_opens(first.encode()) >= 3

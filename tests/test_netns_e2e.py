@@ -11,19 +11,17 @@ dashboard returns data.
 from __future__ import annotations
 
 import http.server
-import json
 import os
 import socket
 import subprocess
 import threading
-import urllib.parse
 import uuid
 from contextlib import ExitStack, contextmanager
 from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 import yaml
-from alertrules import load_generator, write_rule_files
+from alertrules import PrometheusAPI, load_generator, write_rule_files
 from helpers import free_port, have, http_get, poll, running_exporter, stop
 from nshelpers import NetNS
 from test_dashboards import label_values_inner, load, queries, substitute
@@ -179,27 +177,8 @@ def settings() -> Dict[str, str]:
     return s
 
 
-class Prom:
-    def __init__(self, port: int) -> None:
-        self.base = f"http://127.0.0.1:{port}"
-
-    def api(self, path: str, **params: str) -> Any:
-        status, _, body = http_get(f"{self.base}/api/v1/{path}?"
-                                   f"{urllib.parse.urlencode(params)}", timeout=10)
-        data = json.loads(body)
-        assert status == 200 and data["status"] == "success", (path, params, data)
-        return data["data"]
-
-    def query(self, expr: str) -> List[Dict[str, Any]]:
-        return self.api("query", query=expr)["result"]  # type: ignore[no-any-return]
-
-    def alerts(self, name: str) -> List[Dict[str, Any]]:
-        return [a for a in self.api("alerts")["alerts"]
-                if a["labels"]["alertname"] == name and a["state"] in ("pending", "firing")]
-
-
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: Any) -> Iterator[Tuple[Prom, str]]:
+def stack(tmp_path_factory: Any) -> Iterator[Tuple[PrometheusAPI, str]]:
     tmp = str(tmp_path_factory.mktemp("netns-e2e"))
     with ExitStack() as es:
         for uid, overflow in ((CART, True), (WEB, False), (STATIC, False)):
@@ -232,7 +211,7 @@ def stack(tmp_path_factory: Any) -> Iterator[Tuple[Prom, str]]:
                                 stdout=log, stderr=subprocess.STDOUT)
 
         es.callback(stop, proc)
-        prom = Prom(port)
+        prom = PrometheusAPI(f"http://127.0.0.1:{port}")
 
         def ready() -> bool:
             if proc.poll() is not None:
@@ -250,7 +229,7 @@ def by_pod(rows: List[Dict[str, Any]]) -> Dict[str, float]:
     return {r["metric"]["pod"]: float(r["value"][1]) for r in rows}
 
 
-def test_recording_rules_name_pods_from_kube_pod_info(stack: Tuple[Prom, str]) -> None:
+def test_recording_rules_name_pods_from_kube_pod_info(stack: Tuple[PrometheusAPI, str]) -> None:
     prom, instance = stack
     rows = poll(lambda: prom.query("pod:netstat_netns_tcp_close_wait:sum") or None,
                 timeout=30, interval=0.5, what="the per-pod rules")
@@ -267,7 +246,7 @@ def test_recording_rules_name_pods_from_kube_pod_info(stack: Tuple[Prom, str]) -
     assert [r["value"][1] for r in joined] == [r["value"][1] for r in raw]
 
 
-def test_pod_alerts_fire_for_the_pod_in_trouble_only(stack: Tuple[Prom, str]) -> None:
+def test_pod_alerts_fire_for_the_pod_in_trouble_only(stack: Tuple[PrometheusAPI, str]) -> None:
     prom, _ = stack
     for name in ("NetstatPodCloseWaitAccumulating", "NetstatPodListenDrops"):
         alerts = poll(lambda n=name: prom.alerts(n), timeout=40, interval=0.5,
@@ -277,7 +256,7 @@ def test_pod_alerts_fire_for_the_pod_in_trouble_only(stack: Tuple[Prom, str]) ->
         assert all(a["labels"]["netns"] == CART for a in alerts)
 
 
-def test_every_pods_dashboard_query_returns_data(stack: Tuple[Prom, str]) -> None:
+def test_every_pods_dashboard_query_returns_data(stack: Tuple[PrometheusAPI, str]) -> None:
     prom, instance = stack
     d = load("netstat-pods.json")
     todo = {}

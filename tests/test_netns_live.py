@@ -15,7 +15,7 @@ from contextlib import ExitStack, contextmanager
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import pytest
-from helpers import parse, poll, run_cli
+from helpers import connect_and_close, parse, poll, run_cli
 from nshelpers import SS_STATE, NetNS
 from prometheus_client import CollectorRegistry
 
@@ -345,16 +345,6 @@ def test_concurrent_scrapes_share_the_sockets(namespaces) -> None:
     ex.collector.close()
 
 
-def _connect_times(n: int) -> None:
-    """Runs inside a namespace: ``n`` connections to a listener of its own, closed."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(n)
-    for _ in range(n):
-        socket.create_connection(srv.getsockname(), timeout=10).close()
-    srv.close()
-
-
 def _fds_into(pid: int) -> List[str]:
     """This process's descriptors open on files of /proc/<pid>/net."""
     out = []
@@ -376,7 +366,7 @@ def test_counters_are_read_afresh_from_kept_files() -> None:
         before = of(ex.scrape(), "netstat_netns_tcp_active_opens_total", ns.name)[()]
         assert sorted(_fds_into(proc.pid)) == sorted(
             f"/proc/{proc.pid}/net/{name}" for name in COUNTER_FILES)
-        ns.call(_connect_times, 7)
+        ns.call(connect_and_close, 7)
         after = of(ex.scrape(), "netstat_netns_tcp_active_opens_total", ns.name)[()]
         assert after - before == 7
         assert after == nstat(ns)["TcpActiveOpens"]
