@@ -1,5 +1,6 @@
 """Collector ``protocols``: the kernel's protocol counters, what ``netstat -s`` and ``nstat``
-show, from /proc/net/snmp, /proc/net/netstat and /proc/net/snmp6.
+show, from /proc/net/snmp, /proc/net/netstat and /proc/net/snmp6 (on macOS, from the
+net.inet.*.stats sysctls under the same names, :mod:`exporter.darwin.decode`).
 
 Every field is one metric named ``netstat_<group>_<field>`` in snake case (``TcpExt
 ListenOverflows`` -> ``netstat_tcp_ext_listen_overflows_total``, ``TcpExt DelayedACKs`` ->
@@ -36,7 +37,10 @@ DEFAULT_PROTOCOLS_FIELDS = (
     r"|TCPMemoryPressures|TCPRcvQDrop)"
     r"|Tcp_(ActiveOpens|PassiveOpens|AttemptFails|EstabResets|CurrEstab|InSegs|OutSegs"
     r"|RetransSegs|OutRsts)"
-    r"|Udp6?_(InDatagrams|OutDatagrams|NoPorts|RcvbufErrors|SndbufErrors))$"
+    r"|Udp6?_(InDatagrams|OutDatagrams|NoPorts|RcvbufErrors|SndbufErrors)"
+    # macOS: the BSD counters of the connection failures, resets, listen-queue overflows and
+    # retransmission timeouts above, which have no Linux name of the same meaning.
+    r"|TcpDarwin_(conndrops|drops|listendrop|rexmttimeo))$"
 )
 _FLAG = "--collector.protocols.fields"
 # The group and field names of each of the three files, in file order.
