@@ -51,10 +51,10 @@ AVAILABLE_ON: dict[str, tuple[str, ...]] = {
     "netstat_tcp_ext_listen_drops_total": ("Linux",),
     "netstat_tcp_ext_syncookies_sent_total": ("Linux",),
     "netstat_tcp_ext_tw_total": ("Linux",),
-    "netstat_tcp_out_segs_total": ("Linux",),
-    "netstat_tcp_retrans_segs_total": ("Linux",),
+    "netstat_tcp_out_segs_total": ("Linux", "macOS"),
+    "netstat_tcp_retrans_segs_total": ("Linux", "macOS"),
     "netstat_udp6_rcvbuf_errors_total": ("Linux",),
-    "netstat_udp_rcvbuf_errors_total": ("Linux",),
+    "netstat_udp_rcvbuf_errors_total": ("Linux", "macOS"),
 }
 RULES_FILE = "netstat-rules.yaml"
 ALERTS_FILE = "netstat-alerts.yaml"
