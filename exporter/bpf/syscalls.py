@@ -28,6 +28,7 @@ _NR: Dict[str, Tuple[int, int]] = {
 # enum bpf_cmd
 MAP_CREATE, MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, MAP_DELETE_ELEM, MAP_GET_NEXT_KEY = 0, 1, 2, 3, 4
 PROG_LOAD = 5
+PROG_GET_NEXT_ID = 11
 MAP_LOOKUP_BATCH = 24
 # enum bpf_map_type, bpf_prog_type
 MAP_TYPE_HASH, MAP_TYPE_ARRAY = 1, 2
@@ -55,9 +56,12 @@ class BpfError(OSError):
     """A bpf() or perf call failed. ``log`` holds the verifier's log for a refused program."""
 
     def __init__(self, err: int, what: str, log: str = "") -> None:
-        super().__init__(err, f"{what}: {os.strerror(err)}")
+        super().__init__(err, os.strerror(err))
         self.what = what
         self.log = log
+
+    def __str__(self) -> str:
+        return f"{self.what}: {self.strerror}"
 
 
 def _numbers() -> Tuple[int, int]:
@@ -225,6 +229,47 @@ def fdinfo(fd: int, pid: str = "self") -> Dict[str, str]:
     except OSError:
         pass
     return out
+
+
+def prog_ids() -> List[int]:
+    """The ids of every BPF program loaded on the host (needs CAP_SYS_ADMIN)."""
+    ids: List[int] = []
+    start = 0
+    while True:
+        attr = _attr((0, "I", start))
+        try:
+            bpf(PROG_GET_NEXT_ID, attr, "listing BPF programs")
+        except BpfError as e:
+            if e.errno == errno.ENOENT:
+                return ids
+            raise
+        start = struct.unpack_from("=I", attr, 4)[0]
+        ids.append(start)
+
+
+CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
+
+
+def effective_caps(status: str = "/proc/self/status") -> Optional[int]:
+    """The calling process's effective capability set, or None if it cannot be read."""
+    try:
+        with open(status, encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return int(line.split()[1], 16)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def missing_caps(caps: Optional[int]) -> str:
+    """What the process lacks to load and attach tracing programs, or "" (CAP_SYS_ADMIN alone
+    does, as before Linux 5.8; CAP_BPF with CAP_PERFMON since)."""
+    if caps is None or caps >> CAP_SYS_ADMIN & 1:
+        return ""
+    lacking = [n for b, n in ((CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON"))
+               if not caps >> b & 1]
+    return " and ".join(lacking)
 
 
 def close(fd: int) -> None:

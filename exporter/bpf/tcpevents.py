@@ -239,13 +239,28 @@ def _count_port_event(a: Asm, m: Maps, kind: int, local_first: str = "") -> None
     a.ja("out")
 
 
+def _only_ports(a: Asm, only: Optional[Tuple[int, int]]) -> None:
+    """Skip events neither of whose ports (r6 local, r7 remote) is in ``only`` (lo, hi): for
+    tests that must not see the rest of the host's traffic."""
+    if only is None:
+        return
+    lo, hi = only
+    a.jmp("lt", R6, lo, "try_remote")
+    a.jmp("le", R6, hi, "wanted")
+    a.label("try_remote")
+    a.jmp("lt", R7, lo, "out")
+    a.jmp("gt", R7, hi, "out")
+    a.label("wanted")
+
+
 def _epilogue(a: Asm) -> None:
     a.label("out")
     a.mov(R0, 0)
     a.exit()
 
 
-def set_state_program(fmt: tracefs.Format, m: Maps) -> bytes:
+def set_state_program(fmt: tracefs.Format, m: Maps,
+                      only: Optional[Tuple[int, int]] = None) -> bytes:
     a = Asm()
     a.mov(R6, reg(R1))  # the record
     _load_int(a, R2, R6, fmt, "protocol")
@@ -256,6 +271,7 @@ def set_state_program(fmt: tracefs.Format, m: Maps) -> bytes:
     a.jmp("gt", R9, N_STATES - 1, "out")
     _load_port(a, R7, R6, fmt, _port(fmt, "d"))
     _load_port(a, R6, R6, fmt, _port(fmt, "s"))  # the record is not needed after this
+    _only_ports(a, only)
     # transitions[old*16+new] += 1
     a.mov(R1, reg(R8))
     a.lsh(R1, 4)
@@ -307,23 +323,27 @@ def set_state_program(fmt: tracefs.Format, m: Maps) -> bytes:
     return a.assemble()
 
 
-def retransmit_program(fmt: tracefs.Format, m: Maps) -> bytes:
+def retransmit_program(fmt: tracefs.Format, m: Maps,
+                       only: Optional[Tuple[int, int]] = None) -> bytes:
     a = Asm()
     if fmt.has("err"):  # since Linux 6.13 the event fires for failed retransmissions too
         _load_int(a, R2, R1, fmt, "err")
         a.jmp("ne", R2, 0, "out")
     _load_port(a, R7, R1, fmt, _port(fmt, "d"))
     _load_port(a, R6, R1, fmt, _port(fmt, "s"))
+    _only_ports(a, only)
     _count_port_event(a, m, RETRANSMITS)
     _epilogue(a)
     return a.assemble()
 
 
-def send_reset_program(fmt: tracefs.Format, m: Maps) -> bytes:
+def send_reset_program(fmt: tracefs.Format, m: Maps,
+                       only: Optional[Tuple[int, int]] = None) -> bytes:
     a = Asm()
     _load_int(a, R8, R1, fmt, "skaddr")
     _load_port(a, R7, R1, fmt, _port(fmt, "d"))
     _load_port(a, R6, R1, fmt, _port(fmt, "s"))
+    _only_ports(a, only)
     # No socket: a segment to a port nobody listens on (or a connection long gone); the local
     # port is the one asked for.
     a.jmp("eq", R8, 0, "no_socket")
@@ -332,10 +352,12 @@ def send_reset_program(fmt: tracefs.Format, m: Maps) -> bytes:
     return a.assemble()
 
 
-def receive_reset_program(fmt: tracefs.Format, m: Maps) -> bytes:
+def receive_reset_program(fmt: tracefs.Format, m: Maps,
+                          only: Optional[Tuple[int, int]] = None) -> bytes:
     a = Asm()
     _load_port(a, R7, R1, fmt, _port(fmt, "d"))
     _load_port(a, R6, R1, fmt, _port(fmt, "s"))
+    _only_ports(a, only)
     _count_port_event(a, m, RESETS_RECEIVED)
     _epilogue(a)
     return a.assemble()
@@ -367,8 +389,9 @@ def _explain(e: sc.BpfError, what: str) -> LoadError:
         if e.log:
             first = next((ln for ln in reversed(e.log.splitlines()) if ln.strip()), "")
             return LoadError(f"the kernel refused the BPF program for {what}: {first}")
-        return LoadError(f"{what}: {e.strerror}: the exporter needs CAP_BPF and CAP_PERFMON "
-                         "(or CAP_SYS_ADMIN)")
+        return LoadError(f"{what}: {e.strerror} (the exporter needs CAP_BPF and CAP_PERFMON, "
+                         "or CAP_SYS_ADMIN; a lockdown or kernel.unprivileged_bpf_disabled "
+                         "refuses it too)")
     if e.log:
         first = next((ln for ln in reversed(e.log.splitlines()) if ln.strip()), "")
         return LoadError(f"the kernel refused the BPF program for {what}: {e.strerror}: {first}")
@@ -380,8 +403,11 @@ class TcpEvents:
     (or the process's exit) unloads everything."""
 
     def __init__(self, max_ports: int = DEFAULT_MAX_PORTS, tracefs_root: Optional[str] = None,
-                 mount_tracefs: bool = True, cpu: Optional[int] = None) -> None:
+                 mount_tracefs: bool = True, cpu: Optional[int] = None,
+                 only_ports: Optional[Tuple[int, int]] = None) -> None:
         self.max_ports = max_ports
+        # Count only events with a port in this range (tests on a busy host); None: all.
+        self.only_ports = only_ports
         self._fds: List[int] = []
         self._prog_fds: List[int] = []
         self._lock = threading.Lock()
@@ -396,11 +422,19 @@ class TcpEvents:
             raise
 
     def _load(self, root: Optional[str], mount: bool, cpu: Optional[int]) -> None:
+        # Everything that is missing, in one line: capabilities first, then tracefs.
+        problems = []
+        lacking = sc.missing_caps(sc.effective_caps())
+        if lacking:
+            problems.append(f"needs {lacking} (or CAP_SYS_ADMIN) to load BPF programs")
+        formats: Dict[str, tracefs.Format] = {}
         try:
-            root = root or tracefs.find(mount_if_missing=mount)
+            root = root or tracefs.find(mount_if_missing=mount and not lacking)
             formats = tracefs.read_formats(root, TRACEPOINTS, OPTIONAL_TRACEPOINTS)
         except tracefs.TracefsError as e:
-            raise LoadError(str(e)) from None
+            problems.append(str(e))
+        if problems:
+            raise LoadError("; ".join(problems))
         try:
             counts = self._own(sc.map_create(sc.MAP_TYPE_ARRAY, 4, 8, COUNTS_ENTRIES,
                                              sc.F_MMAPABLE, "nse_counts"))
@@ -418,7 +452,7 @@ class TcpEvents:
         progs = []
         for tp, fmt in formats.items():
             try:
-                insns = PROGRAMS[tp](fmt, self.maps)
+                insns = PROGRAMS[tp](fmt, self.maps, self.only_ports)
             except tracefs.TracefsError as e:
                 raise LoadError(str(e)) from None
             try:

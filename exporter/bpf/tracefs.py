@@ -104,8 +104,13 @@ def mounted(mounts: str = "/proc/self/mounts") -> Optional[str]:
         if len(parts) >= 3 and parts[2] == "debugfs":
             candidates.append(os.path.join(parts[1].replace("\\040", " "), "tracing"))
     for path in candidates:
-        if os.path.isdir(os.path.join(path, "events")):
-            return path
+        try:
+            os.stat(os.path.join(path, "events"))
+        except PermissionError:
+            return path  # tracefs is mode 0700: there, but not for this process
+        except OSError:
+            continue
+        return path
     return None
 
 
@@ -125,6 +130,11 @@ def find(mount_if_missing: bool = True, target: str = DEFAULT_MOUNT,
     sys-kernel-tracing.mount would). Raises TracefsError with one line saying what is missing."""
     path = mounted(mounts)
     if path is not None:
+        try:
+            os.stat(os.path.join(path, "events"))
+        except PermissionError:
+            raise TracefsError(f"tracefs at {path} is readable by root only: run as root or "
+                               "give the exporter CAP_DAC_READ_SEARCH") from None
         return path
     if os.path.isdir(os.path.join(target, "events")):
         return target  # mounted but not listed (another mount namespace's view)

@@ -167,7 +167,7 @@ class TcpEventsCollector:
     def collect_snapshot(self, snap: Snapshot) -> Iterator[Metric]:
         events = self._try_load()
         if events is None:
-            raise RuntimeError(f"tcpevents: {self.error}")
+            raise RuntimeError(self.error)
         self._set_ports(events, snap)
         r = events.read()
         yield from self._families(r)
