@@ -10,6 +10,7 @@ detaches and unloads everything.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import mmap
@@ -86,7 +87,7 @@ def _attr(*fields: Tuple[int, str, int]) -> ctypes.Array:  # type: ignore[type-a
     return buf
 
 
-def _addr(obj: ctypes._CData) -> int:  # type: ignore[name-defined]
+def _addr(obj: ctypes._CData) -> int:
     return ctypes.addressof(obj)
 
 
@@ -273,7 +274,5 @@ def missing_caps(caps: Optional[int]) -> str:
 
 
 def close(fd: int) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.close(fd)
-    except OSError:
-        pass
