@@ -392,6 +392,9 @@ def _explain(e: sc.BpfError, what: str) -> LoadError:
         return LoadError(f"{what}: {e.strerror} (the exporter needs CAP_BPF and CAP_PERFMON, "
                          "or CAP_SYS_ADMIN; a lockdown or kernel.unprivileged_bpf_disabled "
                          "refuses it too)")
+    if e.errno == 7:  # E2BIG from PERF_EVENT_IOC_SET_BPF
+        return LoadError(f"{what}: the tracepoint has 64 BPF programs attached already, the "
+                         "kernel's limit (other exporters or tracers on this host)")
     if e.log:
         first = next((ln for ln in reversed(e.log.splitlines()) if ln.strip()), "")
         return LoadError(f"the kernel refused the BPF program for {what}: {e.strerror}: {first}")
@@ -513,6 +516,14 @@ class TcpEvents:
             ports[(k >> 16, k & 0xFFFF)] = struct.unpack(fmt, value)[:len(KINDS)]
         return Reading(transitions, ports, tuple(counts[OVERFLOW_BASE:OVERFLOW_BASE + len(KINDS)]),
                        missed, len(raw), self.tracepoints)
+
+    def __del__(self) -> None:
+        # A collector dropped without close() (a test's Exporter) must not keep its programs
+        # attached: a tracepoint takes 64 programs at most, host-wide.
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - nothing to report to at interpreter exit
+            pass
 
     def close(self) -> None:
         with self._lock:
