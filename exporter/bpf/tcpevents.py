@@ -33,6 +33,7 @@ included, and one port's series sums that port over every namespace.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import struct
@@ -520,10 +521,8 @@ class TcpEvents:
     def __del__(self) -> None:
         # A collector dropped without close() (a test's Exporter) must not keep its programs
         # attached: a tracepoint takes 64 programs at most, host-wide.
-        try:
+        with contextlib.suppress(Exception):  # nothing to report to at interpreter exit
             self.close()
-        except Exception:  # noqa: BLE001 - nothing to report to at interpreter exit
-            pass
 
     def close(self) -> None:
         with self._lock:

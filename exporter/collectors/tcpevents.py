@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Iterator, List, Optional, Tuple
 
 from prometheus_client.core import Metric
+from prometheus_client.samples import Sample
 
 from exporter.bpf import tcpevents as bpf
 from exporter.collectors.api import Flag, MetricDoc, options, register
@@ -50,8 +51,9 @@ M_PORT = MetricDoc(
     "(tcp:tcp_retransmit_skb, successful ones, and tcp:tcp_retransmit_synack), reset_sent "
     "(tcp:tcp_send_reset), reset_received (tcp:tcp_receive_reset), connect_failed (syn_sent "
     "to close), peer_close (established to close_wait: the peer closed first) or established "
-    "(a connection reached established). side=local: port is a listening port of this host "
-    "(joins netstat_listener_info on port), or the port a reset answered when no socket had it; "
+    "(a connection reached established); a port's event appears with its first one. "
+    "side=local: port is a listening port of this host (joins netstat_listener_info on "
+    "port), or the port a reset answered when no socket had it; "
     "side=remote: the peer's port, this host being the client; side=unknown, port=ephemeral: "
     "both ports ephemeral and neither listening.",
     ("port", "side", "event"))
@@ -180,11 +182,17 @@ class TcpEventsCollector:
             M_TRANSITIONS.add(tr, {"from": _state(old), "to": _state(new)},
                               float(r.transitions.get((old, new), 0)))
         pf = M_PORT.family()
+        # Only the events a port has had: a port's series appear with its first event of each
+        # kind, which keeps a thousand ports within a few milliseconds and the series few.
+        name, kinds, sides = M_PORT.name, bpf.KINDS, bpf.SIDES
+        samples = pf.samples
         for (side, port), counts in sorted(r.ports.items()):
-            side_name = bpf.SIDES.get(side, "unknown")
+            side_name = sides.get(side, "unknown")
             port_label = UNKNOWN_PORT if side == bpf.SIDE_UNKNOWN else str(port)
-            for kind, n in zip(bpf.KINDS, counts):
-                M_PORT.add(pf, {"port": port_label, "side": side_name, "event": kind}, float(n))
+            for i, n in enumerate(counts):
+                if n:
+                    samples.append(Sample(name, {"port": port_label, "side": side_name,
+                                                 "event": kinds[i]}, float(n), None))
         of = M_OVERFLOW.family()
         for kind, n in zip(bpf.KINDS, r.overflow):
             M_OVERFLOW.add(of, {"event": kind}, float(n))
