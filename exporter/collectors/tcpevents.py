@@ -33,6 +33,7 @@ from exporter.collectors.api import Flag, MetricDoc, options, register
 from exporter.config import Config, ConfigError
 from exporter.sockets.names import TCP_STATES
 from exporter.sockets.snapshot import Snapshot, Wants
+from exporter.system import load
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,8 @@ class TcpEventsCollector:
     def __init__(self, config: Config) -> None:
         opts = options(config, "tcpevents", TcpEventsOptions)
         self.procfs = config.procfs
-        self.socket_source = "auto"
+        self.system = load(config)
+        self.socket_source = self.system.socket_source("auto")
         self.max_ports = opts.max_ports
         self.tracefs = opts.tracefs
         self._lock = threading.Lock()
@@ -141,7 +143,8 @@ class TcpEventsCollector:
         """Tell the programs the listening ports and the ephemeral range at once, rather than
         at the first scrape."""
         try:
-            with Snapshot(self.procfs, self.socket_source, wants=self.socket_wants()) as snap:
+            with Snapshot(self.procfs, self.socket_source, wants=self.socket_wants(),
+                          system=self.system) as snap:
                 self._set_ports(events, snap)
         except Exception as e:  # noqa: BLE001 - the first scrape does it again
             log.debug("tcpevents: no socket snapshot at start", extra={"err": str(e)})
@@ -163,7 +166,8 @@ class TcpEventsCollector:
         events.set_ports(listening, rng.ports if rng is not None else ())
 
     def collect(self) -> Iterator[Metric]:
-        with Snapshot(self.procfs, self.socket_source, wants=self.socket_wants()) as snap:
+        with Snapshot(self.procfs, self.socket_source, wants=self.socket_wants(),
+                          system=self.system) as snap:
             yield from list(self.collect_snapshot(snap))
 
     def collect_snapshot(self, snap: Snapshot) -> Iterator[Metric]:
