@@ -50,10 +50,11 @@ AVAILABLE_ON: Dict[str, Tuple[str, ...]] = {
     "netstat_tcp_ext_listen_drops_total": ("Linux",),
     "netstat_tcp_ext_syncookies_sent_total": ("Linux",),
     "netstat_tcp_ext_tw_total": ("Linux",),
-    "netstat_tcp_out_segs_total": ("Linux",),
-    "netstat_tcp_retrans_segs_total": ("Linux",),
+    "netstat_tcp_out_segs_total": ("Linux", "macOS"),
+    "netstat_tcp_retrans_segs_total": ("Linux", "macOS"),
+    "netstat_tcpevents_port_events_total": ("Linux",),
     "netstat_udp6_rcvbuf_errors_total": ("Linux",),
-    "netstat_udp_rcvbuf_errors_total": ("Linux",),
+    "netstat_udp_rcvbuf_errors_total": ("Linux", "macOS"),
 }
 RULES_FILE = "netstat-rules.yaml"
 ALERTS_FILE = "netstat-alerts.yaml"
@@ -129,7 +130,17 @@ POD_SETTINGS: Tuple[Tuple[str, str, str], ...] = (
     ("netns_skipped_for", "30m", "how long namespaces are left out of every scrape before "
      "it is reported"),
 )
-SETTINGS = SETTINGS + POD_SETTINGS
+# Settings of the per-service TCP event rules (the tcpevents collector).
+TCPEVENTS_SETTINGS: Tuple[Tuple[str, str, str], ...] = (
+    ("service_retransmit_ratio", "0.5",
+     "retransmitted segments per connection established on one port over rate_window"),
+    ("service_retransmit_min_rate", "1",
+     "retransmits per second on one port below which its ratio is ignored"),
+    ("service_retransmit_for", "15m", ""),
+    ("service_resets_max", "5", "TCP resets sent and received per second on one port"),
+    ("service_resets_for", "10m", ""),
+)
+SETTINGS = SETTINGS + POD_SETTINGS + TCPEVENTS_SETTINGS
 DEFAULTS: Dict[str, str] = {name: default for name, default, _ in SETTINGS}
 _SELECTORS = ("selector", "kube_state_metrics_selector")
 
@@ -545,6 +556,79 @@ ALERT_GROUPS.append(
                "{{ $labels.instance }} leaves {{ $value | humanize }} network namespaces out "
                "of tier {{ $labels.tier }} in every scrape ({{ $labels.reason }}); their pods "
                "are not watched."),
+    ]})
+
+
+# --- per service port (the tcpevents collector) ----------------------------------------------
+# One series per (port, side): side="local" is a listening port of the host (joined with
+# netstat_listener_info for the process), side="remote" the port of a service the host calls.
+
+
+def _events(record: str, events: str) -> Dict[str, Any]:
+    return {"record": f"instance_port_side:netstat_tcpevents_{record}:rate${{rate_window}}",
+            "expr": f"""
+            sum without (event) (
+              rate(netstat_tcpevents_port_events_total{{${{selector}}, event=~"{events}"}}[${{rate_window}}])
+            )"""}
+
+
+RECORDING_GROUPS.append(
+    {"name": "netstat.tcpevents.rules", "rules": [
+        _events("retransmits", "retransmit"),
+        _events("established", "established"),
+        _events("resets", "reset_sent|reset_received"),
+    ]})
+
+
+def _with_process(expr: str) -> str:
+    """``expr`` (a template taking a side matcher) with the process of the local listening
+    port joined in; remote ports, and local ports nothing listens on, as they are."""
+    return f"""
+            {expr.format(side='{side="local"}')}
+              * on (instance, job, port) group_left (process)
+              topk by (instance, job, port) (1,
+                max by (instance, job, port, process) (
+                  netstat_listener_info{{${{selector}}, protocol="tcp"}}
+                )
+              )
+            or on (instance, job, port, side)
+            {expr.format(side="")}"""
+
+
+_SVC_RTX = """(
+              instance_port_side:netstat_tcpevents_retransmits:rate${{rate_window}}{side}
+                / instance_port_side:netstat_tcpevents_established:rate${{rate_window}}{side}
+                > ${{service_retransmit_ratio}}
+              and
+              instance_port_side:netstat_tcpevents_retransmits:rate${{rate_window}}{side}
+                > ${{service_retransmit_min_rate}}
+            )"""
+_SVC_RST = """(
+              instance_port_side:netstat_tcpevents_resets:rate${{rate_window}}{side}
+                > ${{service_resets_max}}
+            )"""
+_SVC = ("{{ if eq $labels.side \"local\" }}port {{ $labels.port }}" + _PROCESS
+        + "{{ else }}connections to remote port {{ $labels.port }}{{ end }} on "
+        "{{ $labels.instance }}")
+
+ALERT_GROUPS.append(
+    {"name": "netstat.tcpevents", "rules": [
+        _alert("NetstatServiceRetransmitsHigh", "warning", _with_process(_SVC_RTX),
+               "${service_retransmit_for}",
+               "The TCP connections of one service retransmit a lot.",
+               "{{ if eq $labels.side \"local\" }}Connections to port {{ $labels.port }}"
+               + _PROCESS + "{{ else }}Connections to remote port {{ $labels.port }}{{ end }}"
+               " on {{ $labels.instance }} retransmit {{ $value | humanize }} "
+               "segments per connection established ("
+               "{{ with printf \"instance_port_side:netstat_tcpevents_retransmits:rate${rate_window}"
+               "{instance=%q,job=%q,port=%q,side=%q}\" $labels.instance $labels.job "
+               "$labels.port $labels.side | query }}{{ . | first | value | humanize }}{{ end }}"
+               " retransmits per second)."),
+        _alert("NetstatServiceResetsHigh", "warning", _with_process(_SVC_RST),
+               "${service_resets_for}",
+               "One service's TCP connections end in resets.",
+               "{{ $value | humanize }} TCP resets per second (sent and received) on "
+               + _SVC + ": connections refused, aborted or reset by the peer."),
     ]})
 
 

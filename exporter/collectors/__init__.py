@@ -19,4 +19,5 @@ from exporter.collectors import (  # noqa: F401  (importing registers them)
     protocols,
     routes,
     sockets,
+    tcpevents,
 )

@@ -154,6 +154,7 @@ class CollectorSpec:
 # tests/test_api.py holds this tuple to the registered set, so a new collector must be placed.
 ORDER: Tuple[str, ...] = (
     "sockets", "listeners", "protocols", "interfaces", "routes", "ports", "limits", "netns",
+    "tcpevents",
 )
 
 _SPECS: Dict[str, CollectorSpec] = {}

@@ -58,7 +58,9 @@ class Link:
 class Conn:
     """One socket of a system's own table (``netstat -ano``'s line): ``state`` is the Linux
     kernel's number (TCP_ESTABLISHED for a connected UDP socket, TCP_CLOSE for an unconnected
-    one), ``pid`` the holder where the system says (None: unknown or not ours to see)."""
+    one), ``pid`` the holder where the system says (None: unknown or not ours to see), ``uid``
+    the socket's owner where the system says without naming the process (macOS's pcblist_n;
+    None: unknown)."""
 
     family: str  # "ipv4" | "ipv6"
     state: int
@@ -67,6 +69,7 @@ class Conn:
     remote: str
     rport: int
     pid: Optional[int] = None
+    uid: Optional[int] = None
 
 
 class System:
