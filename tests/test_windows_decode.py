@@ -621,10 +621,11 @@ def test_table2_copied_then_freed(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_extended_table_sizing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Asked for the size, then read; the table grows in between once: asked again."""
-    rows = [tcp_row(2, "0.0.0.0", 80 + i, "0.0.0.0", 0, i) for i in range(3)]
+    """Asked for the size, then read with slack; the table outgrows the slack twice in
+    between: asked again each time."""
+    rows = [tcp_row(2, "0.0.0.0", 1 + i, "0.0.0.0", 0, i) for i in range(800)]
     sizes = iter([table(decode.MIB_TCPTABLE_OWNER_PID, rows[:1]),
-                  table(decode.MIB_TCPTABLE_OWNER_PID, rows[:2]),
+                  table(decode.MIB_TCPTABLE_OWNER_PID, rows[:400]),
                   table(decode.MIB_TCPTABLE_OWNER_PID, rows)])
     state = {"now": next(sizes)}
 
@@ -642,8 +643,9 @@ def test_extended_table_sizing(monkeypatch: pytest.MonkeyPatch) -> None:
 
     dll = use(monkeypatch, Dll(GetExtendedTcpTable=ext))
     raw = iphlpapi.tcp_table(AF_INET)
-    assert [c.lport for c in decode.tcp_table(raw, AF_INET)] == [80, 81, 82]
+    assert [c.lport for c in decode.tcp_table(raw, AF_INET)] == list(range(1, 801))
     assert len(dll.GetExtendedTcpTable.calls) == 4
+    assert iphlpapi.slack(28) == 28 + 7 + 4096 and iphlpapi.slack(0) == 0
 
 
 def test_extended_table_sizing_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:

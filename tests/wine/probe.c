@@ -51,14 +51,17 @@ static void stats(const char *name, ULONG rc, const void *data, size_t size) {
     put(name, data, size);
 }
 
-/* GetExtendedTcpTable/GetExtendedUdpTable: ask for the size, then read, again while the table
- * grows between the two calls (ERROR_INSUFFICIENT_BUFFER), at most 8 times. */
+/* GetExtendedTcpTable/GetExtendedUdpTable: ask for the size, then read into a buffer a
+ * quarter and 4 KiB larger, again while the table outgrows it (ERROR_INSUFFICIENT_BUFFER), at
+ * most 8 times: iphlpapi.py's slack() and SIZING_TRIES. */
 static void extended(const char *name, int tcp, ULONG family, int table_class) {
   DWORD size = 0, rc = ERROR_INSUFFICIENT_BUFFER;
   void *buf = NULL;
   int tries;
   for (tries = 0; tries < 8 && rc == ERROR_INSUFFICIENT_BUFFER; tries++) {
     free(buf);
+    if (size)
+      size += size / 4 + 4096;
     buf = size ? malloc(size) : NULL;
     rc = tcp ? GetExtendedTcpTable(buf, &size, FALSE, family, (TCP_TABLE_CLASS)table_class, 0)
              : GetExtendedUdpTable(buf, &size, FALSE, family, (UDP_TABLE_CLASS)table_class, 0);
