@@ -2,8 +2,9 @@
 ``pip install`` cannot stop on a missing wheel and a compiler that is not there.
 
 ``pip download --only-binary=:all:`` resolves pyproject's runtime dependencies and the ``web``
-extra (prometheus-client, psutil, click, PyYAML, bcrypt) for each platform as that platform's
-pip would, from the package index (PyPI: reachable in CI).
+extra (prometheus-client, psutil, click, PyYAML, bcrypt), and for Windows the ``windows`` extra
+(pywin32), for each platform as that platform's pip would, from the package index (PyPI:
+reachable in CI).
 
 The macOS floors are real ones: arm64 Macs start at macOS 11. On Intel, bcrypt has no wheel of
 a version this project accepts (>=4) for a macOS before 10.12 (at macosx_10_9_x86_64 pip finds
@@ -26,11 +27,17 @@ PYTHON = "3.11"
 PLATFORMS = ["win_amd64", "macosx_11_0_arm64", "macosx_10_13_x86_64"]
 
 
-def requirements() -> List[str]:
+def requirements(platform: str = "") -> List[str]:
+    """pyproject's runtime dependencies and the web extra; for Windows the windows extra too,
+    its environment marker dropped (pip evaluates markers for the machine it runs on, not for
+    --platform)."""
     tomllib = pytest.importorskip("tomllib")
     with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
         project = tomllib.load(f)["project"]
-    return list(project["dependencies"]) + list(project["optional-dependencies"]["web"])
+    reqs = list(project["dependencies"]) + list(project["optional-dependencies"]["web"])
+    if platform.startswith("win"):
+        reqs += [r.split(";")[0].strip() for r in project["optional-dependencies"]["windows"]]
+    return reqs
 
 
 def project_name(requirement: str) -> str:
@@ -42,11 +49,12 @@ def project_name(requirement: str) -> str:
 def test_requirements_are_the_ones_named() -> None:
     assert sorted(project_name(r) for r in requirements()) == [
         "bcrypt", "click", "prometheus_client", "psutil", "pyyaml"]
+    assert [project_name(r) for r in requirements("win_amd64")][-1] == "pywin32"
 
 
 @pytest.mark.parametrize("platform", PLATFORMS)
 def test_dependencies_resolve_to_wheels(platform: str, tmp_path: os.PathLike) -> None:
-    reqs = requirements()
+    reqs = requirements(platform)
     abi = "cp" + PYTHON.replace(".", "")
     r = subprocess.run(
         [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "-q",
