@@ -13,7 +13,7 @@ from typing import Dict, Iterator, List
 
 from prometheus_client.core import Metric
 
-from exporter.collectors.api import Flag, MetricDoc, options, register
+from exporter.collectors.api import LINUX, SYSTEMS, Flag, MetricDoc, options, register
 from exporter.config import Config, compile_regex
 from exporter.labels import label_value
 from exporter.system import load
@@ -43,6 +43,11 @@ _COLUMNS = {
 }
 
 
+# The columns every system has (psutil's net_io_counters); the others are Linux's.
+_EVERYWHERE = {f"{way}_{what}" for way in ("receive", "transmit")
+               for what in ("bytes", "packets", "errs", "drop")}
+
+
 def _metric_name(column: str) -> str:
     return "netstat_interface_" + column.replace("_errs", "_errors") + "_total"
 
@@ -50,7 +55,8 @@ def _metric_name(column: str) -> str:
 COUNTERS: Dict[str, MetricDoc] = {
     col: MetricDoc(_metric_name(col), "counter",
                    f"{text}, per interface (/proc/net/dev column "
-                   f"{col.split('_')[0].capitalize()} {col.split('_', 1)[1]}).", ("device",))
+                   f"{col.split('_')[0].capitalize()} {col.split('_', 1)[1]}).", ("device",),
+                   systems=SYSTEMS if col in _EVERYWHERE else LINUX)
     for col, text in _COLUMNS.items()
 }
 # A counter Linux does not keep per interface: Windows's InUnknownProtos (MIB_IF_ROW2 of

@@ -31,7 +31,7 @@ from typing import Dict, Iterator, List, Optional, Set, Tuple
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from exporter import expected as expected_file
-from exporter.collectors.api import Flag, MetricDoc, options, register
+from exporter.collectors.api import LINUX, Flag, MetricDoc, options, register
 from exporter.config import Config
 from exporter.netlink import sockdiag as nl
 from exporter.netlink.transport import Channel
@@ -66,13 +66,13 @@ M_QUEUE = MetricDoc(
     "Connections waiting in a TCP listener's accept queue (idiag_rqueue of a LISTEN socket, "
     "sk_ack_backlog; the rx_queue column of /proc/net/tcp; Recv-Q in ss -tln). Summed over "
     "an SO_REUSEPORT group.",
-    ("family", "address", "port"), note="absent with the psutil source")
+    ("family", "address", "port"), note="absent with the psutil source", systems=LINUX)
 M_LIMIT = MetricDoc(
     "netstat_listener_accept_queue_limit", "gauge",
     "The accept queue's limit, the backlog given to listen() capped by net.core.somaxconn "
     "(idiag_wqueue of a LISTEN socket, sk_max_ack_backlog; Send-Q in ss -tln). Summed over an "
     "SO_REUSEPORT group.",
-    ("family", "address", "port"), note="netlink source only")
+    ("family", "address", "port"), note="netlink source only", systems=LINUX)
 M_CONN = MetricDoc(
     "netstat_listener_connections", "gauge",
     "TCP sockets whose local port is a listening TCP port, by state (every state but listen, "

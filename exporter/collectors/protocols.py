@@ -1,5 +1,6 @@
 """Collector ``protocols``: the kernel's protocol counters, what ``netstat -s`` and ``nstat``
-show, from /proc/net/snmp, /proc/net/netstat and /proc/net/snmp6.
+show, from /proc/net/snmp, /proc/net/netstat and /proc/net/snmp6 (on macOS, from the
+net.inet.*.stats sysctls under the same names, :mod:`exporter.darwin.decode`).
 
 Every field is one metric named ``netstat_<group>_<field>`` in snake case (``TcpExt
 ListenOverflows`` -> ``netstat_tcp_ext_listen_overflows_total``, ``TcpExt DelayedACKs`` ->
@@ -19,7 +20,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 from prometheus_client.core import Metric
 
-from exporter.collectors.api import Flag, MetricDoc, options, register
+from exporter.collectors.api import SYSTEMS, Flag, MetricDoc, options, register
 from exporter.collectors.protocols_table import TABLE, Field, lookup, pattern_rows
 from exporter.config import Config, compile_regex
 from exporter.system import load
@@ -36,7 +37,10 @@ DEFAULT_PROTOCOLS_FIELDS = (
     r"|TCPMemoryPressures|TCPRcvQDrop)"
     r"|Tcp_(ActiveOpens|PassiveOpens|AttemptFails|EstabResets|CurrEstab|InSegs|OutSegs"
     r"|RetransSegs|OutRsts)"
-    r"|Udp6?_(InDatagrams|OutDatagrams|NoPorts|RcvbufErrors|SndbufErrors))$"
+    r"|Udp6?_(InDatagrams|OutDatagrams|NoPorts|RcvbufErrors|SndbufErrors)"
+    # macOS: the BSD counters of the connection failures, resets, listen-queue overflows and
+    # retransmission timeouts above, which have no Linux name of the same meaning.
+    r"|TcpDarwin_(conndrops|drops|listendrop|rexmttimeo))$"
 )
 _FLAG = "--collector.protocols.fields"
 # The group and field names of each of the three files, in file order.
@@ -63,8 +67,14 @@ FLAGS = (
 )
 
 
+# Groups of one system's own counters (the reference's columns); every other group is Linux's
+# names, which the other systems fill where they count the same thing.
+_GROUP_SYSTEMS = {"TcpDarwin": ("darwin",)}
+
+
 def _doc(f: Field, note: str = "") -> MetricDoc:
-    return MetricDoc(f.name, "gauge" if f.kind == "gauge" else "counter", f.help, note=note)
+    return MetricDoc(f.name, "gauge" if f.kind == "gauge" else "counter", f.help, note=note,
+                     systems=_GROUP_SYSTEMS.get(f.group, SYSTEMS))
 
 
 def _docs() -> Tuple[MetricDoc, ...]:

@@ -31,6 +31,8 @@ from exporter.sockets.names import (
     FAMILY_NAMES,
     PROC_FILES,
     PROTOCOL_NUMBERS,
+    TCP_CLOSE,
+    TCP_LISTEN,
 )
 from exporter.sockets.onepass import InetPass, ephemeral_range
 from exporter.system.common import System
@@ -310,12 +312,16 @@ class Snapshot:
         # psutil gives one entry per (process, descriptor): the entries of one socket are
         # merged here, their pids kept for the listeners collector.
         pids: Dict[Tuple[str, int, str, int, str, int], List[int]] = defaultdict(list)
+        # The socket's owner, where the system gives it without a pid (macOS's pcblist_n).
+        uids: Dict[Tuple[str, int, str, int, str, int], int] = {}
         for c in (self.system or _PORTABLE).connections(protocol):
             key = (c.family, c.state, c.local, c.lport, c.remote, c.rport)
             if c.pid is not None:
                 pids[key].append(c.pid)
             else:
                 pids.setdefault(key, [])
+            if c.uid is not None:
+                uids.setdefault(key, c.uid)
         sink = self._pass(protocol)
         data = b"".join(_record(_FAMILY_NUMBERS[fam], state, local, lport, remote, rport,
                                 0, 0, 0, 0)
@@ -323,11 +329,19 @@ class Snapshot:
         sink(data, 0, len(data), nl_inet.INET_MSG_LEN)
         out = sink.result("psutil", ("ipv4", "ipv6"), queues=False)
         by_listener: Dict[Tuple[str, str, int], List[int]] = defaultdict(list)
-        for (fam, _state, local, lport, _remote, _rport), p in pids.items():
+        uid_of: Dict[Tuple[str, str, int], int] = {}
+        listening = TCP_LISTEN if protocol == "tcp" else TCP_CLOSE
+        for key, p in pids.items():
+            fam, state, local, lport, _remote, _rport = key
             if lport:
                 by_listener[(fam, local, lport)] += p
+                if state == listening and key in uids:
+                    uid_of.setdefault((fam, local, lport), uids[key])
         for x in out.listeners:
-            x.pids = tuple(sorted(set(by_listener.get((x.family, x.address, x.port), ()))))
+            where = (x.family, x.address, x.port)
+            x.pids = tuple(sorted(set(by_listener.get(where, ()))))
+            # The records carry no uid: unknown unless the system said (not root's 0).
+            x.uid = uid_of.get(where)
             x.queue = x.limit = None
         return out
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import importlib
 import sys
-from typing import Any, Iterable
+from typing import Any, Iterable, Type
 
 from exporter.config import Config
 from exporter.system._psutil import Owners as PsutilOwners
@@ -31,7 +31,7 @@ from exporter.system.common import (
 )
 
 __all__ = ["PsutilOwners", "Conn", "Groups", "Link", "ProtocolTables", "System", "Unavailable", "PLATFORMS",
-           "PlatformError", "native", "resolve", "load", "load_named", "check"]
+           "PlatformError", "native", "resolve", "load", "load_named", "system_class", "check"]
 
 PLATFORMS = ("auto", "portable")
 # sys.platform -> the module of that system. Anything else psutil supports is portable.
@@ -60,11 +60,20 @@ def resolve(platform: str) -> str:
 def load_named(name: str, procfs: str = "/proc", sysfs: str = "/sys") -> System:
     """The system called ``name`` (one of :func:`resolve`'s answers), reading ``procfs`` and
     ``sysfs`` where it has them; one instance per arguments, shared by the collectors."""
+    cls: Any = system_class(name)
+    return cls(procfs, sysfs) if cls.has_procfs else cls()  # type: ignore[no-any-return]
+
+
+def system_class(name: str) -> Type[System]:
+    """The class of the system called ``name``, imported but not started (every system's module
+    imports on every system: their native libraries are loaded on first call)."""
     module = _MODULES.get(name)
     if module is None:
-        return System()
-    cls: Any = importlib.import_module(f"exporter.system.{module}").SYSTEM
-    return cls(procfs, sysfs) if cls.has_procfs else cls()  # type: ignore[no-any-return]
+        return System
+    try:
+        return importlib.import_module(f"exporter.system.{module}").SYSTEM  # type: ignore[no-any-return]
+    except ModuleNotFoundError:
+        return System  # a system whose native half this build leaves out: the portable part
 
 
 def load(config: Config) -> System:

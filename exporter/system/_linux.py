@@ -14,7 +14,7 @@ from exporter.system.common import Link, ProtocolTables, System
 class LinuxSystem(System):
     name = "linux"
     collectors = frozenset({"sockets", "listeners", "protocols", "interfaces", "routes", "ports",
-                            "limits", "netns"})
+                            "limits", "netns", "tcpevents"})
     has_procfs = True
 
     def __init__(self, procfs: str = "/proc", sysfs: str = "/sys") -> None:

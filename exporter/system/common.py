@@ -58,7 +58,9 @@ class Link:
 class Conn:
     """One socket of a system's own table (``netstat -ano``'s line): ``state`` is the Linux
     kernel's number (TCP_ESTABLISHED for a connected UDP socket, TCP_CLOSE for an unconnected
-    one), ``pid`` the holder where the system says (None: unknown or not ours to see)."""
+    one), ``pid`` the holder where the system says (None: unknown or not ours to see), ``uid``
+    the socket's owner where the system says without naming the process (macOS's pcblist_n;
+    None: unknown)."""
 
     family: str  # "ipv4" | "ipv6"
     state: int
@@ -67,6 +69,7 @@ class Conn:
     remote: str
     rport: int
     pid: Optional[int] = None
+    uid: Optional[int] = None
 
 
 class System:
@@ -83,6 +86,9 @@ class System:
     collectors: FrozenSet[str] = frozenset({"sockets", "listeners", "interfaces"})
     # Whether /proc and /sys exist here and --path.procfs/--path.sysfs mean something.
     has_procfs = False
+    # The (group, field) pairs protocol_tables() can give, in Linux's names, for the reference
+    # (docs/metrics.md); empty where any field the kernel prints may come (Linux).
+    protocol_fields: FrozenSet[Tuple[str, str]] = frozenset()
 
     # What to grant for every listener to be named (said once in the log where one is not).
     grant = "run the exporter as root"
