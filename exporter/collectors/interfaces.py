@@ -65,7 +65,7 @@ COUNTERS["receive_unknown_protocols"] = MetricDoc(
     _metric_name("receive_unknown_protocols"), "counter",
     "Packets received that were discarded because of an unknown or unsupported protocol, per "
     "interface (MIB_IF_ROW2 InUnknownProtos; netstat -e's Unknown protocols).", ("device",),
-    note="Windows only")
+    systems=("windows",))
 M_UP = MetricDoc(
     "netstat_interface_up", "gauge",
     "1 if the interface is operationally up, else 0 (/sys/class/net/<device>/operstate; for "

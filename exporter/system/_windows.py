@@ -10,7 +10,8 @@ bytes to :mod:`exporter.windows.decode`, where everything that can be tested off
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional
+import re
+from typing import Callable, Dict, FrozenSet, List, Optional, Tuple
 
 from exporter.procfs.route import Route
 from exporter.system.common import Link, ProtocolTables, System
@@ -18,10 +19,25 @@ from exporter.windows import decode, iphlpapi
 from exporter.windows.decode import AF_INET, AF_INET6
 
 
+def _protocol_fields() -> FrozenSet[Tuple[str, str]]:
+    """Every (group, field) protocol_tables() gives, for the reference (docs/metrics.md):
+    decoded from structures whose every byte is 1, so that none is withheld; the numbered
+    ICMP types as the reference's pattern rows (InType<N>)."""
+    ones = b"\x01" * 4096
+    raw = decode.RawProtocols(
+        tcp4=("MIB_TCPSTATS2", ones), tcp6=("MIB_TCPSTATS2", ones),
+        udp4=("MIB_UDPSTATS2", ones), udp6=("MIB_UDPSTATS2", ones),
+        ip4=ones, ip6=ones, icmp4=ones, icmp6=ones)
+    return frozenset((group, re.sub(r"Type\d+$", "Type<N>", field))
+                     for groups in decode.protocol_tables(raw) if groups
+                     for group, fields in groups.items() for field in fields)
+
+
 class WindowsSystem(System):
     name = "windows"
     collectors = frozenset({"sockets", "listeners", "interfaces", "protocols", "routes"})
     grant = "run the exporter as Administrator, or as a service under LocalSystem"
+    protocol_fields = _protocol_fields()
 
     def interfaces(self, wanted: Callable[[str], bool]) -> Dict[str, Link]:
         """GetIfTable2's interfaces, named by alias as psutil names them."""
