@@ -342,9 +342,13 @@ def test_routes_are_the_hosts(wine: Wine, monkeypatch: pytest.MonkeyPatch) -> No
 
 # --- netstat -ano ------------------------------------------------------------------------------
 
-def ss_rows(proto: str, ports: Set[int]) -> Set[Tuple[str, int, str, int, str, int]]:
-    """`ss -tan`/`ss -uan` rows with one of ``ports`` at either end: (family, state, local,
-    lport, remote, rport)."""
+Row = Tuple[str, int, str, int, str, int]  # family, state, local, lport, remote, rport
+Ends = Set[Tuple[str, int, str, int]]  # local, lport, remote, rport
+
+
+def ss_rows(proto: str, ends: Ends) -> Set[Row]:
+    """The rows of `ss -tan`/`ss -uan` that are sockets of ``ends`` (so not an older socket of
+    another test that had one of the same port numbers)."""
     out = subprocess.run(["ss", "-Hn", "-t" if proto == "tcp" else "-u", "-a"],
                          capture_output=True, text=True, check=True, timeout=30).stdout
     rows = set()
@@ -357,14 +361,22 @@ def ss_rows(proto: str, ports: Set[int]) -> Set[Tuple[str, int, str, int, str, i
         la = "::" if la == "*" and fam == "ipv6" else ("0.0.0.0" if la == "*" else la)
         ra = ("::" if fam == "ipv6" else "0.0.0.0") if ra == "*" else ra
         lport, rport = int(lp), 0 if rp == "*" else int(rp)
-        if lport in ports or rport in ports:
+        if (la, lport, ra, rport) in ends:
             rows.add((fam, STATE_NUMBERS[SS_STATE[state]], la, lport, ra, rport))
     return rows
 
 
-def conn_rows(conns: List[Any], ports: Set[int]) -> Set[Tuple[str, int, str, int, str, int]]:
+def conn_rows(conns: List[Any], ends: Ends) -> Set[Row]:
     return {(c.family, c.state, c.local, c.lport, c.remote, c.rport) for c in conns
-            if c.lport in ports or c.rport in ports}
+            if (c.local, c.lport, c.remote, c.rport) in ends}
+
+
+def end(sock: socket.socket, connected: bool = True) -> Tuple[str, int, str, int]:
+    local = sock.getsockname()
+    if not connected:
+        return local[0], local[1], "::" if sock.family == socket.AF_INET6 else "0.0.0.0", 0
+    remote = sock.getpeername()
+    return local[0], local[1], remote[0], remote[1]
 
 
 def have_ipv6() -> bool:
@@ -380,29 +392,29 @@ def test_tcp_table_is_ss(wine: Wine) -> None:
     """GetExtendedTcpTable(TCP_TABLE_OWNER_PID_ALL) of both families against `ss -tan`, on
     sockets of known ports in LISTEN, ESTABLISHED, FIN_WAIT2 and CLOSE_WAIT."""
     with ExitStack() as stack:
-        ports: Set[int] = set()
+        ends: Ends = set()
         families = [(socket.AF_INET, "127.0.0.1")] + \
             ([(socket.AF_INET6, "::1")] if have_ipv6() else [])
         for fam, addr in families:
             lsn = stack.enter_context(socket.socket(fam, socket.SOCK_STREAM))
             lsn.bind((addr, 0))
             lsn.listen(8)
-            ports.add(lsn.getsockname()[1])
+            ends.add(end(lsn, connected=False))
             for closing in (False, True):
                 cli = stack.enter_context(socket.create_connection((addr, lsn.getsockname()[1])))
                 srv = stack.enter_context(lsn.accept()[0])
-                ports.add(cli.getsockname()[1])
+                ends |= {end(cli), end(srv)}
                 if closing:  # the client's FIN: client FIN_WAIT2, server CLOSE_WAIT
                     cli.shutdown(socket.SHUT_WR)
                     assert srv.recv(1) == b""
         time.sleep(0.2)
         files = wine.run()
         got = conn_rows(decode.tcp_table(files["tcptable4.bin"], AF_INET) +
-                        decode.tcp_table(files["tcptable6.bin"], AF_INET6), ports)
-        want = ss_rows("tcp", ports)
+                        decode.tcp_table(files["tcptable6.bin"], AF_INET6), ends)
+        want = ss_rows("tcp", ends)
     states = {s for (_, s, *_rest) in want}
     assert states == {10, 1, 5, 8}, states  # listen, established, fin_wait2, close_wait
-    assert len(want) == 5 * len(families)
+    assert len(want) == len(ends) == 5 * len(families)
     assert got == want
 
 
@@ -410,15 +422,15 @@ def test_udp_table_is_ss(wine: Wine) -> None:
     """GetExtendedUdpTable(UDP_TABLE_OWNER_PID) against `ss -uan` on sockets of known ports
     (unconnected: the table has no remote end, so connected sockets are left out)."""
     with ExitStack() as stack:
-        ports: Set[int] = set()
+        ends: Ends = set()
         for fam, addr in [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET, "0.0.0.0")] + \
                 ([(socket.AF_INET6, "::1")] if have_ipv6() else []):
             s = stack.enter_context(socket.socket(fam, socket.SOCK_DGRAM))
             s.bind((addr, 0))
-            ports.add(s.getsockname()[1])
+            ends.add(end(s, connected=False))
         files = wine.run()
         got = conn_rows(decode.udp_table(files["udptable4.bin"], AF_INET) +
-                        decode.udp_table(files["udptable6.bin"], AF_INET6), ports)
-        want = ss_rows("udp", ports)
-    assert len(want) == len(ports)
+                        decode.udp_table(files["udptable6.bin"], AF_INET6), ends)
+        want = ss_rows("udp", ends)
+    assert len(want) == len(ends)
     assert got == want
