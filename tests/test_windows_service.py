@@ -7,6 +7,8 @@ from __future__ import annotations
 import importlib
 import importlib.machinery
 import json
+import os
+import re
 import subprocess
 import sys
 import types
@@ -147,3 +149,23 @@ def test_on_windows_install_checks_the_flags_first(pywin32: List[Tuple[str, Any]
     assert out == ("netstat-exporter: service netstat-exporter installed; start it with: "
                    "sc start netstat-exporter\n")
     assert [c[0] for c in pywin32] == ["InstallService"]
+
+
+def test_deploy_windows_readme_installs_extras_that_exist_and_commands_the_cli_has() -> None:
+    """deploy/windows/README.md's pip extras are pyproject's, and every netstat-exporter
+    command it types is one the command line knows (checked through --help, as a user would)."""
+    import tomllib
+    from helpers import ROOT
+
+    with open(os.path.join(ROOT, "deploy", "windows", "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        extras = set(tomllib.load(f)["project"]["optional-dependencies"])
+    asked = {e for group in re.findall(r'pip install "\.\[([a-z,]+)\]"', text)
+             for e in group.split(",")}
+    assert asked == {"web", "windows"} and asked <= extras
+    typed = re.findall(r"netstat-exporter\.exe (service \w+)", text)
+    assert sorted(set(typed)) == ["service install", "service remove"]
+    for words in set(typed):
+        r = run_cli(*words.split(), "--help")
+        assert r.returncode == 0, r.stderr
