@@ -22,11 +22,13 @@ from exporter.config import (
     Config,
     ConfigError,
     ProcfsPathError,
+    SysfsPathError,
     parse_listen_address,
 )
 from exporter.procfs import not_a_procfs
 from exporter.scrape import specs
 from exporter.show.commands import make_commands
+from exporter.sysfs import not_a_sysfs
 
 PROG = "netstat-exporter"
 ENV_PREFIX = "NETSTAT_EXPORTER_"
@@ -120,6 +122,19 @@ def common_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
+def _check_root(flag: str, root: str, kind: str, why_not: Callable[[str], Optional[str]],
+                error: Callable[[str], ConfigError]) -> None:
+    """Refuse a --path.procfs or --path.sysfs that is not a readable tree of its kind: with one,
+    every collector reading it would report nothing, or nothing of it, and no error."""
+    if not os.path.isdir(root):
+        raise error(f"{flag} {root!r} is not a directory")
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise error(f"{flag} {root!r} is not readable")
+    reason = why_not(root)
+    if reason:
+        raise error(f"{flag} {root!r} is not a {kind}: it {reason}")
+
+
 def build_config(params: Dict[str, Any]) -> Config:
     """Validate flag values and build the Config. Raises ConfigError with a one-line message."""
     names = set() if params["disable_defaults"] else {
@@ -134,15 +149,10 @@ def build_config(params: Dict[str, Any]) -> Config:
     path = params["telemetry_path"]
     if not path.startswith("/"):
         raise ConfigError(f"--web.telemetry-path {path!r} must start with '/'")
-    procfs = params["procfs"]
+    procfs, sysfs = params["procfs"], params["sysfs"]
     if sys.platform.startswith("linux"):
-        if not os.path.isdir(procfs):
-            raise ProcfsPathError(f"--path.procfs {procfs!r} is not a directory")
-        if not os.access(procfs, os.R_OK | os.X_OK):
-            raise ProcfsPathError(f"--path.procfs {procfs!r} is not readable")
-        reason = not_a_procfs(procfs)
-        if reason:
-            raise ProcfsPathError(f"--path.procfs {procfs!r} is not a procfs: it {reason}")
+        _check_root("--path.procfs", procfs, "procfs", not_a_procfs, ProcfsPathError)
+        _check_root("--path.sysfs", sysfs, "sysfs", not_a_sysfs, SysfsPathError)
     options = collector_options(params)
     return Config(
         listen_addresses=tuple(parse_listen_address(a) for a in params["listen_address"]),
@@ -152,7 +162,7 @@ def build_config(params: Dict[str, Any]) -> Config:
         web_config_file=params["web_config_file"] or None,
         read_header_timeout=params["read_header_timeout"],
         procfs=procfs,
-        sysfs=params["sysfs"],
+        sysfs=sysfs,
         collectors=frozenset(names),
         options=options,
         log_level=params["log_level"],

@@ -34,6 +34,10 @@ class ProcfsPathError(ConfigError):
     """A --path.procfs that is not a readable procfs."""
 
 
+class SysfsPathError(ConfigError):
+    """A --path.sysfs that is not a readable sysfs."""
+
+
 class RegexError(ConfigError):
     """A regular expression flag that does not compile."""
 

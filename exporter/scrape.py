@@ -43,9 +43,9 @@ from exporter.collectors.api import (
     registered,
     reserve,
 )
-from exporter.config import Config, UnknownCollectorError
+from exporter.config import Config, ConfigError, UnknownCollectorError
 from exporter.procfs import kept
-from exporter.sockets.snapshot import ScrapeSockets, Snapshot, Wants
+from exporter.sockets.snapshot import ScrapeSockets, Snapshot, Wants, live_procfs
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,12 @@ class Exporter:
         }
         if extra:  # tests inject collectors that misbehave on purpose
             self.collectors.update(extra)
+        for name, c in self.collectors.items():
+            if getattr(c, "socket_source", None) == "netlink" and not live_procfs(config.procfs):
+                raise ConfigError(
+                    f"--collector.{name}.source=netlink reads this host's sockets, not those of "
+                    f"--path.procfs {config.procfs!r}, which is a copy of a /proc tree, not a "
+                    "mounted procfs; use procfs or auto")
         # process_* metrics of the exporter itself (RSS, CPU, open fds), from client_python.
         self.process = ProcessCollector(registry=None)
         if kept.is_own_procfs(config.procfs):

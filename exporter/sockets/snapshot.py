@@ -23,7 +23,7 @@ from exporter.netlink import inet as nl_inet
 from exporter.netlink import requests as req
 from exporter.netlink import unix as nl_unix
 from exporter.netlink.transport import Channel, NetlinkError, SocketFactory
-from exporter.procfs import net_sockets, sockstat, sysctl
+from exporter.procfs import net_sockets, shows_live_net, sockstat, sysctl
 from exporter.procfs.errors import ParseError
 from exporter.procfs.sockstat import Sockstat
 from exporter.sockets.model import EphemeralRange, InetTables, UnixTables
@@ -54,6 +54,13 @@ class Wants:
     def __or__(self, other: Wants) -> Wants:
         return Wants(self.listeners or other.listeners, self.connections or other.connections,
                      self.ephemeral or other.ephemeral)
+
+
+def live_procfs(procfs: str) -> bool:
+    """Whether the sockets under ``procfs`` are the kernel's live ones, which netlink dumps, and
+    not a copy of some host's files (off Linux there is no procfs: the question does not
+    arise)."""
+    return not sys.platform.startswith("linux") or shows_live_net(procfs)
 
 
 def resolve_source(source: str) -> str:
@@ -98,6 +105,10 @@ class Snapshot:
             raise ValueError(f"unknown socket source {source!r}")
         self.procfs = procfs
         self.source = resolve_source(source)
+        if self.source == "auto" and netlink is None and not live_procfs(procfs):
+            # Netlink would dump this process's namespace, not the tree at ``procfs``: a copy
+            # of another host's /proc is read from its own files.
+            self.source = "procfs"
         self.wants = wants
         self._chan = Channel(netlink)
         self._lock = threading.Lock()

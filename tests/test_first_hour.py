@@ -1,0 +1,78 @@
+"""What a new user meets in the first hour (issue 19): wrong paths refused, regex errors about the
+user's own text, flags that do nothing said so, a `top` that fits its pane, `show`'s help and
+exit statuses, log lines an operator can read. Real CLI subprocesses, a real server on loopback,
+a real terminal (tmux) of a fixed size."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from typing import List
+
+import pytest
+from helpers import FIXTURES, ROOT, exporter_cmd, have, poll, run_cli, running_exporter
+from tlshelpers import PKI, make_pki, write_web_config
+
+NEW = os.path.join(FIXTURES, "proc", "new")
+LIVE = os.path.join(FIXTURES, "proc", "live")
+SYS_NEW = os.path.join(FIXTURES, "sys", "new")
+
+
+def one_error_line(r: subprocess.CompletedProcess) -> str:
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("netstat-exporter: error: "), r.stderr
+    return lines[0]
+
+
+# --- 2. wrong paths are refused, and a procfs tree is read, not this host ------------------------
+
+@pytest.mark.parametrize("kind", ["missing", "empty"])
+def test_sysfs_that_is_not_a_sysfs_is_refused(kind: str, tmp_path: os.PathLike[str]) -> None:
+    path = "/nonexistent" if kind == "missing" else str(tmp_path)
+    r = run_cli(f"--path.sysfs={path}", "dump")
+    assert r.returncode == 2, r.stderr
+    line = one_error_line(r)
+    assert f"--path.sysfs {path!r}" in line, line
+    assert ("not a directory" if kind == "missing" else "not a sysfs") in line, line
+
+
+def test_show_interfaces_with_a_wrong_sysfs_is_refused() -> None:
+    r = run_cli(f"--path.procfs={NEW}", "--path.sysfs=/nonexistent", "show", "interfaces")
+    assert r.returncode == 2, r.stderr
+    assert "--path.sysfs" in one_error_line(r)
+
+
+def _states_json(*args: str) -> dict:
+    r = run_cli(*args, "show", "states", "-o", "json")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_procfs_tree_is_read_not_this_hosts_netlink() -> None:
+    """A --path.procfs that is a copy of a /proc tree: the sockets are those of the tree (read
+    from its net/tcp...), not this host's over netlink, which knows nothing of the tree."""
+    default = _states_json(f"--path.procfs={LIVE}")
+    explicit = _states_json(f"--path.procfs={LIVE}", "--collector.sockets.source=procfs")
+    assert default["source"] == LIVE
+    assert default["sections"] == explicit["sections"]
+    r = run_cli(f"--path.procfs={LIVE}", "--collector.disable-defaults", "--collector.sockets",
+                "dump")
+    assert r.returncode == 0, r.stderr
+    sources = set(re.findall(r'netstat_sockets_source_info\{[^}]*source="(\w+)"', r.stdout))
+    assert sources == {"procfs"}, sources
+
+
+def test_live_procfs_still_reads_netlink() -> None:
+    r = run_cli("--collector.disable-defaults", "--collector.sockets", "dump")
+    assert r.returncode == 0, r.stderr
+    assert re.search(r'netstat_sockets_source_info\{protocol="tcp",source="netlink"\}', r.stdout)
+
+
+def test_netlink_asked_for_on_a_procfs_tree_is_refused() -> None:
+    r = run_cli(f"--path.procfs={LIVE}", "--collector.sockets.source=netlink", "dump")
+    assert r.returncode == 2, r.stderr
+    line = one_error_line(r)
+    assert "--collector.sockets.source=netlink" in line and LIVE in line, line
