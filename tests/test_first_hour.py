@@ -76,3 +76,40 @@ def test_netlink_asked_for_on_a_procfs_tree_is_refused() -> None:
     assert r.returncode == 2, r.stderr
     line = one_error_line(r)
     assert "--collector.sockets.source=netlink" in line and LIVE in line, line
+
+
+# --- 3. regex errors quote the user's own pattern and position -----------------------------------
+
+@pytest.mark.parametrize("flag,pattern,position", [
+    ("--collector.protocols.fields", "Tcp_((", 5),
+    ("--collector.interfaces.device-include", "[a-", 0),
+    ("--collector.interfaces.device-exclude", "eth0|(?P<x", 9),
+])
+def test_regex_error_points_into_the_users_text(flag: str, pattern: str, position: int) -> None:
+    r = run_cli(f"{flag}={pattern}", "dump")
+    assert r.returncode == 2, r.stderr
+    line = one_error_line(r)
+    assert f"{flag} {pattern!r}" in line, line
+    assert f"at position {position}" in line, line
+
+
+def test_expected_listener_regex_error_points_into_the_users_text(
+        tmp_path: os.PathLike[str]) -> None:
+    path = os.path.join(str(tmp_path), "expected.yaml")
+    with open(path, "w") as f:
+        f.write('listeners:\n  - port: 22\n    protocol: tcp\n    process: "re:[unclosed"\n')
+    r = run_cli(f"--collector.listeners.expected-file={path}", "dump")
+    assert r.returncode == 2, r.stderr
+    line = one_error_line(r)
+    assert "'[unclosed'" in line and "at position 0" in line, line
+    assert "\\Z" not in line, line
+
+
+def test_leading_inline_flags_are_accepted() -> None:
+    """(?i) at the start of a pattern means what it means in Go's and Python's regex syntax."""
+    r = run_cli(f"--path.procfs={NEW}", "--collector.disable-defaults", "--collector.interfaces",
+                f"--path.sysfs={SYS_NEW}", "--collector.interfaces.device-include=(?i)ETH0",
+                "dump")
+    assert r.returncode == 0, r.stderr
+    devices = set(re.findall(r'netstat_interface_receive_bytes_total\{device="([^"]+)"', r.stdout))
+    assert devices == {"eth0"}, devices
