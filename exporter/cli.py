@@ -9,6 +9,7 @@ stderr and a non-zero exit status, never a traceback.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -34,6 +35,7 @@ PROG = "netstat-exporter"
 ENV_PREFIX = "NETSTAT_EXPORTER_"
 EXIT_USAGE = 2
 EXIT_RUNTIME = 1
+log = logging.getLogger(__name__)
 
 
 def envvar(flag: str) -> str:
@@ -116,6 +118,31 @@ def collector_options(params: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
+def ignored(params: Dict[str, Any], config: Config) -> List[str]:
+    """What the command line asks for that will do nothing: a collector's flag while that
+    collector is off, or no collector at all. Said at start, at warn, as a flag that does
+    nothing is most likely a mistake."""
+    out = []
+    if not config.collectors:
+        out.append("no collector is enabled: scrapes carry the exporter's own metrics only "
+                   "(--collector.<name> turns one on)")
+    for name, spec in specs().items():
+        if name in config.collectors:
+            continue
+        for f in spec.flags:
+            value = params.get(_dest(name, f.field))
+            if value is not None and value != spec.option_default(f.field):
+                out.append(f"{f.flag(name)} does nothing: the {name} collector is off "
+                           f"(--collector.{name} turns it on)")
+    return out
+
+
+def _start_logging(params: Dict[str, Any], config: Config) -> None:
+    logs.setup(config.log_level, config.log_format)
+    for message in ignored(params, config):
+        log.warning(message)
+
+
 def common_options(f: Callable[..., Any]) -> Callable[..., Any]:
     for o in reversed(_options()):
         f = o(f)
@@ -186,7 +213,7 @@ def cli(ctx: click.Context, /, **params: Any) -> None:
     if ctx.invoked_subcommand is not None:
         return
     config = build_config(params)
-    logs.setup(config.log_level, config.log_format)
+    _start_logging(params, config)
     from exporter.web.server import serve
 
     serve(config)
@@ -208,7 +235,7 @@ def dump(ctx: click.Context, /, **params: Any) -> None:
         for k, v in params.items()
     }
     config = build_config(merged)
-    logs.setup(config.log_level, config.log_format)
+    _start_logging(merged, config)
     from exporter import dump as dump_
     from exporter.scrape import Exporter
 

@@ -113,3 +113,42 @@ def test_leading_inline_flags_are_accepted() -> None:
     assert r.returncode == 0, r.stderr
     devices = set(re.findall(r'netstat_interface_receive_bytes_total\{device="([^"]+)"', r.stdout))
     assert devices == {"eth0"}, devices
+
+
+# --- 4. flags that do nothing are said to ----------------------------------------------------------
+
+def test_collector_flag_without_its_collector_warns() -> None:
+    r = run_cli("--collector.disable-defaults", "--collector.limits", "--collector.netns.sockets",
+                "dump")
+    assert r.returncode == 0, r.stderr
+    warn = [ln for ln in r.stderr.splitlines() if "level=warn" in ln]
+    assert len(warn) == 1, r.stderr
+    assert "--collector.netns.sockets" in warn[0] and "--collector.netns" in warn[0], warn
+
+
+def test_no_collector_enabled_warns() -> None:
+    r = run_cli("--collector.disable-defaults", "dump")
+    assert r.returncode == 0, r.stderr
+    warn = [ln for ln in r.stderr.splitlines() if "level=warn" in ln]
+    assert len(warn) == 1 and "no collector" in warn[0], r.stderr
+
+
+def test_default_run_warns_of_nothing() -> None:
+    r = run_cli(f"--path.procfs={NEW}", f"--path.sysfs={SYS_NEW}", "dump")
+    assert r.returncode == 0, r.stderr
+    assert "level=warn" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("query,says", [
+    ("collect=ports", "collect[]"),
+    ("exclude=ports", "exclude[]"),
+    ("collect[]=", "empty"),
+    ("exclude[]=", "empty"),
+])
+def test_malformed_collect_parameters_are_400(query: str, says: str) -> None:
+    with running_exporter("--collector.disable-defaults", "--collector.ports",
+                          "--collector.limits") as ex:
+        status, _, body = ex.get(f"/metrics?{query}")
+        assert status == 400, (query, status, body[:200])
+        assert says in body.decode(), body
+        assert ex.get("/metrics?collect[]=ports")[0] == 200
