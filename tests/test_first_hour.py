@@ -152,3 +152,16 @@ def test_malformed_collect_parameters_are_400(query: str, says: str) -> None:
         assert status == 400, (query, status, body[:200])
         assert says in body.decode(), body
         assert ex.get("/metrics?collect[]=ports")[0] == 200
+
+
+# --- 5. an empty web config file is plain HTTP, and the log says so at warn ---------------------
+
+def test_empty_web_config_warns(tmp_path: os.PathLike[str]) -> None:
+    path = os.path.join(str(tmp_path), "web.yml")
+    open(path, "w").close()
+    with running_exporter("--collector.disable-defaults", "--collector.limits",
+                          f"--web.config.file={path}") as ex:
+        assert ex.get("/metrics")[0] == 200
+    warn = [ln for ln in ex.log.splitlines() if "level=warn" in ln]
+    assert len(warn) == 1, ex.log
+    assert "empty" in warn[0] and "plain HTTP" in warn[0] and path in warn[0], warn

@@ -544,6 +544,8 @@ def test_hostile_file_on_reload_logs_one_short_line(tmp_path: os.PathLike[str],
         root.setLevel(level)
     err = capfd.readouterr().err
     lines = err.strip().splitlines()
-    assert len(lines) == 3, err[:3000]  # loaded, and one line per failed reload
-    assert all("reload failed" in ln and len(ln) < 1000 for ln in lines[1:]), lines
+    # loaded, the warning that a file of comments secures nothing, one line per failed reload
+    assert len(lines) == 4, err[:3000]
+    assert "plain HTTP" in lines[1]
+    assert all("reload failed" in ln and len(ln) < 1000 for ln in lines[2:]), lines
     assert "Traceback" not in err
