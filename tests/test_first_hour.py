@@ -165,3 +165,15 @@ def test_empty_web_config_warns(tmp_path: os.PathLike[str]) -> None:
     warn = [ln for ln in ex.log.splitlines() if "level=warn" in ln]
     assert len(warn) == 1, ex.log
     assert "empty" in warn[0] and "plain HTTP" in warn[0] and path in warn[0], warn
+
+
+# --- 6. show counters --url says when it shows the exporter's default set only ------------------
+
+def test_show_counters_url_says_it_is_the_default_set() -> None:
+    with running_exporter("--collector.disable-defaults", "--collector.protocols") as ex:
+        r = run_cli("show", "counters", "--url", f"127.0.0.1:{ex.port}")
+    assert r.returncode == 0, r.stderr
+    header = r.stdout.splitlines()[1]
+    assert "default set" in header and "--collector.protocols.fields" in header, r.stdout
+    local = run_cli(f"--path.procfs={NEW}", "show", "counters")
+    assert "default set" not in local.stdout, local.stdout
