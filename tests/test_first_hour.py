@@ -177,3 +177,52 @@ def test_show_counters_url_says_it_is_the_default_set() -> None:
     assert "default set" in header and "--collector.protocols.fields" in header, r.stdout
     local = run_cli(f"--path.procfs={NEW}", "show", "counters")
     assert "default set" not in local.stdout, local.stdout
+
+
+# --- 7. top fits the pane it is given -----------------------------------------------------------
+
+def _tmux(*args: str) -> str:
+    return subprocess.run(["tmux", *args], capture_output=True, text=True, check=True,
+                          timeout=20).stdout
+
+
+@pytest.mark.skipif(not have("tmux"), reason="tmux is installed by scripts/test-all")
+def test_top_fits_a_small_pane() -> None:
+    session = f"netstat-top-{os.getpid()}"
+    cmd = " ".join(["env", f"PYTHONPATH={ROOT}", *exporter_cmd(
+        f"--path.procfs={NEW}", f"--path.sysfs={SYS_NEW}", "--collector.ports.source=procfs",
+        "--collector.sockets.source=procfs", "--collector.listeners.source=procfs",
+        "top", "--interval", "3600")])
+    _tmux("new-session", "-d", "-s", session, "-x", "60", "-y", "20", "-c", ROOT, cmd)
+    try:
+        seen: List[str] = []
+
+        def settled() -> bool:
+            text = _tmux("capture-pane", "-p", "-t", session)
+            seen.append(text)
+            return "screen 1" in text and len(seen) > 1 and seen[-2] == text
+
+        poll(settled, timeout=30, interval=0.2, what="top's first screen in a 60x20 pane")
+        lines = seen[-1].rstrip("\n").split("\n")
+        _tmux("send-keys", "-t", session, "q")
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True, timeout=20)
+    assert len(lines) <= 20 and all(len(ln) <= 60 for ln in lines), lines
+    header = lines[0]
+    assert "screen 1" in header and header.endswith("proc/new"), header
+    text = "\n".join(lines)
+    for title in ("TCP states", "Fullest accept queues", "Counters that moved most",
+                  "Interface rates", "Ephemeral ports"):
+        assert title in text, text
+    # 27 lines do not fit in 19: what was left out is said.
+    assert re.search(r"\d+ more", text), text
+
+
+def test_top_header_fits_the_width() -> None:
+    from exporter.show.snapshot import parse
+    from exporter.show.top import Screen
+
+    snap = parse("", source="https://exporter.example.com:9816/metrics", wall=0.0)
+    header = Screen().render(snap, 5, 60).splitlines()[0]
+    assert len(header) <= 60 and header.endswith("…le.com:9816/metrics"), header
+    assert "screen 1" in header, header
