@@ -49,8 +49,10 @@ def _opt(flag: str, dest: str, **kw: Any) -> Callable[[Callable[..., Any]], Call
     return click.option(flag, dest, envvar=envvar(primary), show_envvar=True, **kw)
 
 
-def _options() -> List[Callable[[Callable[..., Any]], Callable[..., Any]]]:
-    opts = [
+def _options(server: bool = True) -> List[Callable[[Callable[..., Any]], Callable[..., Any]]]:
+    """Every flag of the exporter; without ``server``, less the web server's own (show and top
+    collect once and print)."""
+    web = [
         _opt("--web.listen-address", "listen_address", multiple=True,
              default=[DEFAULT_LISTEN_ADDRESS],
              help="Address to listen on, [host]:port; repeat for several."),
@@ -68,6 +70,9 @@ def _options() -> List[Callable[[Callable[..., Any]], Callable[..., Any]]]:
              type=click.FloatRange(min=0.1, max=3600), default=10.0,
              help="Seconds a client has, from connecting, to complete the TLS handshake and "
                   "send the request line and headers; slower clients are disconnected."),
+    ]
+    opts = [
+        *(web if server else []),
         _opt("--path.procfs", "procfs", default="/proc", help="procfs mount point."),
         _opt("--path.sysfs", "sysfs", default="/sys", help="sysfs mount point."),
         _opt("--collector.disable-defaults/--no-collector.disable-defaults", "disable_defaults",
@@ -145,6 +150,14 @@ def _start_logging(params: Dict[str, Any], config: Config) -> None:
 
 def common_options(f: Callable[..., Any]) -> Callable[..., Any]:
     for o in reversed(_options()):
+        f = o(f)
+    return f
+
+
+def local_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The flags of a local collection (show, top): the exporter's less the web server's, which
+    they neither offer nor list (given before the subcommand, they do nothing)."""
+    for o in reversed(_options(server=False)):
         f = o(f)
     return f
 
@@ -282,7 +295,7 @@ def _stdout_failed() -> bool:
 
 # show (states, listeners, counters, interfaces, routes, ports) and top: the same collection
 # (or a running exporter's) printed as netstat would.
-for _command in make_commands(common_options, build_config):
+for _command in make_commands(local_options, build_config):
     cli.add_command(_command)
 
 

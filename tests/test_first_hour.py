@@ -226,3 +226,34 @@ def test_top_header_fits_the_width() -> None:
     header = Screen().render(snap, 5, 60).splitlines()[0]
     assert len(header) <= 60 and header.endswith("…le.com:9816/metrics"), header
     assert "screen 1" in header, header
+
+
+# --- 8. show's help, and its exit statuses ------------------------------------------------------
+
+SERVER_ONLY = ("--web.listen-address", "--web.telemetry-path", "--web.max-requests",
+               "--web.config.file", "--web.read-header-timeout",
+               "--web.disable-exporter-metrics")
+
+
+@pytest.mark.parametrize("args", [("show", "--help"), ("show", "states", "--help"),
+                                  ("show", "counters", "--help"), ("top", "--help")])
+def test_show_help_has_no_server_flags(args: tuple) -> None:
+    r = run_cli(*args)
+    assert r.returncode == 0, r.stderr
+    for flag in SERVER_ONLY:
+        assert flag not in r.stdout, (flag, args)
+    assert "--path.procfs" in r.stdout
+
+
+def test_bare_show_is_a_usage_error() -> None:
+    r = run_cli("show")
+    assert r.returncode == 2, r.stdout
+    line = one_error_line(r)
+    for view in ("states", "listeners", "counters", "interfaces", "routes", "ports"):
+        assert view in line, line
+
+
+def test_top_count_zero_is_refused() -> None:
+    r = run_cli("top", "--count", "0")
+    assert r.returncode == 2, r.stderr
+    assert "--count" in one_error_line(r)
