@@ -39,3 +39,19 @@ def test_first_command_clones_and_enters_the_clone() -> None:
     first_block = text.split("```sh", 1)[1].split("```", 1)[0]
     assert re.search(r"git clone \S+ && cd netstat-exporter\b", first_block), first_block
     assert "pip install 'netstat-exporter[web]'" not in text
+
+
+def test_block_that_starts_the_exporter_ends_there() -> None:
+    """Pasted whole, a block runs the server in the foreground last: what follows it would
+    never run."""
+    text = read("README.md")
+    blocks = re.findall(r"```sh\n(.*?)```", text, re.S)
+    serve = re.compile(r"bin/netstat-exporter(\s+--\S+)*\s*$")
+    found = 0
+    for block in blocks:
+        commands = [ln for ln in block.splitlines() if ln.strip() and not ln.startswith("#")]
+        for i, cmd in enumerate(commands):
+            if serve.search(cmd):
+                found += 1
+                assert i == len(commands) - 1, f"runs the server, then more commands:\n{block}"
+    assert found == 1
