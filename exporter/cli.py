@@ -45,6 +45,10 @@ def envvar(flag: str) -> str:
 
 def _opt(flag: str, dest: str, **kw: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     primary = flag.split("/")[0]
+    if isinstance(kw.get("default"), bool):
+        # click would show the name of the flag that is the default ("no-web.disable-...").
+        kw["show_default"] = False
+        kw["help"] = f"{kw.get('help', '').rstrip()} Default: {'on' if kw['default'] else 'off'}."
     kw.setdefault("show_default", True)
     return click.option(flag, dest, envvar=envvar(primary), show_envvar=True, **kw)
 

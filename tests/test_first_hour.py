@@ -257,3 +257,42 @@ def test_top_count_zero_is_refused() -> None:
     r = run_cli("top", "--count", "0")
     assert r.returncode == 2, r.stderr
     assert "--count" in one_error_line(r)
+
+
+# --- 10. logs ------------------------------------------------------------------------------------
+
+def test_listening_log_brackets_ipv6_and_booleans_match_json() -> None:
+    with running_exporter("--collector.disable-defaults", "--collector.limits",
+                          host="::1") as ex:
+        assert ex.get("/-/healthy")[0] == 200
+    line = next(ln for ln in ex.log.splitlines() if "msg=listening" in ln)
+    assert f"address=[::1]:{ex.port}" in line and "tls=false" in line, line
+
+
+def test_logfmt_and_json_spell_booleans_alike() -> None:
+    import logging
+
+    from exporter.logs import JSONFormatter, LogfmtFormatter
+
+    rec = logging.LogRecord("x", logging.INFO, __file__, 1, "m", (), None)
+    rec.tls, rec.auth = False, True
+    assert "tls=false auth=true" in LogfmtFormatter().format(rec)
+    assert json.loads(JSONFormatter().format(rec))["tls"] is False
+
+
+def test_sigterm_is_logged_and_exits_zero() -> None:
+    with running_exporter("--collector.disable-defaults", "--collector.limits") as ex:
+        proc = ex.proc
+    assert proc.returncode == 0, ex.log
+    last = ex.log.strip().splitlines()[-1]
+    assert "level=info" in last and "SIGTERM" in last, ex.log
+
+
+def test_help_shows_boolean_defaults_as_on_or_off() -> None:
+    r = run_cli("--help")
+    flat = " ".join(r.stdout.split())
+    assert "default: no-" not in flat and "default: collector." not in flat, flat
+    m = re.search(r"--web\.disable-exporter-metrics(.*?)\[", flat)
+    assert m and m.group(1).endswith("Default: off. "), m and m.group(1)
+    m = re.search(r"--collector\.listeners\.connections(.*?)\[", flat)
+    assert m and m.group(1).endswith("Default: on. "), m and m.group(1)

@@ -250,14 +250,27 @@ def serve(config: Config) -> None:
     tls = web is not None and web.current().ssl_context is not None
     for s in servers:
         host, port = s.server_address[:2]
-        log.info("listening", extra={"address": f"{host!s}:{port}",
+        log.info("listening", extra={"address": str(ListenAddress(str(host), int(port))),
                                      "collectors": ",".join(s.exporter.names),
                                      "tls": tls})
     for s in servers[1:]:
         threading.Thread(target=s.serve_forever, name=f"http-{s.server_address[1]}",
                          daemon=True).start()
+    signal.signal(signal.SIGTERM, _stop)
     try:
         servers[0].serve_forever()
+    except _Stopped as e:
+        # systemd, Kubernetes and docker stop a service with SIGTERM: the log says it was asked
+        # to, rather than ending mid-line, and the exit status is 0.
+        log.info(f"received {e.args[0]}, shutting down")
     finally:
         for s in servers:
             s.server_close()
+
+
+class _Stopped(Exception):
+    """Raised in the main thread by the SIGTERM handler, to leave serve_forever."""
+
+
+def _stop(signum: int, _frame: object) -> None:
+    raise _Stopped(signal.Signals(signum).name)
