@@ -38,6 +38,17 @@ EXIT_RUNTIME = 1
 log = logging.getLogger(__name__)
 
 
+class IntRange(click.IntRange):
+    """click's IntRange, named as a user reads it: "'abc' is not a valid integer", not "...a
+    valid integer range" (the range is in the help, and in the message when it is the fault)."""
+
+    name = "integer"
+
+
+class FloatRange(click.FloatRange):
+    name = "number"
+
+
 def envvar(flag: str) -> str:
     """``--web.listen-address`` -> ``NETSTAT_EXPORTER_WEB_LISTEN_ADDRESS``."""
     return ENV_PREFIX + flag.lstrip("-").replace(".", "_").replace("-", "_").upper()
@@ -62,7 +73,7 @@ def _options(server: bool = True) -> List[Callable[[Callable[..., Any]], Callabl
              help="Address to listen on, [host]:port; repeat for several."),
         _opt("--web.telemetry-path", "telemetry_path", default="/metrics",
              help="Path under which to expose metrics."),
-        _opt("--web.max-requests", "max_requests", type=click.IntRange(min=0), default=40,
+        _opt("--web.max-requests", "max_requests", type=IntRange(min=0), default=40,
              help="Concurrent scrapes served at most; more get 503. 0 means no limit."),
         _opt("--web.disable-exporter-metrics/--no-web.disable-exporter-metrics",
              "disable_exporter_metrics", default=False,
@@ -71,7 +82,7 @@ def _options(server: bool = True) -> List[Callable[[Callable[..., Any]], Callabl
              help="Path to a configuration file that can enable TLS or basic authentication "
                   "(exporter-toolkit format). Re-read when it changes and on SIGHUP."),
         _opt("--web.read-header-timeout", "read_header_timeout",
-             type=click.FloatRange(min=0.1, max=3600), default=10.0,
+             type=FloatRange(min=0.1, max=3600), default=10.0,
              help="Seconds a client has, from connecting, to complete the TLS handshake and "
                   "send the request line and headers; slower clients are disconnected."),
     ]
@@ -108,9 +119,9 @@ def _collector_flag(spec: CollectorSpec, f: Flag) -> Callable[[Callable[..., Any
     elif f.choices:
         kw["type"] = click.Choice(list(f.choices))
     elif isinstance(default, int):
-        kw["type"] = click.IntRange(min=f.min, max=f.max)  # type: ignore[arg-type]
+        kw["type"] = IntRange(min=f.min, max=f.max)  # type: ignore[arg-type]
     elif isinstance(default, float):
-        kw["type"] = click.FloatRange(min=f.min, max=f.max)
+        kw["type"] = FloatRange(min=f.min, max=f.max)
     return _opt(flag, _dest(spec.name, f.field), **kw)
 
 

@@ -180,6 +180,9 @@ def _yaml_entries(text: str, path: str) -> List[_Entry]:
             out[key] = (v, line(k))
         return out
 
+    if isinstance(root, yaml.SequenceNode):
+        raise ExpectedFileError(path, "the file is a list; put its entries under a "
+                                      "'listeners:' key", line(root))
     top = mapping(root, "the file")
     for key, (_node, ln) in top.items():
         if key != "listeners":

@@ -296,3 +296,47 @@ def test_help_shows_boolean_defaults_as_on_or_off() -> None:
     assert m and m.group(1).endswith("Default: off. "), m and m.group(1)
     m = re.search(r"--collector\.listeners\.connections(.*?)\[", flat)
     assert m and m.group(1).endswith("Default: on. "), m and m.group(1)
+
+
+# --- 11. smaller --------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
+    return make_pki(str(tmp_path_factory.mktemp("pki")))
+
+
+def test_swapped_cert_and_key_name_the_file(pki: PKI) -> None:
+    cfg = write_web_config(os.path.join(pki.dir, "swapped.yml"), [
+        "tls_server_config:", "  cert_file: server.key", "  key_file: server.crt"])
+    r = run_cli("--web.listen-address=127.0.0.1:0", f"--web.config.file={cfg}")
+    assert r.returncode == 2, r.stderr
+    line = one_error_line(r)
+    assert "PEM lib" not in line, line
+    assert "cert_file" in line and "server.key" in line and "private key" in line, line
+    assert "swapped" in line, line
+
+
+def test_show_listeners_without_expected_file_has_no_verdict_title() -> None:
+    r = run_cli(f"--path.procfs={LIVE}", "--collector.listeners.source=procfs",
+                "show", "listeners")
+    assert r.returncode == 0, r.stderr
+    assert "unexpected" not in r.stdout, r.stdout
+    assert "EXPECTED" not in r.stdout, r.stdout
+
+
+def test_expected_file_that_is_a_list_names_the_listeners_key(tmp_path: os.PathLike[str]) -> None:
+    path = os.path.join(str(tmp_path), "expected.yaml")
+    with open(path, "w") as f:
+        f.write("- port: 22\n  protocol: tcp\n")
+    r = run_cli(f"--collector.listeners.expected-file={path}", "dump")
+    assert r.returncode == 2, r.stderr
+    line = one_error_line(r)
+    assert "listeners:" in line and "a list" in line, line
+
+
+def test_bad_number_in_environment_is_plain() -> None:
+    r = run_cli("dump", env=dict(os.environ, NETSTAT_EXPORTER_WEB_MAX_REQUESTS="abc"))
+    assert r.returncode == 2, r.stderr
+    line = one_error_line(r)
+    assert "NETSTAT_EXPORTER_WEB_MAX_REQUESTS" in line and "'abc'" in line, line
+    assert line.endswith("'abc' is not a valid integer."), line

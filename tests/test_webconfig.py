@@ -48,8 +48,8 @@ BAD_FIXTURES: Dict[str, Tuple[type, str, str]] = {
                                     "No such file or directory"),
     "cert_key_mismatch.bad.yml": (WebConfigTLSError, "tls_server_config.cert_file/key_file",
                                   "cannot load certificate"),
-    "cert_file_not_pem.bad.yml": (WebConfigTLSError, "tls_server_config.cert_file/key_file",
-                                  "cannot load certificate"),
+    "cert_file_not_pem.bad.yml": (WebConfigTLSError, "tls_server_config.cert_file",
+                                  "holds no PEM certificate"),
     "client_auth_unknown.bad.yml": (WebConfigValueError, "tls_server_config.client_auth_type",
                                     "'RequireClientCertPlease'"),
     "client_auth_request_unsupported.bad.yml": (
