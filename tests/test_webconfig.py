@@ -150,9 +150,12 @@ def test_missing_extra_is_one_line(tmp_path: os.PathLike[str], pki: PKI) -> None
     assert r.returncode == 2, r.stderr
     # The command names this interpreter's pip: the package is on no index, so
     # "pip install 'netstat-exporter[web]'" would not work (tests/test_install.py runs it).
+    # The exporter ran from ROOT; a relative path to this interpreter (python found through a
+    # relative PATH entry) is, for it, relative to ROOT, and the message gives it absolute.
+    python = os.path.normpath(os.path.join(ROOT, sys.executable))
     assert r.stderr.strip().splitlines() == [
         "netstat-exporter: error: --web.config.file needs PyYAML: install it with: "
-        f"{sys.executable} -m pip install PyYAML bcrypt"]
+        f"{python} -m pip install PyYAML bcrypt"]
 
 
 def test_extra_missing_error_class() -> None:
