@@ -93,14 +93,20 @@ def test_regex_error_points_into_the_users_text(flag: str, pattern: str, positio
     assert f"at position {position}" in line, line
 
 
-def test_expected_listener_regex_error_points_into_the_users_text(
-        tmp_path: os.PathLike[str]) -> None:
+def expected_file_error(tmp_path: os.PathLike[str], text: str) -> str:
+    """The one line an exporter given this expected-listeners file stops with."""
     path = os.path.join(str(tmp_path), "expected.yaml")
     with open(path, "w") as f:
-        f.write('listeners:\n  - port: 22\n    protocol: tcp\n    process: "re:[unclosed"\n')
+        f.write(text)
     r = run_cli(f"--collector.listeners.expected-file={path}", "dump")
     assert r.returncode == 2, r.stderr
-    line = one_error_line(r)
+    return one_error_line(r)
+
+
+def test_expected_listener_regex_error_points_into_the_users_text(
+        tmp_path: os.PathLike[str]) -> None:
+    line = expected_file_error(
+        tmp_path, 'listeners:\n  - port: 22\n    protocol: tcp\n    process: "re:[unclosed"\n')
     assert "'[unclosed'" in line and "at position 0" in line, line
     assert "\\Z" not in line, line
 
@@ -325,12 +331,7 @@ def test_show_listeners_without_expected_file_has_no_verdict_title() -> None:
 
 
 def test_expected_file_that_is_a_list_names_the_listeners_key(tmp_path: os.PathLike[str]) -> None:
-    path = os.path.join(str(tmp_path), "expected.yaml")
-    with open(path, "w") as f:
-        f.write("- port: 22\n  protocol: tcp\n")
-    r = run_cli(f"--collector.listeners.expected-file={path}", "dump")
-    assert r.returncode == 2, r.stderr
-    line = one_error_line(r)
+    line = expected_file_error(tmp_path, "- port: 22\n  protocol: tcp\n")
     assert "listeners:" in line and "a list" in line, line
 
 
