@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 from typing import List
 
@@ -63,6 +64,17 @@ def test_procfs_tree_is_read_not_this_hosts_netlink() -> None:
     assert r.returncode == 0, r.stderr
     sources = set(re.findall(r'netstat_sockets_source_info\{[^}]*source="(\w+)"', r.stdout))
     assert sources == {"procfs"}, sources
+
+
+def test_procfs_tree_without_socket_tables_fails_the_collector(tmp_path: os.PathLike[str]) -> None:
+    """A tree holding only net/snmp has no TCP table, which every kernel has: the sockets
+    collector fails, and says so, rather than showing zeros."""
+    os.makedirs(os.path.join(str(tmp_path), "net"))
+    shutil.copy(os.path.join(NEW, "net", "snmp"), os.path.join(str(tmp_path), "net"))
+    r = run_cli(f"--path.procfs={tmp_path}", "show", "states")
+    assert r.returncode == 0, r.stderr
+    assert "warning: collector sockets failed" in r.stdout, r.stdout
+    assert "net/tcp: missing" in r.stderr, r.stderr
 
 
 def test_live_procfs_still_reads_netlink() -> None:

@@ -90,8 +90,9 @@ def read_parsed(root: str, parse: Callable[[str, str], T], *parts: str) -> Optio
 
 
 # Files of /proc that every Linux kernel with networking has, whatever its configuration (IPv4
-# cannot be compiled out: net/ipv4/proc.c, net/core/net-procfs.c, net/ipv4/fib_trie.c).
-REQUIRED = ("net/dev", "net/snmp", "net/netstat", "net/route")
+# cannot be compiled out: net/ipv4/proc.c, net/core/net-procfs.c, net/ipv4/fib_trie.c, and the
+# IPv4 TCP and UDP tables of net/ipv4/tcp_ipv4.c and udp.c).
+REQUIRED = ("net/dev", "net/snmp", "net/netstat", "net/route", "net/tcp", "net/udp")
 
 
 def read_required(root: str, parse: Callable[[str, str], T], *parts: str) -> Optional[T]:
