@@ -43,9 +43,10 @@ from exporter.collectors.api import (
     registered,
     reserve,
 )
-from exporter.config import Config, ConfigError, UnknownCollectorError
+from exporter.config import Config, UnknownCollectorError
 from exporter.procfs import kept
-from exporter.sockets.snapshot import ScrapeSockets, Snapshot, Wants, live_procfs
+from exporter.sockets.snapshot import ScrapeSockets, Snapshot, Wants
+from exporter.system import System, load
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class SocketUser(Protocol):
 
     procfs: str
     socket_source: str
+    system: System
 
     def socket_wants(self) -> Wants: ...
 
@@ -91,15 +93,9 @@ class Exporter:
         }
         if extra:  # tests inject collectors that misbehave on purpose
             self.collectors.update(extra)
-        for name, c in self.collectors.items():
-            if getattr(c, "socket_source", None) == "netlink" and not live_procfs(config.procfs):
-                raise ConfigError(
-                    f"--collector.{name}.source=netlink reads this host's sockets, not those of "
-                    f"--path.procfs {config.procfs!r}, which is a copy of a /proc tree, not a "
-                    "mounted procfs; use procfs or auto")
         # process_* metrics of the exporter itself (RSS, CPU, open fds), from client_python.
         self.process = ProcessCollector(registry=None)
-        if kept.is_own_procfs(config.procfs):
+        if load(config).has_procfs and kept.is_own_procfs(config.procfs):
             # The same twenty-odd /proc/net and /proc/sys files every scrape: keep them open.
             kept.keep(config.procfs)
 
@@ -173,7 +169,7 @@ class _Target(_PromCollector):
                 # must not leave half of its metrics in the exposition.
                 if scrape is not None and _uses_sockets(collector):
                     user = cast(SocketUser, collector)
-                    snap = scrape.get(user.procfs, user.socket_source)
+                    snap = scrape.get(user.procfs, user.socket_source, user.system)
                     metrics = list(user.collect_snapshot(snap))
                 else:
                     metrics = list(collector.collect())

@@ -87,7 +87,7 @@ def test_netlink_asked_for_on_a_procfs_tree_is_refused() -> None:
     r = run_cli(f"--path.procfs={LIVE}", "--collector.sockets.source=netlink", "dump")
     assert r.returncode == 2, r.stderr
     line = one_error_line(r)
-    assert "--collector.sockets.source=netlink" in line and LIVE in line, line
+    assert "socket source 'netlink'" in line and LIVE in line, line
 
 
 # --- 3. regex errors quote the user's own pattern and position -----------------------------------

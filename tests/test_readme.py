@@ -57,7 +57,7 @@ def test_block_that_starts_the_exporter_ends_there() -> None:
             if serve.search(cmd):
                 found += 1
                 assert i == len(commands) - 1, f"runs the server, then more commands:\n{block}"
-    assert found == 1
+    assert found >= 1
 
 
 def test_collector_table_is_the_registered_collectors() -> None:
