@@ -12,7 +12,7 @@ import errno
 import logging
 import os
 import sys
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Collection, Dict, List, Optional, Sequence, Tuple
 
 import click
 
@@ -151,14 +151,9 @@ def ignored(params: Dict[str, Any], config: Config) -> List[str]:
     if not config.collectors:
         out.append("no collector is enabled: scrapes carry the exporter's own metrics only "
                    "(--collector.<name> turns one on)")
-    for name, spec in specs().items():
-        if name in config.collectors:
-            continue
-        for f in spec.flags:
-            value = params.get(_dest(name, f.field))
-            if value is not None and value != spec.option_default(f.field):
-                out.append(f"{f.flag(name)} does nothing: the {name} collector is off "
-                           f"(--collector.{name} turns it on)")
+    for name, flag in _set_flags(params, config.collectors):
+        out.append(f"{flag} does nothing: the {name} collector is off "
+                   f"(--collector.{name} turns it on)")
     return out
 
 
@@ -201,13 +196,16 @@ def _given(params: Dict[str, Any], host: system.System) -> List[str]:
     given = [flag for flag, dest, default in (("--path.procfs", "procfs", "/proc"),
                                                ("--path.sysfs", "sysfs", "/sys"))
              if params.get(dest, default) != default]
-    for name, spec in specs().items():
-        if name in host.collectors:
-            continue
-        given += [f.flag(name) for f in spec.flags
-                  if params.get(_dest(name, f.field), spec.option_default(f.field))
-                  != spec.option_default(f.field)]
-    return given
+    return given + [flag for _, flag in _set_flags(params, host.collectors)]
+
+
+def _set_flags(params: Dict[str, Any], but: Collection[str]) -> List[Tuple[str, str]]:
+    """(collector, flag) of every collector flag set to other than its default, for the
+    collectors not in ``but``."""
+    return [(name, f.flag(name)) for name, spec in specs().items() if name not in but
+            for f in spec.flags
+            if params.get(_dest(name, f.field), spec.option_default(f.field))
+            != spec.option_default(f.field)]
 
 
 def build_config(params: Dict[str, Any]) -> Config:
