@@ -236,6 +236,27 @@ def test_top_fits_a_small_pane() -> None:
     assert re.search(r"\d+ more", text), text
 
 
+def test_top_fit_never_exceeds_the_height_and_names_what_is_left_out() -> None:
+    from exporter.show.top import fit
+
+    blocks = [("A", ["A", "head", "a1", "a2", "a3"]), ("B", ["B", "head", "b1"]),
+              ("C", ["C", "  (none)"]), ("D", ["D", "head", "d1", "d2", "d3", "d4"])]
+    full = sum(len(b) + 1 for _, b in blocks)
+    assert fit(blocks, full) == fit(blocks, None)
+    for height in range(4, full):
+        out = fit(blocks, height)
+        assert len(out) <= height, (height, out)
+        titles = [ln for ln in out if ln and ln[0] in "ABCD"]
+        left_out = out[-1].split(": ", 1)[1].split(", ") if out[-1].startswith("not shown") \
+            else []
+        # every section is either there, under its own title, or named as left out
+        assert [t.split(" ")[0] for t in titles] + left_out == ["A", "B", "C", "D"], out
+        shown_rows = sum(1 for ln in out if ln and ln[0] in "abd")
+        more = sum(int(n) for n in re.findall(r"\((\d+) more not shown\)", "\n".join(out)))
+        hidden = sum(len(b) - 2 for t, b in blocks if t in left_out and b[1] == "head")
+        assert shown_rows + more + hidden == 8, (height, out)
+
+
 def test_top_header_fits_the_width() -> None:
     from exporter.show.snapshot import parse
     from exporter.show.top import Screen
