@@ -65,8 +65,8 @@ def _opt(flag: str, dest: str, **kw: Any) -> Callable[[Callable[..., Any]], Call
 
 
 def _options(server: bool = True) -> List[Callable[[Callable[..., Any]], Callable[..., Any]]]:
-    """Every flag of the exporter; without ``server``, less the web server's own (show and top
-    collect once and print)."""
+    """Every flag of the exporter; without ``server``, less the web server's own and the
+    collector switches (show and top collect once what their view needs, and print it)."""
     web = [
         _opt("--web.listen-address", "listen_address", multiple=True,
              default=[DEFAULT_LISTEN_ADDRESS],
@@ -95,8 +95,10 @@ def _options(server: bool = True) -> List[Callable[[Callable[..., Any]], Callabl
                   "portable (psutil alone: sockets, listeners and interfaces)."),
         _opt("--path.procfs", "procfs", default="/proc", help="procfs mount point (Linux)."),
         _opt("--path.sysfs", "sysfs", default="/sys", help="sysfs mount point (Linux)."),
-        _opt("--collector.disable-defaults/--no-collector.disable-defaults", "disable_defaults",
-             default=False, help="Enable only the collectors named with --collector.<name>."),
+        *([_opt("--collector.disable-defaults/--no-collector.disable-defaults",
+                "disable_defaults", default=False,
+                help="Enable only the collectors named with --collector.<name>.")]
+          if server else []),
         _opt("--log.level", "log_level", type=click.Choice(list(logs.LEVELS)), default="info",
              help="Only log messages with the given severity or above."),
         _opt("--log.format", "log_format", type=click.Choice(["logfmt", "json"]),
@@ -104,9 +106,11 @@ def _options(server: bool = True) -> List[Callable[[Callable[..., Any]], Callabl
     ]
     for name, spec in specs().items():
         state = "on" if spec.default_enabled else "off"
-        opts.append(_opt(f"--collector.{name}/--no-collector.{name}", f"collector_{name}",
-                         default=None, show_default=False,
-                         help=f"Enable the {name} collector (default {state}): {spec.description}"))
+        if server:
+            opts.append(_opt(f"--collector.{name}/--no-collector.{name}", f"collector_{name}",
+                             default=None, show_default=False,
+                             help=f"Enable the {name} collector (default {state}): "
+                                  f"{spec.description}"))
         opts += [_collector_flag(spec, f) for f in spec.flags]
     return opts
 
@@ -170,8 +174,9 @@ def common_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def local_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """The flags of a local collection (show, top): the exporter's less the web server's, which
-    they neither offer nor list (given before the subcommand, they do nothing)."""
+    """The flags of a local collection (show, top): the exporter's less the web server's and
+    the collector switches, which they neither offer nor list (given before the subcommand,
+    they do nothing)."""
     for o in reversed(_options(server=False)):
         f = o(f)
     return f

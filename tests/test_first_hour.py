@@ -271,7 +271,9 @@ def test_top_header_fits_the_width() -> None:
 
 SERVER_ONLY = ("--web.listen-address", "--web.telemetry-path", "--web.max-requests",
                "--web.config.file", "--web.read-header-timeout",
-               "--web.disable-exporter-metrics")
+               "--web.disable-exporter-metrics",
+               # a view turns on the collectors it needs: the switches would do nothing
+               "--collector.disable-defaults", "--collector.sockets /", "--collector.routes /")
 
 
 @pytest.mark.parametrize("args", [("show", "--help"), ("show", "states", "--help"),

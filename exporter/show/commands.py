@@ -151,7 +151,8 @@ def make_reader(ctx: click.Context, view: str, build_config: Callable[[Dict[str,
                         params["auth_username"], password, params["timeout"])
         return remote_reader(remote), params
     collectors, defaults = _available(view, params)
-    dests = _dests(ctx)
+    # The collector switches are the root command's alone: a view turns on what it needs.
+    dests = {**_dests(ctx.find_root()), **_dests(ctx)}
     local = dict(params)
     local[dests["--collector.disable-defaults"]] = True
     for flag, dest in dests.items():  # --collector.<name>: each collector's on/off switch
