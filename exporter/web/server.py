@@ -259,21 +259,21 @@ def serve(config: Config) -> None:
     for s in servers[1:]:
         threading.Thread(target=s.serve_forever, name=f"http-{s.server_address[1]}",
                          daemon=True).start()
-    signal.signal(signal.SIGTERM, _stop)
+    stopped_by: List[str] = []
+
+    def stop(signum: int, _frame: object) -> None:
+        # serve_forever returns once shutdown() is called, which waits for it: from another
+        # thread, never from this handler, which runs in the serving thread.
+        stopped_by.append(signal.Signals(signum).name)
+        threading.Thread(target=servers[0].shutdown, name="shutdown", daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         servers[0].serve_forever()
-    except _Stopped as e:
-        # systemd, Kubernetes and docker stop a service with SIGTERM: the log says it was asked
-        # to, rather than ending mid-line, and the exit status is 0.
-        log.info(f"received {e.args[0]}, shutting down")
     finally:
         for s in servers:
             s.server_close()
-
-
-class _Stopped(Exception):
-    """Raised in the main thread by the SIGTERM handler, to leave serve_forever."""
-
-
-def _stop(signum: int, _frame: object) -> None:
-    raise _Stopped(signal.Signals(signum).name)
+    if stopped_by:
+        # systemd, Kubernetes and docker stop a service with SIGTERM: the log says it was asked
+        # to, rather than ending mid-line, and the exit status is 0.
+        log.info(f"received {stopped_by[0]}, shutting down")
