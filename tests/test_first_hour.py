@@ -187,12 +187,17 @@ def test_empty_web_config_warns(tmp_path: os.PathLike[str]) -> None:
 
 # --- 6. show counters --url says when it shows the exporter's default set only ------------------
 
-def test_show_counters_url_says_it_is_the_default_set() -> None:
+def test_show_counters_url_says_it_is_the_default_set(tmp_path: os.PathLike[str]) -> None:
     with running_exporter("--collector.disable-defaults", "--collector.protocols") as ex:
         r = run_cli("show", "counters", "--url", f"127.0.0.1:{ex.port}")
+        history = os.path.join(str(tmp_path), "history")
+        changed = run_cli("show", "counters", "--changed", "--history", history,
+                          "--url", f"127.0.0.1:{ex.port}")
     assert r.returncode == 0, r.stderr
     header = r.stdout.splitlines()[1]
     assert "default set" in header and "--collector.protocols.fields" in header, r.stdout
+    assert changed.returncode == 0, changed.stderr
+    assert "default set" in changed.stdout.splitlines()[1], changed.stdout
     local = run_cli(f"--path.procfs={NEW}", "show", "counters")
     assert "default set" not in local.stdout, local.stdout
 

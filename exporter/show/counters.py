@@ -123,11 +123,12 @@ def build(snap: Snapshot, changed: bool = False, describe: bool = False,
             view.header += "; nothing moved"
     elif not counters:
         view.header = "no protocol counters in this exposition"
-    elif all(_DEFAULT_SET.match(c.key) for c in counters):
+    if counters and all(_DEFAULT_SET.match(c.key) for c in counters):
         # An exporter's default set is a fraction of what netstat -s shows: say so, or the
         # missing counters look like zeros nobody printed.
-        view.header = (f"{len(counters)} counters: the default set "
-                       "(--collector.protocols.fields=.* exports all)")
+        partial = (f"{len(counters)} counters: the default set "
+                   "(--collector.protocols.fields=.* exports all)")
+        view.header = f"{view.header}; {partial}" if view.header else partial
     return view
 
 
