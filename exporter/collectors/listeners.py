@@ -38,15 +38,15 @@ from exporter.netlink import sockdiag as nl
 from exporter.netlink.transport import Channel
 from exporter.owners import Identity, Owner, OwnerCache
 from exporter.sockets.model import Listener
-from exporter.sockets.names import CONNECTION_STATES, FAMILIES
+from exporter.sockets.names import FAMILIES, LISTENER_CONNECTION_STATES
 from exporter.sockets.snapshot import SOURCES, Snapshot, Wants
 
 log = logging.getLogger(__name__)
 
 PROTOCOLS = ("tcp", "udp")
-# Every state but listen is a connection state (new_syn_recv is internal: inet_diag reports
-# request sockets as syn_recv).
-TCP_STATES = CONNECTION_STATES
+# The states a connection accepted on a listening port can be in: eight of the eleven that
+# netstat_sockets names (see names.LISTENER_CONNECTION_STATES).
+TCP_STATES = LISTENER_CONNECTION_STATES
 OTHER_PORT = "other"
 
 M_INFO = MetricDoc(
@@ -75,10 +75,13 @@ M_LIMIT = MetricDoc(
     ("family", "address", "port"), note="netlink source only")
 M_CONN = MetricDoc(
     "netstat_listener_connections", "gauge",
-    "TCP sockets whose local port is a listening TCP port, by state (every state but listen, "
-    "zeros included; from the scrape's one TCP dump, sock_diag or /proc/net/tcp). Ports "
-    "beyond --collector.listeners.max-ports, lowest numbers first, are summed under "
-    "port=\"other\".",
+    "TCP sockets whose local port is a listening TCP port, by state, in the states a "
+    "connection accepted on a listening port can be in (syn_recv, established, fin_wait1, "
+    "fin_wait2, closing, close_wait, last_ack, time_wait; zeros included; from the scrape's "
+    "one TCP dump, sock_diag or /proc/net/tcp). A socket bound to that port that connects out "
+    "(syn_sent) or only holds it (close) is not counted; once such a connection is "
+    "established it is. Ports beyond --collector.listeners.max-ports, lowest numbers first, "
+    "are summed under port=\"other\".",
     ("port", "state"), note="not with --no-collector.listeners.connections")
 M_COUNT = MetricDoc(
     "netstat_listener_sockets", "gauge",

@@ -6,7 +6,8 @@ are packed into the same layout by :mod:`exporter.sockets.sources`). For each ru
 strided slices and C-level iteration (nothing in Python per socket except listeners):
 
 * sockets per (family, state) and the queue bytes of non-listeners (sockets collector);
-* listeners, fully decoded, and connections per (listening port, state) (listeners collector);
+* listeners, fully decoded, and connections per (listening port, state), in the states a
+  connection accepted on a listening port can be in (listeners collector);
 * distinct ephemeral local ports in use, and per destination (local address, remote address,
   remote port) how many (ports collector).
 
@@ -26,7 +27,12 @@ from typing import Dict, Iterable, List, Optional, Set, Tuple, Union
 
 from exporter.netlink.inet import REC_DPORT, REC_DST, CountSink, address, swap16
 from exporter.sockets.model import Counts, EphemeralRange, InetTables, Listener, PortUse
-from exporter.sockets.names import FAMILY_NAMES, TCP_CLOSE, TCP_LISTEN
+from exporter.sockets.names import (
+    FAMILY_NAMES,
+    LISTENER_CONNECTION_STATES,
+    TCP_CLOSE,
+    TCP_LISTEN,
+)
 
 AF_INET = int(socket.AF_INET)
 # A record, unpacked for a listener: family, state, sport, src, ifindex, rqueue, wqueue, uid,
@@ -184,7 +190,7 @@ class InetPass(CountSink):
                 out.counts[name].states.update(states)
         if self.want_connections:
             for (raw, state), n in self._conn.items():
-                if state != TCP_LISTEN:
+                if state in LISTENER_CONNECTION_STATES:
                     out.connections[(swap16(raw), state)] += n
         if self.ephemeral is not None:
             use = out.ports = PortUse(used=len(self._used))
