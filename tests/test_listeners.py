@@ -928,6 +928,80 @@ def test_connections_only_in_states_of_an_accepted_connection() -> None:
             close_pipes(proc)
 
 
+MANY_LISTENERS = r"""
+import socket, sys
+keep = []
+for port in (8001, 8001, 8002, 8003, 8004, 8005):  # 8001: an SO_REUSEPORT group of two
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind(("127.0.0.1", port))
+    s.listen(16)
+    keep.append(s)
+for port in (8006, 8007):
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.bind(("127.0.0.1", port))
+    keep.append(u)
+print("ready", flush=True)
+sys.stdin.read()
+"""
+EXPECT_ALL_BUT_8005 = """
+listeners:
+  - port: 8001-8004
+    protocol: tcp
+  - port: 8006-8007
+    protocol: udp
+"""
+
+
+@root_only
+def test_listener_cap_shows_unexpected_first(tmp_path: Any) -> None:
+    """--collector.listeners.max-listeners bounds info and queue series, counts what it leaves
+    out, and keeps the listener nobody expected even though its port is the highest."""
+    expected_file = tmp_path / "expected.yaml"
+    expected_file.write_text(EXPECT_ALL_BUT_8005)
+    with netns("cap") as ns:
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c",
+                                 MANY_LISTENERS],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+            ss = ss_listeners(ns)  # one entry per (protocol, address, port): the group is one
+            assert len(ss) == 7
+
+            def shown(samples: List[Sample]) -> Dict[str, List[str]]:
+                return {
+                    "info": sorted(lab["port"] for lab in info(samples)),
+                    "queue": sorted(lab["port"] for _n, lab, _v in
+                                    select(samples, "netstat_listener_accept_queue_length")),
+                    "limit": sorted(lab["port"] for _n, lab, _v in
+                                    select(samples, "netstat_listener_accept_queue_limit"))}
+
+            capped = dump_in(ns, "--collector.listeners.max-listeners=3",
+                             f"--collector.listeners.expected-file={expected_file}")
+            assert shown(capped) == {k: ["8001", "8002", "8005"]
+                                     for k in ("info", "queue", "limit")}
+            assert value(capped, "netstat_listener_accept_queue_limit", port="8001") == 32
+            omitted = {p: value(capped, "netstat_listener_omitted", protocol=p)
+                       for p in ("tcp", "udp")}
+            assert omitted == {"tcp": 2, "udp": 2}
+            assert len(info(capped)) + sum(omitted.values()) == len(ss)
+            assert value(capped, "netstat_listener_unexpected", protocol="tcp") == 1
+            assert sum(v for _n, _l, v in select(capped, "netstat_listener_sockets")) == 8
+
+            plain = dump_in(ns, "--collector.listeners.max-listeners=3")
+            assert shown(plain)["info"] == ["8001", "8002", "8003"]
+            everything = dump_in(ns)
+            assert shown(everything)["info"] == ["8001", "8002", "8003", "8004", "8005",
+                                                 "8006", "8007"]
+            assert [value(everything, "netstat_listener_omitted", protocol=p)
+                    for p in ("tcp", "udp")] == [0, 0]
+        finally:
+            assert proc.stdin is not None
+            proc.stdin.close()
+            proc.wait(timeout=10)
+            close_pipes(proc)
+
+
 @root_only
 def test_unprivileged_exporter(bindir: str) -> None:
     """Run as nobody with every capability dropped: root's listeners are still there, with no

@@ -97,6 +97,13 @@ M_UNEXPECTED = MetricDoc(
     "netstat_listener_unexpected", "gauge",
     "Listening sockets that match no entry of the expected-listeners file.",
     ("protocol",), note="only with --collector.listeners.expected-file")
+M_OMITTED = MetricDoc(
+    "netstat_listener_omitted", "gauge",
+    "Listeners (distinct protocol, family, address and port) left out of netstat_listener_info "
+    "and the accept queue gauges by --collector.listeners.max-listeners. Unexpected listeners "
+    "are kept first, then the lowest ports; netstat_listener_sockets, _unattributed and "
+    "_unexpected count every listener.",
+    ("protocol",))
 M_RELOAD_OK = MetricDoc(
     "netstat_listener_expected_file_reload_success", "gauge",
     "1 if the last (re)load of the expected-listeners file succeeded; 0 if the last reload "
@@ -106,7 +113,7 @@ M_RELOAD_TS = MetricDoc(
     "netstat_listener_expected_file_reload_timestamp_seconds", "gauge",
     "When the expected-listeners file in use was loaded, in seconds since the epoch.",
     note="only with --collector.listeners.expected-file")
-METRICS = (M_INFO, M_QUEUE, M_LIMIT, M_CONN, M_COUNT, M_UNATTRIBUTED, M_UNEXPECTED,
+METRICS = (M_INFO, M_QUEUE, M_LIMIT, M_CONN, M_COUNT, M_UNATTRIBUTED, M_UNEXPECTED, M_OMITTED,
            M_RELOAD_OK, M_RELOAD_TS)
 
 
@@ -119,6 +126,7 @@ class ListenersOptions:
     source: str = "auto"
     pid_label: bool = False
     max_ports: int = 100
+    max_listeners: int = 500
     connections: bool = True
     expected_file: str = ""
 
@@ -131,6 +139,10 @@ FLAGS = (
                       "identity); pids change on every restart."),
     Flag("max_ports", "Listening TCP ports named in netstat_listener_connections, lowest first; "
                       "the connections of the others are summed under port=\"other\".", min=1),
+    Flag("max_listeners", "Listeners (distinct protocol, family, address and port) given "
+                          "netstat_listener_info and accept queue series: unexpected ones "
+                          "first, then the lowest ports; the others are counted in "
+                          "netstat_listener_omitted.", min=1),
     Flag("connections", "Count connections per listening port (netstat_listener_connections), "
                         "from the TCP socket table that the scrape reads once for every "
                         "collector."),
@@ -167,6 +179,7 @@ class ListenersCollector:
         self.socket_source = opts.source
         self.pid_label = opts.pid_label
         self.max_ports = opts.max_ports
+        self.max_listeners = opts.max_listeners
         self.connections = opts.connections
         self.owners = OwnerCache(config.procfs)
         self._services: Dict[Tuple[int, str], str] = {}
@@ -291,6 +304,8 @@ class ListenersCollector:
         order = sorted(range(len(all_listeners)), key=lambda i: (
             all_listeners[i].protocol, all_listeners[i].family, all_listeners[i].port,
             all_listeners[i].address))
+        holders: Dict[int, List[Owner]] = {}
+        verdicts: Dict[int, str] = {}
         for i in order:
             x = all_listeners[i]
             count[(x.protocol, x.family)] += 1
@@ -299,6 +314,7 @@ class ListenersCollector:
                 unattributed[x.protocol] += 1
                 user = self.owners.user_name(x.uid) if x.uid is not None else ""
                 held = [Owner(0, Identity("", "", user))]
+            holders[i] = held
             verdict = ""
             if rules is not None:
                 ok = any(rules.matches(x.protocol, x.address, x.port, o.identity.name,
@@ -306,11 +322,18 @@ class ListenersCollector:
                 verdict = "true" if ok else "false"
                 if not ok:
                     unexpected[x.protocol] += 1
+            verdicts[i] = verdict
+        shown, omitted = self._cap(all_listeners, order, verdicts)
+
+        for i in order:
+            x = all_listeners[i]
+            if (x.protocol, x.family, x.address, x.port) not in shown:
+                continue
             port = str(x.port)
             svc = self.service(x.port, x.protocol)
-            for o in held:
+            for o in holders[i]:
                 key: Tuple[str, ...] = (x.protocol, x.family, x.address, port, svc, o.identity.name,
-                       o.identity.exe, o.identity.user, verdict)
+                       o.identity.exe, o.identity.user, verdicts[i])
                 prev = series.get(key)
                 if prev is None or (o.pid and (not prev or o.pid < prev)):
                     series[key] = o.pid
@@ -349,6 +372,10 @@ class ListenersCollector:
         for proto in PROTOCOLS:
             uf.add_metric([proto], float(unattributed[proto]))
         yield uf
+        of = M_OMITTED.family()
+        for proto in PROTOCOLS:
+            of.add_metric([proto], float(omitted[proto]))
+        yield of
 
         if rules is not None:
             xf = M_UNEXPECTED.family()
@@ -361,6 +388,25 @@ class ListenersCollector:
             ts = M_RELOAD_TS.family()
             ts.add_metric([], self.reload_time)
             yield ts
+
+    def _cap(self, listeners: List[Listener], order: List[int], verdicts: Dict[int, str]
+             ) -> Tuple[Set[Tuple[str, str, str, int]], Counter[str]]:
+        """The listeners (protocol, family, address, port) to show, at most max_listeners of
+        them: those the expected-listeners file did not expect first, so that the cap never
+        hides one while there is room, then the lowest ports (of either protocol); and how many
+        were left out per protocol. An SO_REUSEPORT group is one listener."""
+        keys: Dict[Tuple[str, str, str, int], bool] = {}  # in order; True: unexpected
+        for i in order:
+            x = listeners[i]
+            k = (x.protocol, x.family, x.address, x.port)
+            keys[k] = keys.get(k, False) or verdicts[i] == "false"
+        omitted: Counter[str] = Counter()
+        if len(keys) <= self.max_listeners:
+            return set(keys), omitted
+        ranked = sorted(keys, key=lambda k: (not keys[k], k[3], k))  # unexpected, low ports
+        for k in ranked[self.max_listeners:]:
+            omitted[k[0]] += 1
+        return set(ranked[:self.max_listeners]), omitted
 
     def _connections(self, listeners: List[Listener],
                      connections: Counter[Tuple[int, int]]) -> Metric:
