@@ -18,6 +18,7 @@ connections to them arrive.
 
 from __future__ import annotations
 
+import operator
 import socket
 import struct
 from array import array
@@ -25,7 +26,7 @@ from collections import Counter
 from itertools import compress
 from typing import Dict, Iterable, List, Optional, Set, Tuple, Union
 
-from exporter.netlink.inet import REC_DPORT, REC_DST, CountSink, address, swap16
+from exporter.netlink.inet import REC_DPORT, REC_DST, CountSink, Run, address, swap16
 from exporter.sockets.model import Counts, EphemeralRange, InetTables, Listener, PortUse
 from exporter.sockets.names import (
     FAMILY_NAMES,
@@ -41,6 +42,12 @@ _LISTENER = struct.Struct("<BB2xH2x16s16xI8x4xIIII")
 Buffer = Union[bytes, bytearray]
 
 _ADDRESSES: Dict[Tuple[int, bytes, int], str] = {}
+# bytes.translate table: 1 for AF_INET, 0 for any other family byte
+_IS_AF_INET = bytes(1 if i == AF_INET else 0 for i in range(256))
+# The destination of a UDP (port, destination) pair: (family, dport, src x4, dst x4) of a pair
+# with whole addresses, (dport, src, dst) of an IPv4 one.
+_PAIR_DEST = operator.itemgetter(slice(1, None))
+_PAIR_DEST4 = operator.itemgetter(1, 2, 3)
 
 
 def _format(family: int, raw: bytes, ifindex: int) -> str:
@@ -78,13 +85,14 @@ class InetPass(CountSink):
         self._used: Set[int] = set()  # ephemeral ports in use, raw
         # per destination: TCP counts sockets, since a TCP 4-tuple is unique in the established
         # hash (__inet_check_established); UDP sockets may share one (SO_REUSEPORT), so UDP
-        # keeps (port, destination) pairs and counts distinct ports.
+        # keeps (port, destination) pairs and counts distinct ports. These two hold the
+        # records of families other than IPv4, keyed by (family, dport, src x4, dst x4).
         self._dest: Counter[Tuple[int, ...]] = Counter()
         self._dest_pairs: Set[Tuple[int, ...]] = set()
-        # the same for IPv4-only runs, keyed by (dport, first word of src, of dst) only
+        # the same for IPv4 records, keyed by (dport, first word of src, of dst) only
         self._dest4: Counter[Tuple[int, ...]] = Counter()
         self._pairs4: Set[Tuple[int, ...]] = set()
-        # TCP of IPv4-only runs: one int per socket (see _packed), and the local addresses
+        # TCP IPv4 records: one int per socket (see _packed), and the local addresses
         # numbered in it
         self._dest_packed: Counter[int] = Counter()
         self._src_index: Dict[int, int] = {}
@@ -109,25 +117,39 @@ class InetPass(CountSink):
             sel = list(map(self.ephemeral.table.__getitem__, sports))
             if listening and self.tcp:  # a listener's port is not an ephemeral port in use
                 sel = [x and st != TCP_LISTEN for x, st in zip(sel, states)]
-            if any(sel):
-                self._used.update(compress(sports, sel))
-                cols: List[Iterable[int]]
-                if fams.count(AF_INET) == len(fams):
-                    # IPv4 only (the rule): the first word of each address is the address
-                    cols = [h[3::s2], w[2::s4], w[6::s4]]
-                else:
-                    cols = [fams, h[3::s2], *(w[i::s4] for i in range(2, 10))]
-                if self.tcp and len(cols) == 3 and len(self._src_index) < 0xFF00:
-                    self._dest_packed.update(compress(self._packed(buf, start, end, stride, w, s4),
-                                                      sel))
-                    return
-                picked = [compress(col, sel) for col in cols]
-                if self.tcp:
-                    dest = self._dest4 if len(cols) == 3 else self._dest
-                    dest.update(zip(*picked))
-                else:
-                    pairs = self._pairs4 if len(cols) == 3 else self._dest_pairs
-                    pairs.update(zip(compress(sports, sel), *picked))
+            if not any(sel):
+                return
+            self._used.update(compress(sports, sel))
+            if fams.count(AF_INET) == len(fams):  # IPv4 only (the rule)
+                self._destinations4(buf, start, end, stride, run, sports, sel)
+                return
+            # Both families: the IPv4 records go the IPv4 way and the others with whole
+            # addresses, so that every destination is keyed one way only.
+            is4 = fams.translate(_IS_AF_INET)
+            sel4 = list(map(operator.mul, sel, is4))
+            if any(sel4):
+                self._destinations4(buf, start, end, stride, run, sports, sel4)
+            sel6 = list(map(operator.gt, sel, is4))
+            cols = [fams, h[3::s2], *(w[i::s4] for i in range(2, 10))]
+            picked = [compress(col, sel6) for col in cols]
+            if self.tcp:
+                self._dest.update(zip(*picked))
+            else:
+                self._dest_pairs.update(zip(compress(sports, sel6), *picked))
+
+    def _destinations4(self, buf: Buffer, start: int, end: int, stride: int, run: Run,
+                       sports: List[int], sel: List[int]) -> None:
+        """Count the selected IPv4 records per destination: the first word of each address is
+        the address."""
+        w, h, s4, s2 = run.words, run.halves, run.s4, run.s2
+        if self.tcp and len(self._src_index) < 0xFF00:
+            self._dest_packed.update(compress(self._packed(buf, start, end, stride, w, s4), sel))
+            return
+        picked = [compress(col, sel) for col in (h[3::s2], w[2::s4], w[6::s4])]
+        if self.tcp:
+            self._dest4.update(zip(*picked))
+        else:
+            self._pairs4.update(zip(compress(sports, sel), *picked))
 
     def _packed(self, buf: Buffer, start: int, end: int, stride: int, w: memoryview,
                 s4: int) -> List[int]:
@@ -205,15 +227,14 @@ class InetPass(CountSink):
             for dkey, n in self._dest4.items():
                 if dkey[0]:
                     use.destinations[_destination4(dkey)] += n
-            for pair in self._dest_pairs:
-                if pair[2]:
-                    use.destinations[_destination(pair[1:])] += 1
-            # distinct (port, destination) pairs: a pair of an IPv4 run and one of a mixed run
-            # are the same socket's only if they name the same port and destination
-            seen = {(p[0], _destination(p[1:])) for p in self._dest_pairs if p[2]}
-            for pair in self._pairs4:
-                if pair[1] and (pair[0], _destination4(pair[1:])) not in seen:
-                    use.destinations[_destination4(pair[1:])] += 1
+            # UDP: distinct (port, destination) pairs per destination, each destination
+            # formatted once (IPv4 pairs and the others are apart: see __call__)
+            for dkey, n in Counter(map(_PAIR_DEST, self._dest_pairs)).items():
+                if dkey[1]:  # a peer: a destination
+                    use.destinations[_destination(dkey)] += n
+            for dkey, n in Counter(map(_PAIR_DEST4, self._pairs4)).items():
+                if dkey[0]:
+                    use.destinations[_destination4(dkey)] += n
         return out
 
 
