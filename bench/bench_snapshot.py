@@ -8,10 +8,11 @@ Run as root from the repository root:
         [--against /path/to/other/checkout ...]
 
 It makes the mix's namespace (bench/common.py), then, inside it, runs a fresh Python per
-checkout (this one, then each --against; twice over when there are several, so that neither
+checkout (this one, then each --against; three times over when there are several, so that neither
 always goes first) that reads the snapshot a default scrape reads (TCP, UDP and unix tables;
 listeners, connections per listening port and ephemeral ports wanted) --rounds times after two
-warm-up reads, and prints the median and fastest. --profile adds a cProfile of three reads (the
+warm-up reads, and prints the median and fastest, and the median CPU time (user and system: the
+kernel's dump is system time of this process). --profile adds a cProfile of three reads (the
 first pass only). Not a test: nothing asserts a time.
 """
 
@@ -41,13 +42,15 @@ def inner(rounds: int, profile: bool) -> None:
 
     one()
     one()
-    times = []
+    times, cpu = [], []
     for _ in range(rounds):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         one()
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     print(f"{os.getcwd()}: median {statistics.median(times) * 1000:.1f} ms, "
-          f"fastest {min(times) * 1000:.1f} ms", flush=True)
+          f"fastest {min(times) * 1000:.1f} ms; CPU (user + system, the kernel's dump "
+          f"included) median {statistics.median(cpu) * 1000:.1f} ms", flush=True)
     if profile:
         import cProfile
         import pstats
@@ -81,7 +84,7 @@ def main() -> None:
     procs = (make_namespace(ns, args.sockets) if args.mix == "pairs"
              else make_mix_namespace(ns, args.mix, args.sockets))
     try:
-        for rep in range(2 if len(dirs) > 1 else 1):
+        for rep in range(3 if len(dirs) > 1 else 1):
             for d in dirs:
                 subprocess.run(["ip", "netns", "exec", ns, sys.executable, __file__, "--inner",
                                 str(args.rounds), "1" if args.profile and rep == 0 else "0"],
