@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""The decoding of a TCP dump alone, without the kernel: a dump of one of bench_scrape.py's mixes
-is captured once, then fed again and again to the decoder (inet.dump_records and the one-pass
+"""The decoding of a TCP dump alone, without the kernel: the TCP dumps a scrape makes of one of
+bench_scrape.py's mixes (one, or two when TIME_WAIT is dumped apart) are captured once, then fed
+again and again to the decoder (inet.dump_records and the one-pass
 sink, listeners, connections per listening port and ephemeral ports wanted), and the CPU time of
 each pass is measured; several checkouts alternate on the same bytes, so an A/B comparison is
 free of the kernel's and the machine's noise as far as CPU time can be.
@@ -31,27 +32,28 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def capture_inner(path: str) -> None:
     sys.path.insert(0, os.getcwd())
     import exporter.netlink.inet as inet
-    from exporter.netlink import requests as req
-    from exporter.sockets.onepass import InetPass
-    from exporter.sockets.snapshot import read_ephemeral_range
+    from exporter.sockets.snapshot import Snapshot, read_ephemeral_range
 
-    chunks: List[bytes] = []
+    dumps: List[List[bytes]] = []
     real = inet.dump
 
     def keep(payload: bytes, handler: Any, sock: Any = None, msg_type: int = 20) -> bool:
+        chunks: List[bytes] = []
+        dumps.append(chunks)
+
         def h(buf: bytearray, n: int) -> Tuple[bool, bool]:
             chunks.append(bytes(buf[:n]))
             return handler(buf, n)  # type: ignore[no-any-return]
         return real(payload, h, sock=sock, msg_type=msg_type)
 
     inet.dump = keep  # type: ignore[assignment]
-    inet.dump_records(req.tcp_request_both_families(), InetPass("tcp"),
-                      msg_type=req.TCPDIAG_GETSOCK)
+    with Snapshot("/proc", "netlink") as snap:  # the TCP dumps a scrape makes (one or two)
+        snap.inet("tcp")
     eph = read_ephemeral_range("/proc")
     assert eph is not None
     with open(path, "wb") as f:
-        pickle.dump((chunks, sorted(eph.ports)), f)
-    print(f"{len(chunks)} batches, {sum(map(len, chunks)):,} bytes")
+        pickle.dump((dumps, sorted(eph.ports)), f)
+    print(f"{len(dumps)} dumps, {sum(len(c) for d in dumps for c in d):,} bytes")
 
 
 def replay_inner(path: str, rounds: int, profile: bool) -> None:
@@ -61,14 +63,15 @@ def replay_inner(path: str, rounds: int, profile: bool) -> None:
     from exporter.sockets.onepass import InetPass, ephemeral_range
 
     with open(path, "rb") as f:
-        chunks, ports = pickle.load(f)
+        dumps, ports = pickle.load(f)
     have = set(ports)
     low, high = min(ports), max(ports)
     eph = ephemeral_range(low, high, [(p, p) for p in range(low, high + 1) if p not in have])
-    buf = bytearray(max(map(len, chunks)))
+    buf = bytearray(max(len(c) for d in dumps for c in d))
+    queue: List[List[bytes]] = []
 
     def replay(payload: bytes, handler: Any, sock: Any = None, msg_type: int = 20) -> bool:
-        for c in chunks:
+        for c in queue.pop(0):
             buf[:len(c)] = c
             if handler(buf, len(c))[0]:
                 break
@@ -78,7 +81,9 @@ def replay_inner(path: str, rounds: int, profile: bool) -> None:
 
     def one() -> None:
         sink = InetPass("tcp", listeners=True, connections=True, ephemeral=eph)
-        inet.dump_records(b"", sink, msg_type=req.TCPDIAG_GETSOCK)
+        queue[:] = dumps
+        for _ in dumps:
+            inet.dump_records(b"", sink, msg_type=req.TCPDIAG_GETSOCK)
         sink.result("netlink", ["ipv4", "ipv6"])
 
     one()
