@@ -37,7 +37,9 @@ unix, plus UDP of both families for ``udp``; sendto and recv only, nothing decod
 ``ss`` on the mix's table. It prints, per mix and size, the median scrape time of each, the
 ratios, CPU seconds per scrape (the delta of process_cpu_seconds_total over the rounds, divided
 by the rounds), series and bytes per scrape, the peak RSS (VmHWM) of each and the growth of ours
-during the timed scrapes (VmHWM after minus VmRSS before), the netlink dumps per scrape, the
+during the timed scrapes (VmHWM after minus VmRSS before: one scrape's transient peak shows
+there), with --rss-scrapes N the growth of our VmRSS and VmHWM over N more scrapes of the full
+exporter (in namespaces of at most --rss-max-sockets), the netlink dumps per scrape, the
 kernel's dump time and its share of our scrapes, the median per-collector time of the full
 scrape, the TCP sockets of the whole host (sockstat "alloc": the kernel walks every namespace's
 sockets on a dump) and the 1-minute load average at the end.
@@ -205,7 +207,7 @@ def start(ns: str, mix: Mix) -> Dict[str, Tuple[subprocess.Popen, int]]:
     return procs
 
 
-def run_size(name: str, n: int, rounds: int) -> Dict[str, Any]:
+def run_size(name: str, n: int, rounds: int, rss_scrapes: int = 0) -> Dict[str, Any]:
     mix = MIXES[name]
     ns = f"nsbench-{os.getpid()}-{name}-{n}"
     procs: List[subprocess.Popen] = []
@@ -247,6 +249,16 @@ def run_size(name: str, n: int, rounds: int) -> Dict[str, Any]:
         # Every round scraped each server once more after `first`: CPU per scrape.
         cpu_per = {k: (cpu(bodies[k]) - first[k]) / rounds for k in conns}
         hwm = {k: rss_kib(p.pid, "VmHWM") for k, (p, _) in servers.items()}
+        # Many more scrapes of the full exporter alone: what stays (VmRSS) and what the peak
+        # does (VmHWM) over them, a leak's signature rather than one scrape's transient peak.
+        long_run = None
+        if rss_scrapes:
+            pid = servers["full"][0].pid
+            rss0, hwm0 = rss_kib(pid, "VmRSS"), rss_kib(pid, "VmHWM")
+            for _ in range(rss_scrapes):
+                scrape(conns["full"], "/metrics")()
+            long_run = (rss_scrapes, (rss_kib(pid, "VmRSS") - rss0) / 1024,
+                        (rss_kib(pid, "VmHWM") - hwm0) / 1024)
         return {"mix": name, "n": n, "seen": mix.counted(bodies["alone"]),
                 "median": {k: statistics.median(v) for k, v in times.items()},
                 "cpu": cpu_per, "hwm": hwm, "rss_before": rss_before,
@@ -254,6 +266,7 @@ def run_size(name: str, n: int, rounds: int) -> Dict[str, Any]:
                 "bytes": {k: len(b.encode()) for k, b in bodies.items()},
                 "collectors": {k: statistics.median(v) for k, v in per_collector.items()},
                 "dumps": statistics.median(dumps) if dumps else 0.0, "host_tcp": host_tcp,
+                "long_run": long_run,
                 "load": os.getloadavg()[0]}
     finally:
         if kernel is not None:
@@ -301,6 +314,16 @@ def report(name: str, results: List[Dict[str, Any]]) -> None:
               f"| {m['kernel'] / m['alone']:.0%} | {m['kernel'] / m['full']:.0%} "
               f"| {m['ss'] * ms:.1f} ms | {m['alone'] / m['ss']:.2f} |")
     print()
+    long_runs = [r for r in results if r["long_run"]]
+    if long_runs:
+        print(f"### {name}: the full exporter over many more scrapes")
+        print()
+        print(f"| {mix.unit} | scrapes | VmRSS growth | VmHWM growth |")
+        print("| ---: | ---: | ---: | ---: |")
+        for r in long_runs:
+            k, rss, peak = r["long_run"]
+            print(f"| {int(r['seen']):,} | {k:,} | {rss:.2f} MiB | {peak:.2f} MiB |")
+        print()
     names = sorted({k for r in results for k in r["collectors"]})
     print(f"### {name}: per collector, medians of the full scrape")
     print()
@@ -320,6 +343,11 @@ def main() -> None:
     ap.add_argument("--udp-sockets", type=int, default=50000)
     ap.add_argument("--unix-sockets", type=int, default=100000)
     ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--rss-scrapes", type=int, default=0,
+                    help="after the rounds, scrape the full exporter this many more times and "
+                         "report its VmRSS and VmHWM growth over them")
+    ap.add_argument("--rss-max-sockets", type=int, default=10000,
+                    help="only in namespaces of at most this many sockets")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench_scrape.py: run as root (it creates a network namespace)")
@@ -333,7 +361,9 @@ def main() -> None:
         if name not in MIXES:
             raise SystemExit(f"bench_scrape.py: unknown mix {name!r} (one of {', '.join(MIXES)})")
         ns_sizes = sizes.get(name) or [int(x) for x in args.sizes.split(",")]
-        report(name, [run_size(name, n, args.rounds) for n in ns_sizes])
+        report(name, [run_size(name, n, args.rounds,
+                               args.rss_scrapes if n <= args.rss_max_sockets else 0)
+                      for n in ns_sizes])
 
 
 if __name__ == "__main__":
