@@ -12,7 +12,8 @@ checkout (this one, then each --against; three times over when there are several
 always goes first) that reads the snapshot a default scrape reads (TCP, UDP and unix tables;
 listeners, connections per listening port and ephemeral ports wanted) --rounds times after two
 warm-up reads, and prints the median and fastest, and the median CPU time (user and system: the
-kernel's dump is system time of this process). --profile adds a cProfile of three reads (the
+kernel's dump is system time of this process). With --full, the whole default scrape instead,
+in-process, encoded as the server encodes it. --profile adds a cProfile of three reads (the
 first pass only). Not a test: nothing asserts a time.
 """
 
@@ -28,7 +29,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def inner(rounds: int, profile: bool) -> None:
+def inner(rounds: int, profile: bool, full: bool) -> None:
     sys.path.insert(0, os.getcwd())
     from exporter.sockets.snapshot import Snapshot, Wants
 
@@ -39,6 +40,19 @@ def inner(rounds: int, profile: bool) -> None:
             s.inet("tcp")
             s.inet("udp")
             s.unix()
+
+    if full:
+        import exporter.collectors  # noqa: F401 - registers them
+        from exporter.collectors.api import registered
+        from exporter.config import Config
+        from exporter.exposition import generate_text
+        from exporter.scrape import Exporter
+
+        target = Exporter(Config(collectors=frozenset(
+            k for k, spec in registered().items() if spec.default_enabled))).target(None)
+
+        def one() -> None:  # noqa: F811 - the whole default scrape instead
+            generate_text(target)
 
     one()
     one()
@@ -65,7 +79,7 @@ def inner(rounds: int, profile: bool) -> None:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--inner":
-        inner(int(sys.argv[2]), sys.argv[3] == "1")
+        inner(int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4] == "1")
         return
     sys.path.insert(0, os.path.join(ROOT, "bench"))
     from common import make_mix_namespace, make_namespace
@@ -75,6 +89,8 @@ def main() -> None:
     ap.add_argument("sockets", type=int)
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--full", action="store_true",
+                    help="time the whole default scrape, encoded as the server encodes it")
     ap.add_argument("--against", action="append", default=[])
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -87,7 +103,8 @@ def main() -> None:
         for rep in range(3 if len(dirs) > 1 else 1):
             for d in dirs:
                 subprocess.run(["ip", "netns", "exec", ns, sys.executable, __file__, "--inner",
-                                str(args.rounds), "1" if args.profile and rep == 0 else "0"],
+                                str(args.rounds), "1" if args.profile and rep == 0 else "0",
+                                "1" if args.full else "0"],
                                cwd=d, check=True)
     finally:
         for p in procs:
