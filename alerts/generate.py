@@ -26,6 +26,37 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# exporter/availability.py, standard library only like this script.
+sys.path.insert(0, os.path.dirname(HERE))
+from exporter.availability import where_missing  # noqa: E402
+
+# The metrics these rules use that some system never exports, and the systems that do
+# (docs/metrics.md's columns); an alert built on one says so in its description.
+# tests/test_alerts.py holds this table against the exporter's own reference.
+AVAILABLE_ON: dict[str, tuple[str, ...]] = {
+    "netstat_limits_tcp_max_orphans": ("Linux",),
+    "netstat_limits_tcp_max_tw_buckets": ("Linux",),
+    "netstat_listener_accept_queue_length": ("Linux",),
+    "netstat_listener_accept_queue_limit": ("Linux",),
+    "netstat_netns_skipped": ("Linux",),
+    "netstat_netns_sockstat_tcp_time_wait_sockets": ("Linux",),
+    "netstat_netns_tcp_ext_listen_drops_total": ("Linux",),
+    "netstat_netns_tcp_out_segs_total": ("Linux",),
+    "netstat_netns_tcp_retrans_segs_total": ("Linux",),
+    "netstat_netns_tcp_sockets": ("Linux",),
+    "netstat_ports_ephemeral_available": ("Linux",),
+    "netstat_ports_ephemeral_destination_used_max": ("Linux",),
+    "netstat_sockstat_tcp_orphan_sockets": ("Linux",),
+    "netstat_sockstat_tcp_time_wait_sockets": ("Linux",),
+    "netstat_tcp_ext_listen_drops_total": ("Linux",),
+    "netstat_tcp_ext_syncookies_sent_total": ("Linux",),
+    "netstat_tcp_ext_tw_total": ("Linux",),
+    "netstat_tcp_out_segs_total": ("Linux", "macOS"),
+    "netstat_tcp_retrans_segs_total": ("Linux", "macOS"),
+    "netstat_tcpevents_port_events_total": ("Linux",),
+    "netstat_udp6_rcvbuf_errors_total": ("Linux",),
+    "netstat_udp_rcvbuf_errors_total": ("Linux", "macOS"),
+}
 RULES_FILE = "netstat-rules.yaml"
 ALERTS_FILE = "netstat-alerts.yaml"
 
@@ -100,7 +131,17 @@ POD_SETTINGS: tuple[tuple[str, str, str], ...] = (
     ("netns_skipped_for", "30m", "how long namespaces are left out of every scrape before "
      "it is reported"),
 )
-SETTINGS = SETTINGS + POD_SETTINGS
+# Settings of the per-service TCP event rules (the tcpevents collector).
+TCPEVENTS_SETTINGS: tuple[tuple[str, str, str], ...] = (
+    ("service_retransmit_ratio", "0.5",
+     "retransmitted segments per connection established on one port over rate_window"),
+    ("service_retransmit_min_rate", "1",
+     "retransmits per second on one port below which its ratio is ignored"),
+    ("service_retransmit_for", "15m", ""),
+    ("service_resets_max", "5", "TCP resets sent and received per second on one port"),
+    ("service_resets_for", "10m", ""),
+)
+SETTINGS = SETTINGS + POD_SETTINGS + TCPEVENTS_SETTINGS
 DEFAULTS: dict[str, str] = {name: default for name, default, _ in SETTINGS}
 _SELECTORS = ("selector", "kube_state_metrics_selector")
 
@@ -519,6 +560,79 @@ ALERT_GROUPS.append(
     ]})
 
 
+# --- per service port (the tcpevents collector) ----------------------------------------------
+# One series per (port, side): side="local" is a listening port of the host (joined with
+# netstat_listener_info for the process), side="remote" the port of a service the host calls.
+
+
+def _events(record: str, events: str) -> dict[str, Any]:
+    return {"record": f"instance_port_side:netstat_tcpevents_{record}:rate${{rate_window}}",
+            "expr": f"""
+            sum without (event) (
+              rate(netstat_tcpevents_port_events_total{{${{selector}}, event=~"{events}"}}[${{rate_window}}])
+            )"""}
+
+
+RECORDING_GROUPS.append(
+    {"name": "netstat.tcpevents.rules", "rules": [
+        _events("retransmits", "retransmit"),
+        _events("established", "established"),
+        _events("resets", "reset_sent|reset_received"),
+    ]})
+
+
+def _with_process(expr: str) -> str:
+    """``expr`` (a template taking a side matcher) with the process of the local listening
+    port joined in; remote ports, and local ports nothing listens on, as they are."""
+    return f"""
+            {expr.format(side='{side="local"}')}
+              * on (instance, job, port) group_left (process)
+              topk by (instance, job, port) (1,
+                max by (instance, job, port, process) (
+                  netstat_listener_info{{${{selector}}, protocol="tcp"}}
+                )
+              )
+            or on (instance, job, port, side)
+            {expr.format(side="")}"""
+
+
+_SVC_RTX = """(
+              instance_port_side:netstat_tcpevents_retransmits:rate${{rate_window}}{side}
+                / instance_port_side:netstat_tcpevents_established:rate${{rate_window}}{side}
+                > ${{service_retransmit_ratio}}
+              and
+              instance_port_side:netstat_tcpevents_retransmits:rate${{rate_window}}{side}
+                > ${{service_retransmit_min_rate}}
+            )"""
+_SVC_RST = """(
+              instance_port_side:netstat_tcpevents_resets:rate${{rate_window}}{side}
+                > ${{service_resets_max}}
+            )"""
+_SVC = ("{{ if eq $labels.side \"local\" }}port {{ $labels.port }}" + _PROCESS
+        + "{{ else }}connections to remote port {{ $labels.port }}{{ end }} on "
+        "{{ $labels.instance }}")
+
+ALERT_GROUPS.append(
+    {"name": "netstat.tcpevents", "rules": [
+        _alert("NetstatServiceRetransmitsHigh", "warning", _with_process(_SVC_RTX),
+               "${service_retransmit_for}",
+               "The TCP connections of one service retransmit a lot.",
+               "{{ if eq $labels.side \"local\" }}Connections to port {{ $labels.port }}"
+               + _PROCESS + "{{ else }}Connections to remote port {{ $labels.port }}{{ end }}"
+               " on {{ $labels.instance }} retransmit {{ $value | humanize }} "
+               "segments per connection established ("
+               "{{ with printf \"instance_port_side:netstat_tcpevents_retransmits:rate${rate_window}"
+               "{instance=%q,job=%q,port=%q,side=%q}\" $labels.instance $labels.job "
+               "$labels.port $labels.side | query }}{{ . | first | value | humanize }}{{ end }}"
+               " retransmits per second)."),
+        _alert("NetstatServiceResetsHigh", "warning", _with_process(_SVC_RST),
+               "${service_resets_for}",
+               "One service's TCP connections end in resets.",
+               "{{ $value | humanize }} TCP resets per second (sent and received) on "
+               + _SVC + ": connections refused, aborted or reset by the peer."),
+    ]})
+
+
 # --- rendering -------------------------------------------------------------------------------
 
 def _fill(text: str, values: Mapping[str, str]) -> str:
@@ -549,10 +663,38 @@ def _resolve(groups: Sequence[Mapping[str, Any]],
     return out
 
 
+def expanded(expr: str, recorded: Mapping[str, str]) -> str:
+    """``expr`` followed by the expressions of the recording rules it reads, and of those they
+    read (``recorded``: record name -> expression)."""
+    out, seen = [expr], set()
+    while True:
+        new = [name for name in recorded if name not in seen and any(
+            re.search(rf"(?<![\w:]){re.escape(name)}(?![\w:])", text) for text in out)]
+        if not new:
+            return "\n".join(out)
+        seen.update(new)
+        out += [recorded[name] for name in new]
+
+
 def rule_groups(values: Mapping[str, str] | None = None) -> dict[str, list[dict[str, Any]]]:
     """The rule groups per file name, with settings ``values`` over the defaults."""
     v = check_settings(values or {})
     return {RULES_FILE: _resolve(RECORDING_GROUPS, v), ALERTS_FILE: _resolve(ALERT_GROUPS, v)}
+
+
+def system_notes(groups: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, str]:
+    """Rule name -> the sentence saying on which systems its metrics (with those of the
+    recording rules it reads) never appear, for the rules where some system lacks one: written
+    as a comment above the rule, where whoever adopts the rules for a Windows or macOS fleet
+    reads them. (A firing alert's description has no need of it: the metric was there.)"""
+    recorded = {r["record"]: r["expr"] for g in groups[RULES_FILE] for r in g["rules"]}
+    out = {}
+    for rules in groups.values():
+        for r in (r for g in rules for r in g["rules"]):
+            sentence = where_missing(expanded(r["expr"], recorded), AVAILABLE_ON)
+            if sentence:
+                out[r.get("alert") or r["record"]] = sentence
+    return out
 
 
 def _header(values: Mapping[str, str]) -> str:
@@ -565,14 +707,19 @@ def _header(values: Mapping[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_yaml(groups: Sequence[Mapping[str, Any]], header: str = "") -> str:
+def to_yaml(groups: Sequence[Mapping[str, Any]], header: str = "",
+            notes: Mapping[str, str] | None = None) -> str:
     """A Prometheus rule file. Expressions are block scalars; other strings are double-quoted
-    (JSON strings are valid YAML double-quoted scalars)."""
+    (JSON strings are valid YAML double-quoted scalars); ``notes`` (rule name -> text) become
+    comments above their rules."""
     out = [header + "groups:"]
     for g in groups:
         out.append(f"  - name: {json.dumps(g['name'])}")
         out.append("    rules:")
         for r in g["rules"]:
+            note = (notes or {}).get(r.get("alert") or r.get("record") or "")
+            if note:
+                out += ["      # " + line for line in textwrap.wrap(note, 92)]
             first = True
             for key in ("record", "alert", "expr", "for", "labels", "annotations"):
                 if key not in r:
@@ -595,7 +742,9 @@ def to_yaml(groups: Sequence[Mapping[str, Any]], header: str = "") -> str:
 def render(values: Mapping[str, str] | None = None) -> dict[str, str]:
     """File name -> text of both rule files."""
     v = check_settings(values or {})
-    return {name: to_yaml(groups, _header(v)) for name, groups in rule_groups(v).items()}
+    groups = rule_groups(v)
+    notes = system_notes(groups)
+    return {name: to_yaml(rules, _header(v), notes) for name, rules in groups.items()}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,7 +12,8 @@ what Grafana imports, and this keeps the project free of a dependency that only 
 Conventions kept by construction: every query goes through :func:`sel`, so it carries the
 ``job`` and ``instance`` matchers; every ``rate``/``increase`` goes through :func:`rate` or
 :func:`increase`, so it uses ``$__rate_interval``; every panel is built with a unit and a
-description; every data source is the ``${datasource}`` variable.
+description, which names the metrics Windows or macOS lack where the panel uses one; every
+data source is the ``${datasource}`` variable.
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ from typing import Any
 Json = dict[str, Any]
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# The exporter's own reference says which metrics Windows and macOS lack (exporter.docs).
+sys.path.insert(0, os.path.dirname(HERE))
+from exporter.docs import availability, where_missing  # noqa: E402
+
+AVAILABLE = availability()
 SCHEMA_VERSION = 39  # Grafana 11.0
 TAGS = ["netstat", "network", "prometheus"]
 DS: Json = {"type": "prometheus", "uid": "${datasource}"}
@@ -98,8 +104,11 @@ def override(name: str, *props: tuple[str, Any], regex: bool = False) -> Json:
 def _panel(kind: str, title: str, description: str, unit: str, tg: list[Json], w: int, h: int,
            defaults: Json | None = None, overrides: Sequence[Json] = (),
            options: Json | None = None, **extra: Any) -> Json:
+    # A panel built on metrics that some systems lack says so (docs/metrics.md's columns).
+    missing = where_missing(json.dumps(tg), AVAILABLE)
     p: Json = {
-        "type": kind, "title": title, "description": description, "datasource": DS,
+        "type": kind, "title": title, "datasource": DS,
+        "description": f"{description} {missing}" if missing else description,
         "gridPos": {"h": h, "w": w, "x": 0, "y": 0},
         "fieldConfig": {"defaults": {"unit": unit, **(defaults or {})},
                         "overrides": list(overrides)},
@@ -529,6 +538,59 @@ EXPECTED_MAPPING = [{"type": "value", "options": {
     "": {"text": "no file", "color": "text", "index": 2}}}]
 
 
+def tcp_events_row() -> list[Json]:
+    """The "TCP events" row (tcpevents collector, off by default: no data without it)."""
+    ev = "netstat_tcpevents_port_events_total"
+    local = ("sum by (port, event) (rate(" + sel(ev, 'side="local"')
+             + "[$__rate_interval]))")
+    info = sel("netstat_listener_info", 'protocol="tcp"')
+    named = (f"label_join({local} * on (port) group_left (process) topk by (port) (1, "
+             f'max by (port, process) ({info})), "service", " ", "port", "process") '
+             f'or on (port, event) label_join({local}, "service", "", "port")')
+
+    def by_port(matcher: str, by: str = "side, port") -> str:
+        return f"sum by ({by}) (rate({sel(ev, matcher)}[$__rate_interval]))"
+
+    transitions = ("topk(10, sum by (from, to) (rate("
+                   + sel("netstat_tcpevents_transitions_total") + "[$__rate_interval])))")
+    events_cols = ("service\\event", "retransmit", "reset_sent", "reset_received",
+                   "established", "peer_close", "connect_failed")
+    return [
+        row("TCP events"),
+        table("Events per listening port", "What netstat -s cannot say: per listening port "
+              "of these hosts (with its process), TCP retransmissions, resets sent and "
+              "received, connections established, peers closing first and failed connects, "
+              "per second, counted by the kernel's tracepoints (tcpevents collector, off by "
+              "default; every network namespace of the host counts). A port nothing listens "
+              "on shows the resets sent to clients knocking on it.", "cps",
+              targets((f"sum by (service, event) ({named})", ""), table=True),
+              w=24, h=8,
+              transformations=[{"id": "groupingToMatrix", "options": {
+                  "columnField": "event", "rowField": "service", "valueField": "Value",
+                  "emptyValue": "zero"}},
+                  {"id": "organize", "options": {
+                      "indexByName": {c: i for i, c in enumerate(events_cols)},
+                      "renameByName": {"service\\event": "port and process"}}}],
+              sort_by=[("retransmit", True)]),
+        timeseries("Retransmits per port", "TCP segments retransmitted per second, by port: "
+                   "local (a listening port here: its clients' path loses segments) or remote "
+                   "(this host calling that port).", "cps",
+                   targets((by_port('event="retransmit"'), "{{side}} {{port}}"))),
+        timeseries("Resets per port", "TCP resets sent and received per second, by port and "
+                   "side.", "cps",
+                   targets((by_port('event=~"reset_.*"', "side, port, event"),
+                            "{{side}} {{port}} {{event}}"))),
+        timeseries("Failed connects and peer closes", "Connects that failed (SYN_SENT to "
+                   "CLOSE: refused or timed out) and connections the peer closed first "
+                   "(ESTABLISHED to CLOSE_WAIT), per second, by port.", "cps",
+                   targets((by_port('event=~"connect_failed|peer_close"', "side, port, event"),
+                            "{{side}} {{port}} {{event}}"))),
+        timeseries("State transitions", "TCP state transitions per second, host-wide (every "
+                   "network namespace), the ten busiest.", "cps",
+                   targets((transitions, "{{from}} → {{to}}"))),
+    ]
+
+
 def listeners() -> Json:
     by = "job, instance, family, address, port"
     info = f"max by (job, {', '.join(LISTENER_LABELS)}) ({sel('netstat_listener_info')})"
@@ -626,6 +688,8 @@ def listeners() -> Json:
                    "service has not).", "short",
                    targets((f"sum by (port, state) ({sel('netstat_listener_connections', TW_CW)})",
                             "{{port}} {{state}}"))),
+
+        *tcp_events_row(),
 
         row("Accept queues"),
         timeseries("Accept queue fill", "Accept queue length over its limit for each TCP "

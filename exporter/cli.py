@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import click
 
-from exporter import __version__, logs
+from exporter import __version__, logs, system
 from exporter.collectors.api import CollectorSpec, Flag
 from exporter.config import (
     DEFAULT_LISTEN_ADDRESS,
@@ -64,8 +64,13 @@ def _options() -> List[Callable[[Callable[..., Any]], Callable[..., Any]]]:
              type=click.FloatRange(min=0.1, max=3600), default=10.0,
              help="Seconds a client has, from connecting, to complete the TLS handshake and "
                   "send the request line and headers; slower clients are disconnected."),
-        _opt("--path.procfs", "procfs", default="/proc", help="procfs mount point."),
-        _opt("--path.sysfs", "sysfs", default="/sys", help="sysfs mount point."),
+        _opt("--platform", "platform", type=click.Choice(list(system.PLATFORMS)),
+             default="auto",
+             help="Which system's readers to use: auto (this system's: netlink, /proc and /sys "
+                  "on Linux; psutil and the system's own calls on Windows and macOS) or "
+                  "portable (psutil alone: sockets, listeners and interfaces)."),
+        _opt("--path.procfs", "procfs", default="/proc", help="procfs mount point (Linux)."),
+        _opt("--path.sysfs", "sysfs", default="/sys", help="sysfs mount point (Linux)."),
         _opt("--collector.disable-defaults/--no-collector.disable-defaults", "disable_defaults",
              default=False, help="Enable only the collectors named with --collector.<name>."),
         _opt("--log.level", "log_level", type=click.Choice(list(logs.LEVELS)), default="info",
@@ -120,6 +125,21 @@ def common_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
+def _given(params: Dict[str, Any], host: system.System) -> List[str]:
+    """The flags set to other than their default that ``host`` might refuse: the paths, and
+    the options of the collectors it cannot serve."""
+    given = [flag for flag, dest, default in (("--path.procfs", "procfs", "/proc"),
+                                               ("--path.sysfs", "sysfs", "/sys"))
+             if params.get(dest, default) != default]
+    for name, spec in specs().items():
+        if name in host.collectors:
+            continue
+        given += [f.flag(name) for f in spec.flags
+                  if params.get(_dest(name, f.field), spec.option_default(f.field))
+                  != spec.option_default(f.field)]
+    return given
+
+
 def build_config(params: Dict[str, Any]) -> Config:
     """Validate flag values and build the Config. Raises ConfigError with a one-line message."""
     names = set() if params["disable_defaults"] else {
@@ -135,7 +155,11 @@ def build_config(params: Dict[str, Any]) -> Config:
     if not path.startswith("/"):
         raise ConfigError(f"--web.telemetry-path {path!r} must start with '/'")
     procfs = params["procfs"]
-    if sys.platform.startswith("linux"):
+    host = system.load_named(system.resolve(params["platform"]), procfs, params["sysfs"])
+    system.check(host, [n for n in specs() if params.get(f"collector_{n}") is True],
+                 _given(params, host))
+    names &= host.collectors
+    if host.has_procfs:
         if not os.path.isdir(procfs):
             raise ProcfsPathError(f"--path.procfs {procfs!r} is not a directory")
         if not os.access(procfs, os.R_OK | os.X_OK):
@@ -151,6 +175,7 @@ def build_config(params: Dict[str, Any]) -> Config:
         disable_exporter_metrics=params["disable_exporter_metrics"],
         web_config_file=params["web_config_file"] or None,
         read_header_timeout=params["read_header_timeout"],
+        system=host.name,
         procfs=procfs,
         sysfs=params["sysfs"],
         collectors=frozenset(names),

@@ -86,6 +86,10 @@ class Config:
     web_config_file: Optional[str] = None
     # Seconds from accepting a connection until its request head (and TLS handshake) is in.
     read_header_timeout: float = 10.0
+    # --- system ---
+    # The system whose readers serve the collectors (exporter.system): "auto" (this one),
+    # "linux", "windows", "darwin" or "portable" (psutil alone, --platform=portable).
+    system: str = "auto"
     # --- paths ---
     procfs: str = "/proc"
     sysfs: str = "/sys"

@@ -34,7 +34,6 @@ import contextlib
 import itertools
 import logging
 import os
-import pwd
 import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -184,6 +183,8 @@ class OwnerCache:
         """The name of ``uid`` from the password database; the number itself if it has none."""
         name = self._users.get(uid)
         if name is None:
+            import pwd  # Unix only: imported where a socket's uid is known, never on Windows
+
             try:
                 name = pwd.getpwuid(uid).pw_name
             except (KeyError, OverflowError):

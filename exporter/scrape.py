@@ -46,6 +46,7 @@ from exporter.collectors.api import (
 from exporter.config import Config, UnknownCollectorError
 from exporter.procfs import kept
 from exporter.sockets.snapshot import ScrapeSockets, Snapshot, Wants
+from exporter.system import System, load
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class SocketUser(Protocol):
 
     procfs: str
     socket_source: str
+    system: System
 
     def socket_wants(self) -> Wants: ...
 
@@ -93,7 +95,7 @@ class Exporter:
             self.collectors.update(extra)
         # process_* metrics of the exporter itself (RSS, CPU, open fds), from client_python.
         self.process = ProcessCollector(registry=None)
-        if kept.is_own_procfs(config.procfs):
+        if load(config).has_procfs and kept.is_own_procfs(config.procfs):
             # The same twenty-odd /proc/net and /proc/sys files every scrape: keep them open.
             kept.keep(config.procfs)
 
@@ -167,7 +169,7 @@ class _Target(_PromCollector):
                 # must not leave half of its metrics in the exposition.
                 if scrape is not None and _uses_sockets(collector):
                     user = cast(SocketUser, collector)
-                    snap = scrape.get(user.procfs, user.socket_source)
+                    snap = scrape.get(user.procfs, user.socket_source, user.system)
                     metrics = list(user.collect_snapshot(snap))
                 else:
                     metrics = list(collector.collect())

@@ -314,3 +314,37 @@ def test_kube_state_metrics_series_carry_their_own_selector(tmp_path: Any) -> No
     text = str(groups)
     assert 'kube_pod_info{job="ksm",cluster="a"}' in text and "kube-state-metrics" not in text
     assert 'kube_pod_annotations{job="ksm",cluster="a", annotation_kubernetes_io' in text
+
+
+def test_rules_on_metrics_some_system_lacks_say_so() -> None:
+    """generate.py's table of what Windows and macOS lack is the reference's, and every rule
+    whose expression (with the recording rules it reads) uses such a metric has the sentence
+    naming them as a comment right above it in the rule file; the others have none."""
+    from exporter.availability import SYSTEMS, where_missing
+
+    known = docs.availability()
+    groups = gen.rule_groups()
+    recorded = {r["record"]: r["expr"] for g in groups[gen.RULES_FILE] for r in g["rules"]}
+    used = set()
+    for r in ALERTS + RECORDS:
+        used |= set(re.findall(r"\bnetstat_[a-z0-9_]+\b", gen.expanded(r["expr"], recorded)))
+    assert {m: known[m] for m in sorted(used)
+                                if m in known and set(known[m]) != set(SYSTEMS)} == gen.AVAILABLE_ON
+    flagged = 0
+    for name, text in gen.render().items():
+        lines = text.splitlines()
+        for i, line in enumerate(lines):
+            m = re.match(r"\s*- (?:alert|record): \"?([^\"]+)\"?$", line)
+            if not m:
+                continue
+            rule = next(r for r in ALERTS + RECORDS if m.group(1) in (r.get("alert"),
+                                                                      r.get("record")))
+            sentence = where_missing(gen.expanded(rule["expr"], recorded), known)
+            above: list = []
+            j = i - 1
+            while j >= 0 and lines[j].strip().startswith("# ") and lines[j].startswith("      "):
+                above.insert(0, lines[j].strip()[2:])
+                j -= 1
+            assert " ".join(above) == sentence, (name, m.group(1))
+            flagged += bool(sentence)
+    assert flagged  # accept queues and sockstat are Linux's: some rule must say so

@@ -58,7 +58,12 @@ RATE_FUNCS = {"rate", "irate", "increase"}
 
 # (dashboard uid, panel title or annotation name, refId) -> why no data is right on an idle
 # host. Everything else must return data.
-EXPECTED_EMPTY: dict[tuple[str, str, str], str] = {}
+EXPECTED_EMPTY: dict[tuple[str, str, str], str] = {
+    ("netstat-listeners", "Retransmits per port", "A"): "tcpevents: no port retransmitted",
+    ("netstat-listeners", "Resets per port", "A"): "tcpevents: no reset sent or received",
+    ("netstat-listeners", "Failed connects and peer closes", "A"):
+        "tcpevents: no connect failed and no peer closed first",
+}
 
 
 def load(name: str) -> dict[str, Any]:

@@ -666,3 +666,26 @@ def test_netns_tiers_in_the_daemonset() -> None:
     # Every flag in the DaemonSet is one the exporter knows.
     r = run_cli(*pc["args"][1:], "--help")  # --path.procfs=/host/proc need not exist here
     assert r.returncode == 0, r.stderr
+
+
+def test_launchd_daemon_runs_what_the_readme_installs_with_flags_that_parse() -> None:
+    """deploy/macos: a well-formed launchd plist, run as root at boot and kept alive, starting
+    the executable the README's macOS section installs, with flags the exporter accepts."""
+    import plistlib
+
+    from exporter import cli
+
+    path = os.path.join(ROOT, "deploy", "macos", "io.github.netstat-exporter.plist")
+    with open(path, "rb") as f:
+        plist = plistlib.load(f)
+    assert plist["Label"] == "io.github.netstat-exporter"
+    assert plist["UserName"] == "root" and plist["RunAtLoad"] is True and plist["KeepAlive"]
+    exe, *args = plist["ProgramArguments"]
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    assert exe == "/usr/local/netstat-exporter/bin/netstat-exporter"
+    assert "python3 -m venv /usr/local/netstat-exporter" in readme
+    assert "deploy/macos/io.github.netstat-exporter.plist" in readme
+    ctx = cli.cli.make_context("netstat-exporter", list(args))
+    config = cli.build_config(ctx.params)
+    assert [str(a) for a in config.listen_addresses] == [":9816"]

@@ -31,9 +31,10 @@ VENV = "/opt/netstat-exporter"
 
 
 def readme_install_command() -> List[str]:
-    """The README's install-and-start command, split at ``&&``."""
+    """The README's install-and-start command for Linux, split at ``&&``."""
     with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
-        lines = [line for line in f if "python3 -m venv" in line and not line.startswith("#")]
+        lines = [line for line in f
+                 if f"python3 -m venv {VENV}" in line and not line.startswith("#")]
     assert len(lines) == 1, lines
     return [part.strip() for part in lines[0].split("&&")]
 

@@ -343,6 +343,65 @@ def test_psutil_source_agrees_with_ss(hosts: NetNS) -> None:
     assert not select(ours, "netstat_sockets_unix")
 
 
+def ss_listeners(m: NetNS) -> set:
+    """(protocol, family, address, port, program) of every listening socket, as `ss -tlnp` and
+    `ss -ulnp` show them (program: the holder's 15-character command name)."""
+    out = set()
+    for proto, flag in (("tcp", "-tlnpH"), ("udp", "-ulnpH")):
+        for line in m.run("ss", flag).splitlines():
+            f = line.split()
+            addr, _, port = f[3].rpartition(":")
+            addr = addr.strip("[]").split("%")[0]
+            prog = line.split('users:(("', 1)[1].split('"', 1)[0] if "users:" in line else ""
+            out.add((proto, "ipv6" if ":" in addr else "ipv4", addr, int(port), prog))
+    return out
+
+
+def test_portable_platform_agrees_with_ss_and_proc_net_dev(hosts: NetNS) -> None:
+    """--platform=portable, what Windows and macOS run (psutil alone), on this host where ss
+    and /proc/net/dev can check it: TCP and UDP states per family, every listener with the
+    program `ss -p` names, and each interface's counters."""
+    from exporter.procfs.netdev import parse_netdev
+
+    m = hosts
+
+    def read_ss():
+        return {(p, f): ss_counts(m, flag, fflag)[0] for p, flag in (("tcp", "-t"), ("udp", "-u"))
+                for f, fflag in (("ipv4", "-4"), ("ipv6", "-6"))}
+
+    def netdev():
+        return parse_netdev(m.run("cat", "/proc/net/dev"), "/proc/net/dev")
+
+    with running_exporter("--platform=portable", netns=m.name) as ex:
+        scrape = KeepAlive(m, ex.port)
+        dev_before = netdev()
+        want, (ours,) = compare(m, read_ss, [scrape.get])
+        dev_after = netdev()
+        want_listeners = ss_listeners(m)
+    ran = {s[1]["collector"] for s in select(ours, "netstat_exporter_collector_success")}
+    assert ran == {"sockets", "listeners", "interfaces"}
+    assert all(s[2] == 1 for s in select(ours, "netstat_exporter_collector_success"))
+    for (proto, fam), states in want.items():
+        names = SS_STATE if proto == "tcp" else {"ESTAB": "established", "UNCONN": "unconnected"}
+        for ss_name, name in names.items():
+            assert value(ours, "netstat_sockets", protocol=proto, family=fam, state=name) \
+                == states[ss_name], (proto, fam, name)
+    got = {(lb["protocol"], lb["family"], lb["address"], int(lb["port"]), lb["process"])
+           for _, lb, _ in select(ours, "netstat_listener_info")}
+    # psutil names a program by its whole name where the kernel's comm is cut at 15 characters.
+    assert {x[:4] for x in got} == {x[:4] for x in want_listeners}
+    for x in want_listeners:
+        assert any(g[:4] == x[:4] and g[4].startswith(x[4]) for g in got), x
+    assert sum(1 for x in got if x[3] == 7000) == 1
+    for dev, cols in dev_after.items():
+        for col in ("receive_bytes", "receive_packets", "receive_errs", "receive_drop",
+                    "transmit_bytes", "transmit_packets", "transmit_errs", "transmit_drop"):
+            metric = "netstat_interface_" + col.replace("_errs", "_errors") + "_total"
+            v = value(ours, metric, device=dev)
+            assert v is not None and dev_before[dev][col] <= v <= cols[col], (dev, col)
+        assert value(ours, "netstat_interface_up", device=dev) is not None
+
+
 UNIX_QUEUES = r"""
 import json, socket, sys
 keep = []

@@ -18,3 +18,4 @@ from exporter.collectors import routes  # noqa: F401
 from exporter.collectors import ports  # noqa: F401
 from exporter.collectors import limits  # noqa: F401
 from exporter.collectors import netns  # noqa: F401
+from exporter.collectors import tcpevents  # noqa: F401

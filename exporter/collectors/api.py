@@ -42,6 +42,8 @@ from prometheus_client.samples import Sample
 from exporter.config import Config
 
 NAMESPACE = "netstat"
+SYSTEMS = ("linux", "windows", "darwin")
+LINUX = ("linux",)
 
 
 class Collector(Protocol):
@@ -68,12 +70,17 @@ class MetricDoc:
     help: str
     labels: Tuple[str, ...] = ()
     note: str = ""  # shown in the reference only (e.g. "only with --collector.x.flag")
+    # The systems that can emit it, where its collector runs (docs/metrics.md's columns):
+    # "linux", "windows", "darwin". Linux-only facts (sockstat, queue bytes) say so here.
+    systems: Tuple[str, ...] = ("linux", "windows", "darwin")
 
     def __post_init__(self) -> None:
         if self.type not in ("gauge", "counter"):
             raise ValueError(f"{self.name}: type must be gauge or counter")
         if (self.type == "counter") != self.name.endswith("_total"):
             raise ValueError(f"{self.name}: counters, and only counters, end in _total")
+        if not set(self.systems) <= set(SYSTEMS):
+            raise ValueError(f"{self.name}: systems must be among {', '.join(SYSTEMS)}")
 
     def family(self) -> Union[GaugeMetricFamily, CounterMetricFamily]:
         """A fresh, empty family for one scrape: a copy of one built (and so validated by

@@ -13,11 +13,10 @@ from typing import Dict, Iterator, List
 
 from prometheus_client.core import Metric
 
-from exporter.collectors.api import Flag, MetricDoc, options, register
+from exporter.collectors.api import LINUX, SYSTEMS, Flag, MetricDoc, options, register
 from exporter.config import Config, compile_regex
 from exporter.labels import label_value
-from exporter.procfs import netdev
-from exporter.sysfs import net_class
+from exporter.system import load
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +43,11 @@ _COLUMNS = {
 }
 
 
+# The columns every system has (psutil's net_io_counters); the others are Linux's.
+_EVERYWHERE = {f"{way}_{what}" for way in ("receive", "transmit")
+               for what in ("bytes", "packets", "errs", "drop")}
+
+
 def _metric_name(column: str) -> str:
     return "netstat_interface_" + column.replace("_errs", "_errors") + "_total"
 
@@ -51,7 +55,8 @@ def _metric_name(column: str) -> str:
 COUNTERS: Dict[str, MetricDoc] = {
     col: MetricDoc(_metric_name(col), "counter",
                    f"{text}, per interface (/proc/net/dev column "
-                   f"{col.split('_')[0].capitalize()} {col.split('_', 1)[1]}).", ("device",))
+                   f"{col.split('_')[0].capitalize()} {col.split('_', 1)[1]}).", ("device",),
+                   systems=SYSTEMS if col in _EVERYWHERE else LINUX)
     for col, text in _COLUMNS.items()
 }
 M_UP = MetricDoc(
@@ -96,8 +101,7 @@ FLAGS = (
 class InterfacesCollector:
     def __init__(self, config: Config) -> None:
         opts = options(config, "interfaces", InterfacesOptions)
-        self.procfs = config.procfs
-        self.sysfs = config.sysfs
+        self.system = load(config)
         self.include = compile_regex(_INCLUDE, opts.device_include)
         self.exclude = compile_regex(_EXCLUDE, opts.device_exclude)
 
@@ -107,28 +111,22 @@ class InterfacesCollector:
         return not (self.exclude is not None and self.exclude.match(dev))
 
     def collect(self) -> Iterator[Metric]:
-        stats = netdev.read_netdev(self.procfs)
-        if stats is None:
-            return
+        # The name as read stays the key (on Linux it names the sysfs directory); the label is
+        # what the filters see.
+        links = self.system.interfaces(lambda dev: self._wanted(label_value(dev)))
         fams = {col: doc.family() for col, doc in COUNTERS.items()}
         up, mtu, speed = M_UP.family(), M_MTU.family(), M_SPEED.family()
-        for dev in sorted(stats):
-            label = label_value(dev)  # dev itself, as read, names its sysfs directory
-            if not self._wanted(label):
-                continue
-            for col, v in stats[dev].items():
+        for dev in sorted(links):
+            label, link = label_value(dev), links[dev]
+            for col, v in link.counters.items():
                 fam = fams.get(col)
                 if fam is not None:  # a column a newer kernel adds is not exported
                     fam.add_metric([label], float(v))
-            nc = net_class.read_net_class(self.sysfs, dev)
-            if nc is None:
-                continue
-            state = nc.up
-            if state is not None:
-                up.add_metric([label], 1.0 if state else 0.0)
-            if nc.mtu is not None:
-                mtu.add_metric([label], float(nc.mtu))
-            if nc.speed_mbps is not None:
-                speed.add_metric([label], float(nc.speed_mbps) * 125000.0)
+            if link.up is not None:
+                up.add_metric([label], 1.0 if link.up else 0.0)
+            if link.mtu is not None:
+                mtu.add_metric([label], float(link.mtu))
+            if link.speed_bytes is not None:
+                speed.add_metric([label], link.speed_bytes)
         out: List[Metric] = [*fams.values(), up, mtu, speed]
         yield from (m for m in out if m.samples)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import functools
 import logging
 import socket
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.samples import Sample
 
 from exporter import expected as expected_file
-from exporter.collectors.api import Flag, MetricDoc, options, register
+from exporter.collectors.api import LINUX, Flag, MetricDoc, options, register
 from exporter.config import Config
 from exporter.netlink import sockdiag as nl
 from exporter.netlink.transport import Channel
@@ -41,6 +40,7 @@ from exporter.owners import Identity, Owner, OwnerCache
 from exporter.sockets.model import Listener
 from exporter.sockets.names import FAMILIES, LISTENER_CONNECTION_STATES
 from exporter.sockets.snapshot import SOURCES, Snapshot, Wants
+from exporter.system import PsutilOwners, load
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +67,13 @@ M_QUEUE = MetricDoc(
     "Connections waiting in a TCP listener's accept queue (idiag_rqueue of a LISTEN socket, "
     "sk_ack_backlog; the rx_queue column of /proc/net/tcp; Recv-Q in ss -tln). Summed over "
     "an SO_REUSEPORT group.",
-    ("family", "address", "port"), note="absent with the psutil source")
+    ("family", "address", "port"), note="absent with the psutil source", systems=LINUX)
 M_LIMIT = MetricDoc(
     "netstat_listener_accept_queue_limit", "gauge",
     "The accept queue's limit, the backlog given to listen() capped by net.core.somaxconn "
     "(idiag_wqueue of a LISTEN socket, sk_max_ack_backlog; Send-Q in ss -tln). Summed over an "
     "SO_REUSEPORT group.",
-    ("family", "address", "port"), note="netlink source only")
+    ("family", "address", "port"), note="netlink source only", systems=LINUX)
 M_CONN = MetricDoc(
     "netstat_listener_connections", "gauge",
     "TCP sockets whose local port is a listening TCP port, by state, in the states a "
@@ -177,15 +177,15 @@ class ListenersCollector:
     def __init__(self, config: Config) -> None:
         opts = options(config, "listeners", ListenersOptions)
         self.procfs = config.procfs
-        self.socket_source = opts.source
+        self.system = load(config)
+        self.socket_source = self.system.socket_source(opts.source)
         self.pid_label = opts.pid_label
         self.max_ports = opts.max_ports
         self.max_listeners = opts.max_listeners
         self.connections = opts.connections
-        self.owners = OwnerCache(config.procfs)
+        self.owners = OwnerCache(config.procfs)  # reads /proc only when asked
+        self.psutil_owners = PsutilOwners(self.system.grant)
         self._services: Dict[Tuple[int, str], str] = {}
-        self._psutil_ids: Dict[Tuple[int, float], Identity] = {}
-        self._psutil_lock = threading.Lock()
         # The expected-listeners file: loaded here (a bad file stops the start with a one-line
         # error), re-read by reload() on SIGHUP, which keeps the old rules if the new file is bad.
         self.expected_path = opts.expected_file
@@ -241,35 +241,12 @@ class ListenersCollector:
                 snap: Snapshot) -> Dict[int, List[Owner]]:
         """Owners per listener, keyed by the listener's position in ``listeners``."""
         if source == "psutil":
-            return {i: self._psutil_owners(x.pids) for i, x in enumerate(listeners)}
+            return {i: self.psutil_owners.owners(x.pids) for i, x in enumerate(listeners)}
         still = functools.partial(_still_listening, channel=snap.channel)
         by_inode = self.owners.owners({x.inode for x in listeners if x.inode},
                                       still if source == "netlink" else None)
         return {i: by_inode.get(x.inode, []) if x.inode else []
                 for i, x in enumerate(listeners)}
-
-    def _psutil_owners(self, pids: Tuple[int, ...]) -> List[Owner]:
-        import psutil
-
-        out = []
-        with self._psutil_lock:
-            for pid in pids:
-                try:
-                    p = psutil.Process(pid)
-                    key = (pid, p.create_time())
-                    ident = self._psutil_ids.get(key)
-                    if ident is None:
-                        with p.oneshot():
-                            try:
-                                exe = p.exe()
-                            except psutil.AccessDenied:
-                                exe = ""
-                            ident = Identity(p.name(), exe, p.username())
-                        self._psutil_ids[key] = ident
-                except (psutil.Error, OSError):
-                    continue  # exited or not ours to read
-                out.append(Owner(pid, ident))
-        return out
 
     def service(self, port: int, protocol: str) -> str:
         key = (port, protocol)
@@ -285,7 +262,8 @@ class ListenersCollector:
     # --- metrics -----------------------------------------------------------------------------
 
     def collect(self) -> Iterator[Metric]:
-        with Snapshot(self.procfs, self.socket_source, wants=self.socket_wants()) as snap:
+        with Snapshot(self.procfs, self.socket_source, wants=self.socket_wants(),
+                      system=self.system) as snap:
             yield from list(self.collect_snapshot(snap))
 
     def collect_snapshot(self, snap: Snapshot) -> Iterator[Metric]:

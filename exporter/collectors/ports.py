@@ -25,6 +25,7 @@ from exporter.collectors.api import Flag, MetricDoc, options, register
 from exporter.config import Config
 from exporter.sockets.onepass import ephemeral_range
 from exporter.sockets.snapshot import SOURCES, Snapshot, Wants
+from exporter.system import load
 
 PROTOCOLS = ("tcp", "udp")
 
@@ -83,13 +84,15 @@ class PortsCollector:
         opts = options(config, "ports", PortsOptions)
         self.procfs = config.procfs
         self.top = opts.top_destinations
-        self.socket_source = opts.source
+        self.system = load(config)
+        self.socket_source = self.system.socket_source(opts.source)
 
     def socket_wants(self) -> Wants:
         return Wants(ephemeral=True)
 
     def collect(self) -> Iterator[Metric]:
-        with Snapshot(self.procfs, self.socket_source, wants=self.socket_wants()) as snap:
+        with Snapshot(self.procfs, self.socket_source, wants=self.socket_wants(),
+                      system=self.system) as snap:
             yield from list(self.collect_snapshot(snap))
 
     def collect_snapshot(self, snap: Snapshot) -> Iterator[Metric]:

@@ -1,5 +1,6 @@
 """Collector ``protocols``: the kernel's protocol counters, what ``netstat -s`` and ``nstat``
-show, from /proc/net/snmp, /proc/net/netstat and /proc/net/snmp6.
+show, from /proc/net/snmp, /proc/net/netstat and /proc/net/snmp6 (on macOS, from the
+net.inet.*.stats sysctls under the same names, :mod:`exporter.darwin.decode`).
 
 Every field is one metric named ``netstat_<group>_<field>`` in snake case (``TcpExt
 ListenOverflows`` -> ``netstat_tcp_ext_listen_overflows_total``, ``TcpExt DelayedACKs`` ->
@@ -19,10 +20,10 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 from prometheus_client.core import Metric
 
-from exporter.collectors.api import Flag, MetricDoc, options, register
+from exporter.collectors.api import SYSTEMS, Flag, MetricDoc, options, register
 from exporter.collectors.protocols_table import TABLE, Field, lookup, pattern_rows
 from exporter.config import Config, compile_regex
-from exporter.procfs import snmp, snmp6
+from exporter.system import load
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,10 @@ DEFAULT_PROTOCOLS_FIELDS = (
     r"|TCPMemoryPressures|TCPRcvQDrop)"
     r"|Tcp_(ActiveOpens|PassiveOpens|AttemptFails|EstabResets|CurrEstab|InSegs|OutSegs"
     r"|RetransSegs|OutRsts)"
-    r"|Udp6?_(InDatagrams|OutDatagrams|NoPorts|RcvbufErrors|SndbufErrors))$"
+    r"|Udp6?_(InDatagrams|OutDatagrams|NoPorts|RcvbufErrors|SndbufErrors)"
+    # macOS: the BSD counters of the connection failures, resets, listen-queue overflows and
+    # retransmission timeouts above, which have no Linux name of the same meaning.
+    r"|TcpDarwin_(conndrops|drops|listendrop|rexmttimeo))$"
 )
 _FLAG = "--collector.protocols.fields"
 # The group and field names of each of the three files, in file order.
@@ -63,8 +67,14 @@ FLAGS = (
 )
 
 
+# Groups of one system's own counters (the reference's columns); every other group is Linux's
+# names, which the other systems fill where they count the same thing.
+_GROUP_SYSTEMS = {"TcpDarwin": ("darwin",)}
+
+
 def _doc(f: Field, note: str = "") -> MetricDoc:
-    return MetricDoc(f.name, "gauge" if f.kind == "gauge" else "counter", f.help, note=note)
+    return MetricDoc(f.name, "gauge" if f.kind == "gauge" else "counter", f.help, note=note,
+                     systems=_GROUP_SYSTEMS.get(f.group, SYSTEMS))
 
 
 def _docs() -> Tuple[MetricDoc, ...]:
@@ -86,7 +96,7 @@ METRICS = _docs()
           metrics=METRICS, options=ProtocolsOptions, flags=FLAGS)
 class ProtocolsCollector:
     def __init__(self, config: Config) -> None:
-        self.procfs = config.procfs
+        self.system = load(config)
         self.fields = compile_regex(_FLAG, options(config, "protocols", ProtocolsOptions).fields)
         # Selection and metric declaration per (group, field), computed once: the set of
         # fields is bounded by what the kernel prints.
@@ -125,8 +135,7 @@ class ProtocolsCollector:
         return plan
 
     def collect(self) -> Iterator[Metric]:
-        sources = (snmp.read_snmp(self.procfs), snmp.read_netstat(self.procfs),
-                   snmp6.read_snmp6(self.procfs))
+        sources = self.system.protocol_tables()
         # Which fields the kernel prints does not change between scrapes (unless a module
         # loads, or an ICMP type is first seen): the selection is worked out once per layout.
         layout = tuple(() if groups is None else

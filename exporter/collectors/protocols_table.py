@@ -25,6 +25,14 @@ FILES: Dict[str, str] = {
     "UdpLite": "snmp", "TcpExt": "netstat", "IpExt": "netstat", "MPTcpExt": "netstat",
     "Ip6": "snmp6", "Icmp6": "snmp6", "Udp6": "snmp6", "UdpLite6": "snmp6",
 }
+# Groups of another system's own counters, which Linux has no name for, by where they come
+# from ("{field}" is the field): exported only on that system, selected like any other with
+# --collector.protocols.fields (TcpDarwin_listendrop). On macOS the Linux-named groups hold
+# xnu's counters of the same meaning (exporter.darwin.decode).
+NATIVE: Dict[str, str] = {
+    "TcpDarwin": "macOS sysctl net.inet.tcp.stats (tcps_{field} of struct tcpstat, "
+                 "netstat -s -p tcp)",
+}
 
 _UDP = """
 InDatagrams c Datagrams delivered to sockets.
@@ -356,6 +364,77 @@ OutRateLimitHost c ICMPv6 messages not sent because of the per-destination rate 
     ),
     "Udp6": _UDP,
     "UdpLite6": _UDP,
+    # xnu's struct tcpstat (bsd/netinet/tcp_var.h), the fields every macOS since 10.14 lays out
+    # alike (exporter.darwin.decode.TCP_DARWIN), less those exported under a Linux name (Tcp
+    # ActiveOpens is tcps_connattempt, PassiveOpens tcps_accepts, InSegs tcps_rcvtotal,
+    # RetransSegs tcps_sndrexmitpack, InCsumErrors tcps_rcvbadsum). Counters are 32 bits wide.
+    "TcpDarwin": """
+connects c Connections established, actively or passively (SYN_SENT or SYN_RECEIVED -> ESTABLISHED).
+drops c Connections dropped after a SYN was received: given up by a timer, reset by the peer in SYN_RECEIVED, ESTABLISHED, FIN_WAIT_1, CLOSE_WAIT or FIN_WAIT_2, or evicted unfinished from a full listen queue. The nearest BSD counter to Tcp EstabResets, which counts only ESTABLISHED and CLOSE_WAIT.
+conndrops c Connections dropped before a SYN was received from the peer: connect() timed out or was refused (SYN_SENT -> CLOSED). The nearest BSD counter to Tcp AttemptFails, which also counts SYN_RECEIVED failures (in drops here).
+closed c Connections closed, drops included.
+segstimed c Segments sent whose round-trip time was timed.
+rttupdated c Round-trip time samples taken.
+delack c Delayed ACKs sent.
+timeoutdrop c Connections dropped because retransmissions went unanswered (the retransmission timer gave up).
+rexmttimeo c Retransmission timer expirations (RTO).
+persisttimeo c Persist timer expirations (zero-window probing).
+keeptimeo c Keepalive timer expirations (also the connection-establishment timer).
+keepprobe c Keepalive probes sent.
+keepdrops c Connections dropped by the keepalive timer: probes went unanswered, or the connection was not established in time.
+sndtotal c Segments sent, retransmissions included (Tcp OutSegs is this less sndrexmitpack).
+sndpack c Data segments sent.
+sndbyte c Data bytes sent (32 bits: wraps at 4 GiB).
+sndrexmitbyte c Data bytes retransmitted.
+sndacks c ACK-only segments sent.
+sndprobe c Window probes sent.
+sndurg c Segments sent with only urgent data (URG).
+sndwinup c Window-update-only segments sent.
+sndctrl c Control segments sent: SYN, FIN or RST.
+rcvpack c Segments received in sequence.
+rcvbyte c Bytes received in sequence (32 bits: wraps at 4 GiB).
+rcvbadoff c Segments received with a bad data offset (part of Tcp InErrs).
+rcvmemdrop c Out-of-order segments dropped because the reassembly queue was full or memory was short.
+rcvshort c Segments received too short for a TCP header (part of Tcp InErrs).
+rcvduppack c Segments received that held only duplicate data.
+rcvdupbyte c Bytes received in segments that held only duplicate data.
+rcvpartduppack c Segments received with some duplicate data.
+rcvpartdupbyte c Duplicate bytes received in partly duplicate segments.
+rcvoopack c Segments received out of order.
+rcvoobyte c Bytes received out of order.
+rcvpackafterwin c Segments received with data beyond the receive window.
+rcvbyteafterwin c Bytes received beyond the receive window.
+rcvafterclose c Segments received after the socket was closed.
+rcvwinprobe c Window probes received.
+rcvdupack c Duplicate ACKs received.
+rcvacktoomuch c ACKs received for data not yet sent.
+rcvackpack c ACK segments received.
+rcvackbyte c Bytes acknowledged by received ACKs.
+rcvwinupd c Window updates received.
+pawsdrop c Segments dropped by the PAWS timestamp check.
+predack c ACKs handled by the header-prediction fast path.
+preddat c Data segments handled by the header-prediction fast path.
+cachedrtt c Times a route's cached round-trip time was updated.
+cachedrttvar c Times a route's cached round-trip time variance was updated.
+cachedssthresh c Times a route's cached slow-start threshold was updated.
+usedrtt c Connections whose round-trip time was initialised from the route.
+usedrttvar c Connections whose round-trip time variance was initialised from the route.
+usedssthresh c Connections whose slow-start threshold was initialised from the route.
+persistdrop c Connections dropped because zero-window probing went on too long.
+badsyn c Invalid SYNs received (a SYN with ACK to a listener, a SYN in the window of a connection).
+mturesent c Segments resent because path-MTU discovery lowered the MSS.
+listendrop c Times a connection request found a listener's queue full (listen() backlog, kern.ipc.somaxconn): the application accepts too slowly. The kernel then drops an unfinished connection to make room, or the request. BSD's counterpart of TcpExt ListenOverflows.
+synchallenge c Challenge ACKs sent in answer to a SYN on a synchronized connection (RFC 5961).
+rstchallenge c Challenge ACKs sent in answer to an RST in the window but not at its start (RFC 5961).
+sndrexmitbad c Retransmissions found unnecessary afterwards (spurious retransmission timeouts).
+badrst c RSTs received in the window but not at its start, not acted upon (RFC 5961).
+sack_recovery_episode c SACK loss recovery episodes.
+sack_rexmits c Segments retransmitted in SACK recovery.
+sack_rexmit_bytes c Bytes retransmitted in SACK recovery.
+sack_rcv_blocks c SACK blocks received.
+sack_send_blocks c SACK blocks sent.
+sack_sboverflow c Times the SACK scoreboard overflowed.
+""",
 }
 
 # IcmpMsg (and the numbered Icmp6 per-type counters) list only types seen so far, so they are
@@ -382,6 +461,9 @@ class Field:
 
     @property
     def file(self) -> str:
+        native = NATIVE.get(self.group)
+        if native is not None:
+            return native.format(field=self.field)
         return "/proc/net/" + FILES.get(self.group, "netstat")
 
     @property

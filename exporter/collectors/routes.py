@@ -19,7 +19,7 @@ from prometheus_client.core import Metric
 from exporter.collectors.api import Flag, MetricDoc, options, register
 from exporter.config import Config
 from exporter.labels import label_value
-from exporter.procfs import route
+from exporter.system import load
 
 M_ROUTES = MetricDoc(
     "netstat_route_entries", "gauge",
@@ -62,17 +62,15 @@ FLAGS = (
 class RoutesCollector:
     def __init__(self, config: Config) -> None:
         opts = options(config, "routes", RoutesOptions)
-        self.procfs = config.procfs
+        self.system = load(config)
         self.table = opts.table
         self.max_routes = opts.max_routes
 
     def collect(self) -> Iterator[Metric]:
-        v4 = route.read_route(self.procfs)
-        v6 = route.read_ipv6_route(self.procfs)
-        if v4 is None and v6 is None:
+        table = self.system.routes()
+        if table is None:
             return
-        routes = [dataclasses.replace(r, interface=label_value(r.interface))
-                  for r in (v4 or []) + (v6 or []) if route.in_main_table(r)]
+        routes = [dataclasses.replace(r, interface=label_value(r.interface)) for r in table]
         counts: Counter[Tuple[str, str]] = Counter((r.family, r.interface) for r in routes)
         total = M_ROUTES.family()
         for (fam, dev), n in sorted(counts.items()):

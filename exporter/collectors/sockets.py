@@ -17,7 +17,7 @@ from typing import Iterator
 
 from prometheus_client.core import Metric
 
-from exporter.collectors.api import Flag, MetricDoc, options, register
+from exporter.collectors.api import LINUX, Flag, MetricDoc, options, register
 from exporter.config import Config
 from exporter.sockets.names import (
     DGRAM_EMITTED,
@@ -30,6 +30,7 @@ from exporter.sockets.names import (
     state_name,
 )
 from exporter.sockets.snapshot import SOURCES, Snapshot, Wants
+from exporter.system import load
 
 M_SOCKETS = MetricDoc(
     "netstat_sockets", "gauge",
@@ -41,18 +42,18 @@ M_UNIX = MetricDoc(
     "netstat_sockets_unix", "gauge",
     "Unix domain sockets by type and state (unix_diag_msg udiag_type and udiag_state, "
     "or /proc/net/unix), as netstat -x shows them.",
-    ("type", "state"))
+    ("type", "state"), systems=LINUX)
 M_RXQ = MetricDoc(
     "netstat_sockets_receive_queue_bytes", "gauge",
     "Bytes queued for receiving, summed over non-listening sockets (idiag_rqueue, "
     "UNIX_DIAG_RQLEN, or rx_queue in /proc/net/<proto>). A listener's queue fields are its "
     "accept queue, reported by the listeners collector.",
-    ("protocol", "family"), note="absent for unix sockets read from /proc/net/unix")
+    ("protocol", "family"), note="absent for unix sockets read from /proc/net/unix", systems=LINUX)
 M_TXQ = MetricDoc(
     "netstat_sockets_send_queue_bytes", "gauge",
     "Bytes queued for sending, summed over non-listening sockets (idiag_wqueue, "
     "UNIX_DIAG_RQLEN, or tx_queue in /proc/net/<proto>).",
-    ("protocol", "family"), note="absent for unix sockets read from /proc/net/unix")
+    ("protocol", "family"), note="absent for unix sockets read from /proc/net/unix", systems=LINUX)
 M_SOURCE = MetricDoc(
     "netstat_sockets_source_info", "gauge",
     "Which reader the sockets collector used for each protocol in this scrape "
@@ -61,38 +62,38 @@ M_SOURCE = MetricDoc(
 M_USED = MetricDoc(
     "netstat_sockstat_sockets_used", "gauge",
     "Sockets in use in this network namespace, all protocols (/proc/net/sockstat "
-    "'sockets: used').")
+    "'sockets: used').", systems=LINUX)
 M_INUSE = MetricDoc(
     "netstat_sockstat_inuse_sockets", "gauge",
     "Sockets in use per protocol in this network namespace (/proc/net/sockstat and "
     "sockstat6 'inuse').",
-    ("protocol", "family"))
+    ("protocol", "family"), systems=LINUX)
 M_ORPHAN = MetricDoc(
     "netstat_sockstat_tcp_orphan_sockets", "gauge",
     "TCP sockets no longer attached to a process, host-wide, all namespaces "
-    "(/proc/net/sockstat 'TCP: orphan'); limited by net.ipv4.tcp_max_orphans.")
+    "(/proc/net/sockstat 'TCP: orphan'); limited by net.ipv4.tcp_max_orphans.", systems=LINUX)
 M_TW = MetricDoc(
     "netstat_sockstat_tcp_time_wait_sockets", "gauge",
     "TCP sockets in TIME_WAIT in this network namespace (/proc/net/sockstat 'TCP: tw'); "
-    "limited by net.ipv4.tcp_max_tw_buckets.")
+    "limited by net.ipv4.tcp_max_tw_buckets.", systems=LINUX)
 M_ALLOC = MetricDoc(
     "netstat_sockstat_tcp_allocated_sockets", "gauge",
-    "TCP sockets allocated, host-wide, all namespaces (/proc/net/sockstat 'TCP: alloc').")
+    "TCP sockets allocated, host-wide, all namespaces (/proc/net/sockstat 'TCP: alloc').", systems=LINUX)
 M_MEM = MetricDoc(
     "netstat_sockstat_memory_bytes", "gauge",
     "Memory used by socket buffers, host-wide, all namespaces (/proc/net/sockstat 'mem', "
     "pages times the page size); compare with net.ipv4.tcp_mem.",
-    ("protocol",))
+    ("protocol",), systems=LINUX)
 M_FRAG_Q = MetricDoc(
     "netstat_sockstat_fragment_queues", "gauge",
     "IP reassembly queues in use in this network namespace (/proc/net/sockstat "
     "'FRAG: inuse', sockstat6 'FRAG6: inuse').",
-    ("family",))
+    ("family",), systems=LINUX)
 M_FRAG_M = MetricDoc(
     "netstat_sockstat_fragment_memory_bytes", "gauge",
     "Memory used by IP reassembly in this network namespace (/proc/net/sockstat "
     "'FRAG: memory', sockstat6 'FRAG6: memory').",
-    ("family",))
+    ("family",), systems=LINUX)
 METRICS = (M_SOCKETS, M_UNIX, M_RXQ, M_TXQ, M_SOURCE, M_USED, M_INUSE, M_ORPHAN, M_TW,
            M_ALLOC, M_MEM, M_FRAG_Q, M_FRAG_M)
 
@@ -114,14 +115,16 @@ FLAGS = (
 class SocketsCollector:
     def __init__(self, config: Config) -> None:
         self.procfs = config.procfs
-        self.socket_source = options(config, "sockets", SocketsOptions).source
+        self.system = load(config)
+        self.socket_source = self.system.socket_source(options(config, "sockets", SocketsOptions).source)
         self.page_size = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
     def socket_wants(self) -> Wants:
         return Wants()  # counts and queues only
 
     def collect(self) -> Iterator[Metric]:
-        with Snapshot(self.procfs, self.socket_source, wants=self.socket_wants()) as snap:
+        with Snapshot(self.procfs, self.socket_source, wants=self.socket_wants(),
+                      system=self.system) as snap:
             yield from list(self.collect_snapshot(snap))
 
     def collect_snapshot(self, snap: Snapshot) -> Iterator[Metric]:

@@ -117,6 +117,22 @@ def _dests(ctx: click.Context) -> Dict[str, str]:
             for flag in p.opts}
 
 
+def _available(view: str, params: Dict[str, Any]) -> Tuple[Tuple[str, ...], Dict[str, Any]]:
+    """What :data:`NEEDS` says of ``view``, less the collectors this system cannot serve (``top``
+    on Windows has no ports screen); a view none of whose collectors it serves is an error."""
+    from exporter import system
+
+    host = system.load_named(system.resolve(params.get("platform") or "auto"),
+                             params.get("procfs") or "/proc", params.get("sysfs") or "/sys")
+    wanted, defaults = NEEDS[view]
+    collectors = tuple(n for n in wanted if n in host.collectors)
+    if not collectors:
+        raise ShowError(f"{view} is not available on {host.name}: it needs the "
+                        f"{' and '.join(wanted)} collector{'s' if len(wanted) > 1 else ''}")
+    return collectors, {flag: v for flag, v in defaults.items()
+                        if flag[len(SWITCH):].split(".")[0] in collectors}
+
+
 def make_reader(ctx: click.Context, view: str, build_config: Callable[[Dict[str, Any]], Any]
                 ) -> Tuple[Callable[[], Snapshot], Dict[str, Any]]:
     params, given = merged_params(ctx)
@@ -133,7 +149,7 @@ def make_reader(ctx: click.Context, view: str, build_config: Callable[[Dict[str,
                         params["tls_key_file"], params["tls_server_name"], params["tls_insecure"],
                         params["auth_username"], password, params["timeout"])
         return remote_reader(remote), params
-    collectors, defaults = NEEDS[view]
+    collectors, defaults = _available(view, params)
     dests = _dests(ctx)
     local = dict(params)
     local[dests["--collector.disable-defaults"]] = True

@@ -15,6 +15,7 @@ import os
 import select
 import shutil
 import signal
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -84,7 +85,10 @@ class Screen:
         return Section("queues", "Fullest accept queues", [
             Column("address", "LOCAL ADDRESS", shrink=True), Column("queue", "QUEUE", numeric=True),
             Column("backlog", "BACKLOG", numeric=True),
-            Column("fill", "FULL", numeric=True, fmt=percent)], rows, empty="no TCP listeners")
+            Column("fill", "FULL", numeric=True, fmt=percent)], rows,
+            empty="no accept queues from this source"
+            if snap.has("netstat_listener_sockets") and not snap.has("netstat_listener_accept_queue_length")
+            else "no TCP listeners")
 
     @staticmethod
     def _counters(snap: Snapshot, prev: Optional[Snapshot]) -> Section:
@@ -143,8 +147,10 @@ class _Terminal:
         except (AttributeError, ValueError, OSError):
             return
         if os.isatty(fd):
-            import termios
-
+            try:
+                import termios
+            except ImportError:
+                return  # Windows: no raw keyboard (Ctrl-C ends top there)
             self.fd = fd
             self.saved = termios.tcgetattr(fd)
 
@@ -169,7 +175,7 @@ class _Terminal:
 
 
 
-def pause(seconds: float, keyboard: Optional[int], wakeup: int) -> bool:
+def pause(seconds: float, keyboard: Optional[int], wakeup: socket.socket) -> bool:
     """Wait up to ``seconds``; True when q was typed on ``keyboard``.
 
     A signal (Ctrl-C, SIGTERM) that lands just before the wait starts would otherwise leave it
@@ -185,7 +191,7 @@ def pause(seconds: float, keyboard: Optional[int], wakeup: int) -> bool:
         ready, _, _ = select.select(fds, [], [], left)
         if wakeup in ready:
             with contextlib.suppress(BlockingIOError):
-                os.read(wakeup, 512)
+                wakeup.recv(512)
         if keyboard is not None and keyboard in ready:
             data = os.read(keyboard, 64)
             if not data or b"q" in data.lower():
@@ -204,10 +210,11 @@ def run(read: Callable[[], Snapshot], interval: float, count: int = 0,
     tty = out.isatty()
     term = _Terminal(stdin, out) if tty else None
     old_term = signal.signal(signal.SIGTERM, _terminate)
-    wake_r, wake_w = os.pipe()
-    for fd in (wake_r, wake_w):
-        os.set_blocking(fd, False)
-    old_wakeup = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    # A socket pair, not a pipe: Windows takes only sockets for the wakeup fd and select().
+    wake_r, wake_w = socket.socketpair()
+    for s in (wake_r, wake_w):
+        s.setblocking(False)
+    old_wakeup = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
     next_at = time.monotonic()
     try:
         if term:
@@ -238,8 +245,8 @@ def run(read: Callable[[], Snapshot], interval: float, count: int = 0,
                 break
     finally:
         signal.set_wakeup_fd(old_wakeup)
-        os.close(wake_r)
-        os.close(wake_w)
+        wake_r.close()
+        wake_w.close()
         signal.signal(signal.SIGTERM, old_term)
         if term:
             term.restore()

@@ -13,11 +13,10 @@ import logging
 import os
 import socket
 import struct
-import sys
 import threading
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 from exporter.netlink import inet as nl_inet
 from exporter.netlink import requests as req
@@ -32,12 +31,12 @@ from exporter.sockets.names import (
     FAMILY_NAMES,
     PROC_FILES,
     PROTOCOL_NUMBERS,
-    PSUTIL_STATES,
     TCP_CLOSE,
-    TCP_ESTABLISHED,
+    TCP_LISTEN,
     TCP_TIME_WAIT,
 )
 from exporter.sockets.onepass import InetPass, ephemeral_range
+from exporter.system.common import System
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +57,6 @@ class Wants:
     def __or__(self, other: Wants) -> Wants:
         return Wants(self.listeners or other.listeners, self.connections or other.connections,
                      self.ephemeral or other.ephemeral)
-
-
-def resolve_source(source: str) -> str:
-    """``auto`` means psutil off Linux; every other value is taken as given."""
-    if source == "auto" and not sys.platform.startswith("linux"):
-        return "psutil"
-    return source
 
 
 @functools.lru_cache(maxsize=4)
@@ -92,17 +84,21 @@ class Snapshot:
     or ``/proc/<pid>`` for another namespace); ``netlink`` is an open NETLINK_SOCK_DIAG socket
     of that namespace (left open) or a factory for one (default: open one in the calling thread's
     namespace, closed by :meth:`close`); ``source`` is one of :data:`SOURCES`; ``wants`` says
-    what to decode beyond counts.
+    what to decode beyond counts; ``system`` is the :class:`~exporter.system.System` whose
+    ``connections`` the psutil source reads (on macOS without root, the system's own table) and
+    which says whether there is a /proc/net/sockstat (default: this host's procfs, and
+    psutil).
     """
 
     def __init__(self, procfs: str = "/proc", source: str = "auto", *,
                  netlink: Union[socket.socket, SocketFactory, None] = None,
-                 wants: Wants = Wants()) -> None:
+                 wants: Wants = Wants(), system: Optional[System] = None) -> None:
         if source not in SOURCES:
             raise ValueError(f"unknown socket source {source!r}")
         self.procfs = procfs
-        self.source = resolve_source(source)
+        self.source = source
         self.wants = wants
+        self.system = system
         self._chan = Channel(netlink)
         self._lock = threading.Lock()
         self._inet: Dict[str, Optional[InetTables]] = {}
@@ -173,6 +169,8 @@ class Snapshot:
             return self._sockstat_locked()
 
     def _sockstat_locked(self) -> Tuple[Optional[Sockstat], Optional[Sockstat]]:
+        if self.system is not None and not self.system.has_procfs:
+            return None, None  # a system without /proc/net/sockstat: no data
         if self._sockstat is None:
             try:
                 self._sockstat = (sockstat.read_sockstat(self.procfs, "sockstat"),
@@ -338,38 +336,39 @@ class Snapshot:
     # --- psutil ------------------------------------------------------------------------------
 
     def _psutil(self, protocol: str) -> InetTables:
-        import psutil
-
         # psutil gives one entry per (process, descriptor): the entries of one socket are
         # merged here, their pids kept for the listeners collector.
-        pids: Dict[Tuple[int, Tuple[Any, ...], Tuple[Any, ...], str], List[int]] = \
-            defaultdict(list)
-        for c in psutil.net_connections(kind=protocol):
-            key = (int(c.family), tuple(c.laddr or ()), tuple(c.raddr or ()), c.status)
+        pids: Dict[Tuple[str, int, str, int, str, int], List[int]] = defaultdict(list)
+        # The socket's owner, where the system gives it without a pid (macOS's pcblist_n).
+        uids: Dict[Tuple[str, int, str, int, str, int], int] = {}
+        for c in (self.system or _PORTABLE).connections(protocol):
+            key = (c.family, c.state, c.local, c.lport, c.remote, c.rport)
             if c.pid is not None:
                 pids[key].append(c.pid)
             else:
                 pids.setdefault(key, [])
+            if c.uid is not None:
+                uids.setdefault(key, c.uid)
         sink = self._pass(protocol)
-        recs = []
-        for (fam, laddr, raddr, status) in pids:
-            if fam not in FAMILY_NAMES:
-                continue
-            if protocol == "tcp":
-                state = PSUTIL_STATES.get(status, TCP_CLOSE)
-            else:  # UDP has no state, only whether there is a remote address
-                state = TCP_ESTABLISHED if raddr else TCP_CLOSE
-            local = laddr[0] if laddr else ("::" if fam == socket.AF_INET6 else "0.0.0.0")
-            remote = raddr[0] if raddr else ("::" if fam == socket.AF_INET6 else "0.0.0.0")
-            recs.append(_record(fam, state, local, laddr[1] if laddr else 0, remote,
-                                raddr[1] if raddr else 0, 0, 0, 0, 0))
-        data = b"".join(recs)
+        data = b"".join(_record(_FAMILY_NUMBERS[fam], state, local, lport, remote, rport,
+                                0, 0, 0, 0)
+                        for (fam, state, local, lport, remote, rport) in pids)
         sink(data, 0, len(data), nl_inet.INET_MSG_LEN)
         out = sink.result("psutil", ("ipv4", "ipv6"), queues=False)
-        by_listener = {(FAMILY_NAMES[f], la[0], la[1]): sorted(set(p))
-                       for (f, la, _ra, _st), p in pids.items() if la and f in FAMILY_NAMES}
+        by_listener: Dict[Tuple[str, str, int], List[int]] = defaultdict(list)
+        uid_of: Dict[Tuple[str, str, int], int] = {}
+        listening = TCP_LISTEN if protocol == "tcp" else TCP_CLOSE
+        for key, p in pids.items():
+            fam, state, local, lport, _remote, _rport = key
+            if lport:
+                by_listener[(fam, local, lport)] += p
+                if state == listening and key in uids:
+                    uid_of.setdefault((fam, local, lport), uids[key])
         for x in out.listeners:
-            x.pids = tuple(by_listener.get((x.family, x.address, x.port), ()))
+            where = (x.family, x.address, x.port)
+            x.pids = tuple(sorted(set(by_listener.get(where, ()))))
+            # The records carry no uid: unknown unless the system said (not root's 0).
+            x.uid = uid_of.get(where)
             x.queue = x.limit = None
         return out
 
@@ -397,6 +396,8 @@ def _record(family: int, state: int, local: str, lport: int, remote: str, rport:
                         inode)
 
 
+_PORTABLE = System()
+_FAMILY_NUMBERS = {name: num for num, name in FAMILY_NAMES.items()}
 ScrapeKey = Tuple[str, str]
 
 
@@ -414,12 +415,12 @@ class ScrapeSockets:
         self._netlink = netlink
         self._snaps: Dict[ScrapeKey, Snapshot] = {}
 
-    def get(self, procfs: str, source: str) -> Snapshot:
-        key = (procfs, resolve_source(source))
+    def get(self, procfs: str, source: str, system: Optional[System] = None) -> Snapshot:
+        key = (procfs, source)
         snap = self._snaps.get(key)
         if snap is None:
             snap = self._snaps[key] = Snapshot(procfs, source, netlink=self._netlink,
-                                               wants=self.wants)
+                                               wants=self.wants, system=system)
         return snap
 
     @property

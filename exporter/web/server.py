@@ -235,7 +235,10 @@ def on_sighup(callbacks: List[Callable[[], object]]) -> None:
     def handler(signum: int, frame: object) -> None:
         threading.Thread(target=run, name="sighup", daemon=True).start()
 
-    signal.signal(signal.SIGHUP, handler)
+    hup = getattr(signal, "SIGHUP", None)
+    if hup is None:
+        return  # Windows has no SIGHUP: files are re-read when they change, or on restart
+    signal.signal(hup, handler)
 
 
 def serve(config: Config) -> None:

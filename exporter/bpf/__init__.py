@@ -1,0 +1,16 @@
+"""eBPF without a compiler: programs written in Python, loaded with the bpf() system call.
+
+Pure and below the collectors, importing nothing of them:
+
+* :mod:`exporter.bpf.asm`: a small assembler for the eBPF instructions these programs use
+  (encoding only; no kernel needed).
+* :mod:`exporter.bpf.tracefs`: finds (or mounts) tracefs and reads a tracepoint's id and the
+  offsets of its record's fields from its ``format`` file, so no offset is hard-coded.
+* :mod:`exporter.bpf.syscalls`: bpf(), perf_event_open() and ioctl() through ctypes: maps,
+  program load (with the verifier's log on failure), attach to a tracepoint.
+* :mod:`exporter.bpf.tcpevents`: the TCP event programs (built from the formats) and their
+  loader and reader, used by the ``tcpevents`` collector.
+
+Nothing is pinned: every map, program and perf event is held by a file descriptor of this
+process only, so the kernel unloads everything when the process exits, however it exits.
+"""

@@ -1,0 +1,535 @@
+"""TCP events counted in the kernel: every TCP state transition host-wide, and per service port
+the retransmits, resets, failed connects, peers closing first and connections established.
+
+Five classic tracepoints, each with a small program assembled here from the offsets its
+``format`` file gives (:mod:`exporter.bpf.tracefs`):
+
+* ``sock:inet_sock_set_state`` (TCP only): ``transitions[old*16+new] += 1``; a socket entering
+  or leaving LISTEN adjusts ``seen_listen[port]``; SYN_SENT->CLOSE is a failed connect,
+  ESTABLISHED->CLOSE_WAIT a peer closing first, anything->ESTABLISHED a connection.
+* ``tcp:tcp_retransmit_skb`` (only successful retransmissions where the record has ``err``) and
+  ``tcp:tcp_retransmit_synack`` (where the kernel has it): a retransmit.
+* ``tcp:tcp_send_reset``: a reset sent. A reset sent for no socket (a segment to a port nobody
+  listens on) is counted on the local port, the one that was asked for.
+* ``tcp:tcp_receive_reset``: a reset received.
+
+**Which port an event is counted under** (decided in the program, so the map stays bounded):
+the local port when it is a listening port (from the scrape's socket snapshot, written by the
+exporter into ``port_class``, or seen entering LISTEN since the program was loaded), side
+``local``; otherwise the remote port, side ``remote``, unless the remote port is in the
+ephemeral range and the local one is not (an inbound connection to a port not known to listen,
+such as a pod's), then the local port; when both ends are ephemeral ports, no port at all
+(side ``unknown``). So ephemeral ports never become keys.
+
+The per-port map is a hash map of at most ``max_ports`` keys; an event whose key does not fit
+is counted in ``overflow[kind]``. Tracepoint programs are skipped by the kernel when another
+tracing program already runs on that CPU (a tracepoint hit from an interrupt while one of
+these programs runs): the kernel counts those in the program's ``recursion_misses``, which the
+reader reports, so nothing is dropped silently.
+
+Tracepoints fire for every network namespace on the host: the counts are the host's, pods
+included, and one port's series sums that port over every namespace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import struct
+import threading
+from dataclasses import dataclass, field
+from typing import Dict, FrozenSet, Iterable, List, Optional, Tuple
+
+from exporter.bpf import syscalls as sc
+from exporter.bpf import tracefs
+from exporter.bpf.asm import (
+    FP,
+    MAP_LOOKUP_ELEM,
+    MAP_UPDATE_ELEM,
+    R0,
+    R1,
+    R2,
+    R3,
+    R4,
+    R6,
+    R7,
+    R8,
+    R9,
+    Asm,
+    reg,
+)
+
+SET_STATE = "sock:inet_sock_set_state"
+RETRANSMIT = "tcp:tcp_retransmit_skb"
+RETRANSMIT_SYNACK = "tcp:tcp_retransmit_synack"
+SEND_RESET = "tcp:tcp_send_reset"
+RECEIVE_RESET = "tcp:tcp_receive_reset"
+TRACEPOINTS = (SET_STATE, RETRANSMIT, SEND_RESET, RECEIVE_RESET)
+OPTIONAL_TRACEPOINTS = (RETRANSMIT_SYNACK,)
+
+# Per-port event kinds: the index of each counter in a port's value.
+RETRANSMITS, RESETS_SENT, RESETS_RECEIVED, CONNECT_FAILED, PEER_CLOSED, ESTABLISHED = range(6)
+KINDS = ("retransmit", "reset_sent", "reset_received", "connect_failed", "peer_close",
+         "established")
+VALUE_SLOTS = 8  # u64 counters per port (6 used)
+VALUE_SIZE = 8 * VALUE_SLOTS
+
+# Key: side << 16 | port.
+SIDE_LOCAL, SIDE_REMOTE, SIDE_UNKNOWN = 1, 2, 3
+SIDES = {SIDE_LOCAL: "local", SIDE_REMOTE: "remote", SIDE_UNKNOWN: "unknown"}
+
+# port_class flags, written by the exporter.
+CLASS_LISTENING, CLASS_EPHEMERAL = 1, 2
+
+# counts array: transitions at old*16+new, then one overflow counter per kind.
+N_STATES = 16
+OVERFLOW_BASE = N_STATES * N_STATES
+COUNTS_ENTRIES = OVERFLOW_BASE + VALUE_SLOTS
+
+TCP_ESTABLISHED, TCP_SYN_SENT, TCP_CLOSE, TCP_CLOSE_WAIT, TCP_LISTEN = 1, 2, 7, 8, 10
+IPPROTO_TCP = 6
+
+DEFAULT_MAX_PORTS = 2048
+
+
+class LoadError(RuntimeError):
+    """The programs cannot be loaded or attached; the message is one line naming what is
+    missing (a capability, tracefs, a tracepoint, a kernel feature)."""
+
+
+@dataclass(frozen=True)
+class Maps:
+    counts: int
+    port_class: int
+    seen_listen: int
+    ports: int
+    max_ports: int
+
+
+@dataclass(frozen=True)
+class PortSource:
+    """Where a record holds a port: ``offset`` of a 16-bit field, in host order (``sport``)
+    or network order (a sockaddr's ``sin_port``)."""
+
+    offset: int
+    network_order: bool
+
+
+def _port(fmt: tracefs.Format, which: str) -> PortSource:
+    """The local (``s``) or remote (``d``) port of a record: ``sport``/``dport`` in host order
+    where the record has them, else the port of the ``saddr``/``daddr`` sockaddr (struct
+    sockaddr_in and sockaddr_in6 both keep the port, in network order, at byte 2), as
+    tcp_send_reset has them since Linux 6.10."""
+    name = f"{which}port"
+    if fmt.has(name):
+        f = fmt.field(name)
+        if f.size != 2:
+            raise tracefs.TracefsError(f"{fmt.system}:{fmt.name}: field {name} has {f.size} "
+                                       "bytes, not 2")
+        return PortSource(f.offset, False)
+    addr = fmt.field(f"{which}addr")
+    if addr.size < 16:
+        raise tracefs.TracefsError(f"{fmt.system}:{fmt.name}: no {name} and {which}addr is "
+                                   f"{addr.size} bytes, not a sockaddr")
+    return PortSource(addr.offset + 2, True)
+
+
+def _aligned(fmt: tracefs.Format, off: int, size: int) -> int:
+    if off % size:
+        raise tracefs.TracefsError(f"{fmt.system}:{fmt.name}: field at offset {off} is not "
+                                   f"aligned to its {size} bytes")
+    return off
+
+
+def _load_port(a: Asm, dst: int, ctx: int, fmt: tracefs.Format, src: PortSource) -> None:
+    a.ldx(2, dst, ctx, _aligned(fmt, src.offset, 2))
+    if src.network_order:
+        a.to_be(dst, 16)
+
+
+def _load_int(a: Asm, dst: int, ctx: int, fmt: tracefs.Format, name: str) -> None:
+    f = fmt.field(name)
+    if f.size not in (1, 2, 4, 8):
+        raise tracefs.TracefsError(f"{fmt.system}:{fmt.name}: field {name} has {f.size} bytes")
+    a.ldx(f.size, dst, ctx, _aligned(fmt, f.offset, f.size))
+
+
+def _count_port_event(a: Asm, m: Maps, kind: int, local_first: str = "") -> None:
+    """Count one event of ``kind`` for the connection whose local port is in r6 and remote
+    port in r7. ``local_first``: a label the caller jumps to to force the local port."""
+    k = f"k{kind}_{len(a)}"
+    # r9 = port_class[local]
+    a.stx(4, FP, -4, R6)
+    a.ld_map_fd(R1, m.port_class)
+    a.mov(R2, reg(FP))
+    a.add(R2, -4)
+    a.call(MAP_LOOKUP_ELEM)
+    a.mov(R9, 0)
+    a.jmp("eq", R0, 0, f"{k}_seen")
+    a.ldx(8, R9, R0, 0)
+    a.jmp("set", R9, CLASS_LISTENING, f"{k}_local")
+    a.label(f"{k}_seen")
+    # seen_listen[local] > 0: a listener that appeared since the last scrape
+    a.ld_map_fd(R1, m.seen_listen)
+    a.mov(R2, reg(FP))
+    a.add(R2, -4)
+    a.call(MAP_LOOKUP_ELEM)
+    a.jmp("eq", R0, 0, f"{k}_remoteclass")
+    a.ldx(8, R1, R0, 0)
+    a.jmp("sgt", R1, 0, f"{k}_local")
+    a.label(f"{k}_remoteclass")
+    a.stx(4, FP, -4, R7)
+    a.ld_map_fd(R1, m.port_class)
+    a.mov(R2, reg(FP))
+    a.add(R2, -4)
+    a.call(MAP_LOOKUP_ELEM)
+    a.jmp("eq", R0, 0, f"{k}_remote")
+    a.ldx(8, R1, R0, 0)
+    a.jmp("set", R1, CLASS_EPHEMERAL, f"{k}_remote_eph")
+    a.label(f"{k}_remote")
+    a.mov(R1, reg(R7))
+    a.or_(R1, SIDE_REMOTE << 16)
+    a.ja(f"{k}_key")
+    a.label(f"{k}_remote_eph")
+    a.jmp("set", R9, CLASS_EPHEMERAL, f"{k}_unknown")
+    if local_first:
+        a.label(local_first)
+    a.label(f"{k}_local")
+    a.mov(R1, reg(R6))
+    a.or_(R1, SIDE_LOCAL << 16)
+    a.ja(f"{k}_key")
+    a.label(f"{k}_unknown")
+    a.mov(R1, SIDE_UNKNOWN << 16)
+    a.label(f"{k}_key")
+    a.stx(4, FP, -4, R1)
+    # r0 = ports[key], inserted as zeros if absent
+    a.ld_map_fd(R1, m.ports)
+    a.mov(R2, reg(FP))
+    a.add(R2, -4)
+    a.call(MAP_LOOKUP_ELEM)
+    a.jmp("ne", R0, 0, f"{k}_add")
+    a.mov(R1, 0)
+    for i in range(VALUE_SLOTS):
+        a.stx(8, FP, -8 - VALUE_SIZE + 8 * i, R1)
+    a.ld_map_fd(R1, m.ports)
+    a.mov(R2, reg(FP))
+    a.add(R2, -4)
+    a.mov(R3, reg(FP))
+    a.add(R3, -8 - VALUE_SIZE)
+    a.mov(R4, sc.NOEXIST)
+    a.call(MAP_UPDATE_ELEM)
+    a.ld_map_fd(R1, m.ports)
+    a.mov(R2, reg(FP))
+    a.add(R2, -4)
+    a.call(MAP_LOOKUP_ELEM)
+    a.jmp("ne", R0, 0, f"{k}_add")
+    # the map is full: count the overflow
+    a.st(4, FP, -4, OVERFLOW_BASE + kind)
+    a.ld_map_fd(R1, m.counts)
+    a.mov(R2, reg(FP))
+    a.add(R2, -4)
+    a.call(MAP_LOOKUP_ELEM)
+    a.jmp("eq", R0, 0, "out")
+    a.mov(R1, 1)
+    a.atomic_add(8, R0, 0, R1)
+    a.ja("out")
+    a.label(f"{k}_add")
+    a.mov(R1, 1)
+    a.atomic_add(8, R0, 8 * kind, R1)
+    a.ja("out")
+
+
+def _only_ports(a: Asm, only: Optional[Tuple[int, int]]) -> None:
+    """Skip events neither of whose ports (r6 local, r7 remote) is in ``only`` (lo, hi): for
+    tests that must not see the rest of the host's traffic."""
+    if only is None:
+        return
+    lo, hi = only
+    a.jmp("lt", R6, lo, "try_remote")
+    a.jmp("le", R6, hi, "wanted")
+    a.label("try_remote")
+    a.jmp("lt", R7, lo, "out")
+    a.jmp("gt", R7, hi, "out")
+    a.label("wanted")
+
+
+def _epilogue(a: Asm) -> None:
+    a.label("out")
+    a.mov(R0, 0)
+    a.exit()
+
+
+def set_state_program(fmt: tracefs.Format, m: Maps,
+                      only: Optional[Tuple[int, int]] = None) -> bytes:
+    a = Asm()
+    a.mov(R6, reg(R1))  # the record
+    _load_int(a, R2, R6, fmt, "protocol")
+    a.jmp("ne", R2, IPPROTO_TCP, "out")
+    _load_int(a, R8, R6, fmt, "oldstate")
+    _load_int(a, R9, R6, fmt, "newstate")
+    a.jmp("gt", R8, N_STATES - 1, "out")
+    a.jmp("gt", R9, N_STATES - 1, "out")
+    _load_port(a, R7, R6, fmt, _port(fmt, "d"))
+    _load_port(a, R6, R6, fmt, _port(fmt, "s"))  # the record is not needed after this
+    _only_ports(a, only)
+    # transitions[old*16+new] += 1
+    a.mov(R1, reg(R8))
+    a.lsh(R1, 4)
+    a.or_(R1, reg(R9))
+    a.stx(4, FP, -4, R1)
+    a.ld_map_fd(R1, m.counts)
+    a.mov(R2, reg(FP))
+    a.add(R2, -4)
+    a.call(MAP_LOOKUP_ELEM)
+    a.jmp("eq", R0, 0, "listen")
+    a.mov(R1, 1)
+    a.atomic_add(8, R0, 0, R1)
+    # LISTEN entered (+1) or left (-1), by local port
+    # (a connection's child socket is cloned from its listener: LISTEN->SYN_RECV is not a
+    # listener closing, only LISTEN->CLOSE is)
+    a.label("listen")
+    a.jmp("eq", R9, TCP_LISTEN, "listen_delta")
+    a.jmp("ne", R8, TCP_LISTEN, "events")
+    a.jmp("ne", R9, TCP_CLOSE, "events")
+    a.label("listen_delta")
+    a.stx(4, FP, -4, R6)
+    a.ld_map_fd(R1, m.seen_listen)
+    a.mov(R2, reg(FP))
+    a.add(R2, -4)
+    a.call(MAP_LOOKUP_ELEM)
+    a.jmp("eq", R0, 0, "out")
+    a.mov(R1, 1)
+    a.jmp("eq", R9, TCP_LISTEN, "listen_add")
+    a.mov(R1, -1)
+    a.label("listen_add")
+    a.atomic_add(8, R0, 0, R1)
+    a.ja("out")
+    # per-port events
+    a.label("events")
+    a.jmp("eq", R9, TCP_ESTABLISHED, "established")
+    a.jmp("ne", R8, TCP_SYN_SENT, "not_failed")
+    a.jmp("eq", R9, TCP_CLOSE, "failed")
+    a.label("not_failed")
+    a.jmp("ne", R8, TCP_ESTABLISHED, "out")
+    a.jmp("eq", R9, TCP_CLOSE_WAIT, "peer_closed")
+    a.ja("out")
+    a.label("established")
+    _count_port_event(a, m, ESTABLISHED)
+    a.label("failed")
+    _count_port_event(a, m, CONNECT_FAILED)
+    a.label("peer_closed")
+    _count_port_event(a, m, PEER_CLOSED)
+    _epilogue(a)
+    return a.assemble()
+
+
+def retransmit_program(fmt: tracefs.Format, m: Maps,
+                       only: Optional[Tuple[int, int]] = None) -> bytes:
+    a = Asm()
+    if fmt.has("err"):  # since Linux 6.13 the event fires for failed retransmissions too
+        _load_int(a, R2, R1, fmt, "err")
+        a.jmp("ne", R2, 0, "out")
+    _load_port(a, R7, R1, fmt, _port(fmt, "d"))
+    _load_port(a, R6, R1, fmt, _port(fmt, "s"))
+    _only_ports(a, only)
+    _count_port_event(a, m, RETRANSMITS)
+    _epilogue(a)
+    return a.assemble()
+
+
+def send_reset_program(fmt: tracefs.Format, m: Maps,
+                       only: Optional[Tuple[int, int]] = None) -> bytes:
+    a = Asm()
+    _load_int(a, R8, R1, fmt, "skaddr")
+    _load_port(a, R7, R1, fmt, _port(fmt, "d"))
+    _load_port(a, R6, R1, fmt, _port(fmt, "s"))
+    _only_ports(a, only)
+    # No socket: a segment to a port nobody listens on (or a connection long gone); the local
+    # port is the one asked for.
+    a.jmp("eq", R8, 0, "no_socket")
+    _count_port_event(a, m, RESETS_SENT, local_first="no_socket")
+    _epilogue(a)
+    return a.assemble()
+
+
+def receive_reset_program(fmt: tracefs.Format, m: Maps,
+                          only: Optional[Tuple[int, int]] = None) -> bytes:
+    a = Asm()
+    _load_port(a, R7, R1, fmt, _port(fmt, "d"))
+    _load_port(a, R6, R1, fmt, _port(fmt, "s"))
+    _only_ports(a, only)
+    _count_port_event(a, m, RESETS_RECEIVED)
+    _epilogue(a)
+    return a.assemble()
+
+
+PROGRAMS = {
+    SET_STATE: set_state_program,
+    RETRANSMIT: retransmit_program,
+    RETRANSMIT_SYNACK: retransmit_program,
+    SEND_RESET: send_reset_program,
+    RECEIVE_RESET: receive_reset_program,
+}
+
+
+@dataclass
+class Reading:
+    """One read of the maps: cumulative since the programs were loaded."""
+
+    transitions: Dict[Tuple[int, int], int]
+    ports: Dict[Tuple[int, int], Tuple[int, ...]]  # (side, port) -> counts by kind
+    overflow: Tuple[int, ...]  # by kind
+    missed: int  # events skipped by the kernel (recursion_misses of the programs)
+    map_entries: int = 0
+    tracepoints: Tuple[str, ...] = field(default_factory=tuple)
+
+
+def _explain(e: sc.BpfError, what: str) -> LoadError:
+    if e.errno in (1, 13):  # EPERM, EACCES
+        if e.log:
+            first = next((ln for ln in reversed(e.log.splitlines()) if ln.strip()), "")
+            return LoadError(f"the kernel refused the BPF program for {what}: {first}")
+        return LoadError(f"{what}: {e.strerror} (the exporter needs CAP_BPF and CAP_PERFMON, "
+                         "or CAP_SYS_ADMIN; a lockdown or kernel.unprivileged_bpf_disabled "
+                         "refuses it too)")
+    if e.errno == 7:  # E2BIG from PERF_EVENT_IOC_SET_BPF
+        return LoadError(f"{what}: the tracepoint has 64 BPF programs attached already, the "
+                         "kernel's limit (other exporters or tracers on this host)")
+    if e.log:
+        first = next((ln for ln in reversed(e.log.splitlines()) if ln.strip()), "")
+        return LoadError(f"the kernel refused the BPF program for {what}: {e.strerror}: {first}")
+    return LoadError(f"{what}: {e.strerror}")
+
+
+class TcpEvents:
+    """The loaded maps and programs, attached; :meth:`read` gives the counts, :meth:`close`
+    (or the process's exit) unloads everything."""
+
+    def __init__(self, max_ports: int = DEFAULT_MAX_PORTS, tracefs_root: Optional[str] = None,
+                 mount_tracefs: bool = True, cpu: Optional[int] = None,
+                 only_ports: Optional[Tuple[int, int]] = None) -> None:
+        self.max_ports = max_ports
+        # Count only events with a port in this range (tests on a busy host); None: all.
+        self.only_ports = only_ports
+        self._fds: List[int] = []
+        self._prog_fds: List[int] = []
+        self._lock = threading.Lock()
+        self._class_mm: Optional[mmap.mmap] = None
+        self._counts_mm: Optional[mmap.mmap] = None
+        self._listening: FrozenSet[int] = frozenset()
+        self._ephemeral: FrozenSet[int] = frozenset()
+        try:
+            self._load(tracefs_root, mount_tracefs, cpu)
+        except BaseException:
+            self.close()
+            raise
+
+    def _load(self, root: Optional[str], mount: bool, cpu: Optional[int]) -> None:
+        # Everything that is missing, in one line: capabilities first, then tracefs.
+        problems = []
+        lacking = sc.missing_caps(sc.effective_caps())
+        if lacking:
+            problems.append(f"needs {lacking} (or CAP_SYS_ADMIN) to load BPF programs")
+        formats: Dict[str, tracefs.Format] = {}
+        try:
+            root = root or tracefs.find(mount_if_missing=mount and not lacking)
+            formats = tracefs.read_formats(root, TRACEPOINTS, OPTIONAL_TRACEPOINTS)
+        except tracefs.TracefsError as e:
+            problems.append(str(e))
+        if problems:
+            raise LoadError("; ".join(problems))
+        try:
+            counts = self._own(sc.map_create(sc.MAP_TYPE_ARRAY, 4, 8, COUNTS_ENTRIES,
+                                             sc.F_MMAPABLE, "nse_counts"))
+            port_class = self._own(sc.map_create(sc.MAP_TYPE_ARRAY, 4, 8, 65536,
+                                                 sc.F_MMAPABLE, "nse_port_class"))
+            seen = self._own(sc.map_create(sc.MAP_TYPE_ARRAY, 4, 8, 65536, 0, "nse_listen"))
+            ports = self._own(sc.map_create(sc.MAP_TYPE_HASH, 4, VALUE_SIZE, self.max_ports, 0,
+                                            "nse_ports"))
+        except sc.BpfError as e:
+            raise _explain(e, "creating BPF maps") from None
+        self.maps = Maps(counts, port_class, seen, ports, self.max_ports)
+        self._counts_mm = sc.mmap_array(counts, 8, COUNTS_ENTRIES)
+        self._class_mm = sc.mmap_array(port_class, 8, 65536, writable=True)
+        self._reader = sc.BatchReader(ports, 4, VALUE_SIZE, self.max_ports)
+        progs = []
+        for tp, fmt in formats.items():
+            try:
+                insns = PROGRAMS[tp](fmt, self.maps, self.only_ports)
+            except tracefs.TracefsError as e:
+                raise LoadError(str(e)) from None
+            try:
+                progs.append((tp, fmt, self._own(sc.prog_load(
+                    sc.PROG_TYPE_TRACEPOINT, insns, "GPL", "nse_" + fmt.name[:11]))))
+            except sc.BpfError as e:
+                raise _explain(e, f"loading the program for {tp}") from None
+        if cpu is None:
+            cpu = min(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
+        for tp, fmt, prog in progs:
+            try:
+                ev = self._own(sc.perf_event_open_tracepoint(fmt.id, cpu))
+                sc.attach(ev, prog)
+            except sc.BpfError as e:
+                raise _explain(e, f"attaching to tracepoint {tp}") from None
+            self._prog_fds.append(prog)
+        self.tracepoints = tuple(tp for tp, _, _ in progs)
+
+    def _own(self, fd: int) -> int:
+        self._fds.append(fd)
+        return fd
+
+    @property
+    def prog_ids(self) -> List[int]:
+        return [int(sc.fdinfo(fd).get("prog_id", "0")) for fd in self._prog_fds]
+
+    def set_ports(self, listening: Iterable[int], ephemeral: Iterable[int]) -> None:
+        """Tell the programs which local ports listen and which form the ephemeral range (only
+        the ports that changed are written)."""
+        listening, ephemeral = frozenset(listening), frozenset(ephemeral)
+        with self._lock:
+            mm = self._class_mm
+            if mm is None:
+                return
+            changed = (listening ^ self._listening) | (ephemeral ^ self._ephemeral)
+            for p in changed:
+                if 0 <= p < 65536:
+                    v = (CLASS_LISTENING if p in listening else 0) | \
+                        (CLASS_EPHEMERAL if p in ephemeral else 0)
+                    struct.pack_into("=Q", mm, p * 8, v)
+            self._listening, self._ephemeral = listening, ephemeral
+
+    def read(self) -> Reading:
+        with self._lock:
+            mm = self._counts_mm
+            if mm is None:
+                raise RuntimeError("TCP event maps are closed")
+            counts = struct.unpack_from(f"={COUNTS_ENTRIES}Q", mm, 0)
+            raw = self._reader.read()
+            missed = 0
+            for fd in self._prog_fds:
+                missed += int(sc.fdinfo(fd).get("recursion_misses", "0") or 0)
+        transitions = {(i >> 4, i & 15): v for i, v in enumerate(counts[:OVERFLOW_BASE]) if v}
+        ports: Dict[Tuple[int, int], Tuple[int, ...]] = {}
+        fmt = f"={VALUE_SLOTS}Q"
+        for key, value in raw:
+            k = struct.unpack("=I", key)[0]
+            ports[(k >> 16, k & 0xFFFF)] = struct.unpack(fmt, value)[:len(KINDS)]
+        return Reading(transitions, ports, tuple(counts[OVERFLOW_BASE:OVERFLOW_BASE + len(KINDS)]),
+                       missed, len(raw), self.tracepoints)
+
+    def __del__(self) -> None:
+        # A collector dropped without close() (a test's Exporter) must not keep its programs
+        # attached: a tracepoint takes 64 programs at most, host-wide.
+        with contextlib.suppress(Exception):  # nothing to report to at interpreter exit
+            self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            for mm in (self._class_mm, self._counts_mm):
+                if mm is not None:
+                    mm.close()
+            self._class_mm = self._counts_mm = None
+            for fd in reversed(self._fds):
+                sc.close(fd)
+            self._fds, self._prog_fds = [], []

@@ -1,0 +1,58 @@
+"""Linux: every collector, from netlink sock_diag, /proc and /sys (the readers in
+:mod:`exporter.netlink`, :mod:`exporter.procfs` and :mod:`exporter.sysfs`), under the
+``--path.procfs`` and ``--path.sysfs`` roots."""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Optional
+
+from exporter.procfs import netdev, route, snmp, snmp6
+from exporter.sysfs import net_class
+from exporter.system.common import Link, ProtocolTables, System
+
+
+class LinuxSystem(System):
+    name = "linux"
+    collectors = frozenset({"sockets", "listeners", "protocols", "interfaces", "routes", "ports",
+                            "limits", "netns", "tcpevents"})
+    has_procfs = True
+
+    def __init__(self, procfs: str = "/proc", sysfs: str = "/sys") -> None:
+        self.procfs = procfs
+        self.sysfs = sysfs
+
+    def socket_source(self, asked: str) -> str:
+        return asked  # netlink, then /proc/net for "auto" (exporter.sockets.snapshot)
+
+    def interfaces(self, wanted: Callable[[str], bool]) -> Dict[str, Link]:
+        """/proc/net/dev's counters; state, MTU and speed from /sys/class/net, read only for
+        the interfaces ``wanted`` accepts."""
+        stats = netdev.read_netdev(self.procfs)
+        out: Dict[str, Link] = {}
+        for dev, counters in (stats or {}).items():
+            if not wanted(dev):
+                continue
+            nc = net_class.read_net_class(self.sysfs, dev)
+            if nc is None:
+                out[dev] = Link(counters)
+                continue
+            out[dev] = Link(counters, up=nc.up, mtu=nc.mtu,
+                            speed_bytes=None if nc.speed_mbps is None
+                            else float(nc.speed_mbps) * 125000.0)
+        return out
+
+    def protocol_tables(self) -> ProtocolTables:
+        return (snmp.read_snmp(self.procfs), snmp.read_netstat(self.procfs),
+                snmp6.read_snmp6(self.procfs))
+
+    def routes(self) -> Optional[List[route.Route]]:
+        """/proc/net/route (the IPv4 main table) and /proc/net/ipv6_route without the
+        local-table entries (:func:`exporter.procfs.route.in_main_table`)."""
+        v4 = route.read_route(self.procfs)
+        v6 = route.read_ipv6_route(self.procfs)
+        if v4 is None and v6 is None:
+            return None
+        return [r for r in (v4 or []) + (v6 or []) if route.in_main_table(r)]
+
+
+SYSTEM = LinuxSystem
