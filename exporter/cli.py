@@ -274,6 +274,59 @@ for _command in make_commands(common_options, build_config):
     cli.add_command(_command)
 
 
+# Where to run the exporter at boot on the systems that have no Windows services.
+_AT_BOOT = {"linux": "a systemd unit (deploy/systemd/netstat-exporter.service)",
+            "darwin": "a launchd daemon (deploy/macos/)"}
+
+
+def _service_here(action: str) -> None:
+    """Refuse ``service ACTION`` off Windows, or without pywin32, in one line."""
+    import importlib.util
+
+    here = system.native()
+    if here != "windows":
+        raise system.PlatformError(
+            f"service {action}: Windows services exist only on Windows; on {here} run the "
+            f"exporter from {_AT_BOOT.get(here, 'the system service manager')}")
+    if importlib.util.find_spec("win32serviceutil") is None:
+        from exporter.install import install_command
+
+        raise ConfigError(f"service {action} needs pywin32 (the windows extra): install it "
+                          f"with: {install_command('pywin32')}")
+
+
+@cli.group()
+def service() -> None:
+    """Run the exporter as a Windows service, started at boot under LocalSystem (Windows only;
+    as Administrator; needs pywin32: pip install '.[windows]')."""
+
+
+@service.command("install", context_settings={"ignore_unknown_options": True,
+                                              "allow_interspersed_args": False})
+@click.argument("flags", nargs=-1, type=click.UNPROCESSED)
+def service_install(flags: Sequence[str]) -> None:
+    """Register the service; it runs the exporter with FLAGS (its flags, as given to
+    netstat-exporter itself, e.g. --web.listen-address=:9816), checked now."""
+    _service_here("install")
+    ctx = cli.make_context(PROG, list(flags))
+    build_config(ctx.params)
+    from exporter.windows import service as service_
+
+    service_.install(list(flags))
+    click.echo(f"{PROG}: service {service_.NAME} installed; start it with: "
+               f"sc start {service_.NAME}")
+
+
+@service.command("remove")
+def service_remove() -> None:
+    """Stop the service and unregister it."""
+    _service_here("remove")
+    from exporter.windows import service as service_
+
+    service_.remove()
+    click.echo(f"{PROG}: service {service_.NAME} removed")
+
+
 def _fail(message: str, code: int) -> NoReturn:  # type: ignore[name-defined]  # noqa: F821
     print(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)
     sys.exit(code)
