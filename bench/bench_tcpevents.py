@@ -14,13 +14,16 @@ its workers used per connection (user and system, the softirq work of loopback i
 on a machine shared with other work the throughput follows the share of CPU the workers get,
 the CPU time per connection much less. The summary gives the medians of both and the median
 of the rounds' on/off ratios. ``--programs empty`` attaches programs that return at once to
-the same tracepoints: the cost of the tracepoints themselves. ``--bpf-stats`` turns on
-``kernel.bpf_stats_enabled`` for the run (restored after) and reports the programs' own run
-time per event from their fdinfo (``run_time_ns``/``run_cnt``). Read cost:
-``--ports`` distinct ports get one refused connect each (a key for the local port, one for the
-remote: twice as many keys), then the collector's read (one batch lookup of the per-port map,
-the transitions array through its memory mapping, the programs' fdinfo) and the building of its
-metric families are timed, median of ``--reads``. Not a test: nothing asserts a time.
+the same (classic) tracepoints: the cost of the tracepoints themselves; ``--programs classic``
+loads the collector's programs with the classic tracepoint for ``inet_sock_set_state`` (as on
+a kernel without BTF). ``--bpf-stats`` turns on ``kernel.bpf_stats_enabled`` for the run
+(restored after) and reports the programs' own run time per event from their fdinfo
+(``run_time_ns``/``run_cnt``; the statistics add two clock reads to every run, so run the A/B
+without them). Read cost: ``--ports`` distinct ports get one refused connect each (a key for
+the local port, one for the remote: twice as many keys), then the collector's read (one batch
+lookup each of the per-CPU transitions and per-port maps, summed over the CPUs, and the
+programs' fdinfo) and the building of its metric families are timed, median of ``--reads``.
+Not a test: nothing asserts a time.
 """
 
 from __future__ import annotations
@@ -185,7 +188,7 @@ def main(argv: List[str]) -> int:
     a.add_argument("--workers", type=int, default=2)
     a.add_argument("--ports", type=int, default=1000)
     a.add_argument("--reads", type=int, default=200)
-    a.add_argument("--programs", choices=("collector", "empty"), default="collector")
+    a.add_argument("--programs", choices=("collector", "classic", "empty"), default="collector")
     a.add_argument("--bpf-stats", action="store_true")
     args = a.parse_args(argv)
     ns = f"bench-tcpevents-{os.getpid()}"
@@ -212,7 +215,8 @@ def churn_phases(ns: str, args: argparse.Namespace) -> None:
         for state in (("off", "on") if r % 2 == 0 else ("on", "off")):
             ev: Optional[object] = None
             if state == "on":
-                ev = TcpEvents() if args.programs == "collector" else EmptyPrograms()
+                ev = TcpEvents() if args.programs == "collector" else \
+                    TcpEvents(btf_path=None) if args.programs == "classic" else EmptyPrograms()
                 # as the collector does from its socket snapshot
                 ev.set_ports([], range(10000, 65001))
             try:
