@@ -200,8 +200,9 @@ def main(argv: List[str]) -> int:
         subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw",
                         "net.ipv4.tcp_tw_reuse=1", "net.ipv4.ip_local_port_range=10000 65000"],
                        check=True)
-        with bpf_stats(args.bpf_stats):
-            churn_phases(ns, args)
+        if args.rounds:  # --rounds 0: the read cost alone
+            with bpf_stats(args.bpf_stats):
+                churn_phases(ns, args)
         read_cost(ns, args.ports, args.reads)
     finally:
         subprocess.run(["ip", "netns", "del", ns])

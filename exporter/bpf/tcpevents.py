@@ -22,18 +22,21 @@ such as a pod's), then the local port; when both ends are ephemeral ports, no po
 (side ``unknown``). So ephemeral ports never become keys.
 
 The per-port map is a hash map of at most ``max_ports`` keys; an event whose key does not fit
-is counted in ``overflow[kind]``. Tracepoint programs are skipped by the kernel when another
-tracing program already runs on that CPU (a tracepoint hit from an interrupt while one of
-these programs runs): the kernel counts those in the program's ``recursion_misses``, which the
-reader reports, so nothing is dropped silently.
+is counted in ``overflow[kind]``. The kernel skips a program on a classic tracepoint when any
+tracing program already runs on that CPU, and the BTF program when it already runs there
+itself (a tracepoint hit from an interrupt while one runs): it counts those in the program's
+``recursion_misses``, which the reader reports, so nothing is dropped silently.
 
 **Per-CPU counters.** The transitions, the overflow and the per-port counts are per-CPU maps:
 each CPU adds to its own copy with a plain add, and the reader sums the copies. Shared
 counters need an atomic add, and with every CPU adding into the same few entries (the
 transitions of a busy host) the cache line moves from CPU to CPU on every event. A plain add is
-safe on a CPU's own copy because the kernel never runs a tracing program while another one runs
-on the same CPU (it skips it and counts the miss, as above). ``seen_listen`` stays shared and
-atomic: sockets enter and leave LISTEN rarely. ``port_class`` is only read by the programs.
+safe on a CPU's own copy because no program runs nested in itself on a CPU (the kernel skips
+it and counts the miss, as above), and the one nesting the kernel allows, the BTF program
+interrupting a classic one or the reverse, writes other counters: the BTF program only the
+transitions and the established, failed-connect and peer-close slots, the classic programs
+only the retransmit and reset slots. ``seen_listen`` stays shared and atomic: sockets enter
+and leave LISTEN rarely. ``port_class`` is only read by the programs.
 
 Tracepoints fire for every network namespace on the host: the counts are the host's, pods
 included, and one port's series sums that port over every namespace.
