@@ -14,9 +14,11 @@ its workers used per connection (user and system, the softirq work of loopback i
 on a machine shared with other work the throughput follows the share of CPU the workers get,
 the CPU time per connection much less. The summary gives the medians of both and the median
 of the rounds' on/off ratios. ``--programs empty`` attaches programs that return at once to
-the same (classic) tracepoints: the cost of the tracepoints themselves; ``--programs classic``
+the same (classic) tracepoints: the cost of the tracepoints themselves (``empty-btf``: the one
+for ``inet_sock_set_state`` on its BTF raw tracepoint, as the collector's); ``--programs classic``
 loads the collector's programs with the classic tracepoint for ``inet_sock_set_state`` (as on
-a kernel without BTF). ``--bpf-stats`` turns on ``kernel.bpf_stats_enabled`` for the run
+a kernel without BTF); ``--off classic`` attaches those in the "off" phases instead of nothing,
+to compare two ways directly. ``--bpf-stats`` turns on ``kernel.bpf_stats_enabled`` for the run
 (restored after) and reports the programs' own run time per event from their fdinfo
 (``run_time_ns``/``run_cnt``; the statistics add two clock reads to every run, so run the A/B
 without them). Read cost: ``--ports`` distinct ports get one refused connect each (a key for
@@ -43,13 +45,15 @@ from typing import Dict, Iterator, List, Optional, Tuple
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import setns  # noqa: E402
+from exporter.bpf import btf, tracefs  # noqa: E402
 from exporter.bpf import syscalls as sc  # noqa: E402
-from exporter.bpf import tracefs  # noqa: E402
 from exporter.bpf.asm import R0, Asm  # noqa: E402
 from exporter.bpf.tcpevents import (  # noqa: E402
     OPTIONAL_TRACEPOINTS,
+    SET_STATE,
     TRACEPOINTS,
     TcpEvents,
+    sock_fields,
 )
 from exporter.collectors.tcpevents import TcpEventsCollector  # noqa: E402
 
@@ -94,9 +98,10 @@ def phase(ns: str, workers: int, duration: float, base_port: int) -> Tuple[float
 
 class EmptyPrograms:
     """Programs that return at once, on the collector's tracepoints: what the tracepoints cost
-    (the kernel fills each record before it runs the program) with no work in the program."""
+    (the kernel fills each record before it runs the program) with no work in the program.
+    ``typed``: inet_sock_set_state's on its BTF raw tracepoint, as the collector attaches it."""
 
-    def __init__(self) -> None:
+    def __init__(self, typed: bool = False) -> None:
         self._fds: List[int] = []
         self._prog_fds: List[int] = []
         root = tracefs.find(mount_if_missing=True)
@@ -106,7 +111,15 @@ class EmptyPrograms:
         a.exit()
         code = a.assemble()
         self.tracepoints = tuple(formats)
-        for fmt in formats.values():
+        for tp, fmt in formats.items():
+            if typed and tp == SET_STATE:
+                fields = sock_fields(btf.load())
+                prog = sc.prog_load(sc.PROG_TYPE_TRACING, code, "GPL", "nse_empty",
+                                    sc.TRACE_RAW_TP, fields.attach_btf_id)
+                self._fds.append(prog)
+                self._prog_fds.append(prog)
+                self._fds.append(sc.raw_tracepoint_open(prog))
+                continue
             prog = sc.prog_load(sc.PROG_TYPE_TRACEPOINT, code, "GPL", "nse_empty")
             self._fds.append(prog)
             self._prog_fds.append(prog)
@@ -188,7 +201,9 @@ def main(argv: List[str]) -> int:
     a.add_argument("--workers", type=int, default=2)
     a.add_argument("--ports", type=int, default=1000)
     a.add_argument("--reads", type=int, default=200)
-    a.add_argument("--programs", choices=("collector", "classic", "empty"), default="collector")
+    a.add_argument("--programs", choices=PROGRAMS, default="collector")
+    a.add_argument("--off", choices=("none",) + PROGRAMS, default="none",
+                   help="what the 'off' phases attach (default nothing): compares two ways")
     a.add_argument("--bpf-stats", action="store_true")
     args = a.parse_args(argv)
     ns = f"bench-tcpevents-{os.getpid()}"
@@ -209,17 +224,23 @@ def main(argv: List[str]) -> int:
     return 0
 
 
+PROGRAMS = ("collector", "classic", "empty", "empty-btf")
+
+
+def attach(what: str) -> Optional[object]:
+    return (TcpEvents() if what == "collector" else TcpEvents(btf_path=None)
+            if what == "classic" else EmptyPrograms() if what == "empty"
+            else EmptyPrograms(typed=True) if what == "empty-btf" else None)
+
+
 def churn_phases(ns: str, args: argparse.Namespace) -> None:
     res: Dict[str, List[Tuple[float, float]]] = {"on": [], "off": []}
     runs: Dict[str, Tuple[int, int]] = {}
     for r in range(args.rounds):
         for state in (("off", "on") if r % 2 == 0 else ("on", "off")):
-            ev: Optional[object] = None
-            if state == "on":
-                ev = TcpEvents() if args.programs == "collector" else \
-                    TcpEvents(btf_path=None) if args.programs == "classic" else EmptyPrograms()
-                # as the collector does from its socket snapshot
-                ev.set_ports([], range(10000, 65001))
+            ev = attach(args.programs if state == "on" else args.off)
+            if ev is not None:  # as the collector does from its socket snapshot
+                ev.set_ports([], range(10000, 65001))  # type: ignore[attr-defined]
             try:
                 s0 = prog_stats(ev) if ev is not None else {}
                 base = 2000 + 10 * (2 * r + (state == "on"))  # below the ephemeral range
@@ -231,7 +252,7 @@ def churn_phases(ns: str, args: argparse.Namespace) -> None:
                               if 2000 <= port < 3000)
                     note = (f" (counted {est:.0f} established, missed {got.missed}, "
                             f"overflow {sum(got.overflow)})")
-                if ev is not None:
+                if ev is not None and state == "on":
                     s1 = prog_stats(ev)
                     for tp, (n1, t1) in s1.items():
                         n0, t0 = s0[tp]
