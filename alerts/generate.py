@@ -51,8 +51,6 @@ AVAILABLE_ON: dict[str, tuple[str, ...]] = {
     "netstat_tcp_ext_listen_drops_total": ("Linux",),
     "netstat_tcp_ext_syncookies_sent_total": ("Linux",),
     "netstat_tcp_ext_tw_total": ("Linux",),
-    "netstat_tcp_out_segs_total": ("Linux", "macOS"),
-    "netstat_tcp_retrans_segs_total": ("Linux", "macOS"),
     "netstat_tcpevents_port_events_total": ("Linux",),
     "netstat_udp6_rcvbuf_errors_total": ("Linux",),
     "netstat_udp_rcvbuf_errors_total": ("Linux", "macOS"),

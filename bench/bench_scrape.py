@@ -1,27 +1,48 @@
 #!/usr/bin/env python3
 """The full default scrape against node_exporter's same-ground collectors, and the sockets
-collector alone against tcpstat, alternated scrape by scrape in one network namespace.
+collector alone against node_exporter's matching collectors, alternated scrape by scrape in one
+network namespace per mix and size.
 
 Run as root from the repository root:
 
-    .venv/bin/python bench/bench_scrape.py [--sizes 1000,10000,100000] [--rounds 15]
+    .venv/bin/python bench/bench_scrape.py [--mixes web,udp,unix,pairs] [--sizes 1000,10000,100000]
+        [--udp-sockets 50000] [--unix-sockets 100000] [--rounds 20]
 
-For each size it makes a fresh network namespace holding N loopback TCP sockets (half
-ESTABLISHED, half TIME_WAIT; bench/make_sockets.py) and starts, inside it:
+The mixes (bench/make_mix.py, bench/make_sockets.py):
+
+* ``web``: N TCP sockets as on a busy web or proxy host: 61% TIME_WAIT (half on the listening
+  ports, half on ephemeral ports), 30% established, 5% CLOSE_WAIT, 3% FIN_WAIT2, 1% listeners,
+  each with connections, a quarter of them (and their connections) IPv6; one size per --sizes;
+* ``udp``: --udp-sockets UDP sockets, 1% bound and unconnected (listeners), the rest connected
+  to them, as on a DNS or QUIC host;
+* ``unix``: --unix-sockets unix sockets (socketpairs, a tenth of them datagram, and 0.1%
+  listeners), as on a host full of local IPC;
+* ``pairs``: N TCP sockets, half ESTABLISHED, half TIME_WAIT, a listener per 20,000 (the first
+  mix this benchmark had, kept for comparison); one size per --sizes.
+
+For each mix and size it makes a fresh network namespace holding the sockets and starts, inside
+it:
 
 * this exporter with its default collectors ("full");
 * node_exporter with --collector.disable-defaults --collector.tcpstat --collector.netstat
   --collector.sockstat --collector.netdev --collector.network_route ("same ground": the
-  default scrape's ground minus listeners and ports);
-* this exporter with only the sockets collector, and node_exporter with only tcpstat.
+  default scrape's ground minus listeners and ports), plus --collector.udp_queues for ``udp``;
+* this exporter with only the sockets collector ("alone"), and node_exporter with only the
+  collectors that cover the mix's sockets: tcpstat (web, pairs), udp_queues and sockstat (udp),
+  sockstat (unix; node_exporter counts no unix socket states).
 
 Each round scrapes all four once, in turn, over kept-alive HTTP connections (so scraping adds no
-sockets). It prints, per size, the median scrape time of each, the ratios, CPU seconds per
-scrape (the delta of process_cpu_seconds_total over the rounds, divided by the rounds), the peak
-RSS (VmHWM) of each and the growth of ours during the timed scrapes (VmHWM after minus VmRSS
-before), the median per-collector time of the full scrape, its netlink dumps per scrape, the
-TCP sockets of the whole host (sockstat "alloc": the kernel walks every namespace's sockets on a
-dump) and the 1-minute load average at the end.
+sockets), times the kernel's own dumps of the tables a scrape reads (TCP of both families and
+unix, plus UDP of both families for ``udp``; sendto and recv only, nothing decoded) and runs
+``ss`` on the mix's table. It prints, per mix and size, the median scrape time of each, the
+ratios, CPU seconds per scrape (the delta of process_cpu_seconds_total over the rounds, divided
+by the rounds), series and bytes per scrape, the peak RSS (VmHWM) of each and the growth of ours
+during the timed scrapes (VmHWM after minus VmRSS before: one scrape's transient peak shows
+there), with --rss-scrapes N the growth of our VmRSS and VmHWM over N more scrapes of the full
+exporter (in namespaces of at most --rss-max-sockets), the netlink dumps per scrape, the
+kernel's dump time and its share of our scrapes, the median per-collector time of the full
+scrape, the TCP sockets of the whole host (sockstat "alloc": the kernel walks every namespace's
+sockets on a dump) and the 1-minute load average at the end.
 """
 
 from __future__ import annotations
@@ -29,20 +50,73 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
-from typing import Dict, List, Tuple
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
+sys.path.insert(0, ROOT)
 
-from common import connect_in, make_namespace, rss_kib, scrape, timed, wait_up  # noqa: E402
+from common import (  # noqa: E402
+    connect_in,
+    make_mix_namespace,
+    make_namespace,
+    rss_kib,
+    scrape,
+    setns,
+    timed,
+    wait_up,
+)
+
+from exporter.netlink import requests as req  # noqa: E402
+from exporter.netlink.transport import NLMSG_DONE, NLMSG_ERROR, NLMSG_HDR, dump  # noqa: E402
 
 NODE_EXPORTER = shutil.which("prometheus-node-exporter") or shutil.which("node_exporter")
 SAME_GROUND = ["--collector.tcpstat", "--collector.netstat", "--collector.sockstat",
                "--collector.netdev", "--collector.network_route"]
+
+
+@dataclass(frozen=True)
+class Mix:
+    unit: str  # what N counts, for the tables
+    make: Callable[[str, int], List[subprocess.Popen]]
+    node_extra: Tuple[str, ...]  # added to node_exporter's same ground
+    node_alone: Tuple[str, ...]  # node_exporter's collectors matching our sockets collector
+    ss: Tuple[str, ...]
+    counted: Callable[[str], float]  # sockets of the mix seen by our sockets collector
+
+
+def _tcp_seen(body: str) -> float:
+    return sum(v for lab, v in samples(body, "netstat_sockets").items()
+               if 'protocol="tcp"' in lab)
+
+
+def _udp_seen(body: str) -> float:
+    return sum(v for lab, v in samples(body, "netstat_sockets").items()
+               if 'protocol="udp"' in lab)
+
+
+def _unix_seen(body: str) -> float:
+    return sum(samples(body, "netstat_sockets_unix").values())
+
+
+MIXES: Dict[str, Mix] = {
+    "web": Mix("TCP sockets", lambda ns, n: make_mix_namespace(ns, "web", n), (),
+               ("--collector.tcpstat",), ("-tan",), _tcp_seen),
+    "udp": Mix("UDP sockets", lambda ns, n: make_mix_namespace(ns, "udp", n),
+               ("--collector.udp_queues",), ("--collector.udp_queues", "--collector.sockstat"),
+               ("-uan",), _udp_seen),
+    "unix": Mix("unix sockets", lambda ns, n: make_mix_namespace(ns, "unix", n), (),
+                ("--collector.sockstat",), ("-xan",), _unix_seen),
+    "pairs": Mix("TCP sockets", make_namespace, (), ("--collector.tcpstat",), ("-tan",),
+                 _tcp_seen),
+}
 
 
 def samples(body: str, name: str) -> Dict[str, float]:
@@ -53,6 +127,10 @@ def samples(body: str, name: str) -> Dict[str, float]:
             key, val = line.rsplit(" ", 1)
             out[key[len(name):]] = float(val)
     return out
+
+
+def series(body: str) -> int:
+    return sum(1 for line in body.splitlines() if line and not line.startswith("#"))
 
 
 def cpu(body: str) -> float:
@@ -69,17 +147,55 @@ def host_tcp_sockets() -> int:
     return 0
 
 
-def start(ns: str) -> Dict[str, Tuple[subprocess.Popen, int]]:
+class KernelDumps:
+    """The sock_diag dumps a scrape of the mix makes, timed with nothing decoded: one netlink
+    socket opened inside the namespace, each dump read until NLMSG_DONE."""
+
+    def __init__(self, ns: str, udp: bool) -> None:
+        box: Dict[str, socket.socket] = {}
+
+        def open_in() -> None:
+            setns(ns)
+            box["s"] = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 4)
+
+        t = threading.Thread(target=open_in)
+        t.start()
+        t.join()
+        self.sock = box["s"]
+        self.requests: List[Tuple[bytes, int]] = [
+            (req.tcp_request_both_families(), req.TCPDIAG_GETSOCK),
+            (req.unix_request(), 20)]
+        if udp:
+            self.requests += [(req.inet_request(f, req.IPPROTO_UDP), 20)
+                              for f in (socket.AF_INET, socket.AF_INET6)]
+
+    @staticmethod
+    def _handler(buf: bytearray, n: int) -> Tuple[bool, bool]:
+        if NLMSG_HDR.unpack_from(buf, 0)[1] == NLMSG_ERROR:
+            raise OSError("sock_diag refused a dump")
+        return NLMSG_HDR.unpack_from(buf, n - 20)[:2] == (20, NLMSG_DONE), False
+
+    def time(self) -> float:
+        t0 = time.perf_counter()
+        for payload, msg_type in self.requests:
+            dump(payload, self._handler, sock=self.sock, msg_type=msg_type)
+        return time.perf_counter() - t0
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def start(ns: str, mix: Mix) -> Dict[str, Tuple[subprocess.Popen, int]]:
     env = dict(os.environ, PYTHONPATH=ROOT)
     ours = [sys.executable, "-m", "exporter"]
     cmds = {
         "full": (ours + ["--web.listen-address=127.0.0.1:19816"], 19816),
         "node": ([str(NODE_EXPORTER), "--web.listen-address=127.0.0.1:19100",
-                  "--collector.disable-defaults", *SAME_GROUND], 19100),
-        "sockets": (ours + ["--web.listen-address=127.0.0.1:19817",
-                            "--collector.disable-defaults", "--collector.sockets"], 19817),
-        "tcpstat": ([str(NODE_EXPORTER), "--web.listen-address=127.0.0.1:19101",
-                     "--collector.disable-defaults", "--collector.tcpstat"], 19101),
+                  "--collector.disable-defaults", *SAME_GROUND, *mix.node_extra], 19100),
+        "alone": (ours + ["--web.listen-address=127.0.0.1:19817",
+                          "--collector.disable-defaults", "--collector.sockets"], 19817),
+        "node_alone": ([str(NODE_EXPORTER), "--web.listen-address=127.0.0.1:19101",
+                        "--collector.disable-defaults", *mix.node_alone], 19101),
     }
     procs = {}
     for name, (cmd, port) in cmds.items():
@@ -91,24 +207,28 @@ def start(ns: str) -> Dict[str, Tuple[subprocess.Popen, int]]:
     return procs
 
 
-def run_size(n: int, rounds: int) -> Dict[str, object]:
-    ns = f"nsbench-{os.getpid()}-{n}"
+def run_size(name: str, n: int, rounds: int, rss_scrapes: int = 0) -> Dict[str, Any]:
+    mix = MIXES[name]
+    ns = f"nsbench-{os.getpid()}-{name}-{n}"
     procs: List[subprocess.Popen] = []
+    kernel = None
     try:
-        procs += make_namespace(ns, n)
-        servers = start(ns)
+        procs += mix.make(ns, n)
+        servers = start(ns, mix)
         procs += [p for p, _ in servers.values()]
         conns = {k: connect_in(ns, port) for k, (_, port) in servers.items()}
+        kernel = KernelDumps(ns, udp=name == "udp")
         for k in conns:  # warm up (imports, first allocations, caches)
             for _ in range(2):
                 scrape(conns[k], "/metrics")()
+        kernel.time()
         rss_before = rss_kib(servers["full"][0].pid, "VmRSS")
         # The kernel walks host-wide hash tables (every namespace's sockets) on each TCP dump,
         # so what else runs on the machine moves both exporters' times: report it.
         host_tcp = host_tcp_sockets()
         first = {k: cpu(scrape(c, "/metrics")().decode()) for k, c in conns.items()}
-        times: Dict[str, List[float]] = {k: [] for k in [*conns, "ss"]}
-        ss_cmd = ["ip", "netns", "exec", ns, "ss", "-tan"]
+        times: Dict[str, List[float]] = {k: [] for k in [*conns, "ss", "kernel"]}
+        ss_cmd = ["ip", "netns", "exec", ns, "ss", *mix.ss]
         per_collector: Dict[str, List[float]] = {}
         dumps: List[float] = []
         bodies: Dict[str, str] = {}
@@ -123,68 +243,127 @@ def run_size(n: int, rounds: int) -> Dict[str, object]:
                                           ).items():
                         per_collector.setdefault(lab.split('"')[1], []).append(v)
                     dumps.append(samples(body, "netstat_exporter_netlink_dumps").get("", 0.0))
+            times["kernel"].append(kernel.time())
             times["ss"].append(timed(lambda: subprocess.run(ss_cmd, stdout=subprocess.DEVNULL,
                                                             check=True)))
         # Every round scraped each server once more after `first`: CPU per scrape.
         cpu_per = {k: (cpu(bodies[k]) - first[k]) / rounds for k in conns}
         hwm = {k: rss_kib(p.pid, "VmHWM") for k, (p, _) in servers.items()}
-        seen = sum(v for lab, v in samples(bodies["sockets"], "netstat_sockets").items()
-                   if 'protocol="tcp"' in lab)
-        return {"n": n, "seen": seen, "median": {k: statistics.median(v) for k, v in times.items()},
+        # Many more scrapes of the full exporter alone: what stays (VmRSS) and what the peak
+        # does (VmHWM) over them, a leak's signature rather than one scrape's transient peak.
+        long_run = None
+        if rss_scrapes:
+            pid = servers["full"][0].pid
+            rss0, hwm0 = rss_kib(pid, "VmRSS"), rss_kib(pid, "VmHWM")
+            for _ in range(rss_scrapes):
+                scrape(conns["full"], "/metrics")()
+            long_run = (rss_scrapes, (rss_kib(pid, "VmRSS") - rss0) / 1024,
+                        (rss_kib(pid, "VmHWM") - hwm0) / 1024)
+        return {"mix": name, "n": n, "seen": mix.counted(bodies["alone"]),
+                "median": {k: statistics.median(v) for k, v in times.items()},
                 "cpu": cpu_per, "hwm": hwm, "rss_before": rss_before,
+                "series": {k: series(b) for k, b in bodies.items()},
+                "bytes": {k: len(b.encode()) for k, b in bodies.items()},
                 "collectors": {k: statistics.median(v) for k, v in per_collector.items()},
                 "dumps": statistics.median(dumps) if dumps else 0.0, "host_tcp": host_tcp,
+                "long_run": long_run,
                 "load": os.getloadavg()[0]}
     finally:
+        if kernel is not None:
+            kernel.close()
         for p in procs:
             p.kill()
             p.wait()
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
+def report(name: str, results: List[Dict[str, Any]]) -> None:
+    mix = MIXES[name]
+    ms = 1000.0
+    print(f"### {name}: full default scrape against node_exporter's same ground "
+          f"({' '.join(SAME_GROUND + list(mix.node_extra))})")
+    print()
+    print(f"| {mix.unit} | full default scrape | node_exporter same ground | ratio "
+          "| CPU/scrape ours | CPU/scrape node | CPU ratio | series ours | series node "
+          "| bytes ours | bytes node | peak RSS ours | peak RSS node | RSS growth ours "
+          "| netlink dumps/scrape | host TCP sockets | load |")
+    print("| ---: " * 17 + "|")
+    for r in results:
+        m, c, h, s, b = r["median"], r["cpu"], r["hwm"], r["series"], r["bytes"]
+        growth = max(0, h["full"] - r["rss_before"]) / 1024
+        print(f"| {int(r['seen']):,} | {m['full'] * ms:.1f} ms | {m['node'] * ms:.1f} ms "
+              f"| {m['full'] / m['node']:.2f} | {c['full'] * ms:.1f} ms | {c['node'] * ms:.1f} ms "
+              f"| {c['full'] / c['node']:.2f} | {s['full']:,} | {s['node']:,} "
+              f"| {b['full'] / 1024:.0f} kB | {b['node'] / 1024:.0f} kB "
+              f"| {h['full'] / 1024:.1f} MiB | {h['node'] / 1024:.1f} MiB | {growth:.2f} MiB "
+              f"| {r['dumps']:.0f} | {int(r['host_tcp']):,} | {r['load']:.1f} |")
+    print()
+    print(f"### {name}: sockets collector alone against node_exporter "
+          f"{' '.join(mix.node_alone)}")
+    print()
+    print(f"| {mix.unit} | sockets alone | node_exporter | ratio | CPU/scrape ours "
+          "| CPU/scrape node | CPU ratio | kernel's dumps | share of alone | share of full "
+          f"| ss {' '.join(mix.ss)} | ratio to ss |")
+    print("| ---: " * 12 + "|")
+    for r in results:
+        m, c = r["median"], r["cpu"]
+        print(f"| {int(r['seen']):,} | {m['alone'] * ms:.1f} ms | {m['node_alone'] * ms:.1f} ms "
+              f"| {m['alone'] / m['node_alone']:.2f} | {c['alone'] * ms:.1f} ms "
+              f"| {c['node_alone'] * ms:.1f} ms "
+              f"| {c['alone'] / max(c['node_alone'], 1e-9):.2f} | {m['kernel'] * ms:.1f} ms "
+              f"| {m['kernel'] / m['alone']:.0%} | {m['kernel'] / m['full']:.0%} "
+              f"| {m['ss'] * ms:.1f} ms | {m['alone'] / m['ss']:.2f} |")
+    print()
+    long_runs = [r for r in results if r["long_run"]]
+    if long_runs:
+        print(f"### {name}: the full exporter over many more scrapes")
+        print()
+        print(f"| {mix.unit} | scrapes | VmRSS growth | VmHWM growth |")
+        print("| ---: | ---: | ---: | ---: |")
+        for r in long_runs:
+            k, rss, peak = r["long_run"]
+            print(f"| {int(r['seen']):,} | {k:,} | {rss:.2f} MiB | {peak:.2f} MiB |")
+        print()
+    names = sorted({k for r in results for k in r["collectors"]})
+    print(f"### {name}: per collector, medians of the full scrape")
+    print()
+    print(f"| {mix.unit} | " + " | ".join(names) + " |")
+    print("| ---: | " + " | ".join("---:" for _ in names) + " |")
+    for r in results:
+        col = r["collectors"]
+        print(f"| {int(r['seen']):,} | "
+              + " | ".join(f"{col.get(k, 0) * ms:.1f} ms" for k in names) + " |")
+    print(flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--sizes", default="1000,10000,100000")
-    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--mixes", default="web,udp,unix,pairs")
+    ap.add_argument("--sizes", default="1000,10000,100000", help="sizes of web and pairs")
+    ap.add_argument("--udp-sockets", type=int, default=50000)
+    ap.add_argument("--unix-sockets", type=int, default=100000)
+    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--rss-scrapes", type=int, default=0,
+                    help="after the rounds, scrape the full exporter this many more times and "
+                         "report its VmRSS and VmHWM growth over them")
+    ap.add_argument("--rss-max-sockets", type=int, default=10000,
+                    help="only in namespaces of at most this many sockets")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench_scrape.py: run as root (it creates a network namespace)")
     if NODE_EXPORTER is None:
         raise SystemExit("bench_scrape.py: node_exporter not found "
                          "(apt-get install prometheus-node-exporter)")
-    results = [run_size(int(x), args.rounds) for x in args.sizes.split(",")]
-    ms = 1000.0
-    print("| TCP sockets | full default scrape | node_exporter same ground | ratio "
-          "| CPU/scrape ours | CPU/scrape node | CPU ratio | peak RSS ours | peak RSS node "
-          "| RSS growth ours | netlink dumps/scrape | host TCP sockets | load |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
-          "| ---: |")
-    for r in results:
-        m, c, h = r["median"], r["cpu"], r["hwm"]  # type: ignore[index]
-        growth = max(0, h["full"] - r["rss_before"]) / 1024  # type: ignore[index,operator]
-        print(f"| {int(r['seen']):,} | {m['full'] * ms:.1f} ms | {m['node'] * ms:.1f} ms "  # type: ignore[call-overload]
-              f"| {m['full'] / m['node']:.2f} | {c['full'] * ms:.1f} ms | {c['node'] * ms:.1f} ms "
-              f"| {c['full'] / c['node']:.2f} "
-              f"| {h['full'] / 1024:.1f} MiB | {h['node'] / 1024:.1f} MiB | {growth:.2f} MiB "
-              f"| {r['dumps']:.0f} | {int(r['host_tcp']):,} | {r['load']:.1f} |")  # type: ignore[call-overload]
+    sizes = {"udp": [args.udp_sockets], "unix": [args.unix_sockets]}
+    print(f"load at start: {os.getloadavg()[0]:.1f}")
     print()
-    print("| TCP sockets | sockets collector alone | node_exporter tcpstat | ratio | CPU/scrape "
-          "ours | CPU/scrape tcpstat | CPU ratio | ss -tan | ratio to ss |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for r in results:
-        m, c = r["median"], r["cpu"]  # type: ignore[assignment]
-        print(f"| {int(r['seen']):,} | {m['sockets'] * ms:.1f} ms | {m['tcpstat'] * ms:.1f} ms "  # type: ignore[call-overload]
-              f"| {m['sockets'] / m['tcpstat']:.2f} | {c['sockets'] * ms:.1f} ms "
-              f"| {c['tcpstat'] * ms:.1f} ms | {c['sockets'] / c['tcpstat']:.2f} "
-              f"| {m['ss'] * ms:.1f} ms | {m['sockets'] / m['ss']:.2f} |")
-    print()
-    names = sorted({k for r in results for k in r["collectors"]})  # type: ignore[attr-defined]
-    print("| TCP sockets | " + " | ".join(names) + " |")
-    print("| ---: | " + " | ".join("---:" for _ in names) + " |")
-    for r in results:
-        col = r["collectors"]
-        print(f"| {int(r['seen']):,} | "  # type: ignore[call-overload]
-              + " | ".join(f"{col.get(k, 0) * ms:.1f} ms" for k in names) + " |")  # type: ignore[attr-defined]
+    for name in args.mixes.split(","):
+        if name not in MIXES:
+            raise SystemExit(f"bench_scrape.py: unknown mix {name!r} (one of {', '.join(MIXES)})")
+        ns_sizes = sizes.get(name) or [int(x) for x in args.sizes.split(",")]
+        report(name, [run_size(name, n, args.rounds,
+                               args.rss_scrapes if n <= args.rss_max_sockets else 0)
+                      for n in ns_sizes])
 
 
 if __name__ == "__main__":

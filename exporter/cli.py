@@ -9,9 +9,10 @@ stderr and a non-zero exit status, never a traceback.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import sys
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Collection, Dict, List, Optional, Sequence, Tuple
 
 import click
 
@@ -22,16 +23,30 @@ from exporter.config import (
     Config,
     ConfigError,
     ProcfsPathError,
+    SysfsPathError,
     parse_listen_address,
 )
 from exporter.procfs import not_a_procfs
 from exporter.scrape import specs
 from exporter.show.commands import make_commands
+from exporter.sysfs import not_a_sysfs
 
 PROG = "netstat-exporter"
 ENV_PREFIX = "NETSTAT_EXPORTER_"
 EXIT_USAGE = 2
 EXIT_RUNTIME = 1
+log = logging.getLogger(__name__)
+
+
+class IntRange(click.IntRange):
+    """click's IntRange, named as a user reads it: "'abc' is not a valid integer", not "...a
+    valid integer range" (the range is in the help, and in the message when it is the fault)."""
+
+    name = "integer"
+
+
+class FloatRange(click.FloatRange):
+    name = "number"
 
 
 def envvar(flag: str) -> str:
@@ -41,18 +56,24 @@ def envvar(flag: str) -> str:
 
 def _opt(flag: str, dest: str, **kw: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     primary = flag.split("/")[0]
+    if isinstance(kw.get("default"), bool):
+        # click would show the name of the flag that is the default ("no-web.disable-...").
+        kw["show_default"] = False
+        kw["help"] = f"{kw.get('help', '').rstrip()} Default: {'on' if kw['default'] else 'off'}."
     kw.setdefault("show_default", True)
     return click.option(flag, dest, envvar=envvar(primary), show_envvar=True, **kw)
 
 
-def _options() -> List[Callable[[Callable[..., Any]], Callable[..., Any]]]:
-    opts = [
+def _options(server: bool = True) -> List[Callable[[Callable[..., Any]], Callable[..., Any]]]:
+    """Every flag of the exporter; without ``server``, less the web server's own and the
+    collector switches (show and top collect once what their view needs, and print it)."""
+    web = [
         _opt("--web.listen-address", "listen_address", multiple=True,
              default=[DEFAULT_LISTEN_ADDRESS],
              help="Address to listen on, [host]:port; repeat for several."),
         _opt("--web.telemetry-path", "telemetry_path", default="/metrics",
              help="Path under which to expose metrics."),
-        _opt("--web.max-requests", "max_requests", type=click.IntRange(min=0), default=40,
+        _opt("--web.max-requests", "max_requests", type=IntRange(min=0), default=40,
              help="Concurrent scrapes served at most; more get 503. 0 means no limit."),
         _opt("--web.disable-exporter-metrics/--no-web.disable-exporter-metrics",
              "disable_exporter_metrics", default=False,
@@ -61,9 +82,12 @@ def _options() -> List[Callable[[Callable[..., Any]], Callable[..., Any]]]:
              help="Path to a configuration file that can enable TLS or basic authentication "
                   "(exporter-toolkit format). Re-read when it changes and on SIGHUP."),
         _opt("--web.read-header-timeout", "read_header_timeout",
-             type=click.FloatRange(min=0.1, max=3600), default=10.0,
+             type=FloatRange(min=0.1, max=3600), default=10.0,
              help="Seconds a client has, from connecting, to complete the TLS handshake and "
                   "send the request line and headers; slower clients are disconnected."),
+    ]
+    opts = [
+        *(web if server else []),
         _opt("--platform", "platform", type=click.Choice(list(system.PLATFORMS)),
              default="auto",
              help="Which system's readers to use: auto (this system's: netlink, /proc and /sys "
@@ -71,8 +95,10 @@ def _options() -> List[Callable[[Callable[..., Any]], Callable[..., Any]]]:
                   "portable (psutil alone: sockets, listeners and interfaces)."),
         _opt("--path.procfs", "procfs", default="/proc", help="procfs mount point (Linux)."),
         _opt("--path.sysfs", "sysfs", default="/sys", help="sysfs mount point (Linux)."),
-        _opt("--collector.disable-defaults/--no-collector.disable-defaults", "disable_defaults",
-             default=False, help="Enable only the collectors named with --collector.<name>."),
+        *([_opt("--collector.disable-defaults/--no-collector.disable-defaults",
+                "disable_defaults", default=False,
+                help="Enable only the collectors named with --collector.<name>.")]
+          if server else []),
         _opt("--log.level", "log_level", type=click.Choice(list(logs.LEVELS)), default="info",
              help="Only log messages with the given severity or above."),
         _opt("--log.format", "log_format", type=click.Choice(["logfmt", "json"]),
@@ -80,9 +106,11 @@ def _options() -> List[Callable[[Callable[..., Any]], Callable[..., Any]]]:
     ]
     for name, spec in specs().items():
         state = "on" if spec.default_enabled else "off"
-        opts.append(_opt(f"--collector.{name}/--no-collector.{name}", f"collector_{name}",
-                         default=None, show_default=False,
-                         help=f"Enable the {name} collector (default {state}): {spec.description}"))
+        if server:
+            opts.append(_opt(f"--collector.{name}/--no-collector.{name}", f"collector_{name}",
+                             default=None, show_default=False,
+                             help=f"Enable the {name} collector (default {state}): "
+                                  f"{spec.description}"))
         opts += [_collector_flag(spec, f) for f in spec.flags]
     return opts
 
@@ -100,9 +128,9 @@ def _collector_flag(spec: CollectorSpec, f: Flag) -> Callable[[Callable[..., Any
     elif f.choices:
         kw["type"] = click.Choice(list(f.choices))
     elif isinstance(default, int):
-        kw["type"] = click.IntRange(min=f.min, max=f.max)  # type: ignore[arg-type]
+        kw["type"] = IntRange(min=f.min, max=f.max)  # type: ignore[arg-type]
     elif isinstance(default, float):
-        kw["type"] = click.FloatRange(min=f.min, max=f.max)
+        kw["type"] = FloatRange(min=f.min, max=f.max)
     return _opt(flag, _dest(spec.name, f.field), **kw)
 
 
@@ -119,10 +147,52 @@ def collector_options(params: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
+def ignored(params: Dict[str, Any], config: Config) -> List[str]:
+    """What the command line asks for that will do nothing: a collector's flag while that
+    collector is off, or no collector at all. Said at start, at warn, as a flag that does
+    nothing is most likely a mistake."""
+    out = []
+    if not config.collectors:
+        out.append("no collector is enabled: scrapes carry the exporter's own metrics only "
+                   "(--collector.<name> turns one on)")
+    for name, flag in _set_flags(params, config.collectors):
+        out.append(f"{flag} does nothing: the {name} collector is off "
+                   f"(--collector.{name} turns it on)")
+    return out
+
+
+def _start_logging(params: Dict[str, Any], config: Config) -> None:
+    logs.setup(config.log_level, config.log_format)
+    for message in ignored(params, config):
+        log.warning(message)
+
+
 def common_options(f: Callable[..., Any]) -> Callable[..., Any]:
     for o in reversed(_options()):
         f = o(f)
     return f
+
+
+def local_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The flags of a local collection (show, top): the exporter's less the web server's and
+    the collector switches, which they neither offer nor list (given before the subcommand,
+    they do nothing)."""
+    for o in reversed(_options(server=False)):
+        f = o(f)
+    return f
+
+
+def _check_root(flag: str, root: str, kind: str, why_not: Callable[[str], Optional[str]],
+                error: Callable[[str], ConfigError]) -> None:
+    """Refuse a --path.procfs or --path.sysfs that is not a readable tree of its kind: with one,
+    every collector reading it would report nothing, or nothing of it, and no error."""
+    if not os.path.isdir(root):
+        raise error(f"{flag} {root!r} is not a directory")
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise error(f"{flag} {root!r} is not readable")
+    reason = why_not(root)
+    if reason:
+        raise error(f"{flag} {root!r} is not a {kind}: it {reason}")
 
 
 def _given(params: Dict[str, Any], host: system.System) -> List[str]:
@@ -131,13 +201,16 @@ def _given(params: Dict[str, Any], host: system.System) -> List[str]:
     given = [flag for flag, dest, default in (("--path.procfs", "procfs", "/proc"),
                                                ("--path.sysfs", "sysfs", "/sys"))
              if params.get(dest, default) != default]
-    for name, spec in specs().items():
-        if name in host.collectors:
-            continue
-        given += [f.flag(name) for f in spec.flags
-                  if params.get(_dest(name, f.field), spec.option_default(f.field))
-                  != spec.option_default(f.field)]
-    return given
+    return given + [flag for _, flag in _set_flags(params, host.collectors)]
+
+
+def _set_flags(params: Dict[str, Any], but: Collection[str]) -> List[Tuple[str, str]]:
+    """(collector, flag) of every collector flag set to other than its default, for the
+    collectors not in ``but``."""
+    return [(name, f.flag(name)) for name, spec in specs().items() if name not in but
+            for f in spec.flags
+            if params.get(_dest(name, f.field), spec.option_default(f.field))
+            != spec.option_default(f.field)]
 
 
 def build_config(params: Dict[str, Any]) -> Config:
@@ -154,19 +227,14 @@ def build_config(params: Dict[str, Any]) -> Config:
     path = params["telemetry_path"]
     if not path.startswith("/"):
         raise ConfigError(f"--web.telemetry-path {path!r} must start with '/'")
-    procfs = params["procfs"]
-    host = system.load_named(system.resolve(params["platform"]), procfs, params["sysfs"])
+    procfs, sysfs = params["procfs"], params["sysfs"]
+    host = system.load_named(system.resolve(params["platform"]), procfs, sysfs)
     system.check(host, [n for n in specs() if params.get(f"collector_{n}") is True],
                  _given(params, host))
     names &= host.collectors
     if host.has_procfs:
-        if not os.path.isdir(procfs):
-            raise ProcfsPathError(f"--path.procfs {procfs!r} is not a directory")
-        if not os.access(procfs, os.R_OK | os.X_OK):
-            raise ProcfsPathError(f"--path.procfs {procfs!r} is not readable")
-        reason = not_a_procfs(procfs)
-        if reason:
-            raise ProcfsPathError(f"--path.procfs {procfs!r} is not a procfs: it {reason}")
+        _check_root("--path.procfs", procfs, "procfs", not_a_procfs, ProcfsPathError)
+        _check_root("--path.sysfs", sysfs, "sysfs", not_a_sysfs, SysfsPathError)
     options = collector_options(params)
     return Config(
         listen_addresses=tuple(parse_listen_address(a) for a in params["listen_address"]),
@@ -177,7 +245,7 @@ def build_config(params: Dict[str, Any]) -> Config:
         read_header_timeout=params["read_header_timeout"],
         system=host.name,
         procfs=procfs,
-        sysfs=params["sysfs"],
+        sysfs=sysfs,
         collectors=frozenset(names),
         options=options,
         log_level=params["log_level"],
@@ -201,7 +269,7 @@ def cli(ctx: click.Context, /, **params: Any) -> None:
     if ctx.invoked_subcommand is not None:
         return
     config = build_config(params)
-    logs.setup(config.log_level, config.log_format)
+    _start_logging(params, config)
     from exporter.web.server import serve
 
     serve(config)
@@ -223,7 +291,7 @@ def dump(ctx: click.Context, /, **params: Any) -> None:
         for k, v in params.items()
     }
     config = build_config(merged)
-    logs.setup(config.log_level, config.log_format)
+    _start_logging(merged, config)
     from exporter import dump as dump_
     from exporter.scrape import Exporter
 
@@ -270,8 +338,61 @@ def _stdout_failed() -> bool:
 
 # show (states, listeners, counters, interfaces, routes, ports) and top: the same collection
 # (or a running exporter's) printed as netstat would.
-for _command in make_commands(common_options, build_config):
+for _command in make_commands(local_options, build_config):
     cli.add_command(_command)
+
+
+# Where to run the exporter at boot on the systems that have no Windows services.
+_AT_BOOT = {"linux": "a systemd unit (deploy/systemd/netstat-exporter.service)",
+            "darwin": "a launchd daemon (deploy/macos/)"}
+
+
+def _service_here(action: str) -> None:
+    """Refuse ``service ACTION`` off Windows, or without pywin32, in one line."""
+    import importlib.util
+
+    here = system.native()
+    if here != "windows":
+        raise system.PlatformError(
+            f"service {action}: Windows services exist only on Windows; on {here} run the "
+            f"exporter from {_AT_BOOT.get(here, 'the system service manager')}")
+    if importlib.util.find_spec("win32serviceutil") is None:
+        from exporter.install import install_command
+
+        raise ConfigError(f"service {action} needs pywin32 (the windows extra): install it "
+                          f"with: {install_command('pywin32')}")
+
+
+@cli.group()
+def service() -> None:
+    """Run the exporter as a Windows service, started at boot under LocalSystem (Windows only;
+    as Administrator; needs pywin32: pip install '.[windows]')."""
+
+
+@service.command("install", context_settings={"ignore_unknown_options": True,
+                                              "allow_interspersed_args": False})
+@click.argument("flags", nargs=-1, type=click.UNPROCESSED)
+def service_install(flags: Sequence[str]) -> None:
+    """Register the service; it runs the exporter with FLAGS (its flags, as given to
+    netstat-exporter itself, e.g. --web.listen-address=:9816), checked now."""
+    _service_here("install")
+    ctx = cli.make_context(PROG, list(flags))
+    build_config(ctx.params)
+    from exporter.windows import service as service_
+
+    service_.install(list(flags))
+    click.echo(f"{PROG}: service {service_.NAME} installed; start it with: "
+               f"sc start {service_.NAME}")
+
+
+@service.command("remove")
+def service_remove() -> None:
+    """Stop the service and unregister it."""
+    _service_here("remove")
+    from exporter.windows import service as service_
+
+    service_.remove()
+    click.echo(f"{PROG}: service {service_.NAME} removed")
 
 
 def _fail(message: str, code: int) -> NoReturn:  # type: ignore[name-defined]  # noqa: F821

@@ -34,6 +34,10 @@ class ProcfsPathError(ConfigError):
     """A --path.procfs that is not a readable procfs."""
 
 
+class SysfsPathError(ConfigError):
+    """A --path.sysfs that is not a readable sysfs."""
+
+
 class RegexError(ConfigError):
     """A regular expression flag that does not compile."""
 
@@ -65,14 +69,36 @@ def parse_listen_address(text: str) -> ListenAddress:
     return ListenAddress(host=host, port=port)
 
 
+# Flags a pattern may set for the whole of itself, written at its start: (?i) for case, as in
+# Go's RE2, which node_exporter's patterns use. They must stay at the front once anchored.
+_GLOBAL_FLAGS = re.compile(r"\(\?[aiLmsux]+\)")
+
+
+def anchored(pattern: str, end: str = "$") -> re.Pattern[str]:
+    """``pattern`` compiled to match a whole value. Raises re.error whose position is in
+    ``pattern`` as given, not in the anchored text built around it."""
+    re.compile(pattern)  # the user's own text first: its errors point into it
+    flags = _GLOBAL_FLAGS.match(pattern)
+    lead = flags.group(0) if flags else ""
+    return re.compile(f"{lead}^(?:{pattern[len(lead):]}){end}")
+
+
+def regex_problem(e: re.error) -> str:
+    """What is wrong with a pattern, and where: ``missing ), unterminated subpattern at
+    position 4``."""
+    return e.msg if e.pos is None else f"{e.msg} at position {e.pos}"
+
+
 def compile_regex(flag: str, pattern: Optional[str]) -> Optional[re.Pattern[str]]:
-    """Compile an anchored regex flag value, or raise RegexError naming the flag."""
+    """Compile an anchored regex flag value, or raise RegexError naming the flag and quoting the
+    pattern as the user wrote it."""
     if pattern is None or pattern == "":
         return None
     try:
-        return re.compile(f"^(?:{pattern})$")
+        return anchored(pattern)
     except re.error as e:
-        raise RegexError(f"{flag}: invalid regular expression {pattern!r}: {e}") from None
+        raise RegexError(f"{flag} {pattern!r}: invalid regular expression: "
+                         f"{regex_problem(e)}") from None
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from exporter import yamlsafe
-from exporter.config import ConfigError
+from exporter.config import ConfigError, anchored, regex_problem
 from exporter.install import WEB, install_command
 
 KEYS = ("port", "protocol", "address", "process", "executable", "user", "description")
@@ -64,7 +64,7 @@ class Pattern:
     @classmethod
     def parse(cls, text: str) -> Pattern:
         if text.startswith("re:"):
-            return cls(text, re.compile(f"(?:{text[3:]})\\Z"))
+            return cls(text, anchored(text[3:], r"\Z"))
         return cls(text, re.compile(fnmatch.translate(text)))
 
     def __call__(self, value: str) -> bool:
@@ -180,6 +180,9 @@ def _yaml_entries(text: str, path: str) -> List[_Entry]:
             out[key] = (v, line(k))
         return out
 
+    if isinstance(root, yaml.SequenceNode):
+        raise ExpectedFileError(path, "the file is a list; put its entries under a "
+                                      "'listeners:' key", line(root))
     top = mapping(root, "the file")
     for key, (_node, ln) in top.items():
         if key != "listeners":
@@ -277,7 +280,7 @@ def _rule(path: str, line: int, entry: Dict[str, Tuple[Any, int]]) -> Rule:
                 patterns[key] = Pattern.parse(value)
             except re.error as e:
                 raise ExpectedFileError(path, f"{key}: invalid regular expression "
-                                              f"{value[3:]!r}: {e}", ln) from None
+                                              f"{value[3:]!r}: {regex_problem(e)}", ln) from None
     return Rule(line, low, high, proto, address, patterns["process"], patterns["executable"],
                 patterns["user"])
 

@@ -28,5 +28,6 @@ def install_command(*packages: str) -> str:
     if not _in_venv() and os.path.exists("/etc/debian_version") \
             and sys.executable.startswith("/usr/bin/") and all(p in DEBIAN for p in packages):
         return "apt-get install " + " ".join(DEBIAN[p] for p in packages)
-    return " ".join([shlex.quote(sys.executable), "-m", "pip", "install",
+    # Absolute: the command may be pasted in another directory than the exporter was started in.
+    return " ".join([shlex.quote(os.path.abspath(sys.executable)), "-m", "pip", "install",
                      *(shlex.quote(p) for p in packages)])

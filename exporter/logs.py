@@ -41,7 +41,7 @@ class LogfmtFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         parts = []
         for k, v in _fields(record).items():
-            s = str(v)
+            s = ("true" if v else "false") if isinstance(v, bool) else str(v)  # as JSON spells them
             if s == "" or any(c in s for c in ' "=\n\r\t'):
                 s = '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace(
                     "\n", "\\n").replace("\r", "\\r") + '"'

@@ -86,8 +86,8 @@ def test_an_option_value_the_collector_refuses_is_a_one_line_error() -> None:
     r = run_cli("--collector.protocols.fields=(", "dump")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     (line,) = r.stderr.strip().splitlines()
-    assert line.startswith("netstat-exporter: error: --collector.protocols.fields: invalid "
-                           "regular expression '(': missing )")
+    assert line.startswith("netstat-exporter: error: --collector.protocols.fields '(': "
+                           "invalid regular expression: missing )")
 
 
 def test_a_collector_flag_from_the_environment() -> None:

@@ -31,6 +31,7 @@ from helpers import (
     select,
     value,
 )
+from netns import SS_STATE
 from prometheus_client.exposition import generate_latest
 
 from exporter import expected, owners
@@ -40,6 +41,7 @@ from exporter.netlink import sockdiag as nl
 from exporter.procfs import net_sockets, pid_fd, pid_stat, pid_status
 from exporter.procfs.errors import ParseError
 from exporter.scrape import Exporter
+from exporter.sockets.names import LISTENER_CONNECTION_STATES
 
 FIX = os.path.join(FIXTURES, "listeners")
 
@@ -419,7 +421,8 @@ def test_collector_on_fixture_tree(proc_tree: str) -> None:
     assert value(samples, c, port="80", state="close_wait") == 1
     assert value(samples, c, port="80", state="established") == 1
     assert sum(v for _n, _l, v in select(samples, c, port="8080")) == 0
-    assert len(select(samples, c, port="8080")) == 11  # every state but listen, zeros too
+    # the states an accepted connection can be in, zeros too
+    assert len(select(samples, c, port="8080")) == len(LISTENER_CONNECTION_STATES) == 8
     assert select(samples, c, port="40000") == [] and select(samples, c, port="other") == []
     n = "netstat_listener_sockets"
     assert [value(samples, n, protocol=p, family=f) for p, f in (
@@ -847,6 +850,151 @@ def test_connections_per_port_by_state() -> None:
             assert ports == {"8001", "8002", "other"}
             assert value(samples, "netstat_listener_sockets", protocol="tcp", family="ipv4") == 3
             assert value(samples, "netstat_listener_unattributed", protocol="tcp") == 0
+        finally:
+            assert proc.stdin is not None
+            proc.stdin.close()
+            proc.wait(timeout=10)
+            close_pipes(proc)
+
+
+OTHER_SOCKETS_ON_A_LISTENING_PORT = r"""
+import errno, socket, sys
+def bound(addr, port):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((addr, port))
+    return s
+a = bound("127.0.0.1", 8001); a.listen(64)
+b = bound("127.0.0.1", 8002); b.listen(64)
+full = bound("127.0.0.1", 8009); full.listen(0)
+queued = socket.create_connection(("127.0.0.1", 8009))  # fills the accept queue of 8009
+keep = [a, b, full, queued]
+c = socket.create_connection(("127.0.0.1", 8001))       # accepted on 8001: established
+keep += [c, a.accept()[0]]
+out = bound("127.0.0.4", 8001)                          # from port 8001 outwards: established
+out.connect(("127.0.0.1", 8002))
+keep += [out, b.accept()[0]]
+syn = bound("127.0.0.2", 8001)                          # from port 8001 outwards: syn_sent, as
+syn.setblocking(False)                                  # 8009 drops the SYN (queue full)
+assert syn.connect_ex(("127.0.0.1", 8009)) == errno.EINPROGRESS
+idle = bound("127.0.0.3", 8001)                         # holds port 8001 only: close
+keep += [syn, idle]
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def ss_by_local_port(ns: str, port: int) -> Dict[str, int]:
+    """States of the TCP sockets whose local port is ``port``, by ss -tan in ``ns``."""
+    out = subprocess.run(["ip", "netns", "exec", ns, "ss", "-Htan"], capture_output=True,
+                         text=True, check=True).stdout
+    counts: Dict[str, int] = {}
+    for line in out.splitlines():
+        fields = line.split()
+        if fields[3].rsplit(":", 1)[1] == str(port):
+            counts[SS_STATE[fields[0]]] = counts.get(SS_STATE[fields[0]], 0) + 1
+    return counts
+
+
+@root_only
+def test_connections_only_in_states_of_an_accepted_connection() -> None:
+    """Sockets on a listening port that are no connection to it (connecting out: syn_sent; only
+    bound: close) are not counted, and their states are not series: the family carries the
+    eight states an accepted connection can be in, and agrees with ss on those."""
+    with netns("states") as ns:
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c",
+                                 OTHER_SOCKETS_ON_A_LISTENING_PORT],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+            ss = poll(lambda: (lambda c: c if c.get("syn_sent") else None)(
+                ss_by_local_port(ns, 8001)), what="the SYN to the full queue to be dropped")
+            assert ss == {"listen": 1, "established": 2, "syn_sent": 1}
+            samples = dump_in(ns, "--collector.sockets")
+            c = "netstat_listener_connections"
+            assert {lab["state"] for _n, lab, _v in select(samples, c, port="8001")} == set(
+                LISTENER_CONNECTION_STATES.values())
+            assert value(samples, c, port="8001", state="established") == 2
+            assert sum(v for _n, _l, v in select(samples, c, port="8001")) == sum(
+                n for st, n in ss.items() if st in LISTENER_CONNECTION_STATES.values())
+            # the dump saw them: the sockets collector counts the syn_sent and the bound socket
+            for st in ("syn_sent", "close"):
+                assert value(samples, "netstat_sockets", protocol="tcp", family="ipv4",
+                             state=st) >= 1
+        finally:
+            assert proc.stdin is not None
+            proc.stdin.close()
+            proc.wait(timeout=10)
+            close_pipes(proc)
+
+
+MANY_LISTENERS = r"""
+import socket, sys
+keep = []
+for port in (8001, 8001, 8002, 8003, 8004, 8005):  # 8001: an SO_REUSEPORT group of two
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind(("127.0.0.1", port))
+    s.listen(16)
+    keep.append(s)
+for port in (8006, 8007):
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.bind(("127.0.0.1", port))
+    keep.append(u)
+print("ready", flush=True)
+sys.stdin.read()
+"""
+EXPECT_ALL_BUT_8005 = """
+listeners:
+  - port: 8001-8004
+    protocol: tcp
+  - port: 8006-8007
+    protocol: udp
+"""
+
+
+@root_only
+def test_listener_cap_shows_unexpected_first(tmp_path: Any) -> None:
+    """--collector.listeners.max-listeners bounds info and queue series, counts what it leaves
+    out, and keeps the listener nobody expected even though its port is the highest."""
+    expected_file = tmp_path / "expected.yaml"
+    expected_file.write_text(EXPECT_ALL_BUT_8005)
+    with netns("cap") as ns:
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c",
+                                 MANY_LISTENERS],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+            ss = ss_listeners(ns)  # one entry per (protocol, address, port): the group is one
+            assert len(ss) == 7
+
+            def shown(samples: List[Sample]) -> Dict[str, List[str]]:
+                return {
+                    "info": sorted(lab["port"] for lab in info(samples)),
+                    "queue": sorted(lab["port"] for _n, lab, _v in
+                                    select(samples, "netstat_listener_accept_queue_length")),
+                    "limit": sorted(lab["port"] for _n, lab, _v in
+                                    select(samples, "netstat_listener_accept_queue_limit"))}
+
+            capped = dump_in(ns, "--collector.listeners.max-listeners=3",
+                             f"--collector.listeners.expected-file={expected_file}")
+            assert shown(capped) == {k: ["8001", "8002", "8005"]
+                                     for k in ("info", "queue", "limit")}
+            assert value(capped, "netstat_listener_accept_queue_limit", port="8001") == 32
+            omitted = {p: value(capped, "netstat_listener_omitted", protocol=p)
+                       for p in ("tcp", "udp")}
+            assert omitted == {"tcp": 2, "udp": 2}
+            assert len(info(capped)) + sum(omitted.values()) == len(ss)
+            assert value(capped, "netstat_listener_unexpected", protocol="tcp") == 1
+            assert sum(v for _n, _l, v in select(capped, "netstat_listener_sockets")) == 8
+
+            plain = dump_in(ns, "--collector.listeners.max-listeners=3")
+            assert shown(plain)["info"] == ["8001", "8002", "8003"]
+            everything = dump_in(ns)
+            assert shown(everything)["info"] == ["8001", "8002", "8003", "8004", "8005",
+                                                 "8006", "8007"]
+            assert [value(everything, "netstat_listener_omitted", protocol=p)
+                    for p in ("tcp", "udp")] == [0, 0]
         finally:
             assert proc.stdin is not None
             proc.stdin.close()

@@ -9,7 +9,7 @@ from typing import Dict, List
 
 import pytest
 from helpers import FIXTURES, select, value
-from netns import Holder, dump, needs_root, netns, set_sysctl
+from netns import Holder, dump, needs_root, netns, run, set_sysctl
 from prometheus_client import CollectorRegistry
 
 from exporter.collectors.ports import PortsCollector, PortsOptions, ephemeral_ports
@@ -136,3 +136,72 @@ def test_live_many_clients_to_one_destination(source: str) -> None:
     assert value(samples, "netstat_ports_ephemeral_destination_used_max", protocol="udp") == 3
     assert value(samples, "netstat_ports_ephemeral_destination_used", protocol="udp",
                  destination="127.0.0.1->127.0.0.1:5003") == 3
+
+
+BOTH_FAMILIES = r"""
+import json, socket, sys
+# two sockets on one port towards one destination: one port in use, not two (bound first, so
+# that no autobound socket has taken the port)
+keep = []
+for _ in range(2):
+    d = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    d.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    d.bind(("::1", 40080)); d.connect(("::1", 5003)); keep.append(d)
+for fam, host, port in ((socket.AF_INET, "127.0.0.1", 5001), (socket.AF_INET6, "::1", 5001),
+                        (socket.AF_INET6, "::1", 5002)):
+    srv = socket.socket(fam); srv.bind((host, port)); srv.listen(128); keep.append(srv)
+    for i in range(7 if port == 5001 else 4):
+        c = socket.socket(fam); c.connect((host, port)); s, _ = srv.accept()
+        if i < 2:
+            c.close(); s.close()  # client closes first: its port stays in TIME_WAIT
+        else:
+            keep += [c, s]
+for fam, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+    u = socket.socket(fam, socket.SOCK_DGRAM); u.bind((host, 5003)); keep.append(u)
+    for _ in range(3 if fam == socket.AF_INET else 5):
+        d = socket.socket(fam, socket.SOCK_DGRAM); d.connect((host, 5003)); keep.append(d)
+print(json.dumps({}), flush=True)
+sys.stdin.read()
+"""
+
+
+def ss_destinations(ns: str, proto: str) -> Dict[str, int]:
+    """Distinct local ports of the ephemeral range per destination, from ss -tan / -uan."""
+    out = run(ns, "ss", "-Hna", f"-{proto[0]}")
+    ports: Dict[str, set] = {}
+    for line in out.splitlines():
+        f = line.split()
+        local, peer = f[3], f[4]
+        laddr, lport = local.rsplit(":", 1)
+        if f[0] == "LISTEN" or peer.endswith(":*") or not 40000 <= int(lport) < 40090:
+            continue
+        dest = f"{laddr.strip('[]')}->{peer}"
+        ports.setdefault(dest, set()).add(int(lport))
+    return {d: len(p) for d, p in ports.items()}
+
+
+@needs_root
+@pytest.mark.parametrize("source", ["netlink", "procfs", "psutil"])
+def test_live_destinations_of_both_families(source: str) -> None:
+    """IPv4 and IPv6 sockets in one table (records of both families in one netlink chunk, or
+    one psutil list) give the same per-destination counts as ss, each destination once."""
+    with netns("ports6") as ns:
+        set_sysctl(ns, {"net/ipv4/ip_local_port_range": "40000 40099",
+                        "net/ipv4/ip_local_reserved_ports": "40090-40099"})
+        holder = Holder(ns, BOTH_FAMILIES)
+        try:
+            want = {p: ss_destinations(ns, p) for p in ("tcp", "udp")}
+            samples = dump(ns, "--collector.disable-defaults", "--collector.ports",
+                           f"--collector.ports.source={source}",
+                           "--collector.ports.top-destinations=20")
+        finally:
+            holder.close()
+    assert want["tcp"] == {"127.0.0.1->127.0.0.1:5001": 7, "::1->[::1]:5001": 7,
+                           "::1->[::1]:5002": 4}
+    assert want["udp"] == {"127.0.0.1->127.0.0.1:5003": 3, "::1->[::1]:5003": 6}
+    for proto in ("tcp", "udp"):
+        got = {lab["destination"]: v for _n, lab, v in
+               select(samples, "netstat_ports_ephemeral_destination_used", protocol=proto)}
+        assert got == want[proto], proto
+        assert value(samples, "netstat_ports_ephemeral_destination_used_max",
+                     protocol=proto) == max(want[proto].values())

@@ -171,8 +171,8 @@ def test_unreadable_history_is_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in r.stderr
 
 
-def test_show_alone_lists_the_views() -> None:
-    r = run_cli("show")
+def test_show_help_lists_the_views() -> None:
+    r = run_cli("show", "--help")
     assert r.returncode == 0, r.stderr
     for view in ("states", "listeners", "counters", "interfaces", "routes", "ports"):
         assert re.search(rf"^  {view} ", r.stdout, re.M), r.stdout

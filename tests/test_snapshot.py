@@ -21,6 +21,7 @@ from exporter.netlink import inet as nl_inet
 from exporter.netlink import transport
 from exporter.procfs import net_sockets
 from exporter.scrape import Exporter
+from exporter.sockets import snapshot
 from exporter.sockets.names import TCP_LISTEN
 from exporter.sockets.onepass import InetPass, ephemeral_range
 from exporter.sockets.snapshot import Snapshot, Wants
@@ -107,6 +108,25 @@ class Requests:
 @needs_root
 @pytest.mark.parametrize("source", ["netlink", "procfs"])
 def test_every_source_decodes_the_same_facts_as_ss(ns: Tuple[str, str], source: str) -> None:
+    same_facts_as_ss(ns, source)
+
+
+@needs_root
+def test_tcp_in_two_dumps_decodes_the_same_facts_as_ss(ns: Tuple[str, str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A namespace with thousands of TIME_WAIT sockets and of others is dumped in two parts
+    (the others, then TIME_WAIT); here with a threshold of one, the facts are the same."""
+    monkeypatch.setattr(snapshot, "SPLIT_TIME_WAIT", 1)
+    reqs = Requests(monkeypatch)
+    same_facts_as_ss(ns, "netlink")
+    assert [r for r in reqs.sent if r[0] == 18] == [(18, 0, 0), (18, 0, 0)]
+    reqs.sent.clear()
+    monkeypatch.setattr(snapshot, "SPLIT_TIME_WAIT", 10**9)
+    same_facts_as_ss(ns, "netlink")
+    assert [r for r in reqs.sent if r[0] == 18] == [(18, 0, 0)]
+
+
+def same_facts_as_ss(ns: Tuple[str, str], source: str) -> None:
     name, root = ns
     with take(name, root, source, Wants(listeners=True, connections=True, ephemeral=True)) as snap:
         tcp, udp = snap.inet("tcp"), snap.inet("udp")

@@ -216,10 +216,15 @@ def test_dump_interrupted_is_reported() -> None:
     assert sd.count_inet(socket.AF_INET, 6, sock=FakeSock(chunks)).interrupted
 
 
-def test_unix_queue_bytes_skip_listeners() -> None:
+@pytest.mark.parametrize("shutdown", [False, True])
+def test_unix_queue_bytes_skip_listeners(shutdown: bool) -> None:
+    """Also with the UNIX_DIAG_SHUTDOWN attribute after RQLEN, as every kernel since 3.10 sends
+    it (52-byte messages), in bulk and message by message."""
     def umsg(typ: int, state: int, rq: int, wq: int) -> bytes:
         body = struct.pack("<BBBBIII", socket.AF_UNIX, typ, state, 0, 5, 0, 0)
         body += attr(sd.UNIX_DIAG_RQLEN, struct.pack("<II", rq, wq))
+        if shutdown:
+            body += attr(6, b"\0")  # UNIX_DIAG_SHUTDOWN
         return struct.pack("<IHHII", 16 + len(body), sd.SOCK_DIAG_BY_FAMILY, 2, 1, 0) + body
 
     msgs = [umsg(1, 10, 2, 128), umsg(1, 1, 100, 0), umsg(2, 7, 0, 768), umsg(1, 1, 1, 1)]

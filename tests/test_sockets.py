@@ -77,6 +77,13 @@ def test_garbage_fails_the_collector_with_file_and_line() -> None:
     assert not select(s, "netstat_sockets")
 
 
+def test_auto_reads_a_copied_tree_from_its_files() -> None:
+    """Netlink would dump this host's sockets, not those of the copied tree."""
+    reg = registry("live", source="auto")
+    assert reg.get_sample_value("netstat_sockets_source_info",
+                                {"protocol": "tcp", "source": "procfs"}) == 1
+
+
 def test_unix_series_for_every_type_and_state() -> None:
     reg = registry("live")
     assert reg.get_sample_value("netstat_sockets_unix", {"type": "stream", "state": "listen"}) == 1
@@ -87,7 +94,8 @@ def test_unix_series_for_every_type_and_state() -> None:
 
 
 def test_netlink_on_this_host_reports_its_source() -> None:
-    reg = registry("live", source="auto")  # netlink reads this process's namespace
+    reg = CollectorRegistry()  # netlink reads this process's namespace, which /proc shows
+    reg.register(SocketsCollector(Config(options={"sockets": SocketsOptions(source="auto")})))
     assert reg.get_sample_value("netstat_sockets_source_info",
                                 {"protocol": "tcp", "source": "netlink"}) == 1
     for st in TCP_EMITTED:

@@ -19,7 +19,7 @@ from typing import Dict, Iterator, List, Tuple
 
 import pytest
 from helpers import have, ns_http_get, parse, poll, running_exporter, select, value
-from netns import SS_STATE, NetNS, veth
+from netns import SS_STATE, Holder, NetNS, dump, needs_root, netns, run, veth
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="creates network namespaces: run as root")
 
@@ -400,3 +400,40 @@ def test_portable_platform_agrees_with_ss_and_proc_net_dev(hosts: NetNS) -> None
             v = value(ours, metric, device=dev)
             assert v is not None and dev_before[dev][col] <= v <= cols[col], (dev, col)
         assert value(ours, "netstat_interface_up", device=dev) is not None
+
+
+UNIX_QUEUES = r"""
+import json, socket, sys
+keep = []
+lst = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+lst.bind("\0netstat-exporter-unix-queues"); lst.listen(8); keep.append(lst)
+for _ in range(3):  # waiting in the accept queue: the listener's RQLEN is that queue
+    c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    c.connect("\0netstat-exporter-unix-queues"); keep.append(c)
+for i in range(40):
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM if i % 2 else socket.SOCK_DGRAM)
+    if i % 3 == 0:
+        a.send(b"x" * (100 + i))  # left unread in b's receive queue
+    keep += [a, b]
+print(json.dumps({}), flush=True)
+sys.stdin.read()
+"""
+
+
+@needs_root
+def test_unix_queue_bytes_match_ss() -> None:
+    """Unix sockets in bulk (many messages of one length in a chunk, the SHUTDOWN attribute
+    after RQLEN): counts and queue bytes of non-listeners agree with ss -xan."""
+    with netns("unixq") as ns:
+        holder = Holder(ns, UNIX_QUEUES)
+        try:
+            lines = [ln.split() for ln in run(ns, "ss", "-xanH").splitlines()]
+            ours = dump(ns, "--collector.disable-defaults", "--collector.sockets")
+        finally:
+            holder.close()
+    rq = sum(int(f[2]) for f in lines if f[1] != "LISTEN")
+    wq = sum(int(f[3]) for f in lines if f[1] != "LISTEN")
+    assert rq == sum(100 + i for i in range(0, 40, 3)) and len(lines) == 84
+    assert value(ours, "netstat_sockets_receive_queue_bytes", protocol="unix") == rq
+    assert value(ours, "netstat_sockets_send_queue_bytes", protocol="unix") == wq
+    assert sum(v for _n, _l, v in select(ours, "netstat_sockets_unix")) == len(lines)

@@ -48,8 +48,8 @@ BAD_FIXTURES: Dict[str, Tuple[type, str, str]] = {
                                     "No such file or directory"),
     "cert_key_mismatch.bad.yml": (WebConfigTLSError, "tls_server_config.cert_file/key_file",
                                   "cannot load certificate"),
-    "cert_file_not_pem.bad.yml": (WebConfigTLSError, "tls_server_config.cert_file/key_file",
-                                  "cannot load certificate"),
+    "cert_file_not_pem.bad.yml": (WebConfigTLSError, "tls_server_config.cert_file",
+                                  "holds no PEM certificate"),
     "client_auth_unknown.bad.yml": (WebConfigValueError, "tls_server_config.client_auth_type",
                                     "'RequireClientCertPlease'"),
     "client_auth_request_unsupported.bad.yml": (
@@ -150,9 +150,12 @@ def test_missing_extra_is_one_line(tmp_path: os.PathLike[str], pki: PKI) -> None
     assert r.returncode == 2, r.stderr
     # The command names this interpreter's pip: the package is on no index, so
     # "pip install 'netstat-exporter[web]'" would not work (tests/test_install.py runs it).
+    # The exporter ran from ROOT; a relative path to this interpreter (python found through a
+    # relative PATH entry) is, for it, relative to ROOT, and the message gives it absolute.
+    python = os.path.normpath(os.path.join(ROOT, sys.executable))
     assert r.stderr.strip().splitlines() == [
         "netstat-exporter: error: --web.config.file needs PyYAML: install it with: "
-        f"{sys.executable} -m pip install PyYAML bcrypt"]
+        f"{python} -m pip install PyYAML bcrypt"]
 
 
 def test_extra_missing_error_class() -> None:
@@ -544,6 +547,8 @@ def test_hostile_file_on_reload_logs_one_short_line(tmp_path: os.PathLike[str],
         root.setLevel(level)
     err = capfd.readouterr().err
     lines = err.strip().splitlines()
-    assert len(lines) == 3, err[:3000]  # loaded, and one line per failed reload
-    assert all("reload failed" in ln and len(ln) < 1000 for ln in lines[1:]), lines
+    # loaded, the warning that a file of comments secures nothing, one line per failed reload
+    assert len(lines) == 4, err[:3000]
+    assert "plain HTTP" in lines[1]
+    assert all("reload failed" in ln and len(ln) < 1000 for ln in lines[2:]), lines
     assert "Traceback" not in err

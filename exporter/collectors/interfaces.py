@@ -59,6 +59,13 @@ COUNTERS: Dict[str, MetricDoc] = {
                    systems=SYSTEMS if col in _EVERYWHERE else LINUX)
     for col, text in _COLUMNS.items()
 }
+# A counter Linux does not keep per interface: Windows's InUnknownProtos (MIB_IF_ROW2 of
+# GetIfTable2), what `netstat -e` prints as "Unknown protocols".
+COUNTERS["receive_unknown_protocols"] = MetricDoc(
+    _metric_name("receive_unknown_protocols"), "counter",
+    "Packets received that were discarded because of an unknown or unsupported protocol, per "
+    "interface (MIB_IF_ROW2 InUnknownProtos; netstat -e's Unknown protocols).", ("device",),
+    systems=("windows",))
 M_UP = MetricDoc(
     "netstat_interface_up", "gauge",
     "1 if the interface is operationally up, else 0 (/sys/class/net/<device>/operstate; for "

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Set, Tuple
 
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.samples import Sample
 
 from exporter import expected as expected_file
 from exporter.collectors.api import LINUX, Flag, MetricDoc, options, register
@@ -37,16 +38,16 @@ from exporter.netlink import sockdiag as nl
 from exporter.netlink.transport import Channel
 from exporter.owners import Identity, Owner, OwnerCache
 from exporter.sockets.model import Listener
-from exporter.sockets.names import CONNECTION_STATES, FAMILIES
+from exporter.sockets.names import FAMILIES, LISTENER_CONNECTION_STATES
 from exporter.sockets.snapshot import SOURCES, Snapshot, Wants
 from exporter.system import PsutilOwners, load
 
 log = logging.getLogger(__name__)
 
 PROTOCOLS = ("tcp", "udp")
-# Every state but listen is a connection state (new_syn_recv is internal: inet_diag reports
-# request sockets as syn_recv).
-TCP_STATES = CONNECTION_STATES
+# The states a connection accepted on a listening port can be in: eight of the eleven that
+# netstat_sockets names (see names.LISTENER_CONNECTION_STATES).
+TCP_STATES = LISTENER_CONNECTION_STATES
 OTHER_PORT = "other"
 
 M_INFO = MetricDoc(
@@ -75,10 +76,13 @@ M_LIMIT = MetricDoc(
     ("family", "address", "port"), note="netlink source only", systems=LINUX)
 M_CONN = MetricDoc(
     "netstat_listener_connections", "gauge",
-    "TCP sockets whose local port is a listening TCP port, by state (every state but listen, "
-    "zeros included; from the scrape's one TCP dump, sock_diag or /proc/net/tcp). Ports "
-    "beyond --collector.listeners.max-ports, lowest numbers first, are summed under "
-    "port=\"other\".",
+    "TCP sockets whose local port is a listening TCP port, by state, in the states a "
+    "connection accepted on a listening port can be in (syn_recv, established, fin_wait1, "
+    "fin_wait2, closing, close_wait, last_ack, time_wait; zeros included; from the scrape's "
+    "one TCP dump, sock_diag or /proc/net/tcp). A socket bound to that port that connects out "
+    "(syn_sent) or only holds it (close) is not counted; once such a connection is "
+    "established it is. Ports beyond --collector.listeners.max-ports, lowest numbers first, "
+    "are summed under port=\"other\".",
     ("port", "state"), note="not with --no-collector.listeners.connections")
 M_COUNT = MetricDoc(
     "netstat_listener_sockets", "gauge",
@@ -94,6 +98,13 @@ M_UNEXPECTED = MetricDoc(
     "netstat_listener_unexpected", "gauge",
     "Listening sockets that match no entry of the expected-listeners file.",
     ("protocol",), note="only with --collector.listeners.expected-file")
+M_OMITTED = MetricDoc(
+    "netstat_listener_omitted", "gauge",
+    "Listeners (distinct protocol, family, address and port) left out of netstat_listener_info "
+    "and the accept queue gauges by --collector.listeners.max-listeners. Unexpected listeners "
+    "are kept first, then the lowest ports; netstat_listener_sockets, _unattributed and "
+    "_unexpected count every listener.",
+    ("protocol",))
 M_RELOAD_OK = MetricDoc(
     "netstat_listener_expected_file_reload_success", "gauge",
     "1 if the last (re)load of the expected-listeners file succeeded; 0 if the last reload "
@@ -103,7 +114,7 @@ M_RELOAD_TS = MetricDoc(
     "netstat_listener_expected_file_reload_timestamp_seconds", "gauge",
     "When the expected-listeners file in use was loaded, in seconds since the epoch.",
     note="only with --collector.listeners.expected-file")
-METRICS = (M_INFO, M_QUEUE, M_LIMIT, M_CONN, M_COUNT, M_UNATTRIBUTED, M_UNEXPECTED,
+METRICS = (M_INFO, M_QUEUE, M_LIMIT, M_CONN, M_COUNT, M_UNATTRIBUTED, M_UNEXPECTED, M_OMITTED,
            M_RELOAD_OK, M_RELOAD_TS)
 
 
@@ -116,6 +127,7 @@ class ListenersOptions:
     source: str = "auto"
     pid_label: bool = False
     max_ports: int = 100
+    max_listeners: int = 500
     connections: bool = True
     expected_file: str = ""
 
@@ -128,6 +140,10 @@ FLAGS = (
                       "identity); pids change on every restart."),
     Flag("max_ports", "Listening TCP ports named in netstat_listener_connections, lowest first; "
                       "the connections of the others are summed under port=\"other\".", min=1),
+    Flag("max_listeners", "Listeners (distinct protocol, family, address and port) given "
+                          "netstat_listener_info and accept queue series: unexpected ones "
+                          "first, then the lowest ports; the others are counted in "
+                          "netstat_listener_omitted.", min=1),
     Flag("connections", "Count connections per listening port (netstat_listener_connections), "
                         "from the TCP socket table that the scrape reads once for every "
                         "collector."),
@@ -165,6 +181,7 @@ class ListenersCollector:
         self.socket_source = self.system.socket_source(opts.source)
         self.pid_label = opts.pid_label
         self.max_ports = opts.max_ports
+        self.max_listeners = opts.max_listeners
         self.connections = opts.connections
         self.owners = OwnerCache(config.procfs)  # reads /proc only when asked
         self.psutil_owners = PsutilOwners(self.system.grant)
@@ -266,6 +283,8 @@ class ListenersCollector:
         order = sorted(range(len(all_listeners)), key=lambda i: (
             all_listeners[i].protocol, all_listeners[i].family, all_listeners[i].port,
             all_listeners[i].address))
+        holders: Dict[int, List[Owner]] = {}
+        verdicts: Dict[int, str] = {}
         for i in order:
             x = all_listeners[i]
             count[(x.protocol, x.family)] += 1
@@ -274,6 +293,7 @@ class ListenersCollector:
                 unattributed[x.protocol] += 1
                 user = self.owners.user_name(x.uid) if x.uid is not None else ""
                 held = [Owner(0, Identity("", "", user))]
+            holders[i] = held
             verdict = ""
             if rules is not None:
                 ok = any(rules.matches(x.protocol, x.address, x.port, o.identity.name,
@@ -281,11 +301,18 @@ class ListenersCollector:
                 verdict = "true" if ok else "false"
                 if not ok:
                     unexpected[x.protocol] += 1
+            verdicts[i] = verdict
+        shown, omitted = self._cap(all_listeners, order, verdicts)
+
+        for i in order:
+            x = all_listeners[i]
+            if (x.protocol, x.family, x.address, x.port) not in shown:
+                continue
             port = str(x.port)
             svc = self.service(x.port, x.protocol)
-            for o in held:
+            for o in holders[i]:
                 key: Tuple[str, ...] = (x.protocol, x.family, x.address, port, svc, o.identity.name,
-                       o.identity.exe, o.identity.user, verdict)
+                       o.identity.exe, o.identity.user, verdicts[i])
                 prev = series.get(key)
                 if prev is None or (o.pid and (not prev or o.pid < prev)):
                     series[key] = o.pid
@@ -295,20 +322,22 @@ class ListenersCollector:
                 if x.limit is not None:
                     limit[qk] = limit.get(qk, 0) + x.limit
 
+        # Samples appended directly (MetricDoc.add), not through add_metric, which copies and
+        # checks every label set: a thousand listeners' series are a third of this collector.
         for key, pid in series.items():
-            info.add_metric(list(key) + ([str(pid) if pid else ""] if self.pid_label else []),
-                            1.0)
+            values = list(key) + ([str(pid) if pid else ""] if self.pid_label else [])
+            info.samples.append(Sample(M_INFO.name, dict(zip(labels, values)), 1.0, None))
         yield info
 
         if queue:
             qf = M_QUEUE.family()
             for k, v in queue.items():
-                qf.add_metric(list(k), float(v))
+                M_QUEUE.add(qf, dict(zip(M_QUEUE.labels, k)), float(v))
             yield qf
         if limit:
             lf = M_LIMIT.family()
             for k, v in limit.items():
-                lf.add_metric(list(k), float(v))
+                M_LIMIT.add(lf, dict(zip(M_LIMIT.labels, k)), float(v))
             yield lf
 
         if self.connections:
@@ -324,6 +353,10 @@ class ListenersCollector:
         for proto in PROTOCOLS:
             uf.add_metric([proto], float(unattributed[proto]))
         yield uf
+        of = M_OMITTED.family()
+        for proto in PROTOCOLS:
+            of.add_metric([proto], float(omitted[proto]))
+        yield of
 
         if rules is not None:
             xf = M_UNEXPECTED.family()
@@ -337,6 +370,25 @@ class ListenersCollector:
             ts.add_metric([], self.reload_time)
             yield ts
 
+    def _cap(self, listeners: List[Listener], order: List[int], verdicts: Dict[int, str]
+             ) -> Tuple[Set[Tuple[str, str, str, int]], Counter[str]]:
+        """The listeners (protocol, family, address, port) to show, at most max_listeners of
+        them: those the expected-listeners file did not expect first, so that the cap never
+        hides one while there is room, then the lowest ports (of either protocol); and how many
+        were left out per protocol. An SO_REUSEPORT group is one listener."""
+        keys: Dict[Tuple[str, str, str, int], bool] = {}  # in order; True: unexpected
+        for i in order:
+            x = listeners[i]
+            k = (x.protocol, x.family, x.address, x.port)
+            keys[k] = keys.get(k, False) or verdicts[i] == "false"
+        omitted: Counter[str] = Counter()
+        if len(keys) <= self.max_listeners:
+            return set(keys), omitted
+        ranked = sorted(keys, key=lambda k: (not keys[k], k[3], k))  # unexpected, low ports
+        for k in ranked[self.max_listeners:]:
+            omitted[k[0]] += 1
+        return set(ranked[:self.max_listeners]), omitted
+
     def _connections(self, listeners: List[Listener],
                      connections: Counter[Tuple[int, int]]) -> Metric:
         ports = sorted({x.port for x in listeners if x.protocol == "tcp"})
@@ -344,13 +396,15 @@ class ListenersCollector:
         overflow = set(ports[self.max_ports:])
         fam = M_CONN.family()
         for port in named:
+            text = str(port)
             for st, name in TCP_STATES.items():
-                fam.add_metric([str(port), name], float(connections.get((port, st), 0)))
+                M_CONN.add(fam, {"port": text, "state": name},
+                           float(connections.get((port, st), 0)))
         if overflow:
             other: Counter[int] = Counter()
             for (port, st), n in connections.items():
                 if port in overflow:
                     other[st] += n
             for st, name in TCP_STATES.items():
-                fam.add_metric([OTHER_PORT, name], float(other.get(st, 0)))
+                M_CONN.add(fam, {"port": OTHER_PORT, "state": name}, float(other.get(st, 0)))
         return fam

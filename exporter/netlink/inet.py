@@ -242,11 +242,16 @@ class Run(NamedTuple):
 QueueCounts = Counts
 
 
-def _sum(words: memoryview) -> int:
-    """The sum of a strided view of 32-bit words; most queues are empty, and finding that out
-    on the bytes costs no Python int per socket."""
+def _all_zero(words: memoryview) -> bool:
+    """Whether a strided view of 32-bit words is all zeros, found out on the bytes (no Python
+    int per socket)."""
     raw = words.tobytes()
-    return 0 if raw.count(0) == len(raw) else sum(words)
+    return raw.count(0) == len(raw)
+
+
+def _sum(words: memoryview) -> int:
+    """The sum of a strided view of 32-bit words; most queues are empty."""
+    return 0 if _all_zero(words) else sum(words)
 
 
 class CountSink:
@@ -274,12 +279,24 @@ class CountSink:
             q[0] += _sum(rq)
             q[1] += _sum(wq)
         else:
-            for fam in set(fams):
-                sel = list(map(fam.__eq__, fams))
-                self._count_states(fam, bytes(compress(states, sel)))
-                q = self.queue(fam)
-                q[0] += sum(compress(rq, sel))
-                q[1] += sum(compress(wq, sel))
+            # Both families in one run (a TCP dump of both): the states of every family but
+            # the commonest picked out with a translate table as selector, the commonest's
+            # being the rest; the queues summed per family only when not all empty (time-wait
+            # records, most of such a table, have none).
+            total: Counter[int] = Counter()
+            self._add_states(total, states)
+            by_count = sorted(set(fams), key=fams.count)
+            for fam in by_count[:-1]:
+                sel = fams.translate(_selector(fam))
+                picked: Counter[int] = Counter()
+                self._add_states(picked, bytes(compress(states, sel)))
+                self._count_states_of(fam, picked)
+                total.subtract(picked)
+            self._count_states_of(by_count[-1], total)
+            for col, k in ((rq, 0), (wq, 1)):
+                if not _all_zero(col):
+                    for fam in by_count:
+                        self.queue(fam)[k] += sum(compress(col, fams.translate(_selector(fam))))
         i = states.find(TCP_LISTEN)
         while i >= 0:  # a listener's queue fields are its accept queue: take them back out
             q = self.queue(fams[i])
@@ -292,8 +309,20 @@ class CountSink:
         c = self.states.get(fam)
         if c is None:
             c = self.states[fam] = Counter()
+        self._add_states(c, states)
+
+    @staticmethod
+    def _add_states(c: Counter[int], states: bytes) -> None:
         for st in set(states):  # a handful of distinct states: one count each, in C
             c[st] += states.count(st)
+
+    def _count_states_of(self, fam: int, counts: Counter[int]) -> None:
+        c = self.states.get(fam)
+        if c is None:
+            c = self.states[fam] = Counter()
+        for st, n in counts.items():
+            if n:
+                c[st] += n
 
     def queue(self, fam: int) -> List[int]:
         q = self.queues.get(fam)

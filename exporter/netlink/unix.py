@@ -1,12 +1,14 @@
 """Decoding unix_diag_msg replies (AF_UNIX sockets), in bulk.
 
 Layouts are from include/uapi/linux/unix_diag.h. With UDIAG_SHOW_RQLEN each message carries one
-UNIX_DIAG_RQLEN attribute {rqueue, wqueue}; a run of such messages is 44 bytes each and is read
-with strided slices, anything else message by message.
+UNIX_DIAG_RQLEN attribute {rqueue, wqueue}, first after the header; a run of such messages of
+one length (uniform_run: lengths are multiples of 4) is read with strided slices, anything else
+message by message.
 """
 
 from __future__ import annotations
 
+import operator
 import struct
 from collections import Counter
 from typing import Iterator, Tuple
@@ -18,6 +20,10 @@ from exporter.sockets.names import TCP_LISTEN
 
 UNIX_MSG_LEN = 16  # family, type, state, pad, ino, cookie[2]
 UNIX_DIAG_RQLEN = 4
+# The RQLEN attribute's header as it sits in a message: length 12, type UNIX_DIAG_RQLEN.
+_RQLEN_HEAD = struct.pack("<HH", 12, UNIX_DIAG_RQLEN)
+# bytes.translate table: each byte shifted left by four bits (within a byte)
+_SHIFT4 = bytes((i << 4) & 0xFF for i in range(256))
 
 
 def attributes(buf: bytearray, off: int, end: int) -> Iterator[Tuple[int, int, int]]:
@@ -54,31 +60,43 @@ def count_unix(*, sock: AnySock = None) -> Tuple[Counter[Tuple[int, int]], int, 
                 sums[1] += wq
 
     def run(buf: bytearray, start: int, end: int, ln: int) -> None:
-        # A uniform run is msg(16) + one RQLEN attribute (4 + 8) = 44 bytes: check that the
-        # attribute sits where expected, else walk it.
+        # A uniform run starts every message with the RQLEN attribute (4 + 8 bytes), the first
+        # the kernel puts after the header when only UDIAG_SHOW_RQLEN is asked for
+        # (sk_diag_fill in net/unix/diag.c); what follows it (UNIX_DIAG_SHUTDOWN, always sent
+        # since Linux 3.10, 52 bytes a message in all) is not read. Checked on every message,
+        # else walked.
+        m = (end - start) // ln
         base = start + NLMSG_HDRLEN
-        attr_types = bytes(buf[base + UNIX_MSG_LEN + 2:end:ln])
-        if ln != NLMSG_HDRLEN + UNIX_MSG_LEN + 12 or \
-                attr_types != bytes([UNIX_DIAG_RQLEN]) * ((end - start) // ln):
+        first = base + UNIX_MSG_LEN
+        heads = memoryview(buf)[first:end].cast("I")[0::ln // 4]
+        if ln < NLMSG_HDRLEN + UNIX_MSG_LEN + 12 or heads.tobytes() != _RQLEN_HEAD * m:
             for i in range(start, end, ln):
                 one(buf, i, ln)
             return
         types = bytes(buf[base + 1:end:ln])
         states = bytes(buf[base + 2:end:ln])
-        counts.update(zip(types, states))
+        # (type, state) as one byte, type << 4 | state (types 1, 2, 5; states up to 10), so
+        # that the few distinct pairs are counted with bytes.count
+        pairs = bytes(map(operator.or_, types.translate(_SHIFT4), states)) \
+            if max(states) < 16 and max(types) < 16 else None
+        if pairs is None:
+            counts.update(zip(types, states))
+        else:
+            for v in set(pairs):
+                counts[(v >> 4, v & 15)] += pairs.count(v)
         words = memoryview(buf)[start:end].cast("I")
         step = ln // 4
-        first = (NLMSG_HDRLEN + UNIX_MSG_LEN + 4) // 4
-        rq = sum(words[first::step])
-        wq = sum(words[first + 1::step])
-        if states.count(TCP_LISTEN):
-            for i in range(start, end, ln):
-                if buf[i + NLMSG_HDRLEN + 2] == TCP_LISTEN:
-                    r, w = struct.unpack_from("<II", buf, i + first * 4)
-                    rq -= r
-                    wq -= w
-        sums[0] += rq
-        sums[1] += wq
+        at = (NLMSG_HDRLEN + UNIX_MSG_LEN + 4) // 4
+        for k, col in ((0, words[at::step]), (1, words[at + 1::step])):
+            raw = col.tobytes()
+            if raw.count(0) == len(raw):
+                continue  # every queue empty, the rule
+            total = sum(col)
+            i = states.find(TCP_LISTEN)
+            while i >= 0:  # a listener's RQLEN fields are its accept queue and backlog
+                total -= col[i]
+                i = states.find(TCP_LISTEN, i + 1)
+            sums[k] += total
 
     def chunk(buf: bytearray, n: int) -> Tuple[bool, bool]:
         return walk(buf, 0, n, one, on_run=lambda off: uniform_run(buf, off, n, run))

@@ -12,15 +12,17 @@ file that every Linux kernel has (``REQUIRED``), missing, is an error naming it
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
-from typing import Callable, Optional, TypeVar
+from typing import Callable, List, Optional, TypeVar
 
 from exporter.procfs import kept
 from exporter.procfs.errors import ParseError
 
 __all__ = ["ENCODING", "ERRORS", "REQUIRED", "ParseError", "read_bytes", "read_path", "read_text",
-           "read_optional_text", "read_parsed", "read_required", "not_a_procfs"]
+           "read_optional_text", "read_parsed", "read_required", "not_a_procfs",
+           "is_procfs_mount", "shows_live_net"]
 
 # How every /proc and /sys file is decoded. The files are ASCII but for names the kernel copies
 # from user space (interface names, unix socket paths), which may be UTF-8 or any bytes:
@@ -88,8 +90,9 @@ def read_parsed(root: str, parse: Callable[[str, str], T], *parts: str) -> Optio
 
 
 # Files of /proc that every Linux kernel with networking has, whatever its configuration (IPv4
-# cannot be compiled out: net/ipv4/proc.c, net/core/net-procfs.c, net/ipv4/fib_trie.c).
-REQUIRED = ("net/dev", "net/snmp", "net/netstat", "net/route")
+# cannot be compiled out: net/ipv4/proc.c, net/core/net-procfs.c, net/ipv4/fib_trie.c, and the
+# IPv4 TCP and UDP tables of net/ipv4/tcp_ipv4.c and udp.c).
+REQUIRED = ("net/dev", "net/snmp", "net/netstat", "net/route", "net/tcp", "net/udp")
 
 
 def read_required(root: str, parse: Callable[[str, str], T], *parts: str) -> Optional[T]:
@@ -115,3 +118,30 @@ def not_a_procfs(root: str) -> Optional[str]:
     if not os.path.isdir(os.path.join(root, "net")):
         return "has no net/ directory"
     return None
+
+
+def _proc_mounts() -> List[str]:
+    """Where procfs is mounted, per /proc/self/mountinfo (mountinfo(5): the mount point is the
+    fifth field, the filesystem type follows " - ")."""
+    try:
+        text = read_path("/proc/self/mountinfo", "replace")
+    except OSError:
+        return []
+    return [fields[4] for line in text.splitlines()
+            if len(fields := line.split()) > 4 and " - proc " in line]
+
+
+def is_procfs_mount(root: str) -> bool:
+    """Whether ``root`` is where a procfs is mounted, not a copy of a /proc tree."""
+    return os.path.realpath(root) in _proc_mounts()
+
+
+@functools.lru_cache(maxsize=16)
+def shows_live_net(root: str) -> bool:
+    """Whether ``<root>/net`` is the kernel's own (it lies on a mounted procfs), not files copied
+    from some host (test fixtures, a tarball). A mounted procfs's ``net`` shows the namespace of
+    the process reading it (``/proc/net`` is a link to ``self/net``) or of the process it
+    belongs to (``/proc/<pid>/net``): what netlink sock_diag dumps in that namespace. Asked once
+    per root: what is mounted where does not change under a running exporter."""
+    net = os.path.realpath(os.path.join(root, "net"))
+    return any(net == m or net.startswith(m.rstrip("/") + "/") for m in _proc_mounts())

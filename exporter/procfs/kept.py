@@ -70,17 +70,11 @@ def is_own_procfs(root: str) -> bool:
     """Whether ``root`` is a procfs mount (per /proc/self/mountinfo) in which ``self`` is this
     process: the real /proc, or the host's mounted at /host/proc in a container sharing the
     host's pid namespace. A copy of a /proc tree (test fixtures) is not."""
-    real = os.path.realpath(root)
+    from exporter.procfs import is_procfs_mount  # the package imports this module
+
+    if not is_procfs_mount(root):
+        return False
     try:
-        with open("/proc/self/mountinfo", "rb") as f:
-            text = f.read().decode("utf-8", "replace")
+        return os.readlink(os.path.join(root, "self")) == str(os.getpid())
     except OSError:
         return False
-    for line in text.splitlines():
-        fields = line.split()
-        if len(fields) > 4 and fields[4] == real and " - proc " in line:
-            try:
-                return os.readlink(os.path.join(root, "self")) == str(os.getpid())
-            except OSError:
-                return False
-    return False

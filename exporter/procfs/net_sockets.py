@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable, Iterator, List, Optional, Tuple
 
-from exporter.procfs import read_parsed
+from exporter.procfs import REQUIRED, read_parsed, read_required
 from exporter.procfs.errors import ParseError
 from exporter.sockets.names import TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN
 
@@ -102,9 +102,11 @@ def parse_socket_rows(lines: Iterable[str], path: str) -> List[SocketRow]:
 
 
 def read_socket_rows(root: str, name: str) -> Optional[List[SocketRow]]:
-    """Rows of ``<root>/net/<name>``; None when the file is absent (IPv6 or the protocol off)."""
-    return read_parsed(root, lambda text, path: parse_socket_rows(text.splitlines(), path),
-                       "net", name)
+    """Rows of ``<root>/net/<name>``; None when the file is absent (IPv6 or the protocol off),
+    but for the IPv4 TCP and UDP tables, which every kernel has: missing, they are a ParseError
+    (``--path.procfs`` is not what it claims)."""
+    read = read_required if f"net/{name}" in REQUIRED else read_parsed
+    return read(root, lambda text, path: parse_socket_rows(text.splitlines(), path), "net", name)
 
 
 def parse_unix(lines: Iterable[str], path: str) -> Counter:  # type: ignore[type-arg]

@@ -38,6 +38,7 @@ NEEDS: Dict[str, Tuple[Tuple[str, ...], Dict[str, Any]]] = {
             {"--collector.protocols.fields": ".*"}),
 }
 SWITCH = "--collector."
+VIEWS = ("states", "listeners", "counters", "interfaces", "routes", "ports")
 
 
 def _env(flag: str) -> str:
@@ -150,7 +151,8 @@ def make_reader(ctx: click.Context, view: str, build_config: Callable[[Dict[str,
                         params["auth_username"], password, params["timeout"])
         return remote_reader(remote), params
     collectors, defaults = _available(view, params)
-    dests = _dests(ctx)
+    # The collector switches are the root command's alone: a view turns on what it needs.
+    dests = {**_dests(ctx.find_root()), **_dests(ctx)}
     local = dict(params)
     local[dests["--collector.disable-defaults"]] = True
     for flag, dest in dests.items():  # --collector.<name>: each collector's on/off switch
@@ -227,8 +229,9 @@ def make_commands(common_options: Callable[[Callable[..., Any]], Callable[..., A
         text fits 80 columns in a pipe and carries no escape codes; --output json suits scripts.
         """
         ctx = click.get_current_context()
-        if ctx.invoked_subcommand is None:  # `show` alone: which views there are
-            click.echo(ctx.get_help())
+        if ctx.invoked_subcommand is None:  # `show` alone: a usage error, as git's would be
+            raise click.UsageError(f"show needs a view: {', '.join(VIEWS[:-1])} or {VIEWS[-1]} "
+                                   f"({PROG} show --help)")
 
     def simple(name: str, build: Callable[[Snapshot], View], doc: str) -> None:
         def cmd(**_params: Any) -> None:
@@ -283,10 +286,10 @@ def make_commands(common_options: Callable[[Callable[..., Any]], Callable[..., A
 
     @click.option("--interval", "-n", type=click.FloatRange(min=0.2, max=3600), default=5.0,
                   show_default=True, help="Seconds between refreshes (netstat's interval).")
-    @click.option("--count", "-c", type=click.IntRange(min=0), default=0,
+    @click.option("--count", "-c", type=click.IntRange(min=1), default=None,
                   help="Stop after this many screens (default: until q or Ctrl-C).")
     @common_options
-    def top_cmd(interval: float, count: int, **_params: Any) -> None:
+    def top_cmd(interval: float, count: Optional[int], **_params: Any) -> None:
         """One screen of states, fullest accept queues, busiest counters, interface rates and
         ephemeral port use, redrawn every --interval seconds. q or Ctrl-C quits and leaves the
         terminal as it was. In a pipe, screens follow one another without escape codes."""
@@ -295,7 +298,7 @@ def make_commands(common_options: Callable[[Callable[..., Any]], Callable[..., A
         ctx = click.get_current_context()
         try:
             read, params = make_reader(ctx, "top", build_config)
-            run(read, interval, count, width=params.get("width"))
+            run(read, interval, count or 0, width=params.get("width"))
         except ShowError as e:
             fail(ctx, e)
 

@@ -17,12 +17,14 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
+from exporter.collectors.protocols import DEFAULT_PROTOCOLS_FIELDS
 from exporter.collectors.protocols_table import FILES, TABLE
 from exporter.show.snapshot import ShowError, Snapshot
 from exporter.show.table import Column, Row, Section, View, rate, signed
 
 _HELP = re.compile(r"^(\w+) (\w+) in /proc/net/(snmp6|snmp|netstat): ?(.*)$", re.S)
 _GROUPS = list(FILES)
+_DEFAULT_SET = re.compile(DEFAULT_PROTOCOLS_FIELDS)
 _POSITION = {key: i for i, key in enumerate(TABLE)}
 
 
@@ -121,6 +123,12 @@ def build(snap: Snapshot, changed: bool = False, describe: bool = False,
             view.header += "; nothing moved"
     elif not counters:
         view.header = "no protocol counters in this exposition"
+    if counters and all(_DEFAULT_SET.match(c.key) for c in counters):
+        # An exporter's default set is a fraction of what netstat -s shows: say so, or the
+        # missing counters look like zeros nobody printed.
+        partial = (f"{len(counters)} counters: the default set "
+                   "(--collector.protocols.fields=.* exports all)")
+        view.header = f"{view.header}; {partial}" if view.header else partial
     return view
 
 

@@ -71,10 +71,13 @@ def build(snap: Snapshot) -> View:
     rows.sort(key=lambda r: (r["expected"] != "NO", r["protocol"], _port_key(r["port"]),
                              r["family"], r["address"], r["process"]))
     pid_col = [Column("pid", "PID", numeric=True)] if any("pid" in r for r in rows) else []
-    main = Section("listeners", "Listening sockets (unexpected first)", [
+    # Without an expected-listeners file there is no verdict: no column, no order by it.
+    judged = any(r["expected"] for r in rows)
+    verdict = [Column("expected", "EXPECTED")] if judged else []
+    main = Section("listeners", "Listening sockets" + (" (unexpected first)" if judged else ""), [
         Column("proto", "PROTO"), Column("local", "LOCAL ADDRESS"),
         Column("service", "SERVICE", shrink=True), Column("process", "PROGRAM", shrink=True),
-        *pid_col, Column("user", "USER", shrink=True), Column("expected", "EXPECTED"),
+        *pid_col, Column("user", "USER", shrink=True), *verdict,
         Column("executable", "EXECUTABLE", shrink=True, keep_end=True)], rows)
 
     q = Section("queues", "TCP accept queues (fullest first)", [

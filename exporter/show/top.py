@@ -19,7 +19,7 @@ import socket
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import IO, Any, Callable, Dict, List, Optional
+from typing import IO, Any, Callable, Dict, List, Optional, Tuple
 
 from exporter.show import counters, interfaces, listeners, ports, states
 from exporter.show.snapshot import ShowError, Snapshot
@@ -50,19 +50,32 @@ class Screen:
     peaks: Dict[str, float] = field(default_factory=dict)
     frames: int = 0
 
-    def render(self, snap: Snapshot, interval: float, width: int) -> str:
+    def render(self, snap: Snapshot, interval: float, width: int,
+               height: Optional[int] = None) -> str:
+        """One screen ``width`` columns wide and, given a ``height``, at most that many lines:
+        sections then show fewer rows and say how many they left out."""
         self.frames += 1
         prev = self.previous
-        when = datetime.datetime.fromtimestamp(snap.wall, datetime.timezone.utc)
-        # The source last: a long one is what a narrow terminal cuts.
-        lines = [f"netstat-exporter top, screen {self.frames}, every {interval:g} s, "
-                 f"{when:%H:%M:%S} UTC: {snap.source}"]
-        for sec in (self._states(snap, prev), self._queues(snap), self._counters(snap, prev),
-                    self._interfaces(snap, prev), self._ports(snap)):
-            lines.append("")
-            lines.extend(render_section(sec, width))
+        sections = [self._states(snap, prev), self._queues(snap), self._counters(snap, prev),
+                    self._interfaces(snap, prev), self._ports(snap)]
         self.previous = snap
-        return "\n".join(line[:width] for line in lines) + "\n"
+        blocks = [(sec.title, render_section(sec, width)) for sec in sections]
+        body = fit(blocks, None if height is None else height - 1)
+        return "\n".join([self._header(snap, interval, width)] + [ln[:width] for ln in body]) + "\n"
+
+    def _header(self, snap: Snapshot, interval: float, width: int) -> str:
+        """The source last, shortened from its start when the line is too long (a path's end
+        is what tells one source from another); in a narrow pane "netstat-exporter" goes."""
+        when = datetime.datetime.fromtimestamp(snap.wall, datetime.timezone.utc)
+        middle = f"screen {self.frames}, every {interval:g} s, {when:%H:%M:%S} UTC: "
+        src = snap.source
+        for lead, least in (("netstat-exporter top, ", min(len(src), 16)), ("top, ", 1)):
+            room = width - len(lead + middle)
+            if room >= len(src):
+                return lead + middle + src
+            if room >= max(least, 2):
+                return lead + middle + "…" + src[len(src) - room + 1:]
+        return ("top, " + middle)[:width]
 
     def _states(self, snap: Snapshot, prev: Optional[Snapshot]) -> Section:
         now = states.tcp_totals(snap)
@@ -134,6 +147,45 @@ class Screen:
             ports.use_rows(snap), empty="not collected")
 
 
+def fit(blocks: List[Tuple[str, List[str]]], height: Optional[int]) -> List[str]:
+    """The rendered sections (title, lines) one after another, each after a blank line, in at
+    most ``height`` lines. What does not fit is said: a section that shows fewer rows says how
+    many more it has in its title line; sections with no room at all are named on the last
+    line. Every section keeps its title, headings and a first row while it can; the lines left
+    go round the sections one at a time, in order."""
+    if height is None or sum(len(b) + 1 for _, b in blocks) <= height:
+        return [ln for _, b in blocks for ln in ["", *b]]
+    least = [min(len(b), 3) for _, b in blocks]
+    gap = 1 if sum(n + 1 for n in least) <= height else 0
+    shown, used = 0, 0
+    for i, n in enumerate(least):
+        room = height - (0 if i == len(blocks) - 1 else 1)  # the line naming what is left out
+        if used + n + gap > room:
+            break
+        shown, used = i + 1, used + n + gap
+    left = height - used - (1 if shown < len(blocks) else 0)
+    alloc = least[:shown]
+    grew = True
+    while left > 0 and grew:
+        grew = False
+        for i in range(shown):
+            if left > 0 and alloc[i] < len(blocks[i][1]):
+                alloc[i] += 1
+                left -= 1
+                grew = True
+    out: List[str] = []
+    for i in range(shown):
+        lines = blocks[i][1]
+        part = lines[:alloc[i]]
+        if alloc[i] < len(lines):
+            part[0] = f"{part[0]} ({len(lines) - alloc[i]} more not shown)"
+        out += [""] * gap + part
+    if shown < len(blocks):
+        out.append("not shown, the pane is too small: "
+                   + ", ".join(title for title, _ in blocks[shown:]))
+    return out
+
+
 class _Terminal:
     """Raw-ish keyboard (no echo, no line buffering; Ctrl-C still interrupts) and a hidden
     cursor, both undone by :meth:`restore` whatever happens."""
@@ -198,6 +250,19 @@ def pause(seconds: float, keyboard: Optional[int], wakeup: socket.socket) -> boo
                 return True
 
 
+def _terminal_size(out: IO[str]) -> os.terminal_size:
+    """The size of the terminal ``out`` writes to, asked of the terminal itself at every screen
+    (a pane resized while top runs), not of COLUMNS and LINES, which a parent may have left
+    behind with another terminal's size."""
+    try:
+        size = os.get_terminal_size(out.fileno())
+        if size.columns > 0 and size.lines > 0:  # a new pty is 0x0 until someone sets it
+            return size
+    except (AttributeError, ValueError, OSError):
+        pass
+    return shutil.get_terminal_size((80, 24))
+
+
 def _terminate(_signum: int, _frame: Any) -> None:
     raise SystemExit(128 + signal.SIGTERM)
 
@@ -220,16 +285,18 @@ def run(read: Callable[[], Snapshot], interval: float, count: int = 0,
         if term:
             term.enter()
         while True:
-            cols = width or (shutil.get_terminal_size((80, 24)).columns if tty else 80)
+            size = _terminal_size(out) if tty else None
+            cols = width or (size.columns if size else 80)
+            rows = size.lines if term and size else None
             try:
-                text = screen.render(read(), interval, cols)
+                # One line fewer than the terminal has: a full last line would scroll it.
+                text = screen.render(read(), interval, cols, rows - 1 if rows else None)
             except ShowError as e:
                 if screen.frames == 0:
                     raise
                 screen.frames += 1
                 text = f"netstat-exporter top, screen {screen.frames}: {e}\n"
-            if term:
-                rows = shutil.get_terminal_size((80, 24)).lines
+            if term and rows:
                 text = "\n".join(text.split("\n")[: max(rows - 1, 1)])
                 out.write(HOME_CLEAR + text)
             else:

@@ -63,7 +63,8 @@ class InetTables:
     source: str  # "netlink", "procfs" or "psutil"
     counts: Dict[str, Counts] = field(default_factory=dict)  # by family, present families only
     listeners: List[Listener] = field(default_factory=list)
-    # TCP sockets that are not listening, by (local port, state), for listening ports only.
+    # TCP sockets whose local port is a listening port, by (local port, state), in the states
+    # of a connection accepted on a listening port only (names.LISTENER_CONNECTION_STATES).
     connections: Counter[Tuple[int, int]] = field(default_factory=Counter)
     ports: Optional[PortUse] = None  # when ephemeral use was asked for and the range is known
     interrupted: bool = False  # the kernel flagged the dump as interrupted (NLM_F_DUMP_INTR)

@@ -27,9 +27,16 @@ TCP_STATES: Dict[int, str] = {
 # their real state, TCP_CLOSE. So "close" counts sockets that hold a port without listening or
 # connecting, which `ss` lists only with -B (iproute2 6.5+) and /proc/net/tcp never shows.
 TCP_EMITTED = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
-# The states of a connection (every state but listen; new_syn_recv is reported as syn_recv).
-CONNECTION_STATES: Dict[int, str] = {
-    k: v for k, v in TCP_STATES.items() if k not in (TCP_LISTEN, TCP_NEW_SYN_RECV)}
+# The states a connection accepted on a listening port goes through (net/ipv4/tcp_input.c
+# tcp_rcv_state_process, tcp_minisocks.c): a request socket (TCP_NEW_SYN_RECV, which inet_diag
+# reports as syn_recv, as it does a Fast Open child), established once accepted, then either side
+# closing first (fin_wait1, fin_wait2, closing or time_wait when the server closes; close_wait
+# and last_ack when the client does). Never syn_sent (an active open: connect() from a socket
+# bound to that port, possible with SO_REUSEPORT or another local address), close (a socket
+# bound without connecting, which inet_diag finds in the bind hash since Linux 6.5) or listen.
+LISTENER_CONNECTION_STATES: Dict[int, str] = {
+    k: TCP_STATES[k] for k in (TCP_SYN_RECV, TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2,
+                               TCP_CLOSING, TCP_CLOSE_WAIT, TCP_LAST_ACK, TCP_TIME_WAIT)}
 # Datagram and raw sockets only have "connected" (TCP_ESTABLISHED) or not (TCP_CLOSE);
 # ss calls these ESTAB and UNCONN. Unix stream and seqpacket sockets also listen.
 DGRAM_STATES: Dict[int, str] = {1: "established", 7: "unconnected", 10: "listen"}

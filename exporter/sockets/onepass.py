@@ -6,7 +6,8 @@ are packed into the same layout by :mod:`exporter.sockets.sources`). For each ru
 strided slices and C-level iteration (nothing in Python per socket except listeners):
 
 * sockets per (family, state) and the queue bytes of non-listeners (sockets collector);
-* listeners, fully decoded, and connections per (listening port, state) (listeners collector);
+* listeners, fully decoded, and connections per (listening port, state), in the states a
+  connection accepted on a listening port can be in (listeners collector);
 * distinct ephemeral local ports in use, and per destination (local address, remote address,
   remote port) how many (ports collector).
 
@@ -17,16 +18,31 @@ connections to them arrive.
 
 from __future__ import annotations
 
+import operator
 import socket
 import struct
 from array import array
 from collections import Counter
-from itertools import compress
+from itertools import compress, repeat
 from typing import Dict, Iterable, List, Optional, Set, Tuple, Union
 
-from exporter.netlink.inet import REC_DPORT, REC_DST, CountSink, address, swap16
+from exporter.netlink.inet import (
+    REC_DPORT,
+    REC_DST,
+    REC_SPORT,
+    REC_SRC,
+    CountSink,
+    Run,
+    address,
+    swap16,
+)
 from exporter.sockets.model import Counts, EphemeralRange, InetTables, Listener, PortUse
-from exporter.sockets.names import FAMILY_NAMES, TCP_CLOSE, TCP_LISTEN
+from exporter.sockets.names import (
+    FAMILY_NAMES,
+    LISTENER_CONNECTION_STATES,
+    TCP_CLOSE,
+    TCP_LISTEN,
+)
 
 AF_INET = int(socket.AF_INET)
 # A record, unpacked for a listener: family, state, sport, src, ifindex, rqueue, wqueue, uid,
@@ -35,6 +51,14 @@ _LISTENER = struct.Struct("<BB2xH2x16s16xI8x4xIIII")
 Buffer = Union[bytes, bytearray]
 
 _ADDRESSES: Dict[Tuple[int, bytes, int], str] = {}
+# bytes.translate table: 1 for AF_INET, 0 for any other family byte
+_IS_AF_INET = bytes(1 if i == AF_INET else 0 for i in range(256))
+# bytes.translate tables: 1 for one family, 0 for any other family byte
+_IS_FAMILY = {f: bytes(1 if i == f else 0 for i in range(256)) for f in range(256)}
+# The destination of a UDP (port, destination) pair: the record bytes after the local port of a
+# pair with whole addresses, (dport, src, dst) of an IPv4 one.
+_PAIR_DEST = operator.itemgetter(slice(REC_DPORT - REC_SPORT, None))
+_PAIR_DEST4 = operator.itemgetter(1, 2, 3)
 
 
 def _format(family: int, raw: bytes, ifindex: int) -> str:
@@ -68,17 +92,19 @@ class InetPass(CountSink):
         self.ephemeral = ephemeral
         self.listeners: List[Listener] = []
         self._lports: Set[int] = set()  # listening TCP ports, raw (byte-swapped)
-        self._conn: Counter[Tuple[int, int]] = Counter()  # (raw port, state)
+        self._conn: Counter[int] = Counter()  # state | raw port << 16
         self._used: Set[int] = set()  # ephemeral ports in use, raw
         # per destination: TCP counts sockets, since a TCP 4-tuple is unique in the established
         # hash (__inet_check_established); UDP sockets may share one (SO_REUSEPORT), so UDP
-        # keeps (port, destination) pairs and counts distinct ports.
-        self._dest: Counter[Tuple[int, ...]] = Counter()
-        self._dest_pairs: Set[Tuple[int, ...]] = set()
-        # the same for IPv4-only runs, keyed by (dport, first word of src, of dst) only
+        # keeps (port, destination) pairs and counts distinct ports. These two hold the
+        # records of families other than IPv4, per family, keyed by bytes of the record (see
+        # _destinations_whole).
+        self._dest: Dict[int, Counter[bytes]] = {}
+        self._dest_pairs: Dict[int, Set[bytes]] = {}
+        # the same for IPv4 records, keyed by (dport, first word of src, of dst) only
         self._dest4: Counter[Tuple[int, ...]] = Counter()
         self._pairs4: Set[Tuple[int, ...]] = set()
-        # TCP of IPv4-only runs: one int per socket (see _packed), and the local addresses
+        # TCP IPv4 records: one int per socket (see _packed), and the local addresses
         # numbered in it
         self._dest_packed: Counter[int] = Counter()
         self._src_index: Dict[int, int] = {}
@@ -98,30 +124,65 @@ class InetPass(CountSink):
             self._listeners(buf, start, stride, states, TCP_CLOSE)
         sports = h[2::s2].tolist()
         if self.want_connections and self._lports:
-            self._conn.update(compress(zip(sports, states), map(self._lports.__contains__, sports)))
+            # one int per record, state | raw port << 16, assembled with strided byte copies:
+            # counting ints costs a third of counting (port, state) tuples
+            keys = bytearray(4 * len(states))
+            keys[0::4] = states
+            keys[2::4] = buf[start + REC_SPORT:end:stride]
+            keys[3::4] = buf[start + REC_SPORT + 1:end:stride]
+            self._conn.update(compress(memoryview(keys).cast("I").tolist(),
+                                       map(self._lports.__contains__, sports)))
         if self.ephemeral is not None:
             sel = list(map(self.ephemeral.table.__getitem__, sports))
             if listening and self.tcp:  # a listener's port is not an ephemeral port in use
                 sel = [x and st != TCP_LISTEN for x, st in zip(sel, states)]
-            if any(sel):
-                self._used.update(compress(sports, sel))
-                cols: List[Iterable[int]]
-                if fams.count(AF_INET) == len(fams):
-                    # IPv4 only (the rule): the first word of each address is the address
-                    cols = [h[3::s2], w[2::s4], w[6::s4]]
-                else:
-                    cols = [fams, h[3::s2], *(w[i::s4] for i in range(2, 10))]
-                if self.tcp and len(cols) == 3 and len(self._src_index) < 0xFF00:
-                    self._dest_packed.update(compress(self._packed(buf, start, end, stride, w, s4),
-                                                      sel))
-                    return
-                picked = [compress(col, sel) for col in cols]
-                if self.tcp:
-                    dest = self._dest4 if len(cols) == 3 else self._dest
-                    dest.update(zip(*picked))
-                else:
-                    pairs = self._pairs4 if len(cols) == 3 else self._dest_pairs
-                    pairs.update(zip(compress(sports, sel), *picked))
+            if not any(sel):
+                return
+            self._used.update(compress(sports, sel))
+            if fams.count(AF_INET) == len(fams):  # IPv4 only (the rule)
+                self._destinations4(buf, start, end, stride, run, sports, sel)
+                return
+            # Both families: the IPv4 records go the IPv4 way and the others with whole
+            # addresses, so that every destination is keyed one way only.
+            is4 = fams.translate(_IS_AF_INET)
+            sel4 = list(map(operator.mul, sel, is4))
+            if any(sel4):
+                self._destinations4(buf, start, end, stride, run, sports, sel4)
+            sel6 = list(map(operator.gt, sel, is4))
+            if any(sel6):
+                self._destinations_whole(buf, start, end, stride, fams, sel6)
+
+    def _destinations_whole(self, buf: Buffer, start: int, end: int, stride: int, fams: bytes,
+                            sel: List[int]) -> None:
+        """Count the selected records of families other than IPv4 per destination, keyed by
+        the record's own bytes: remote port, local and remote address as they sit in it (TCP),
+        with the local port in front (UDP), one bytes object per record cut in C."""
+        data = bytes(memoryview(buf)[start:end])
+        first = REC_DPORT if self.tcp else REC_SPORT
+        size = REC_DST + 16 - first
+        for fam in set(compress(fams, sel)):
+            pick = sel if fams.count(fam) == len(fams) else \
+                list(map(operator.mul, sel, fams.translate(_IS_FAMILY[fam])))
+            offs = list(compress(range(first, end - start, stride), pick))
+            keys = map(data.__getitem__, map(slice, offs, map(operator.add, offs, repeat(size))))
+            if self.tcp:
+                self._dest.setdefault(fam, Counter()).update(keys)
+            else:
+                self._dest_pairs.setdefault(fam, set()).update(keys)
+
+    def _destinations4(self, buf: Buffer, start: int, end: int, stride: int, run: Run,
+                       sports: List[int], sel: List[int]) -> None:
+        """Count the selected IPv4 records per destination: the first word of each address is
+        the address."""
+        w, h, s4, s2 = run.words, run.halves, run.s4, run.s2
+        if self.tcp and len(self._src_index) < 0xFF00:
+            self._dest_packed.update(compress(self._packed(buf, start, end, stride, w, s4), sel))
+            return
+        picked = [compress(col, sel) for col in (h[3::s2], w[2::s4], w[6::s4])]
+        if self.tcp:
+            self._dest4.update(zip(*picked))
+        else:
+            self._pairs4.update(zip(compress(sports, sel), *picked))
 
     def _packed(self, buf: Buffer, start: int, end: int, stride: int, w: memoryview,
                 s4: int) -> List[int]:
@@ -183,47 +244,49 @@ class InetPass(CountSink):
             if name is not None and name in out.counts:
                 out.counts[name].states.update(states)
         if self.want_connections:
-            for (raw, state), n in self._conn.items():
-                if state != TCP_LISTEN:
-                    out.connections[(swap16(raw), state)] += n
+            for key, n in self._conn.items():
+                state = key & 0xFF
+                if state in LISTENER_CONNECTION_STATES:
+                    out.connections[(swap16(key >> 16), state)] += n
         if self.ephemeral is not None:
             use = out.ports = PortUse(used=len(self._used))
-            for dkey, n in self._dest.items():
-                if dkey[1]:  # a peer: a destination
-                    use.destinations[_destination(dkey)] += n
+            for fnum, dests in self._dest.items():
+                for raw, n in dests.items():
+                    if raw[:2] != b"\0\0":  # a peer: a destination
+                        use.destinations[_destination(fnum, raw)] += n
             for key, n in self._dest_packed.items():
                 dport = key >> 32 & 0xFFFF
                 if dport:
                     dkey = (dport, self._src_words[key >> 48], key & 0xFFFFFFFF)
                     use.destinations[_destination4(dkey)] += n
-            for dkey, n in self._dest4.items():
-                if dkey[0]:
-                    use.destinations[_destination4(dkey)] += n
-            for pair in self._dest_pairs:
-                if pair[2]:
-                    use.destinations[_destination(pair[1:])] += 1
-            # distinct (port, destination) pairs: a pair of an IPv4 run and one of a mixed run
-            # are the same socket's only if they name the same port and destination
-            seen = {(p[0], _destination(p[1:])) for p in self._dest_pairs if p[2]}
-            for pair in self._pairs4:
-                if pair[1] and (pair[0], _destination4(pair[1:])) not in seen:
-                    use.destinations[_destination4(pair[1:])] += 1
+            for key4, n in self._dest4.items():
+                if key4[0]:
+                    use.destinations[_destination4(key4)] += n
+            # UDP: distinct (port, destination) pairs per destination, each destination
+            # formatted once (IPv4 pairs and the others are apart: see __call__)
+            for fnum, pairs in self._dest_pairs.items():
+                for raw, n in Counter(map(_PAIR_DEST, pairs)).items():
+                    if raw[:2] != b"\0\0":
+                        use.destinations[_destination(fnum, raw)] += n
+            for pkey, n in Counter(map(_PAIR_DEST4, self._pairs4)).items():
+                if pkey[0]:
+                    use.destinations[_destination4(pkey)] += n
         return out
 
 
-def _destination(key: Tuple[int, ...]) -> str:
-    """``local->remote:port`` of a key (family, raw dport, src words x4, dst words x4)."""
-    fam, dport = key[0], key[1]
-    src = struct.pack("<4I", *key[2:6])
-    dst = address(fam, struct.pack("<4I", *key[6:10]))
+def _destination(fam: int, raw: bytes) -> str:
+    """``local->remote:port`` of record bytes from REC_DPORT on: the remote port (network byte
+    order), the local and the remote address (16 bytes each)."""
+    src = address(fam, raw[REC_SRC - REC_DPORT:REC_DST - REC_DPORT])
+    dst = address(fam, raw[REC_DST - REC_DPORT:REC_DST - REC_DPORT + 16])
     if ":" in dst:
         dst = f"[{dst}]"
-    return f"{address(fam, src)}->{dst}:{swap16(dport)}"
+    return f"{src}->{dst}:{int.from_bytes(raw[:2], 'big')}"
 
 
 def _destination4(key: Tuple[int, ...]) -> str:
     """``local->remote:port`` of an IPv4 key (raw dport, src word, dst word)."""
-    return _destination((AF_INET, key[0], key[1], 0, 0, 0, key[2], 0, 0, 0))
+    return _destination(AF_INET, struct.pack("<HI12xI12x", key[0], key[1], key[2]))
 
 
 def ephemeral_range(low: int, high: int, reserved: Iterable[Tuple[int, int]]) -> EphemeralRange:

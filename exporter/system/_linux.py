@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Callable, Dict, List, Optional
 
-from exporter.procfs import netdev, route, snmp, snmp6
+from exporter.config import ConfigError
+from exporter.procfs import netdev, route, shows_live_net, snmp, snmp6
 from exporter.sysfs import net_class
 from exporter.system.common import Link, ProtocolTables, System
 
@@ -22,7 +23,17 @@ class LinuxSystem(System):
         self.sysfs = sysfs
 
     def socket_source(self, asked: str) -> str:
-        return asked  # netlink, then /proc/net for "auto" (exporter.sockets.snapshot)
+        """As asked: netlink, then /proc/net for "auto" (exporter.sockets.snapshot). But netlink
+        dumps this process's own namespace, which only a mounted procfs shows: a copy of a /proc
+        tree (test fixtures, another host's files) is read from its own files."""
+        if asked in ("auto", "netlink") and not shows_live_net(self.procfs):
+            if asked == "netlink":
+                raise ConfigError(
+                    f"socket source 'netlink' reads this host's sockets, not those of "
+                    f"--path.procfs {self.procfs!r}, a copy of a /proc tree rather than a "
+                    "mounted procfs: use procfs or auto")
+            return "procfs"
+        return asked
 
     def interfaces(self, wanted: Callable[[str], bool]) -> Dict[str, Link]:
         """/proc/net/dev's counters; state, MTU and speed from /sys/class/net, read only for

@@ -86,6 +86,7 @@ class WebConfig:
     users: Tuple[Tuple[str, bytes], ...] = ()  # (user, bcrypt hash)
     headers: Tuple[Tuple[str, str], ...] = ()
     notes: Tuple[str, ...] = ()  # accepted and ignored settings, logged once per load
+    empty: bool = False  # the file holds no setting at all (nothing, or comments only)
 
     def files(self) -> Tuple[str, ...]:
         """Every file whose change means a reload: the config itself and what it names."""
@@ -200,6 +201,7 @@ def parse_web_config(text: str, path: str) -> WebConfig:
     directory, as exporter-toolkit does. Does not open the files it names (see load)."""
     where = _Path(path)
     doc = _yaml_load(text, where)
+    empty = doc is None
     if doc is None:
         doc = {}
     if not isinstance(doc, dict):
@@ -213,7 +215,7 @@ def parse_web_config(text: str, path: str) -> WebConfig:
     headers, notes = _parse_http(
         _mapping(top.get("http_server_config"), "http_server_config", where), where)
     users = _parse_users(_mapping(top.get("basic_auth_users"), "basic_auth_users", where), where)
-    return WebConfig(path=path, tls=tls, users=users, headers=headers, notes=notes)
+    return WebConfig(path=path, tls=tls, users=users, headers=headers, notes=notes, empty=empty)
 
 
 def _parse_tls(sec: Dict[str, Any], base: str, where: _Path) -> Optional[TLSSettings]:

@@ -11,9 +11,10 @@ request smuggling vector behind a proxy). A TLS handshake sent to a plain-HTTP p
 400 at its first byte instead of waiting for a head that never comes.
 
 ``?collect[]=NAME`` and ``?exclude[]=NAME`` restrict one scrape to some collectors, as
-node_exporter does; unknown names get 400. Identical concurrent scrapes share one collection
-(:mod:`exporter.web.singleflight`); ``--web.max-requests`` caps concurrent scrapes, and those
-beyond it get 503 with ``Retry-After``.
+node_exporter does; unknown or empty names, and the keys without brackets, get 400. Identical
+concurrent scrapes share one collection (:mod:`exporter.web.singleflight`);
+``--web.max-requests`` caps concurrent scrapes, and those beyond it get 503 with
+``Retry-After``.
 """
 
 from __future__ import annotations
@@ -287,12 +288,21 @@ class Handler(BaseHTTPRequestHandler):
     do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _reject_method
 
     def _scrape(self, query: str) -> None:
-        params = parse_qs(query)
+        params = parse_qs(query, keep_blank_values=True)
         only = params.get("collect[]", [])
         exclude = params.get("exclude[]", [])
         server = self.server
         exporter = server.exporter
         unknown = exporter.unknown(only + exclude)
+        for bare in ("collect", "exclude"):
+            # Without the brackets the whole scrape would come back, as if the filter worked.
+            if bare in params:
+                self._send(400, f"unknown parameter {bare!r}: name collectors with "
+                                f"{bare}[]=NAME\n".encode())
+                return
+        if "" in only or "" in exclude:
+            self._send(400, b"empty collect[] or exclude[] value: name a collector\n")
+            return
         if unknown:
             self._send(400, f"unknown or disabled collector: {', '.join(unknown)}\n".encode())
             return

@@ -253,14 +253,27 @@ def serve(config: Config) -> None:
     tls = web is not None and web.current().ssl_context is not None
     for s in servers:
         host, port = s.server_address[:2]
-        log.info("listening", extra={"address": f"{host!s}:{port}",
+        log.info("listening", extra={"address": str(ListenAddress(str(host), int(port))),
                                      "collectors": ",".join(s.exporter.names),
                                      "tls": tls})
     for s in servers[1:]:
         threading.Thread(target=s.serve_forever, name=f"http-{s.server_address[1]}",
                          daemon=True).start()
+    stopped_by: List[str] = []
+
+    def stop(signum: int, _frame: object) -> None:
+        # serve_forever returns once shutdown() is called, which waits for it: from another
+        # thread, never from this handler, which runs in the serving thread.
+        stopped_by.append(signal.Signals(signum).name)
+        threading.Thread(target=servers[0].shutdown, name="shutdown", daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         servers[0].serve_forever()
     finally:
         for s in servers:
             s.server_close()
+    if stopped_by:
+        # systemd, Kubernetes and docker stop a service with SIGTERM: the log says it was asked
+        # to, rather than ending mid-line, and the exit status is 0.
+        log.info(f"received {stopped_by[0]}, shutting down")

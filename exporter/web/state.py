@@ -118,6 +118,13 @@ class WebState:
             "basic_auth_users": len(s.config.users)})
         for note in s.config.notes:
             log.info(note, extra={"file": self.path})
+        if s.ssl_context is None and not s.config.users:
+            # A file given is meant to secure the endpoint; one that secures nothing (empty, or
+            # headers only) is most likely a mistake, and info would be missed.
+            what = "is empty" if s.config.empty else \
+                "sets neither tls_server_config nor basic_auth_users"
+            log.warning(f"web config file {what}: serving plain HTTP without authentication",
+                        extra={"file": self.path})
 
     def current(self) -> WebSnapshot:
         """The settings for a new connection; reloads first if a watched file changed."""

@@ -3,9 +3,10 @@ authentication (``web/tls_config.go``), and the server ``SSLContext`` built from
 
 from __future__ import annotations
 
+import re
 import ssl
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from exporter.web.errors import WebConfigReadError, WebConfigTLSError, WebConfigUnsupportedError
 
@@ -84,6 +85,34 @@ def _no_passphrase() -> str:
     raise WebConfigTLSError("encrypted keys are not supported")
 
 
+def _pem_labels(path: str) -> List[str]:
+    """The kinds of the PEM blocks in ``path`` (CERTIFICATE, PRIVATE KEY, EC PRIVATE KEY...)."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read(1 << 20).decode("ascii", "replace")
+    except OSError:
+        return []
+    return re.findall(r"-----BEGIN ([A-Z0-9 ]+)-----", text)
+
+
+def _pair_problem(tls: TLSSettings, e: ssl.SSLError) -> str:
+    """Which of cert_file and key_file is wrong, where OpenSSL says only "PEM lib"."""
+    p = "tls_server_config."
+    cert = _pem_labels(tls.cert_file)
+    key = _pem_labels(tls.key_file)
+    cert_ok = "CERTIFICATE" in cert
+    key_ok = any(k.endswith("PRIVATE KEY") for k in key)
+    if not cert_ok and any(k.endswith("PRIVATE KEY") for k in cert) and "CERTIFICATE" in key:
+        return (f"{p}cert_file {tls.cert_file} holds a private key and key_file "
+                f"{tls.key_file} a certificate: are the two swapped?")
+    if not cert_ok:
+        return f"{p}cert_file {tls.cert_file} holds no PEM certificate"
+    if not key_ok:
+        return f"{p}key_file {tls.key_file} holds no PEM private key"
+    return (f"{p}cert_file/key_file: cannot load certificate {tls.cert_file} with key "
+            f"{tls.key_file}: {e.reason or e}")
+
+
 def ssl_context(tls: TLSSettings, where: str) -> ssl.SSLContext:
     """Build the server SSLContext. Raises WebConfigTLSError naming the file that fails."""
     p = "tls_server_config."
@@ -105,9 +134,7 @@ def ssl_context(tls: TLSSettings, where: str) -> ssl.SSLContext:
     except WebConfigTLSError as e:
         raise WebConfigTLSError(f"web config {where}: {p}key_file: {tls.key_file}: {e}") from None
     except ssl.SSLError as e:
-        raise WebConfigTLSError(
-            f"web config {where}: {p}cert_file/key_file: cannot load certificate "
-            f"{tls.cert_file} with key {tls.key_file}: {e.reason or e}") from None
+        raise WebConfigTLSError(f"web config {where}: {_pair_problem(tls, e)}") from None
     if tls.ciphers:
         ctx.set_ciphers(":".join(tls.ciphers))
     if tls.curve:
