@@ -22,8 +22,7 @@ import os
 import re
 import sys
 import textwrap
-from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # exporter/availability.py, standard library only like this script.
@@ -33,7 +32,7 @@ from exporter.availability import where_missing  # noqa: E402
 # The metrics these rules use that some system never exports, and the systems that do
 # (docs/metrics.md's columns); an alert built on one says so in its description.
 # tests/test_alerts.py holds this table against the exporter's own reference.
-AVAILABLE_ON: dict[str, tuple[str, ...]] = {
+AVAILABLE_ON: Dict[str, Tuple[str, ...]] = {
     "netstat_limits_tcp_max_orphans": ("Linux",),
     "netstat_limits_tcp_max_tw_buckets": ("Linux",),
     "netstat_listener_accept_queue_length": ("Linux",),
@@ -60,7 +59,7 @@ ALERTS_FILE = "netstat-alerts.yaml"
 
 # (name, default, meaning). Names ending in _for or _window are Prometheus durations; selector
 # and runbook_url are text; everything else is a number. The runbook explains each default.
-SETTINGS: tuple[tuple[str, str, str], ...] = (
+SETTINGS: Tuple[Tuple[str, str, str], ...] = (
     ("selector", 'job="netstat"',
      "label matchers selecting the exporter's series in every rule, e.g. job=\"node\" or "
      "job=~\"netstat|edge\",env=\"prod\""),
@@ -113,7 +112,7 @@ SETTINGS: tuple[tuple[str, str, str], ...] = (
     ("collector_failing_for", "10m", ""),
 )
 # Settings of the per-pod rules (the netns collector), kept apart from the host's.
-POD_SETTINGS: tuple[tuple[str, str, str], ...] = (
+POD_SETTINGS: Tuple[Tuple[str, str, str], ...] = (
     ("kube_state_metrics_selector", 'job="kube-state-metrics"',
      "label matchers selecting kube-state-metrics' kube_pod_info, which gives the per-pod "
      "rules their pod and namespace names"),
@@ -130,7 +129,7 @@ POD_SETTINGS: tuple[tuple[str, str, str], ...] = (
      "it is reported"),
 )
 # Settings of the per-service TCP event rules (the tcpevents collector).
-TCPEVENTS_SETTINGS: tuple[tuple[str, str, str], ...] = (
+TCPEVENTS_SETTINGS: Tuple[Tuple[str, str, str], ...] = (
     ("service_retransmit_ratio", "0.5",
      "retransmitted segments per connection established on one port over rate_window"),
     ("service_retransmit_min_rate", "1",
@@ -140,7 +139,7 @@ TCPEVENTS_SETTINGS: tuple[tuple[str, str, str], ...] = (
     ("service_resets_for", "10m", ""),
 )
 SETTINGS = SETTINGS + POD_SETTINGS + TCPEVENTS_SETTINGS
-DEFAULTS: dict[str, str] = {name: default for name, default, _ in SETTINGS}
+DEFAULTS: Dict[str, str] = {name: default for name, default, _ in SETTINGS}
 _SELECTORS = ("selector", "kube_state_metrics_selector")
 
 _DURATION = re.compile(r"^(?:\d+(?:ms|[smhdwy]))+$")
@@ -152,7 +151,7 @@ class SettingError(ValueError):
     """A setting that does not exist or whose value has the wrong form."""
 
 
-def check_settings(values: Mapping[str, str]) -> dict[str, str]:
+def check_settings(values: Mapping[str, str]) -> Dict[str, str]:
     """The defaults overridden by ``values``, each value checked against its kind."""
     out = dict(DEFAULTS)
     for name, value in values.items():
@@ -189,7 +188,7 @@ def _q(query: str) -> str:
 _WHERE = "{{ $labels.address }} port {{ $labels.port }}"
 _PROCESS = "{{ with $labels.process }} ({{ . }}){{ end }}"
 
-RECORDING_GROUPS: list[dict[str, Any]] = [
+RECORDING_GROUPS: List[Dict[str, Any]] = [
     {"name": "netstat.rules", "rules": [
         {"record": "instance:netstat_tcp_time_wait:sum", "expr": """
             sum without (protocol, family, state) (
@@ -241,7 +240,7 @@ RECORDING_GROUPS: list[dict[str, Any]] = [
 
 
 def _alert(name: str, severity: str, expr: str, for_: str, summary: str,
-           description: str) -> dict[str, Any]:
+           description: str) -> Dict[str, Any]:
     return {"alert": name, "expr": expr, "for": for_, "labels": {"severity": severity},
             "annotations": {"summary": summary, "description": description,
                             "runbook_url": "${runbook_url}#" + name.lower()}}
@@ -261,7 +260,7 @@ _CLOSE_WAIT_PORT = """(
 _TW_ENTRIES_BASELINE = ("instance:netstat_tcp_time_wait_entries_increase${rate_window}"
                         ":median_${time_wait_baseline_window}")
 
-ALERT_GROUPS: list[dict[str, Any]] = [
+ALERT_GROUPS: List[Dict[str, Any]] = [
     {"name": "netstat.sockets", "rules": [
         _alert("NetstatTimeWaitSpike", "warning", """
             instance:netstat_tcp_time_wait:sum
@@ -563,7 +562,7 @@ ALERT_GROUPS.append(
 # netstat_listener_info for the process), side="remote" the port of a service the host calls.
 
 
-def _events(record: str, events: str) -> dict[str, Any]:
+def _events(record: str, events: str) -> Dict[str, Any]:
     return {"record": f"instance_port_side:netstat_tcpevents_{record}:rate${{rate_window}}",
             "expr": f"""
             sum without (event) (
@@ -643,12 +642,12 @@ def _fill(text: str, values: Mapping[str, str]) -> str:
 
 
 def _resolve(groups: Sequence[Mapping[str, Any]],
-             values: Mapping[str, str]) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
+             values: Mapping[str, str]) -> List[Dict[str, Any]]:
+    out: List[Dict[str, Any]] = []
     for g in groups:
-        rules: list[dict[str, Any]] = []
+        rules: List[Dict[str, Any]] = []
         for r in g["rules"]:
-            rule: dict[str, Any] = {}
+            rule: Dict[str, Any] = {}
             for k, v in r.items():
                 if isinstance(v, dict):
                     rule[k] = {kk: _fill(vv, values) for kk, vv in v.items()}
@@ -674,13 +673,13 @@ def expanded(expr: str, recorded: Mapping[str, str]) -> str:
         out += [recorded[name] for name in new]
 
 
-def rule_groups(values: Mapping[str, str] | None = None) -> dict[str, list[dict[str, Any]]]:
+def rule_groups(values: Optional[Mapping[str, str]] = None) -> Dict[str, List[Dict[str, Any]]]:
     """The rule groups per file name, with settings ``values`` over the defaults."""
     v = check_settings(values or {})
     return {RULES_FILE: _resolve(RECORDING_GROUPS, v), ALERTS_FILE: _resolve(ALERT_GROUPS, v)}
 
 
-def system_notes(groups: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, str]:
+def system_notes(groups: Mapping[str, Sequence[Mapping[str, Any]]]) -> Dict[str, str]:
     """Rule name -> the sentence saying on which systems its metrics (with those of the
     recording rules it reads) never appear, for the rules where some system lacks one: written
     as a comment above the rule, where whoever adopts the rules for a Windows or macOS fleet
@@ -706,7 +705,7 @@ def _header(values: Mapping[str, str]) -> str:
 
 
 def to_yaml(groups: Sequence[Mapping[str, Any]], header: str = "",
-            notes: Mapping[str, str] | None = None) -> str:
+            notes: Optional[Mapping[str, str]] = None) -> str:
     """A Prometheus rule file. Expressions are block scalars; other strings are double-quoted
     (JSON strings are valid YAML double-quoted scalars); ``notes`` (rule name -> text) become
     comments above their rules."""
@@ -737,7 +736,7 @@ def to_yaml(groups: Sequence[Mapping[str, Any]], header: str = "",
     return "\n".join(out).rstrip("\n") + "\n"
 
 
-def render(values: Mapping[str, str] | None = None) -> dict[str, str]:
+def render(values: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
     """File name -> text of both rule files."""
     v = check_settings(values or {})
     groups = rule_groups(v)
@@ -745,7 +744,7 @@ def render(values: Mapping[str, str] | None = None) -> dict[str, str]:
     return {name: to_yaml(rules, _header(v), notes) for name, rules in groups.items()}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="alerts/generate.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="override a setting (repeatable); see --list")
@@ -759,7 +758,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, default, meaning in SETTINGS:
             print(f"{name}={default}" + (f"  # {meaning}" if meaning else ""))
         return 0
-    overrides: dict[str, str] = {}
+    overrides: Dict[str, str] = {}
     for item in a.set:
         name, sep, value = item.partition("=")
         if not sep:

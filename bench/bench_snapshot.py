@@ -43,13 +43,13 @@ def inner(rounds: int, profile: bool, full: bool) -> None:
 
     if full:
         import exporter.collectors  # noqa: F401 - registers them
-        from exporter.collectors.api import registered
+        from exporter.collectors.api import specs
         from exporter.config import Config
         from exporter.exposition import generate_text
         from exporter.scrape import Exporter
 
         target = Exporter(Config(collectors=frozenset(
-            k for k, spec in registered().items() if spec.default_enabled))).target(None)
+            k for k, spec in specs().items() if spec.default_enabled))).target(None)
 
         def one() -> None:  # noqa: F811 - the whole default scrape instead
             generate_text(target)

@@ -21,10 +21,9 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-Json = dict[str, Any]
+Json = Dict[str, Any]
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # The exporter's own reference says which metrics Windows and macOS lack (exporter.docs).
@@ -83,12 +82,12 @@ def target(expr: str, legend: str = "", ref: str = "A", instant: bool = False,
     return t
 
 
-def targets(*specs: tuple[str, str], instant: bool = False, table: bool = False) -> list[Json]:
+def targets(*specs: Tuple[str, str], instant: bool = False, table: bool = False) -> List[Json]:
     """Targets from (expr, legend) pairs, refIds A, B, C..."""
     return [target(e, lg, chr(ord("A") + i), instant, table) for i, (e, lg) in enumerate(specs)]
 
 
-def thresholds(*steps: tuple[float | None, str]) -> Json:
+def thresholds(*steps: Tuple[Optional[float], str]) -> Json:
     return {"mode": "absolute",
             "steps": [{"color": c, "value": v} for v, c in steps]}
 
@@ -96,14 +95,14 @@ def thresholds(*steps: tuple[float | None, str]) -> Json:
 GREEN = thresholds((None, "green"))
 
 
-def override(name: str, *props: tuple[str, Any], regex: bool = False) -> Json:
+def override(name: str, *props: Tuple[str, Any], regex: bool = False) -> Json:
     return {"matcher": {"id": "byRegexp" if regex else "byName", "options": name},
             "properties": [{"id": k, "value": v} for k, v in props]}
 
 
-def _panel(kind: str, title: str, description: str, unit: str, tg: list[Json], w: int, h: int,
-           defaults: Json | None = None, overrides: Sequence[Json] = (),
-           options: Json | None = None, **extra: Any) -> Json:
+def _panel(kind: str, title: str, description: str, unit: str, tg: List[Json], w: int, h: int,
+           defaults: Optional[Json] = None, overrides: Sequence[Json] = (),
+           options: Optional[Json] = None, **extra: Any) -> Json:
     # A panel built on metrics that some systems lack says so (docs/metrics.md's columns).
     missing = where_missing(json.dumps(tg), AVAILABLE)
     p: Json = {
@@ -119,9 +118,9 @@ def _panel(kind: str, title: str, description: str, unit: str, tg: list[Json], w
     return p
 
 
-def timeseries(title: str, description: str, unit: str, tg: list[Json], w: int = 12,
+def timeseries(title: str, description: str, unit: str, tg: List[Json], w: int = 12,
                h: int = 8, stack: bool = False, overrides: Sequence[Json] = (),
-               minimum: float | None = 0, max_: float | None = None) -> Json:
+               minimum: Optional[float] = 0, max_: Optional[float] = None) -> Json:
     custom: Json = {"drawStyle": "line", "lineWidth": 1, "fillOpacity": 30 if stack else 10,
                     "showPoints": "never", "spanNulls": False,
                     "stacking": {"mode": "normal" if stack else "none", "group": "A"}}
@@ -137,8 +136,8 @@ def timeseries(title: str, description: str, unit: str, tg: list[Json], w: int =
                    "tooltip": {"mode": "multi", "sort": "desc"}})
 
 
-def stat(title: str, description: str, unit: str, tg: list[Json], w: int = 4, h: int = 4,
-         steps: Json = GREEN, mappings: Sequence[Json] = (), decimals: int | None = None,
+def stat(title: str, description: str, unit: str, tg: List[Json], w: int = 4, h: int = 4,
+         steps: Json = GREEN, mappings: Sequence[Json] = (), decimals: Optional[int] = None,
          links: Sequence[Json] = ()) -> Json:
     defaults: Json = {"thresholds": steps, "color": {"mode": "thresholds"},
                       "mappings": list(mappings)}
@@ -152,8 +151,8 @@ def stat(title: str, description: str, unit: str, tg: list[Json], w: int = 4, h:
                    "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}})
 
 
-def bargauge(title: str, description: str, unit: str, tg: list[Json], w: int = 8, h: int = 8,
-             steps: Json = GREEN, max_: float | None = None, links: Sequence[Json] = ()
+def bargauge(title: str, description: str, unit: str, tg: List[Json], w: int = 8, h: int = 8,
+             steps: Json = GREEN, max_: Optional[float] = None, links: Sequence[Json] = ()
              ) -> Json:
     defaults: Json = {"thresholds": steps, "color": {"mode": "thresholds"}, "min": 0,
                       "links": list(links)}
@@ -165,9 +164,9 @@ def bargauge(title: str, description: str, unit: str, tg: list[Json], w: int = 8
                    "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}})
 
 
-def table(title: str, description: str, unit: str, tg: list[Json], w: int = 24, h: int = 10,
+def table(title: str, description: str, unit: str, tg: List[Json], w: int = 24, h: int = 10,
           overrides: Sequence[Json] = (), transformations: Sequence[Json] = (),
-          sort_by: Sequence[tuple[str, bool]] = ()) -> Json:
+          sort_by: Sequence[Tuple[str, bool]] = ()) -> Json:
     return _panel("table", title, description, unit, tg, w, h,
                   {"custom": {"align": "auto", "cellOptions": {"type": "auto"},
                               "filterable": True},
@@ -205,8 +204,8 @@ def row(title: str) -> Json:
             "gridPos": {"h": 1, "w": 24, "x": 0, "y": 0}}
 
 
-def merge_table(rename: dict[str, str], hide: Iterable[str] = ("Time", "job"),
-                order: Sequence[str] = ()) -> list[Json]:
+def merge_table(rename: Dict[str, str], hide: Iterable[str] = ("Time", "job"),
+                order: Sequence[str] = ()) -> List[Json]:
     """Transformations joining several table queries into one row per label set, then naming
     the value columns (``Value #A`` is query A's value)."""
     return [
@@ -219,7 +218,7 @@ def merge_table(rename: dict[str, str], hide: Iterable[str] = ("Time", "job"),
     ]
 
 
-def layout(panels: list[Json]) -> list[Json]:
+def layout(panels: List[Json]) -> List[Json]:
     """Place panels left to right, wrapping at the grid's 24 columns; a row starts a new line.
     Assigns ids in order."""
     x = y = line_h = 0
@@ -239,7 +238,7 @@ def layout(panels: list[Json]) -> list[Json]:
 
 # --- dashboard --------------------------------------------------------------------------------
 
-def variables(instance_multi: bool) -> list[Json]:
+def variables(instance_multi: bool) -> List[Json]:
     def query(name: str, q: str, multi: bool) -> Json:
         return {
             "name": name, "label": name.capitalize(), "type": "query", "datasource": DS,
@@ -267,7 +266,7 @@ ALERT_ANNOTATION: Json = {
 }
 
 
-def dashboard(uid: str, title: str, description: str, panels: list[Json],
+def dashboard(uid: str, title: str, description: str, panels: List[Json],
               instance_multi: bool) -> Json:
     return {
         "uid": uid,
@@ -317,11 +316,12 @@ LIMIT_LINE = [("color", {"mode": "fixed", "fixedColor": "dark-red"}),
               ("custom.fillOpacity", 0), ("custom.lineWidth", 2)]
 
 
-def host() -> Json:
+def host_overview() -> List[Json]:
+    """Host dashboard, row Overview: TCP states, the two limits, failing collectors."""
     tw = sel("netstat_sockstat_tcp_time_wait_sockets")
     eph_ratio = (f"max by (job, instance) ({sel('netstat_ports_ephemeral_destination_used_max')})"
                  f" / on (job, instance) {sel('netstat_ports_ephemeral_available')}")
-    panels = [
+    return [
         row("Overview"),
         stat("Established TCP", "TCP connections in ESTABLISHED, both address families "
              "(netstat_sockets, from sock_diag or /proc/net/tcp*).", "short",
@@ -347,7 +347,12 @@ def host() -> Json:
              "(netstat_exporter_collector_success == 0); the exporter log says why.", "short",
              targets((f"sum(1 - {sel(VAR_METRIC)})", "")),
              steps=thresholds((None, "green"), (1, "red"))),
+    ]
 
+
+def host_socket_states() -> List[Json]:
+    """Host dashboard, row Socket states: sockets by state, queues and memory, against limits."""
+    return [
         row("Socket states"),
         timeseries("TCP sockets by state", "Every TCP state stacked, both families "
                    "(netstat_sockets). TIME_WAIT (red) and CLOSE_WAIT (orange) are drawn thick.",
@@ -393,7 +398,12 @@ def host() -> Json:
                            (sel("netstat_limits_tcp_mem_bytes", 'level=~"pressure|max"'),
                             "tcp_mem {{level}}")),
                    overrides=[override("tcp_mem .*", *LIMIT_LINE, regex=True)]),
+    ]
 
+
+def host_tcp_errors() -> List[Json]:
+    """Host dashboard, row TCP errors: retransmissions, resets, overflows, SYN cookies, churn."""
+    return [
         row("TCP errors"),
         timeseries("Retransmitted segments", "Share of sent TCP segments that were "
                    "retransmissions (RetransSegs / OutSegs in /proc/net/snmp). Above a few "
@@ -440,7 +450,12 @@ def host() -> Json:
                            (rate("netstat_tcp_ext_tcp_abort_on_memory_total"), "aborts: memory"),
                            (rate("netstat_tcp_ext_tcp_abort_on_timeout_total"),
                             "aborts: timeout"))),
+    ]
 
+
+def host_udp() -> List[Json]:
+    """Host dashboard, row UDP: UDP errors and datagrams."""
+    return [
         row("UDP"),
         timeseries("UDP errors", "Datagrams dropped because the receive buffer was full "
                    "(RcvbufErrors), the send buffer was full (SndbufErrors), all receive errors "
@@ -455,7 +470,12 @@ def host() -> Json:
         timeseries("UDP datagrams", "UDP datagrams received and sent per second (IPv4).", "pps",
                    targets((rate("netstat_udp_in_datagrams_total"), "in"),
                            (rate("netstat_udp_out_datagrams_total"), "out"))),
+    ]
 
+
+def host_interfaces() -> List[Json]:
+    """Host dashboard, row Interfaces: traffic, packets, errors, drops, state and MTU."""
+    return [
         row("Interfaces"),
         timeseries("Interface throughput", "Bytes per second received (up) and transmitted "
                    "(down) per interface (/proc/net/dev).", "Bps",
@@ -496,7 +516,12 @@ def host() -> Json:
               transformations=merge_table({"Value #A": "Up", "Value #B": "MTU"},
                                           hide=("Time", "job", "instance"),
                                           order=("device", "Value #A", "Value #B"))),
+    ]
 
+
+def host_ephemeral_ports() -> List[Json]:
+    """Host dashboard, row Ephemeral ports: ephemeral port use against the range."""
+    return [
         row("Ephemeral ports"),
         timeseries("Ephemeral ports against the range", "Distinct local ports of the "
                    "ephemeral range in use (per protocol), the most used towards a single "
@@ -507,7 +532,12 @@ def host() -> Json:
                             "{{protocol}} busiest destination"),
                            (sel("netstat_ports_ephemeral_available"), "range size")),
                    w=24, overrides=[override("range size", *LIMIT_LINE)]),
+    ]
 
+
+def host_exporter() -> List[Json]:
+    """Host dashboard, row Exporter: the exporter's health and this instance's alerts."""
+    return [
         row("Exporter"),
         stat("Collector status", "Whether each collector succeeded in the last scrape "
              "(netstat_exporter_collector_success).", "none",
@@ -523,6 +553,11 @@ def host() -> Json:
                   "Grafana's alerting (Grafana-managed, or from a Prometheus data source with "
                   "a ruler).", '{instance=~"$instance"}', w=24, h=6),
     ]
+
+
+def host() -> Json:
+    panels = [*host_overview(), *host_socket_states(), *host_tcp_errors(), *host_udp(),
+              *host_interfaces(), *host_ephemeral_ports(), *host_exporter()]
     return dashboard(HOST_UID, "Netstat / Host",
                      "One host's sockets, TCP/UDP errors, interfaces, ephemeral ports and the "
                      "exporter's health, from netstat-exporter.", panels, instance_multi=False)
@@ -538,7 +573,7 @@ EXPECTED_MAPPING = [{"type": "value", "options": {
     "": {"text": "no file", "color": "text", "index": 2}}}]
 
 
-def tcp_events_row() -> list[Json]:
+def tcp_events_row() -> List[Json]:
     """The "TCP events" row (tcpevents collector, off by default: no data without it)."""
     ev = "netstat_tcpevents_port_events_total"
     local = ("sum by (port, event) (rate(" + sel(ev, 'side="local"')
@@ -831,7 +866,7 @@ THE_POD = 'pod=~"$pod"'
 POD_LEGEND = "{{namespace}}/{{pod}}"
 
 
-def pod_variables() -> list[Json]:
+def pod_variables() -> List[Json]:
     """job and instance, then the Kubernetes namespace and the pod, read from a per-pod rule."""
     def query(name: str, label: str, q: str, multi: bool) -> Json:
         return {
@@ -915,7 +950,7 @@ def pods() -> Json:
 
 # --- files ------------------------------------------------------------------------------------
 
-def dashboards() -> dict[str, Json]:
+def dashboards() -> Dict[str, Json]:
     """File name -> dashboard."""
     return {"netstat-host.json": host(), "netstat-listeners.json": listeners(),
             "netstat-fleet.json": fleet(), "netstat-pods.json": pods()}
@@ -925,7 +960,7 @@ def render(d: Json) -> str:
     return json.dumps(d, indent=2, ensure_ascii=False) + "\n"
 
 
-def main(argv: list[str]) -> int:
+def main(argv: List[str]) -> int:
     check = "--check" in argv
     stale = []
     for name, d in dashboards().items():

@@ -12,12 +12,12 @@ import errno
 import logging
 import os
 import sys
-from typing import Any, Callable, Collection, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Collection, Dict, List, NoReturn, Optional, Sequence, Tuple
 
 import click
 
 from exporter import __version__, logs, system
-from exporter.collectors.api import CollectorSpec, Flag
+from exporter.collectors.api import CollectorSpec, Flag, specs
 from exporter.config import (
     DEFAULT_LISTEN_ADDRESS,
     Config,
@@ -27,7 +27,6 @@ from exporter.config import (
     parse_listen_address,
 )
 from exporter.procfs import not_a_procfs
-from exporter.scrape import specs
 from exporter.show.commands import make_commands
 from exporter.sysfs import not_a_sysfs
 
@@ -395,7 +394,7 @@ def service_remove() -> None:
     click.echo(f"{PROG}: service {service_.NAME} removed")
 
 
-def _fail(message: str, code: int) -> NoReturn:  # type: ignore[name-defined]  # noqa: F821
+def _fail(message: str, code: int) -> NoReturn:
     print(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)
     sys.exit(code)
 

@@ -1,6 +1,7 @@
 """Generates docs/metrics.md from the collectors' metric declarations.
 
-``python -m exporter.docs > docs/metrics.md``; tests/test_docs.py fails when the file is stale.
+``python -m exporter.docs > docs/metrics.md`` (scripts/regenerate runs it with the other
+generators); tests/test_regenerate.py fails when the file is stale.
 """
 
 from __future__ import annotations
@@ -8,15 +9,14 @@ from __future__ import annotations
 from typing import AbstractSet, Dict, List, Set, Tuple
 
 from exporter.availability import where_missing
-from exporter.collectors.api import MetricDoc
-from exporter.scrape import EXPORTER_METRICS as _COLLECTION_METRICS
-from exporter.scrape import specs
+from exporter.collectors.api import MetricDoc, specs
+from exporter.scrape import SCRAPE_METRICS
 from exporter.system import system_class
 from exporter.web.telemetry import HTTP_METRICS
 
 # The exporter's own metrics: its collectors' timing and success, build info, and the HTTP
 # server's counters (served on /metrics only, not by `dump`).
-EXPORTER_METRICS = _COLLECTION_METRICS + HTTP_METRICS
+EXPORTER_METRICS = SCRAPE_METRICS + HTTP_METRICS
 
 __all__ = ["EXPORTER_METRICS", "availability", "metric_names", "render", "where_missing"]
 
@@ -48,7 +48,7 @@ def _on(m: MetricDoc, collector: str) -> List[bool]:
 
 
 def _protocol_names(fields: AbstractSet[Tuple[str, str]]) -> Set[str]:
-    from exporter.collectors.protocols_table import lookup
+    from exporter.collectors.protocols.table import lookup
 
     return {lookup(g, f).name for g, f in fields}
 
@@ -61,8 +61,8 @@ def render() -> str:
     out = [
         "# Metrics reference",
         "",
-        "Generated from the collectors' declarations by `python -m exporter.docs`; "
-        "`tests/test_docs.py` fails when this file is out of date.",
+        "Generated from the collectors' declarations by `python -m exporter.docs` (run by "
+        "`scripts/regenerate`); `tests/test_regenerate.py` fails when this file is out of date.",
         "",
         "Every metric carries the labels listed; the `instance` and `job` labels are added by "
         "Prometheus. Counters end in `_total`. The Linux, Windows and macOS columns say where "

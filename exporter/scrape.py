@@ -38,13 +38,12 @@ from exporter import __version__, waits
 from exporter.collectors.api import (
     NAMESPACE,
     Collector,
-    CollectorSpec,
     MetricDoc,
-    registered,
     reserve,
+    specs,
 )
 from exporter.config import Config, UnknownCollectorError
-from exporter.procfs import kept
+from exporter.procfs import own_files
 from exporter.sockets.snapshot import ScrapeSockets, Snapshot, Wants
 from exporter.system import System, load
 
@@ -64,11 +63,6 @@ class SocketUser(Protocol):
     def collect_snapshot(self, snap: Snapshot) -> Iterable[Metric]: ...
 
     def collect(self) -> Iterable[Metric]: ...
-
-
-def specs() -> Mapping[str, CollectorSpec]:
-    """Every registered collector, by name, in registration order."""
-    return registered()
 
 
 def check_names(names: Iterable[str]) -> None:
@@ -95,19 +89,19 @@ class Exporter:
             self.collectors.update(extra)
         # process_* metrics of the exporter itself (RSS, CPU, open fds), from client_python.
         self.process = ProcessCollector(registry=None)
-        if load(config).has_procfs and kept.is_own_procfs(config.procfs):
+        if load(config).has_procfs and own_files.is_own_procfs(config.procfs):
             # The same twenty-odd /proc/net and /proc/sys files every scrape: keep them open.
-            kept.keep(config.procfs)
+            own_files.keep(config.procfs)
 
     @property
     def names(self) -> List[str]:
         return list(self.collectors)
 
-    def target(self, only: Optional[Sequence[str]] = None, exclude: Sequence[str] = ()) -> _Target:
+    def target(self, only: Optional[Sequence[str]] = None, exclude: Sequence[str] = ()) -> _Scrape:
         """A registry-like object for one scrape, restricted as ``collect[]``/``exclude[]`` ask."""
         names = list(self.collectors) if not only else [n for n in self.collectors if n in only]
         names = [n for n in names if n not in exclude]
-        return _Target(self, names)
+        return _Scrape(self, names)
 
     def unknown(self, names: Iterable[str]) -> List[str]:
         return sorted(set(names) - set(self.collectors))
@@ -120,7 +114,9 @@ class Exporter:
                 reload()
 
 
-EXPORTER_METRICS = (
+# What every scrape adds about itself: collector timing and success, netlink dumps, build info.
+# With the HTTP server's own counters they make exporter.docs.EXPORTER_METRICS.
+SCRAPE_METRICS = (
     MetricDoc(f"{NAMESPACE}_exporter_collector_duration_seconds", "gauge",
               "How long a collector took in this scrape.", ("collector",)),
     MetricDoc(f"{NAMESPACE}_exporter_collector_success", "gauge",
@@ -135,11 +131,13 @@ EXPORTER_METRICS = (
               ("version", "python_version"),
               note="left out with --web.disable-exporter-metrics"),
 )
-_DURATION, _SUCCESS, _DUMPS, _BUILD = EXPORTER_METRICS
-reserve("exporter", EXPORTER_METRICS)
+_DURATION, _SUCCESS, _DUMPS, _BUILD = SCRAPE_METRICS
+reserve("exporter", SCRAPE_METRICS)
 
 
-class _Target(_PromCollector):
+class _Scrape(_PromCollector):
+    """The collectors of one scrape, as a registry-like object for the exposition."""
+
     def __init__(self, exporter: Exporter, names: List[str]) -> None:
         self._exporter = exporter
         self._names = names

@@ -1,14 +1,18 @@
-"""Test support for the rule files in alerts/: load alerts/generate.py, and pull metric names out
-of PromQL expressions and the queries of annotation templates."""
+"""Test support for the rule files in alerts/: load alerts/generate.py, write its rule files,
+ask the Prometheus that loaded them, and pull metric names out of PromQL expressions and the
+queries of annotation templates."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
-from collections.abc import Iterable
+import urllib.parse
 from types import ModuleType
-from typing import Any
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Set, Tuple
+
+from helpers import http_get
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ALERTS_DIR = os.path.join(ROOT, "alerts")
@@ -25,7 +29,46 @@ def load_generator() -> ModuleType:
     return mod
 
 
-def rules(groups: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+def write_rule_files(directory: str, files: Mapping[str, str]) -> List[str]:
+    """Write the rule files alerts/generate.py rendered (``render(settings)``: name -> text) to
+    ``directory``; their paths, for Prometheus's rule_files."""
+    paths = []
+    for name, text in files.items():
+        path = os.path.join(directory, name)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        paths.append(path)
+    return paths
+
+
+Getter = Callable[[str, float], Tuple[int, Dict[str, str], bytes]]
+
+
+class PrometheusAPI:
+    """The HTTP API of a Prometheus at ``base`` (``http://host:port``), read with ``get(url,
+    timeout)``: :func:`helpers.http_get`, or that called inside a network namespace."""
+
+    def __init__(self, base: str, get: Getter = http_get) -> None:
+        self.base, self._get = base, get
+
+    def api(self, path: str, **params: str) -> Any:
+        url = f"{self.base}/api/v1/{path}" + (f"?{urllib.parse.urlencode(params)}"
+                                              if params else "")
+        status, _, body = self._get(url, 10)
+        data = json.loads(body)
+        assert status == 200 and data["status"] == "success", (path, params, body[:300])
+        return data["data"]
+
+    def query(self, expr: str) -> List[Dict[str, Any]]:
+        return self.api("query", query=expr)["result"]  # type: ignore[no-any-return]
+
+    def alerts(self, name: str) -> List[Dict[str, Any]]:
+        """The alerts ``name`` has pending or firing."""
+        return [a for a in self.api("alerts")["alerts"]
+                if a["labels"]["alertname"] == name and a["state"] in ("pending", "firing")]
+
+
+def rules(groups: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
     return [r for g in groups for r in g["rules"]]
 
 
@@ -39,7 +82,7 @@ _KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "an
 _IDENT = re.compile(r"(?<![\w.:])([a-zA-Z_:][a-zA-Z0-9_:]*)(\s*\()?")
 
 
-def selected_names(expr: str) -> set[str]:
+def selected_names(expr: str) -> Set[str]:
     """Metric (and recording rule) names a PromQL expression selects.
 
     Crude but sufficient for our rules: drop string literals, label matchers, ranges and the
@@ -63,7 +106,7 @@ def selected_names(expr: str) -> set[str]:
 _TEMPLATE_QUERY = re.compile(r'printf\s+"((?:\\.|[^"\\])*)"')
 
 
-def template_queries(annotation: str) -> list[str]:
+def template_queries(annotation: str) -> List[str]:
     """The PromQL format strings an annotation passes to ``query`` through printf."""
     return [m.group(1).replace('\\"', '"') for m in _TEMPLATE_QUERY.finditer(annotation)
             if "query" in annotation[m.end():m.end() + 120]]

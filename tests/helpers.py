@@ -22,6 +22,17 @@ T = TypeVar("T")
 Sample = Tuple[str, Dict[str, str], float]
 
 
+def connect_and_close(n: int) -> None:
+    """``n`` loopback TCP connections to a listener of its own, each closed: the namespace's
+    ActiveOpens and PassiveOpens grow by ``n``."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(n)
+    for _ in range(n):
+        socket.create_connection(srv.getsockname(), timeout=10).close()
+    srv.close()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(fam, socket.SOCK_STREAM) as s:
@@ -91,7 +102,7 @@ def select(samples: Sequence[Sample], name: str, **labels: str) -> List[Sample]:
 def ns_http_get(netns: str, url: str, timeout: float = 30, headers: Optional[Dict[str, str]] = None
                 ) -> Tuple[int, Dict[str, str], bytes]:
     """http_get from inside network namespace ``netns`` (a thread that setns(2) into it)."""
-    from netns import call_in
+    from nshelpers import call_in
 
     return call_in(netns, http_get, url, timeout, headers)
 

@@ -5,7 +5,7 @@ queue is full; Prometheus's HTTP API must then show the matching alerts pending 
 
 Everything runs inside the namespace, so the host's own sockets (and other tests running at the
 same time) cannot move the counts. The test's own sockets and HTTP requests are made from a
-thread that has entered the namespace (tests/netns.py).
+thread that has entered the namespace (tests/nshelpers.py).
 """
 
 from __future__ import annotations
@@ -16,17 +16,15 @@ import socket
 import subprocess
 import tempfile
 import time
-import urllib.parse
-from collections.abc import Iterator
 from contextlib import ExitStack
-from typing import Any
+from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
-from alertrules import load_generator, rules
+from alertrules import PrometheusAPI, load_generator, rules, write_rule_files
 from helpers import http_get, poll, running_exporter
-from netns import NetNS
+from nshelpers import NetNS
 
-from exporter.scrape import specs
+from exporter.collectors.api import specs
 
 pytestmark = pytest.mark.root
 
@@ -41,7 +39,7 @@ BACKLOG = 1
 CLIENTS = 6
 
 
-def e2e_settings() -> dict[str, str]:
+def e2e_settings() -> Dict[str, str]:
     """The shipped settings with every `for:` cut to 2s and every window shortened, so that the
     alerts can go pending within seconds of a 1s scrape and evaluation interval."""
     s = {name: "2s" for name in gen.DEFAULTS if name.endswith("_for")}
@@ -50,33 +48,22 @@ def e2e_settings() -> dict[str, str]:
     return s
 
 
-class Stack:
+class Stack(PrometheusAPI):
+    """The Prometheus in the namespace ``ns``, asked from inside it."""
+
     def __init__(self, ns: NetNS, prometheus: subprocess.Popen) -> None:
+        super().__init__(f"http://127.0.0.1:{PROMETHEUS_PORT}",
+                         lambda url, timeout: ns.call(http_get, url, timeout))
         self.ns, self.prometheus = ns, prometheus
 
-    def api(self, path: str, **params: str) -> Any:
-        url = f"http://127.0.0.1:{PROMETHEUS_PORT}/api/v1/{path}"
-        if params:
-            url += "?" + urllib.parse.urlencode(params)
-        status, _, body = self.ns.call(http_get, url, 5)
-        assert status == 200, (status, body[:300])
-        return json.loads(body)["data"]
-
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        return self.api("query", query=expr)["result"]  # type: ignore[no-any-return]
-
-    def alerts(self, name: str) -> list[dict[str, Any]]:
-        return [a for a in self.api("alerts")["alerts"]
-                if a["labels"]["alertname"] == name and a["state"] in ("pending", "firing")]
-
-    def wait_alert(self, name: str, timeout: float = 40) -> list[dict[str, Any]]:
+    def wait_alert(self, name: str, timeout: float = 40) -> List[Dict[str, Any]]:
         if self.prometheus.poll() is not None:
             raise AssertionError(f"prometheus exited with {self.prometheus.returncode}")
         return poll(lambda: self.alerts(name), timeout=timeout, interval=0.5,
                     what=f"{name} to be pending or firing")
 
 
-def _prometheus_config(rule_files: list[str]) -> str:
+def _prometheus_config(rule_files: List[str]) -> str:
     return json.dumps({  # JSON is YAML
         "global": {"scrape_interval": f"{SCRAPE_INTERVAL:g}s", "evaluation_interval": "1s",
                    "scrape_timeout": "1s"},
@@ -91,12 +78,7 @@ def stack() -> Iterator[Stack]:
     with ExitStack() as es:
         tmp = es.enter_context(tempfile.TemporaryDirectory(prefix="alerts-e2e-"))
         ns = es.enter_context(NetNS("alerts"))
-        rule_files = []
-        for name, text in gen.render(e2e_settings()).items():
-            path = os.path.join(tmp, name)
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(text)
-            rule_files.append(path)
+        rule_files = write_rule_files(tmp, gen.render(e2e_settings()))
         config = os.path.join(tmp, "prometheus.yml")
         with open(config, "w", encoding="utf-8") as f:
             f.write(_prometheus_config(rule_files))
@@ -222,7 +204,7 @@ class FullQueue:
         self.srv.bind(("127.0.0.1", 0))
         self.srv.listen(BACKLOG)
         self.port = int(self.srv.getsockname()[1])
-        self.clients: list[socket.socket] = []
+        self.clients: List[socket.socket] = []
         for _ in range(CLIENTS):
             c = socket.socket()
             c.setblocking(False)
@@ -243,7 +225,7 @@ def _comm() -> str:
 def test_full_accept_queue_raises_accept_queue_and_listen_drop_alerts(stack: Stack) -> None:
     missing = {"listeners", "protocols"} - set(specs())
     assert not missing, f"collectors {sorted(missing)} are not in this tree yet"
-    queue: FullQueue | None = stack.ns.call(FullQueue)
+    queue: Optional[FullQueue] = stack.ns.call(FullQueue)
     assert queue is not None
     try:
         alerts = stack.wait_alert("NetstatAcceptQueueNearFull")

@@ -13,9 +13,9 @@ from helpers import ROOT, parse, run_cli, value
 
 from exporter.cli import build_config, cli
 from exporter.collectors import api
-from exporter.collectors.api import Flag, MetricDoc, register
-from exporter.config import RegexError
-from exporter.scrape import EXPORTER_METRICS, specs
+from exporter.collectors.api import Flag, MetricDoc, register, specs
+from exporter.config import Config, RegexError
+from exporter.scrape import SCRAPE_METRICS, Exporter
 
 
 @pytest.fixture
@@ -31,8 +31,8 @@ def test_register_refuses_a_metric_another_collector_declares(clean_registry: No
     with pytest.raises(RuntimeError, match="'netstat_sockets', which 'sockets' already"):
         register("copycat", default_enabled=False, description="x",
                  metrics=[MetricDoc(taken.name, "gauge", "again")])(lambda c: None)  # type: ignore
-    assert "copycat" not in api.registered()
-    own = EXPORTER_METRICS[0]
+    assert "copycat" not in api.specs()
+    own = SCRAPE_METRICS[0]
     with pytest.raises(RuntimeError, match="'exporter' already declares"):
         register("thief", default_enabled=False, description="x",
                  metrics=[MetricDoc(own.name, "gauge", "mine")])(lambda c: None)  # type: ignore
@@ -41,7 +41,27 @@ def test_register_refuses_a_metric_another_collector_declares(clean_registry: No
     # a new name is accepted
     register("fresh", default_enabled=False, description="x",
              metrics=[MetricDoc("netstat_fresh_things", "gauge", "new")])(lambda c: None)  # type: ignore
-    assert "fresh" in api.registered()
+    assert "fresh" in api.specs()
+
+
+def test_every_collector_module_is_placed_in_order_once() -> None:
+    """ORDER names every collector module of the package, once, and nothing else."""
+    assert len(set(api.ORDER)) == len(api.ORDER)
+    modules = {name for name in (f[:-3] if f.endswith(".py") else f
+                                 for f in os.listdir(os.path.join(ROOT, "exporter", "collectors")))
+               if name not in ("__init__", "__pycache__", "api")}
+    assert set(api.ORDER) == modules == set(specs())
+    assert tuple(specs()) == api.ORDER
+
+
+def test_the_output_order_is_order_not_import_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    specs()
+    monkeypatch.setattr(api, "_SPECS", dict(reversed(list(api._SPECS.items()))))
+    assert tuple(specs()) == api.ORDER
+    ex = Exporter(Config(procfs=os.path.join(ROOT, "tests", "fixtures", "proc", "new"),
+                         collectors=frozenset({"netns", "sockets", "routes"}),
+                         disable_exporter_metrics=True))
+    assert ex.names == ["sockets", "routes", "netns"]
 
 
 def test_a_flag_must_name_an_option_field(clean_registry: None) -> None:
@@ -77,7 +97,8 @@ def test_flags_build_each_collectors_option_dataclass() -> None:
     assert config.options["routes"].table is True
     assert config.options["listeners"].max_ports == 7
     assert config.options["ports"].source == "procfs"
-    assert config.options["sockets"] == specs()["sockets"].default_options()
+    sockets_options = specs()["sockets"].options
+    assert sockets_options is not None and config.options["sockets"] == sockets_options()
 
 
 def test_an_option_value_the_collector_refuses_is_a_one_line_error() -> None:

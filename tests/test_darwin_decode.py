@@ -50,16 +50,16 @@ from helpers import ROOT, parse, select, value
 from exporter import dump, system
 from exporter.collectors.listeners import ListenersOptions
 from exporter.collectors.protocols import DEFAULT_PROTOCOLS_FIELDS, ProtocolsOptions
-from exporter.collectors.protocols_table import TABLE
+from exporter.collectors.protocols.table import TABLE
 from exporter.collectors.routes import RoutesOptions
 from exporter.config import Config
 from exporter.darwin import decode
 from exporter.darwin import sysctl as darwin_sysctl
 from exporter.procfs.route import Route
 from exporter.scrape import Exporter
-from exporter.sockets import names
 from exporter.system import _darwin
 from exporter.system.common import Conn
+from exporter.vocabulary import names
 
 # --- the layouts -----------------------------------------------------------------------------
 

@@ -579,9 +579,9 @@ def test_generator_refuses_bad_rule_files(tmp_path: os.PathLike[str]) -> None:
     assert r.returncode == 2 and "appears twice" in r.stderr
 
 
-def test_prometheusrule_in_sync_with_alerts() -> None:
-    r = _gen("--check")
-    assert r.returncode == 0, r.stderr
+def test_prometheusrule_is_valid() -> None:
+    """The shipped PrometheusRule passes the CRD's schema (tests/test_regenerate.py holds it to
+    the rule files)."""
     (doc,) = _load_all(os.path.join(K8S, "prometheusrule.yaml"))
     import jsonschema
 

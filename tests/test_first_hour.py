@@ -263,7 +263,7 @@ def test_top_fit_never_exceeds_the_height_and_names_what_is_left_out() -> None:
 
 
 def test_top_header_fits_the_width() -> None:
-    from exporter.show.snapshot import parse
+    from exporter.show.reading import parse
     from exporter.show.top import Screen
 
     snap = parse("", source="https://exporter.example.com:9816/metrics", wall=0.0)

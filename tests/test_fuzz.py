@@ -22,15 +22,16 @@ hypothesis = pytest.importorskip("hypothesis")  # the test extra installs it
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from exporter import expected  # noqa: E402
+from exporter.collectors.api import specs  # noqa: E402
 from exporter.collectors.listeners import ListenersOptions  # noqa: E402
 from exporter.collectors.ports import PortsOptions  # noqa: E402
 from exporter.collectors.routes import RoutesOptions  # noqa: E402
 from exporter.collectors.sockets import SocketsOptions  # noqa: E402
 from exporter.config import Config  # noqa: E402
-from exporter.scrape import Exporter, specs  # noqa: E402
+from exporter.listeners import expected  # noqa: E402
+from exporter.scrape import Exporter  # noqa: E402
 from exporter.web.errors import WebConfigError  # noqa: E402
-from exporter.web.state import load_snapshot  # noqa: E402
+from exporter.web.state import load_settings  # noqa: E402
 
 
 def fuzz(examples: int) -> settings:
@@ -224,7 +225,7 @@ def test_mutated_web_config_is_loaded_or_refused_in_one_line(pki: PKI,
     apply(pki.dir, [os.path.basename(path)], [(0, k, a, b) for _w, k, a, b in muts
                                               if k != "delete"])
     try:
-        load_snapshot(path)
+        load_settings(path)
     except WebConfigError as e:
         assert "\n" not in str(e)
 

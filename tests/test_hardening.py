@@ -54,6 +54,18 @@ def _closed_by_server(s: socket.socket, within: float = 15.0) -> bool:
     return poll(closed, timeout=within, interval=0.0, what="server to close the connection")
 
 
+def _healthy(s: socket.socket) -> bytes:
+    """Ask /-/healthy over ``s`` with HTTP/1.1 (the connection may be kept alive); the whole
+    response."""
+    s.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+    got = b""
+    while not got.endswith(b"OK\n"):
+        chunk = s.recv(4096)
+        assert chunk, got
+        got += chunk
+    return got
+
+
 def _scrape_ok(port: int) -> bool:
     status, _, body = http_get(f"http://127.0.0.1:{port}/metrics", timeout=10)
     return status == 200 and bool(parse(body.decode()))
@@ -123,12 +135,7 @@ def test_drip_fed_headers_are_cut_off_at_the_deadline(plain: int) -> None:
 def test_kept_alive_connection_stalling_in_its_second_request_is_dropped(plain: int) -> None:
     s = _connect(plain)
     try:
-        s.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
-        first = b""
-        while not first.endswith(b"OK\n"):
-            chunk = s.recv(4096)
-            assert chunk, first
-            first += chunk
+        first = _healthy(s)
         assert first.startswith(b"HTTP/1.1 200 ") and b"Connection: close" not in first
         s.sendall(b"GET /metrics HTTP/1.1\r\n")  # second request, never finished
         assert _scrape_ok(plain)
@@ -240,17 +247,7 @@ def test_stalled_tls_handshake_does_not_block_scrape(pki: PKI) -> None:
             assert status == 200 and parse(body.decode())
             assert _closed_by_server(silent)
             assert _closed_by_server(partial)
-
-            def half_closed() -> bool:
-                half.settimeout(0.2)
-                try:
-                    return half.recv(1024) == b""
-                except socket.timeout:
-                    return False
-                except (OSError, ssl.SSLError):
-                    return True
-
-            poll(half_closed, timeout=15, interval=0.0, what="stalled TLS request dropped")
+            assert _closed_by_server(half)  # the stalled TLS request dropped
         finally:
             for s in (silent, partial, half):
                 s.close()
@@ -295,13 +292,7 @@ def test_idle_keepalive_flood_without_credentials_does_not_lock_out_scrapes(pki:
         try:
             for _ in range(MAX_CONNECTIONS):
                 s = ctx.wrap_socket(_connect(ex.port), server_hostname="localhost")
-                s.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
-                got = b""
-                while not got.endswith(b"OK\n"):
-                    chunk = s.recv(4096)
-                    assert chunk, got
-                    got += chunk
-                assert b"Connection: close" not in got  # kept alive
+                assert b"Connection: close" not in _healthy(s)  # kept alive
                 idle.append(s)
             for _ in range(3):
                 (status, _, body), took = _timed(

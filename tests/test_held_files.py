@@ -1,4 +1,4 @@
-"""exporter.procfs.held: /proc files kept open and read again from offset 0 give what a fresh
+"""exporter.procfs.reread: /proc files kept open and read again from offset 0 give what a fresh
 open gives; the descriptor budget holds; sweeping closes what is no longer wanted."""
 
 from __future__ import annotations
@@ -9,24 +9,15 @@ from pathlib import Path
 from typing import List
 
 import pytest
+from helpers import connect_and_close
 
 from exporter.procfs import read_bytes
-from exporter.procfs.held import HeldFiles, pread_all
+from exporter.procfs.reread import HeldFiles, pread_all
 
 
 def _active_opens(text: bytes) -> int:
     lines = [ln.split() for ln in text.decode().splitlines() if ln.startswith("Tcp:")]
     return int(lines[1][lines[0].index("ActiveOpens")])
-
-
-def _connect(n: int) -> None:
-    """``n`` loopback connections, closed: ActiveOpens grows by ``n``."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(n)
-    for _ in range(n):
-        socket.create_connection(srv.getsockname()).close()
-    srv.close()
 
 
 def _own_fds() -> List[str]:
@@ -37,7 +28,7 @@ def test_a_kept_proc_file_reads_the_current_content() -> None:
     files = HeldFiles(["snmp", "netstat"], max_fds=10)
     first = files.read("me", "/proc/self/net")
     assert files.fds == 2
-    _connect(3)
+    connect_and_close(3)
     again = files.read("me", "/proc/self/net")
     assert files.fds == 2  # the same descriptors
     assert _active_opens(again[0] or b"") - _active_opens(first[0] or b"") >= 3
@@ -110,25 +101,25 @@ def test_sweep_closes_what_is_no_longer_found(tmp_path: Path) -> None:
 def test_only_a_live_procfs_of_this_process_is_kept(tmp_path: Path) -> None:
     from helpers import FIXTURES
 
-    from exporter.procfs import kept
+    from exporter.procfs import own_files
 
-    assert kept.is_own_procfs("/proc")
-    assert not kept.is_own_procfs(os.path.join(FIXTURES, "proc", "new"))
-    assert not kept.is_own_procfs(str(tmp_path))
+    assert own_files.is_own_procfs("/proc")
+    assert not own_files.is_own_procfs(os.path.join(FIXTURES, "proc", "new"))
+    assert not own_files.is_own_procfs(str(tmp_path))
 
 
 def test_kept_files_read_afresh_through_one_descriptor() -> None:
-    from exporter.procfs import kept, read_text
+    from exporter.procfs import own_files, read_text
 
-    kept.close_all()
+    own_files.close_all()
     try:
         first = read_text("/proc", "net", "snmp")  # not kept yet: a fresh read
-        assert not kept._fds
-        kept.keep("/proc")
+        assert not own_files._fds
+        own_files.keep("/proc")
         before = len(_own_fds())
         read_text("/proc", "net", "snmp")
         assert len(_own_fds()) == before + 1
-        _connect(3)
+        connect_and_close(3)
         again = read_text("/proc", "net", "snmp")
         assert len(_own_fds()) == before + 1  # the same descriptor, read again
         assert _active_opens(again.encode()) - _active_opens(first.encode()) >= 3
@@ -140,13 +131,13 @@ def test_kept_files_read_afresh_through_one_descriptor() -> None:
             read_text("/proc", "net", "no-such-file")
         assert len(_own_fds()) == before + 1
     finally:
-        kept.close_all()
+        own_files.close_all()
 
 
 def test_a_kept_file_of_many_records_is_read_whole() -> None:
     """/proc/net/tcp comes one seq_file buffer (a page) per read: a short read is not its
     end, read again from offset 0 or not."""
-    from exporter.procfs import kept, read_bytes, read_text
+    from exporter.procfs import own_files, read_bytes, read_text
 
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
@@ -155,8 +146,8 @@ def test_a_kept_file_of_many_records_is_read_whole() -> None:
     try:
         fresh = read_bytes("/proc/self/net/tcp").decode()
         assert len(fresh) > 3 * 4096
-        kept.close_all()
-        kept.keep("/proc")
+        own_files.close_all()
+        own_files.keep("/proc")
         for _ in range(2):
             text = read_text("/proc", "net", "tcp")
             assert abs(len(text.splitlines()) - len(fresh.splitlines())) <= 2
@@ -168,7 +159,7 @@ def test_a_kept_file_of_many_records_is_read_whole() -> None:
         finally:
             os.close(fd)
     finally:
-        kept.close_all()
+        own_files.close_all()
         for c in conns:
             c.close()
         srv.close()
@@ -177,13 +168,13 @@ def test_a_kept_file_of_many_records_is_read_whole() -> None:
 def test_the_netns_counter_files_come_whole_in_one_read() -> None:
     """Tier 1 reads its four files with one pread each (HeldFiles(single_record=True)): each is
     printed by a single show(), so one read gives what reading to the end gives."""
-    from exporter.collectors.netns import TIER1_FILES
+    from exporter.procfs.namespace_counters import COUNTER_FILES
 
-    files = HeldFiles(TIER1_FILES, max_fds=10, single_record=True)
+    files = HeldFiles(COUNTER_FILES, max_fds=10, single_record=True)
     try:
         for _ in range(2):  # opened, then kept
             got = files.read("me", "/proc/self/net")
-            for name, data in zip(TIER1_FILES, got):
+            for name, data in zip(COUNTER_FILES, got):
                 whole = read_bytes(f"/proc/self/net/{name}")
                 assert data is not None
                 # Counters may move between the two reads; the lines and fields may not.

@@ -11,7 +11,8 @@ from typing import Callable
 import pytest
 from helpers import run_cli
 
-from exporter import expected, logs
+from exporter import logs
+from exporter.listeners import expected
 
 
 @pytest.mark.parametrize("name,text,part", [

@@ -12,7 +12,7 @@ import json
 import subprocess
 
 from helpers import select, value
-from netns import dump, needs_root, netns, run
+from nshelpers import dump, needs_root, netns, run
 
 from exporter.labels import label_value
 from exporter.procfs import netdev

@@ -9,7 +9,7 @@ from typing import Dict, List
 
 import pytest
 from helpers import FIXTURES, select, value
-from netns import Holder, dump, needs_root, netns, run, set_sysctl, sh
+from nshelpers import Holder, dump, needs_root, netns, run, set_sysctl, sh
 from prometheus_client import CollectorRegistry
 
 from exporter.collectors.interfaces import InterfacesCollector, InterfacesOptions

@@ -7,7 +7,7 @@ import os
 
 import pytest
 from helpers import FIXTURES, value
-from netns import dump, needs_root, netns, read_sysctl, set_sysctl
+from nshelpers import dump, needs_root, netns, read_sysctl, set_sysctl
 from prometheus_client import CollectorRegistry
 
 from exporter.collectors.limits import LimitsCollector

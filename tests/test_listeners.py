@@ -31,17 +31,16 @@ from helpers import (
     select,
     value,
 )
-from netns import SS_STATE
+from nshelpers import SS_STATE
 from prometheus_client.exposition import generate_latest
 
-from exporter import expected, owners
 from exporter.collectors.listeners import ListenersOptions
 from exporter.config import Config
-from exporter.netlink import sockdiag as nl
+from exporter.listeners import expected, owners
 from exporter.procfs import net_sockets, pid_fd, pid_stat, pid_status
 from exporter.procfs.errors import ParseError
 from exporter.scrape import Exporter
-from exporter.sockets.names import LISTENER_CONNECTION_STATES
+from exporter.vocabulary.names import LISTENER_CONNECTION_STATES
 
 FIX = os.path.join(FIXTURES, "listeners")
 
@@ -186,55 +185,6 @@ def test_socket_rows_broken(name: str, line: int) -> None:
     with open(path) as f, pytest.raises(ParseError) as e:
         net_sockets.parse_socket_rows(f, path)
     assert str(e.value).startswith(f"{path}:{line}:")
-
-
-# --- kernel port filter ----------------------------------------------------------------------
-
-def test_port_ranges() -> None:
-    assert nl.port_ranges([5, 3, 4, 9, 11, 10, 1]) == [(1, 1), (3, 5), (9, 11)]
-    assert nl.port_ranges([]) == []
-
-
-def test_count_by_port_matches_a_full_dump() -> None:
-    """The kernel-filtered count equals a full dump filtered here: for one port, several
-    ranges, the largest filter, more ranges than fit (filtered here), one family or both."""
-    srv, srv6 = socket.socket(), socket.socket(socket.AF_INET6)
-    srv.bind(("127.0.0.1", 0))
-    port = srv.getsockname()[1]
-    srv6.bind(("::1", port))
-    socks = [srv, srv6]
-    for s in (srv, srv6):
-        s.listen(16)
-        socks += [socket.create_connection(s.getsockname()[:2]) for _ in range(3)]
-        socks += [s.accept()[0] for _ in range(3)]
-    try:
-        every = nl.list_inet(socket.AF_INET, nl.IPPROTO_TCP)
-        locals_ = sorted({s.sport for s in every})
-        odd = [p for p in range(1, 65536, 2) if p != port - 1 and p != port + 1]
-        largest = odd[: nl.MAX_FILTER_RANGES - 1] + [port]  # the largest filter there is
-        assert nl.sport_filter(largest) is not None
-        many = odd[: nl.MAX_FILTER_RANGES + 10] + [port]
-        assert nl.sport_filter(many) is None
-        for family in (socket.AF_INET, socket.AF_UNSPEC):
-            fams = [family] if family else [socket.AF_INET, socket.AF_INET6]
-            for ports in ([port], [port, port + 1, locals_[0]], locals_, largest, many):
-                wanted = set(ports)
-                for _ in range(5):  # sockets on a busy host come and go between the dumps
-                    got = nl.count_by_port(family, nl.IPPROTO_TCP, nl.ALL_STATES, wanted)
-                    mine: Dict[Tuple[int, int], int] = {}
-                    for f in fams:
-                        for s in nl.list_inet(f, nl.IPPROTO_TCP):
-                            if s.sport in wanted:
-                                mine[(s.sport, s.state)] = mine.get((s.sport, s.state), 0) + 1
-                    if dict(got) == mine:
-                        break
-                assert dict(got) == mine
-            # our accepted connections and the listeners themselves
-            n = len(fams)
-            assert got[(port, nl.TCP_ESTABLISHED)] == 3 * n and got[(port, nl.TCP_LISTEN)] == n
-    finally:
-        for s in socks:
-            s.close()
 
 
 # --- owner cache on a fixture tree -----------------------------------------------------------

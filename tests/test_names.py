@@ -16,7 +16,7 @@ from helpers import FIXTURES, run_cli
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import docs
-from exporter.collectors.protocols_table import TABLE
+from exporter.collectors.protocols.table import TABLE
 
 LIST = os.path.join(FIXTURES, "metric-names.txt")
 

@@ -14,8 +14,9 @@ from prometheus_client import CollectorRegistry
 
 from exporter.collectors import netns as collector
 from exporter.config import Config
-from exporter.procfs import ParseError
-from exporter.procfs import netns as pns
+from exporter.procfs import ParseError, pid_status
+from exporter.procfs import namespaces as pns
+from exporter.procfs.namespace_counters import COUNTER_FILES, parse_counters
 from exporter.procfs.snmp import parse_snmp
 from exporter.scrape import Exporter
 
@@ -116,10 +117,10 @@ def test_malformed_mountinfo(name: str, message: str) -> None:
 
 
 def test_capabilities_parse() -> None:
-    caps = pns.parse_cap_eff("Name:\tx\nCapEff:\t0000000000280000\n", "status")
-    assert caps >> pns.CAP_SYS_ADMIN & 1 and caps >> pns.CAP_SYS_PTRACE & 1
-    with pytest.raises(ParseError, match="status:2: CapEff is not hexadecimal"):
-        pns.parse_cap_eff("Name:\tx\nCapEff:\tzz\n", "status")
+    caps = pid_status.parse_cap_eff("Name:\tx\nCapEff:\t0000000000280000\n", "status")
+    assert caps >> pid_status.CAP_SYS_ADMIN & 1 and caps >> pid_status.CAP_SYS_PTRACE & 1
+    with pytest.raises(ParseError, match="status:2: CapEff: not hexadecimal"):
+        pid_status.parse_cap_eff("Name:\tx\nCapEff:\tzz\n", "status")
 
 
 # --- a whole fake /proc ------------------------------------------------------------------------
@@ -326,18 +327,22 @@ def test_parse_group_agrees_with_parse_snmp_and_checks_what_it_reads() -> None:
 def test_tier1_from_fixture_files_and_a_vanished_process() -> None:
     directory = os.path.join(HERE, "net")
     texts = []
-    for name in collector.TIER1_FILES:
+    for name in COUNTER_FILES:
         with open(os.path.join(directory, name), "rb") as f:
             texts.append(f.read())
-    t = collector.parse_tier1(texts, directory)
+    tcp_fields = {k for _, k in collector.SNMP_FIELDS}
+    tcp_ext_fields = {k for _, k in collector.NETSTAT_FIELDS}
+    t = parse_counters(texts, directory, tcp_fields, tcp_ext_fields)
     assert t is not None
     with open(os.path.join(directory, "snmp")) as f:
         tcp = parse_snmp(f.read(), "snmp")["Tcp"]
     assert t.tcp == {k: tcp[k] for _, k in collector.SNMP_FIELDS}
     # net/snmp gone: the process exited (or is a zombie) while being read.
-    assert collector.parse_tier1([None, None, None, None], directory) is None
+    assert parse_counters([None, None, None, None], directory, tcp_fields,
+                          tcp_ext_fields) is None
     with pytest.raises(ParseError, match="netstat: missing"):
-        collector.parse_tier1([texts[0], None, texts[2], texts[3]], directory)
+        parse_counters([texts[0], None, texts[2], texts[3]], directory, tcp_fields,
+                       tcp_ext_fields)
 
 
 def test_a_namespace_that_keeps_failing_warns_once_then_again_after_it_recovers(

@@ -11,22 +11,19 @@ dashboard returns data.
 from __future__ import annotations
 
 import http.server
-import json
 import os
 import socket
 import subprocess
 import threading
-import urllib.parse
 import uuid
-from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from typing import Any
+from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 import yaml
-from alertrules import load_generator
+from alertrules import PrometheusAPI, load_generator, write_rule_files
 from helpers import free_port, have, http_get, poll, running_exporter, stop
-from netns import NetNS
+from nshelpers import NetNS
 from test_dashboards import label_values_inner, load, queries, substitute
 
 pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="creates namespaces and cgroups"),
@@ -79,11 +76,11 @@ def pod_process(ns: NetNS, uid: str) -> Iterator[int]:
         poll(removed, timeout=10, what="test cgroups removed")
 
 
-def trouble(close_wait: int, overflow: bool) -> list[socket.socket]:
+def trouble(close_wait: int, overflow: bool) -> List[socket.socket]:
     """Inside a namespace: ``close_wait`` server sockets in CLOSE_WAIT (their clients shut down
     writing but stay open, so nothing times out), and with ``overflow`` a listener whose accept
     queue is full and one more client whose SYNs it keeps dropping."""
-    keep: list[socket.socket] = []
+    keep: List[socket.socket] = []
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(16)
@@ -171,7 +168,7 @@ def kube_state_metrics() -> Iterator[int]:
         server.server_close()
 
 
-def settings() -> dict[str, str]:
+def settings() -> Dict[str, str]:
     """The shipped settings with every `for:` cut to 2s. Windows stay as shipped: the Pods
     dashboard reads the rules by their names (…:increase5m), and rate() and increase() over a
     5m window already answer from two samples."""
@@ -180,27 +177,8 @@ def settings() -> dict[str, str]:
     return s
 
 
-class Prom:
-    def __init__(self, port: int) -> None:
-        self.base = f"http://127.0.0.1:{port}"
-
-    def api(self, path: str, **params: str) -> Any:
-        status, _, body = http_get(f"{self.base}/api/v1/{path}?"
-                                   f"{urllib.parse.urlencode(params)}", timeout=10)
-        data = json.loads(body)
-        assert status == 200 and data["status"] == "success", (path, params, data)
-        return data["data"]
-
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        return self.api("query", query=expr)["result"]  # type: ignore[no-any-return]
-
-    def alerts(self, name: str) -> list[dict[str, Any]]:
-        return [a for a in self.api("alerts")["alerts"]
-                if a["labels"]["alertname"] == name and a["state"] in ("pending", "firing")]
-
-
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: Any) -> Iterator[tuple[Prom, str]]:
+def stack(tmp_path_factory: Any) -> Iterator[Tuple[PrometheusAPI, str]]:
     tmp = str(tmp_path_factory.mktemp("netns-e2e"))
     with ExitStack() as es:
         for uid, overflow in ((CART, True), (WEB, False), (STATIC, False)):
@@ -214,12 +192,7 @@ def stack(tmp_path_factory: Any) -> Iterator[tuple[Prom, str]]:
             "--collector.disable-defaults", "--collector.netns", "--collector.netns.sockets",
             "--collector.netns.time-budget=1.5"))
         instance = f"127.0.0.1:{ex.port}"
-        rule_files = []
-        for name, text in gen.render(settings()).items():
-            path = os.path.join(tmp, name)
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(text)
-            rule_files.append(path)
+        rule_files = write_rule_files(tmp, gen.render(settings()))
         port = free_port()
         config = os.path.join(tmp, "prometheus.yml")
         with open(config, "w", encoding="utf-8") as f:
@@ -238,7 +211,7 @@ def stack(tmp_path_factory: Any) -> Iterator[tuple[Prom, str]]:
                                 stdout=log, stderr=subprocess.STDOUT)
 
         es.callback(stop, proc)
-        prom = Prom(port)
+        prom = PrometheusAPI(f"http://127.0.0.1:{port}")
 
         def ready() -> bool:
             if proc.poll() is not None:
@@ -252,11 +225,11 @@ def stack(tmp_path_factory: Any) -> Iterator[tuple[Prom, str]]:
         yield prom, instance
 
 
-def by_pod(rows: list[dict[str, Any]]) -> dict[str, float]:
+def by_pod(rows: List[Dict[str, Any]]) -> Dict[str, float]:
     return {r["metric"]["pod"]: float(r["value"][1]) for r in rows}
 
 
-def test_recording_rules_name_pods_from_kube_pod_info(stack: tuple[Prom, str]) -> None:
+def test_recording_rules_name_pods_from_kube_pod_info(stack: Tuple[PrometheusAPI, str]) -> None:
     prom, instance = stack
     rows = poll(lambda: prom.query("pod:netstat_netns_tcp_close_wait:sum") or None,
                 timeout=30, interval=0.5, what="the per-pod rules")
@@ -273,7 +246,7 @@ def test_recording_rules_name_pods_from_kube_pod_info(stack: tuple[Prom, str]) -
     assert [r["value"][1] for r in joined] == [r["value"][1] for r in raw]
 
 
-def test_pod_alerts_fire_for_the_pod_in_trouble_only(stack: tuple[Prom, str]) -> None:
+def test_pod_alerts_fire_for_the_pod_in_trouble_only(stack: Tuple[PrometheusAPI, str]) -> None:
     prom, _ = stack
     for name in ("NetstatPodCloseWaitAccumulating", "NetstatPodListenDrops"):
         alerts = poll(lambda n=name: prom.alerts(n), timeout=40, interval=0.5,
@@ -283,7 +256,7 @@ def test_pod_alerts_fire_for_the_pod_in_trouble_only(stack: tuple[Prom, str]) ->
         assert all(a["labels"]["netns"] == CART for a in alerts)
 
 
-def test_every_pods_dashboard_query_returns_data(stack: tuple[Prom, str]) -> None:
+def test_every_pods_dashboard_query_returns_data(stack: Tuple[PrometheusAPI, str]) -> None:
     prom, instance = stack
     d = load("netstat-pods.json")
     todo = {}

@@ -15,12 +15,13 @@ from contextlib import ExitStack, contextmanager
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import pytest
-from helpers import parse, poll, run_cli
-from netns import SS_STATE, NetNS
+from helpers import connect_and_close, parse, poll, run_cli
+from nshelpers import SS_STATE, NetNS
 from prometheus_client import CollectorRegistry
 
 from exporter.collectors import netns as collector
 from exporter.config import Config
+from exporter.procfs.namespace_counters import COUNTER_FILES
 from exporter.scrape import Exporter
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="creates network namespaces: run as root")
@@ -344,16 +345,6 @@ def test_concurrent_scrapes_share_the_sockets(namespaces) -> None:
     ex.collector.close()
 
 
-def _connect_times(n: int) -> None:
-    """Runs inside a namespace: ``n`` connections to a listener of its own, closed."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(n)
-    for _ in range(n):
-        socket.create_connection(srv.getsockname(), timeout=10).close()
-    srv.close()
-
-
 def _fds_into(pid: int) -> List[str]:
     """This process's descriptors open on files of /proc/<pid>/net."""
     out = []
@@ -374,8 +365,8 @@ def test_counters_are_read_afresh_from_kept_files() -> None:
     with NetNS("fresh") as ns, process_in(ns) as proc:
         before = of(ex.scrape(), "netstat_netns_tcp_active_opens_total", ns.name)[()]
         assert sorted(_fds_into(proc.pid)) == sorted(
-            f"/proc/{proc.pid}/net/{name}" for name in collector.TIER1_FILES)
-        ns.call(_connect_times, 7)
+            f"/proc/{proc.pid}/net/{name}" for name in COUNTER_FILES)
+        ns.call(connect_and_close, 7)
         after = of(ex.scrape(), "netstat_netns_tcp_active_opens_total", ns.name)[()]
         assert after - before == 7
         assert after == nstat(ns)["TcpActiveOpens"]
@@ -389,7 +380,7 @@ def test_deleted_namespace_releases_its_kept_files() -> None:
     with NetNS("gone") as ns, process_in(ns) as proc:
         ex.scrape()
         pid = proc.pid
-        assert len(_fds_into(pid)) == len(collector.TIER1_FILES)
+        assert len(_fds_into(pid)) == len(COUNTER_FILES)
     ex.scrape()
     assert _fds_into(pid) == []
     ex.collector.close()

@@ -10,7 +10,7 @@ from typing import List, Set
 import pytest
 from helpers import FIXTURES
 
-from exporter import owners
+from exporter.listeners import owners
 
 
 def _tree(tmp_path: os.PathLike[str]) -> str:

@@ -19,7 +19,7 @@ from typing import Any, Dict
 import pytest
 from helpers import ROOT
 
-from exporter.owners import newest_first
+from exporter.listeners.owners import newest_first
 from exporter.procfs.pid_stat import PidStat
 
 in_namespace = pytest.mark.skipif(
@@ -30,7 +30,7 @@ in_namespace = pytest.mark.skipif(
 # its forked worker gets the next pid after the wrap.
 SCENARIO = textwrap.dedent("""
     import json, os, socket, subprocess, sys
-    from exporter.owners import OwnerCache
+    from exporter.listeners.owners import OwnerCache
 
     MASTER = '''
     import os, socket, sys

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from helpers import FIXTURES, parse, run_cli, value
 
-from exporter import owners
+from exporter.listeners import owners
 from exporter.procfs import ParseError, net_sockets, pid_status
 from exporter.sysfs import net_class
 
@@ -53,7 +53,7 @@ def test_unparsable_status_costs_the_user_and_is_logged(proc_tree: str,
     its user, and the log says which file."""
     shutil.copy(os.path.join(LISTENERS, "broken", "status-bad-uid"),
                 os.path.join(proc_tree, "201", "status"))
-    with caplog.at_level(logging.WARNING, logger="exporter.owners"):
+    with caplog.at_level(logging.WARNING, logger="exporter.listeners.owners"):
         got = owners.OwnerCache(proc_tree).owners({1002})[1002]
     worker = [o for o in got if o.pid == 201]
     assert len(worker) == 1 and worker[0].identity.name == "nginx"

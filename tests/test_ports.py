@@ -9,13 +9,14 @@ from typing import Dict, List
 
 import pytest
 from helpers import FIXTURES, select, value
-from netns import Holder, dump, needs_root, netns, run, set_sysctl
+from nshelpers import Holder, dump, needs_root, netns, run, set_sysctl
 from prometheus_client import CollectorRegistry
 
-from exporter.collectors.ports import PortsCollector, PortsOptions, ephemeral_ports
+from exporter.collectors.ports import PortsCollector, PortsOptions
 from exporter.config import Config
 from exporter.procfs import net_sockets, sysctl
 from exporter.procfs.errors import ParseError
+from exporter.sockets.onepass import ephemeral_range
 
 
 def test_reserved_ranges() -> None:
@@ -27,8 +28,8 @@ def test_reserved_ranges() -> None:
 
 
 def test_ephemeral_ports() -> None:
-    assert len(ephemeral_ports(40000, 40099, [])) == 100
-    assert len(ephemeral_ports(40000, 40099, [(40010, 40019), (40050, 40050), (1, 10)])) == 89
+    assert len(ephemeral_range(40000, 40099, []).ports) == 100
+    assert len(ephemeral_range(40000, 40099, [(40010, 40019), (40050, 40050), (1, 10)]).ports) == 89
 
 
 def test_socket_rows_with_both_endpoints() -> None:

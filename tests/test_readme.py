@@ -61,7 +61,7 @@ def test_block_that_starts_the_exporter_ends_there() -> None:
 
 
 def test_collector_table_is_the_registered_collectors() -> None:
-    from exporter.scrape import specs
+    from exporter.collectors.api import specs
 
     section = read("README.md").split("## What it exports", 1)[1].split("\n## ", 1)[0]
     rows = dict(re.findall(r"^\| `(\w+)` \| (on|off) \|", section, re.M))

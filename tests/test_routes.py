@@ -14,7 +14,7 @@ from typing import List, Set, Tuple
 
 import pytest
 from helpers import FIXTURES, select
-from netns import dump, needs_root, netns, run, sh
+from nshelpers import dump, needs_root, netns, run, sh
 from prometheus_client import CollectorRegistry
 
 from exporter.collectors.routes import RoutesCollector, RoutesOptions

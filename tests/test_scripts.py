@@ -19,7 +19,7 @@ from typing import Any, List, Optional
 
 import pytest
 from helpers import ROOT, free_port
-from netns import NetNS, needs_root
+from nshelpers import NetNS, needs_root
 
 SCRIPT = os.path.join(ROOT, "scripts", "apt-install")
 HOST_POLICY = "#!/bin/sh\n# the host's own policy\nexit 0\n"

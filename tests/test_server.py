@@ -219,7 +219,7 @@ def test_collector_duration_leaves_out_waiting_for_the_owner_cache(tmp_path) -> 
     import shutil
     import time
 
-    from exporter import owners
+    from exporter.listeners import owners
 
     proc = str(tmp_path / "proc")
     shutil.copytree(f"{FIXTURES}/listeners/proc", proc, symlinks=True)

@@ -12,13 +12,11 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Dict, List, Tuple
 
 import pytest
-from helpers import FIXTURES, ROOT, run_cli
+from helpers import FIXTURES, run_cli
 from showtables import compare, normalise
 
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
@@ -178,13 +176,6 @@ def test_show_help_lists_the_views() -> None:
         assert re.search(rf"^  {view} ", r.stdout, re.M), r.stdout
     bad = run_cli("show", "bogus")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
-
-
-def test_readme_screens_are_those_the_commands_print() -> None:
-    r = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "readme-show"), "--check"],
-                       capture_output=True, text=True, cwd=ROOT, timeout=300,
-                       env=dict(os.environ, PYTHONPATH=ROOT))
-    assert r.returncode == 0, r.stderr
 
 
 def test_long_names_are_shortened_never_numbers() -> None:

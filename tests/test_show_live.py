@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Tuple
 
 import pytest
 from helpers import ROOT, poll, running_exporter
-from netns import NetNS
+from nshelpers import NetNS
 from showtables import compare
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="creates network namespaces: run as root")

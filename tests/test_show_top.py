@@ -19,7 +19,7 @@ from typing import Callable, List, Optional
 
 import pytest
 from helpers import FIXTURES, ROOT, run_cli
-from netns import NetNS
+from nshelpers import NetNS
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="creates network namespaces: run as root")
@@ -217,7 +217,7 @@ def test_unreachable_source_ends_top_at_once() -> None:
 
 
 def test_counters_that_moved_most_leave_bytes_to_interface_rates() -> None:
-    from exporter.show.snapshot import parse
+    from exporter.show.reading import parse
     from exporter.show.top import Screen
 
     def exposition(opens: int, octets: int, rx: int) -> str:

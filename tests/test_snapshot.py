@@ -13,7 +13,7 @@ from collections import Counter
 from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
-from netns import Holder, call_in, needs_root, netns, read_sysctl, run, set_sysctl
+from nshelpers import Holder, call_in, needs_root, netns, read_sysctl, run, set_sysctl
 from prometheus_client.exposition import generate_latest
 
 from exporter.config import Config
@@ -22,9 +22,9 @@ from exporter.netlink import transport
 from exporter.procfs import net_sockets
 from exporter.scrape import Exporter
 from exporter.sockets import snapshot
-from exporter.sockets.names import TCP_LISTEN
 from exporter.sockets.onepass import InetPass, ephemeral_range
 from exporter.sockets.snapshot import Snapshot, Wants
+from exporter.vocabulary.names import TCP_LISTEN
 
 SOCKETS = r"""
 import json, os, socket, sys

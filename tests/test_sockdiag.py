@@ -9,6 +9,7 @@ same messages, truncation, NLMSG_ERROR, and errors reported in NLMSG_DONE.
 from __future__ import annotations
 
 import os
+import pathlib
 import socket
 import struct
 from collections import Counter
@@ -18,8 +19,10 @@ import pytest
 from helpers import FIXTURES
 
 from exporter.netlink import sockdiag as sd
+from exporter.netlink.transport import uniform_run, walk
 from exporter.procfs import ParseError
 from exporter.sockets.onepass import InetPass, ephemeral_range
+from exporter.sockets.snapshot import Snapshot
 
 NL = os.path.join(FIXTURES, "netlink")
 SS_TO_NUM = {"ESTAB": 1, "SYN-SENT": 2, "SYN-RECV": 3, "FIN-WAIT-1": 4, "FIN-WAIT-2": 5,
@@ -88,10 +91,18 @@ def attr(typ: int, payload: bytes) -> bytes:
     return a + b"\0" * (-len(a) % 4)
 
 
+def count_inet(family: int, protocol: int, sock: FakeSock,
+               states: int = sd.ALL_STATES) -> sd.QueueCounts:
+    """One family's sockets per state and queue bytes, as the snapshot counts a dump."""
+    sink = sd.CountSink()
+    intr = sd.dump_records(sd.inet_request(family, protocol, states), sink, sock=sock)
+    return sink.family(family, intr)
+
+
 # --- captured dumps ----------------------------------------------------------------------------
 
 def test_captured_tcp_dump_matches_ss() -> None:
-    got = sd.count_inet(socket.AF_INET, 6, sock=FakeSock(load("tcp4_all")))
+    got = count_inet(socket.AF_INET, 6, FakeSock(load("tcp4_all")))
     want, rq, sq = ss_states("ss-tan4.txt")
     # The capture holds one bound-but-idle socket, which the kernel reports as close and ss 6.1
     # does not list.
@@ -102,7 +113,7 @@ def test_captured_tcp_dump_matches_ss() -> None:
 
 
 def test_captured_udp_and_unix_dumps_match_ss() -> None:
-    udp = sd.count_inet(socket.AF_INET, 17, sock=FakeSock(load("udp4_all")))
+    udp = count_inet(socket.AF_INET, 17, FakeSock(load("udp4_all")))
     want: Counter = Counter()
     with open(os.path.join(NL, "ss-uan4.txt")) as f:
         for line in f:
@@ -120,11 +131,7 @@ def test_captured_udp_and_unix_dumps_match_ss() -> None:
 
 
 def test_captured_decode_of_every_socket() -> None:
-    chunks = load("tcp6_all")
-    out = []
-    for c in chunks:
-        buf = bytearray(c)
-        sd.feed(buf, len(buf), lambda b, o, ln: out.append(sd.parse_inet_msg(b, o)))
+    out = sd.list_inet(socket.AF_INET6, 6, sock=FakeSock(load("tcp6_all")))
     listeners = [s for s in out if s.state == sd.TCP_LISTEN]
     assert [(s.src, s.sport) for s in listeners] == [("::1", 7002)]
     assert listeners[0].wqueue == 8  # the backlog the test passed to listen()
@@ -133,7 +140,7 @@ def test_captured_decode_of_every_socket() -> None:
 
 def test_missing_handler_is_an_error_not_an_empty_dump() -> None:
     with pytest.raises(sd.NetlinkError) as e:
-        sd.count_inet(socket.AF_INET, 255, sock=FakeSock(load("raw4_enoent")))
+        count_inet(socket.AF_INET, 255, FakeSock(load("raw4_enoent")))
     assert e.value.errno == 2
 
 
@@ -166,24 +173,28 @@ def test_both_paths_count_the_same(msgs: List[bytes]) -> None:
     for chunking in (1, 7, len(msgs)):
         chunks = [b"".join(msgs[i:i + chunking]) for i in range(0, len(msgs), chunking)]
         chunks[-1] += done()
-        got = sd.count_inet(socket.AF_INET, 6, sock=FakeSock(chunks))
+        got = count_inet(socket.AF_INET, 6, FakeSock(chunks))
         assert (got.states, got.rx_queue, got.tx_queue) == (states, rq, wq), chunking
 
 
 def test_uniform_path_is_taken_for_one_kind_of_socket() -> None:
-    seen = []
-    buf = bytearray(b"".join([msg(6)] * 10) + done())
-    sd.feed(buf, len(buf), lambda *a: seen.append("one"), lambda *a: seen.append("run"))
+    seen: List[str] = []
+
+    def read(buf: bytearray) -> None:
+        n = len(buf)
+        walk(buf, 0, n, lambda *a: seen.append("one"),
+             on_run=lambda off: uniform_run(buf, off, n, lambda *a: seen.append("run")))
+
+    read(bytearray(b"".join([msg(6)] * 10) + done()))
     assert seen == ["run"]
-    buf = bytearray(b"".join(MIXED) + done())
     seen.clear()
-    sd.feed(buf, len(buf), lambda *a: seen.append("one"), lambda *a: seen.append("run"))
+    read(bytearray(b"".join(MIXED) + done()))
     assert seen == ["one"] * len(MIXED)
 
 
 def test_request_is_inet_diag_req_v2() -> None:
     fake = FakeSock([done()])
-    sd.count_inet(socket.AF_INET6, 17, 0x400, sock=fake)
+    count_inet(socket.AF_INET6, 17, fake, 0x400)
     (req,) = fake.sent
     ln, typ, flags, _, _ = struct.unpack_from("<IHHII", req)
     assert (ln, typ, flags) == (16 + 56, sd.SOCK_DIAG_BY_FAMILY, 0x301)
@@ -200,20 +211,20 @@ def test_request_is_inet_diag_req_v2() -> None:
 ])
 def test_malformed_dumps_raise_parse_error(chunks: List[bytes], what: str) -> None:
     with pytest.raises(ParseError) as e:
-        sd.count_inet(socket.AF_INET, 6, sock=FakeSock(chunks))
+        count_inet(socket.AF_INET, 6, FakeSock(chunks))
     assert what in str(e.value)
 
 
 def test_nlmsg_error_reply() -> None:
     err = struct.pack("<IHHIIi", 36, sd.NLMSG_ERROR, 0, 1, 0, -13) + b"\0" * 16
     with pytest.raises(sd.NetlinkError) as e:
-        sd.count_inet(socket.AF_INET, 6, sock=FakeSock([err]))
+        count_inet(socket.AF_INET, 6, FakeSock([err]))
     assert e.value.errno == 13
 
 
 def test_dump_interrupted_is_reported() -> None:
     chunks = [msg(1, flags=2 | sd.NLM_F_DUMP_INTR) + msg(6, flags=2 | sd.NLM_F_DUMP_INTR) + done()]
-    assert sd.count_inet(socket.AF_INET, 6, sock=FakeSock(chunks)).interrupted
+    assert count_inet(socket.AF_INET, 6, FakeSock(chunks)).interrupted
 
 
 @pytest.mark.parametrize("shutdown", [False, True])
@@ -252,21 +263,27 @@ def test_both_families_in_one_dump_split_exactly(msgs: List[bytes]) -> None:
     chunks = [b"".join(compat(m) for m in msgs) + struct.pack("<IHHIIi", 20, sd.NLMSG_DONE, 2,
                                                               1, 0, 0)]
     fake = FakeSock(chunks)
-    got = sd.count_tcp_families(sock=fake)
+    sink = sd.CountSink()
+    sd.dump_records(sd.tcp_request_both_families(), sink, sock=fake,
+                    msg_type=sd.TCPDIAG_GETSOCK)
+    got = {f: sink.family(f) for f in (socket.AF_INET, socket.AF_INET6)}
     assert {f: (c.states, c.rx_queue, c.tx_queue) for f, c in got.items()} == want
     (req,) = fake.sent
     assert struct.unpack_from("<H", req, 4)[0] == sd.TCPDIAG_GETSOCK
     assert len(req) == 16 + sd.INET_REQ_V1.size
 
 
-def test_both_families_fall_back_to_one_dump_each() -> None:
+def test_both_families_fall_back_to_one_dump_each(tmp_path: pathlib.Path) -> None:
     refused = struct.pack("<IHHIIi", 36, sd.NLMSG_ERROR, 0, 1, 0, -22) + b"\0" * 16
     v4 = b"".join([msg(1), msg(6), msg(6)]) + done()
     v6 = msg(10, family=socket.AF_INET6) + done()
     fake = FakeSock([refused, v4, v6])
-    got = sd.count_tcp_families(sock=fake)
-    assert got[socket.AF_INET].states == Counter({6: 2, 1: 1})
-    assert got[socket.AF_INET6].states == Counter({10: 1})
+    with Snapshot(str(tmp_path), "netlink", netlink=fake) as snap:
+        tables = snap.inet("tcp")
+    assert tables is not None
+    got = tables.counts
+    assert got["ipv4"].states == Counter({6: 2, 1: 1})
+    assert got["ipv6"].states == Counter({10: 1})
     assert [struct.unpack_from("<H", r, 4)[0] for r in fake.sent] == \
         [sd.TCPDIAG_GETSOCK, sd.SOCK_DIAG_BY_FAMILY, sd.SOCK_DIAG_BY_FAMILY]
 

@@ -19,7 +19,7 @@ from typing import Dict, Iterator, List, Tuple
 
 import pytest
 from helpers import have, ns_http_get, parse, poll, running_exporter, select, value
-from netns import SS_STATE, Holder, NetNS, dump, needs_root, netns, run, veth
+from nshelpers import SS_STATE, Holder, NetNS, dump, needs_root, netns, run, veth
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="creates network namespaces: run as root")
 

@@ -296,7 +296,7 @@ def test_max_ports_is_checked() -> None:
 
 
 def test_off_by_default() -> None:
-    from exporter.scrape import specs
+    from exporter.collectors.api import specs
 
     assert specs()["tcpevents"].default_enabled is False
 

@@ -29,7 +29,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import pytest
 from helpers import ROOT, exporter_cmd, parse, poll, run_cli, running_exporter, select, value
-from netns import NetNS, veth
+from nshelpers import NetNS, veth
 
 from exporter.bpf import syscalls as sc
 from exporter.bpf.tcpevents import TcpEvents
@@ -281,7 +281,7 @@ def measured(net):
 
 
 def named(tr: Dict[Tuple[int, int], int]) -> Counter:
-    from exporter.sockets.names import TCP_STATES
+    from exporter.vocabulary.names import TCP_STATES
     return Counter({(TCP_STATES[a], TCP_STATES[b]): v for (a, b), v in tr.items()})
 
 

@@ -12,7 +12,7 @@ from typing import List
 
 import pytest
 from helpers import ROOT, running_exporter, value
-from netns import NetNS, needs_root
+from nshelpers import NetNS, needs_root
 
 pytestmark = needs_root
 

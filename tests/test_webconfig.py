@@ -26,7 +26,7 @@ from exporter.web.errors import (
     WebConfigUnsupportedError,
     WebConfigValueError,
 )
-from exporter.web.state import WebState, load_snapshot
+from exporter.web.state import WebState, load_settings
 
 BAD = os.path.join(FIXTURES, "webconfig")
 
@@ -106,7 +106,7 @@ def test_bad_fixture_is_refused_in_process(name: str, pki: PKI) -> None:
     cls, key, part = BAD_FIXTURES[name]
     path = _copy_fixture(name, pki)
     with pytest.raises(cls) as e:
-        load_snapshot(path)
+        load_settings(path)
     msg = str(e.value)
     assert "\n" not in msg
     assert msg.startswith(f"web config {path}: ")
@@ -185,7 +185,7 @@ def test_full_config_parses(pki: PKI) -> None:
         "basic_auth_users:",
         f"  alice: '{h}'",
     ])
-    snap = load_snapshot(path)
+    snap = load_settings(path)
     tls = snap.config.tls
     assert tls is not None
     assert tls.cert_file == pki.server.cert  # relative to the file's directory
@@ -211,13 +211,13 @@ def test_full_config_parses(pki: PKI) -> None:
 def test_basic_auth_only_means_no_tls(tmp_path: os.PathLike[str]) -> None:
     path = write_web_config(os.path.join(str(tmp_path), "auth.yml"), [
         "basic_auth_users:", f"  bob: '{bcrypt_hash('x', cost=4)}'"])
-    snap = load_snapshot(path)
+    snap = load_settings(path)
     assert snap.ssl_context is None and snap.config.tls is None and snap.auth
 
 
 def test_empty_file_is_plain_http(tmp_path: os.PathLike[str]) -> None:
     path = write_web_config(os.path.join(str(tmp_path), "empty.yml"), ["# nothing"])
-    snap = load_snapshot(path)
+    snap = load_settings(path)
     assert snap.ssl_context is None and not snap.auth and snap.headers == ()
 
 
@@ -511,7 +511,7 @@ def test_hostile_yaml_is_one_line(tmp_path: os.PathLike[str], text: str, part: s
     with open(path, "w") as f:
         f.write(text)
     with pytest.raises(WebConfigSyntaxError, match=part):
-        load_snapshot(path)
+        load_settings(path)
     r = run_cli("--web.listen-address=127.0.0.1:0", f"--web.config.file={path}", timeout=30)
     assert r.returncode == 2, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and part in r.stderr, r.stderr[:2000]

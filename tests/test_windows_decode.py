@@ -25,13 +25,13 @@ from prometheus_client import CollectorRegistry
 
 from exporter.collectors.interfaces import InterfacesCollector, InterfacesOptions
 from exporter.collectors.protocols import ProtocolsCollector, ProtocolsOptions
-from exporter.collectors.protocols_table import lookup
+from exporter.collectors.protocols.table import lookup
 from exporter.collectors.routes import RoutesCollector, RoutesOptions
 from exporter.config import Config
 from exporter.procfs.route import Route
-from exporter.sockets.names import TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, TCP_TIME_WAIT
 from exporter.system import check, load_named
 from exporter.system.common import Conn, PlatformError
+from exporter.vocabulary.names import TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, TCP_TIME_WAIT
 from exporter.windows import decode, iphlpapi
 from exporter.windows.decode import AF_INET, AF_INET6, DecodeError
 

@@ -31,11 +31,11 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 import pytest
 from helpers import ROOT
-from netns import SS_STATE
+from nshelpers import SS_STATE
 
 from exporter.procfs import netdev, route, snmp, snmp6
-from exporter.sockets.names import TCP_STATES
 from exporter.system import load_named
+from exporter.vocabulary.names import TCP_STATES
 from exporter.windows import decode, iphlpapi
 from exporter.windows.decode import AF_INET, AF_INET6
 

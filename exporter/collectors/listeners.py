@@ -5,7 +5,7 @@ state; and, with an expected-listeners file, which listeners nobody expected.
 Listeners are TCP sockets in LISTEN and UDP sockets that are bound to a port and not connected
 (state TCP_CLOSE, which ``ss`` prints as UNCONN), read from netlink sock_diag, or /proc/net where
 netlink is refused, or psutil elsewhere. Their processes come from /proc/<pid>/fd through
-:class:`exporter.owners.OwnerCache`, which, unlike everything else a collector holds, keeps what
+:class:`exporter.listeners.owners.OwnerCache`, which, unlike everything else a collector holds, keeps what
 it learnt between scrapes: finding the owner of a socket means reading other processes'
 descriptors, and doing that on every scrape would cost more than everything else together.
 
@@ -25,22 +25,22 @@ import logging
 import socket
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Set, Tuple
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.samples import Sample
 
-from exporter import expected as expected_file
 from exporter.collectors.api import LINUX, Flag, MetricDoc, options, register
 from exporter.config import Config
+from exporter.listeners import expected as expected_file
+from exporter.listeners.owners import Identity, Owner, OwnerCache
 from exporter.netlink import sockdiag as nl
 from exporter.netlink.transport import Channel
-from exporter.owners import Identity, Owner, OwnerCache
-from exporter.sockets.model import Listener
-from exporter.sockets.names import FAMILIES, LISTENER_CONNECTION_STATES
 from exporter.sockets.snapshot import SOURCES, Snapshot, Wants
 from exporter.system import PsutilOwners, load
+from exporter.vocabulary.model import Listener
+from exporter.vocabulary.names import FAMILIES, LISTENER_CONNECTION_STATES
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +150,35 @@ FLAGS = (
     Flag("expected_file", "YAML or TOML (*.toml) file of expected listeners; every other "
                           "listener is reported as unexpected. Re-read on SIGHUP."),
 )
+
+
+@dataclass
+class _Judged:
+    """The listeners of a scrape judged: their indexes in output order, each one's holders and
+    expected verdict ("true", "false", or "" without a file), and the counts."""
+
+    order: List[int]
+    holders: Dict[int, List[Owner]] = field(default_factory=dict)
+    verdicts: Dict[int, str] = field(default_factory=dict)
+    per_family: Counter[Tuple[str, str]] = field(default_factory=Counter)
+    unattributed: Counter[str] = field(default_factory=Counter)
+    unexpected: Counter[str] = field(default_factory=Counter)
+
+
+def _family(doc: MetricDoc, values: Dict[Tuple[str, ...], int]) -> Metric:
+    """``doc``'s family with one sample per label values."""
+    family = doc.family()
+    for key, value in values.items():
+        doc.add(family, dict(zip(doc.labels, key)), float(value))
+    return family
+
+
+def _per_protocol(doc: MetricDoc, counts: Counter[str]) -> Metric:
+    """``doc``'s family with one sample per protocol, zeros included."""
+    family = doc.family()
+    for protocol in PROTOCOLS:
+        family.add_metric([protocol], float(counts[protocol]))
+    return family
 
 
 def _still_listening(inodes: Set[int], channel: Optional[Channel] = None) -> Set[int]:
@@ -267,108 +296,101 @@ class ListenersCollector:
             yield from list(self.collect_snapshot(snap))
 
     def collect_snapshot(self, snap: Snapshot) -> Iterator[Metric]:
-        all_listeners, families, connections, source = self._listeners(snap)
-        owners = self._owners(all_listeners, source, snap)
-        rules = self.expected
+        listeners, families, connections, source = self._listeners(snap)
+        rules = self.expected  # one file for the whole scrape, whatever a reload does meanwhile
+        judged = self._judge(listeners, self._owners(listeners, source, snap), rules)
+        shown, omitted = self._cap(listeners, judged.order, judged.verdicts)
+        series, queues, limits = self._series(listeners, judged, shown)
+        yield self._info(series)
+        if queues:
+            yield _family(M_QUEUE, queues)
+        if limits:
+            yield _family(M_LIMIT, limits)
+        if self.connections:
+            yield self._connections(listeners, connections)
+        listening = M_COUNT.family()
+        for protocol in PROTOCOLS:
+            for _num, family in FAMILIES:
+                if family in families:
+                    listening.add_metric([protocol, family],
+                                         float(judged.per_family[(protocol, family)]))
+        yield listening
+        yield _per_protocol(M_UNATTRIBUTED, judged.unattributed)
+        yield _per_protocol(M_OMITTED, omitted)
+        if rules is not None:
+            yield _per_protocol(M_UNEXPECTED, judged.unexpected)
+            success = M_RELOAD_OK.family()
+            success.add_metric([], self.reload_success)
+            yield success
+            reloaded = M_RELOAD_TS.family()
+            reloaded.add_metric([], self.reload_time)
+            yield reloaded
 
-        labels = list(M_INFO.labels) + (["pid"] if self.pid_label else [])
-        info = GaugeMetricFamily(M_INFO.name, M_INFO.help, labels=labels)
-        series: Dict[Tuple[str, ...], int] = {}  # labels (without pid) -> lowest pid
-        queue: Dict[Tuple[str, str, str], int] = {}
-        limit: Dict[Tuple[str, str, str], int] = {}
-        count: Counter[Tuple[str, str]] = Counter()
-        unattributed: Counter[str] = Counter()
-        unexpected: Counter[str] = Counter()
-
-        order = sorted(range(len(all_listeners)), key=lambda i: (
-            all_listeners[i].protocol, all_listeners[i].family, all_listeners[i].port,
-            all_listeners[i].address))
-        holders: Dict[int, List[Owner]] = {}
-        verdicts: Dict[int, str] = {}
-        for i in order:
-            x = all_listeners[i]
-            count[(x.protocol, x.family)] += 1
+    def _judge(self, listeners: List[Listener], owners: Dict[int, List[Owner]],
+               rules: Optional[expected_file.ExpectedListeners]) -> _Judged:
+        """Each listener's holders (its owner, by uid only, when no process was found) and
+        verdict against the expected-listeners file, in output order, with the counts."""
+        judged = _Judged(sorted(range(len(listeners)), key=lambda i: (
+            listeners[i].protocol, listeners[i].family, listeners[i].port,
+            listeners[i].address)))
+        for i in judged.order:
+            listener = listeners[i]
+            judged.per_family[(listener.protocol, listener.family)] += 1
             held = owners.get(i, [])
             if not held:
-                unattributed[x.protocol] += 1
-                user = self.owners.user_name(x.uid) if x.uid is not None else ""
+                judged.unattributed[listener.protocol] += 1
+                user = self.owners.user_name(listener.uid) if listener.uid is not None else ""
                 held = [Owner(0, Identity("", "", user))]
-            holders[i] = held
+            judged.holders[i] = held
             verdict = ""
             if rules is not None:
-                ok = any(rules.matches(x.protocol, x.address, x.port, o.identity.name,
-                                       o.identity.exe, o.identity.user) for o in held)
+                ok = any(rules.matches(listener.protocol, listener.address, listener.port,
+                                       o.identity.name, o.identity.exe, o.identity.user)
+                         for o in held)
                 verdict = "true" if ok else "false"
                 if not ok:
-                    unexpected[x.protocol] += 1
-            verdicts[i] = verdict
-        shown, omitted = self._cap(all_listeners, order, verdicts)
+                    judged.unexpected[listener.protocol] += 1
+            judged.verdicts[i] = verdict
+        return judged
 
-        for i in order:
-            x = all_listeners[i]
-            if (x.protocol, x.family, x.address, x.port) not in shown:
+    def _series(self, listeners: List[Listener], judged: _Judged,
+                shown: Set[Tuple[str, str, str, int]]
+                ) -> Tuple[Dict[Tuple[str, ...], int], Dict[Tuple[str, ...], int],
+                           Dict[Tuple[str, ...], int]]:
+        """Of the listeners shown: the info series (labels without pid -> the lowest pid), and
+        the accept queue lengths and limits of TCP listeners by (family, address, port), summed
+        over an SO_REUSEPORT group."""
+        series: Dict[Tuple[str, ...], int] = {}
+        queues: Dict[Tuple[str, ...], int] = {}
+        limits: Dict[Tuple[str, ...], int] = {}
+        for i in judged.order:
+            listener = listeners[i]
+            if (listener.protocol, listener.family, listener.address, listener.port) not in shown:
                 continue
-            port = str(x.port)
-            svc = self.service(x.port, x.protocol)
-            for o in holders[i]:
-                key: Tuple[str, ...] = (x.protocol, x.family, x.address, port, svc, o.identity.name,
-                       o.identity.exe, o.identity.user, verdicts[i])
+            port = str(listener.port)
+            service = self.service(listener.port, listener.protocol)
+            for o in judged.holders[i]:
+                key = (listener.protocol, listener.family, listener.address, port, service,
+                       o.identity.name, o.identity.exe, o.identity.user, judged.verdicts[i])
                 prev = series.get(key)
                 if prev is None or (o.pid and (not prev or o.pid < prev)):
                     series[key] = o.pid
-            if x.protocol == "tcp" and x.queue is not None:
-                qk = (x.family, x.address, port)
-                queue[qk] = queue.get(qk, 0) + x.queue
-                if x.limit is not None:
-                    limit[qk] = limit.get(qk, 0) + x.limit
+            if listener.protocol == "tcp" and listener.queue is not None:
+                where = (listener.family, listener.address, port)
+                queues[where] = queues.get(where, 0) + listener.queue
+                if listener.limit is not None:
+                    limits[where] = limits.get(where, 0) + listener.limit
+        return series, queues, limits
 
+    def _info(self, series: Dict[Tuple[str, ...], int]) -> Metric:
+        labels = list(M_INFO.labels) + (["pid"] if self.pid_label else [])
+        info = GaugeMetricFamily(M_INFO.name, M_INFO.help, labels=labels)
         # Samples appended directly (MetricDoc.add), not through add_metric, which copies and
         # checks every label set: a thousand listeners' series are a third of this collector.
         for key, pid in series.items():
             values = list(key) + ([str(pid) if pid else ""] if self.pid_label else [])
             info.samples.append(Sample(M_INFO.name, dict(zip(labels, values)), 1.0, None))
-        yield info
-
-        if queue:
-            qf = M_QUEUE.family()
-            for k, v in queue.items():
-                M_QUEUE.add(qf, dict(zip(M_QUEUE.labels, k)), float(v))
-            yield qf
-        if limit:
-            lf = M_LIMIT.family()
-            for k, v in limit.items():
-                M_LIMIT.add(lf, dict(zip(M_LIMIT.labels, k)), float(v))
-            yield lf
-
-        if self.connections:
-            yield self._connections(all_listeners, connections)
-
-        cf = M_COUNT.family()
-        for proto in PROTOCOLS:
-            for _num, fam in FAMILIES:
-                if fam in families:
-                    cf.add_metric([proto, fam], float(count[(proto, fam)]))
-        yield cf
-        uf = M_UNATTRIBUTED.family()
-        for proto in PROTOCOLS:
-            uf.add_metric([proto], float(unattributed[proto]))
-        yield uf
-        of = M_OMITTED.family()
-        for proto in PROTOCOLS:
-            of.add_metric([proto], float(omitted[proto]))
-        yield of
-
-        if rules is not None:
-            xf = M_UNEXPECTED.family()
-            for proto in PROTOCOLS:
-                xf.add_metric([proto], float(unexpected[proto]))
-            yield xf
-            success = M_RELOAD_OK.family()
-            success.add_metric([], self.reload_success)
-            yield success
-            ts = M_RELOAD_TS.family()
-            ts.add_metric([], self.reload_time)
-            yield ts
+        return info
 
     def _cap(self, listeners: List[Listener], order: List[int], verdicts: Dict[int, str]
              ) -> Tuple[Set[Tuple[str, str, str, int]], Counter[str]]:

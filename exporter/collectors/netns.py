@@ -1,26 +1,27 @@
 """Collector ``netns``: socket trouble per network namespace, every pod and container on the
 node and the host, each namespace once.
 
-Namespaces are found and named by :mod:`exporter.procfs.netns` (processes' ns/net deduplicated,
-plus pinned nsfs mounts; pod UID from cgroup paths, container id, ``ip netns`` name, host). Each
-namespace's series carry ``netns`` (that name: the pod UID for a pod) and ``kind``; pod and
-namespace names come from a join with kube-state-metrics' ``kube_pod_info{uid}`` in the shipped
-recording rules, not from the exporter (no Kubernetes API access, no pid or IP labels).
+Namespaces are found and named by :mod:`exporter.procfs.namespaces` (processes' ns/net
+deduplicated, plus pinned nsfs mounts; pod UID from cgroup paths, container id, ``ip netns``
+name, host). Each namespace's series carry ``netns`` (that name: the pod UID for a pod) and
+``kind``; pod and namespace names come from a join with kube-state-metrics'
+``kube_pod_info{uid}`` in the shipped recording rules, not from the exporter (no Kubernetes API
+access, no pid or IP labels).
 
 Tier 1, no capability needed: a curated set of the ``netstat -s`` counters and the sockstat
 gauges that explain socket trouble, read from /proc/<pid>/net/{snmp,netstat,sockstat,sockstat6},
-which show the namespace of <pid> (about 0.15 ms per namespace whatever its socket count). The
+which show the namespace of <pid> (:mod:`exporter.procfs.namespace_counters`). The
 four files are kept open between scrapes and read again from offset 0
-(:class:`exporter.procfs.held.HeldFiles`), which prints them afresh at half the cost of opening
+(:class:`exporter.procfs.reread.HeldFiles`), which prints them afresh at half the cost of opening
 them; like tier 2's sockets they are closed as soon as their namespace is no longer found.
 sockstat's ``orphan``, ``alloc`` and ``mem`` are host-wide and left out: summed over pods they
 would count the host many times.
 
 Tier 2, ``--collector.netns.sockets``, needs CAP_SYS_ADMIN and CAP_SYS_PTRACE: TCP sockets by
 state and listeners with their accept queues, dumped with sock_diag through a socket opened
-inside each namespace (:mod:`exporter.netlink.netns`) and read through the same socket snapshot
-the host's collectors use (:class:`exporter.sockets.snapshot.Snapshot`, one dump of both
-families with the listeners decoded in the same pass). Unlike other collectors
+inside each namespace (:mod:`exporter.netlink.namespace_sockets`) and read through the same
+socket snapshot the host's collectors use (:mod:`exporter.sockets.namespace_tcp`: one dump of
+both families with the listeners decoded in the same pass). Unlike other collectors
 this one keeps state between scrapes, deliberately: the sockets stay open (opening one costs a
 thread and a setns) and are closed as soon as their namespace is no longer found, since an
 open socket keeps a namespace alive. Every dump walks the kernel's host-wide socket hashes,
@@ -40,27 +41,31 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Dict, Hashable, Iterator, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Dict, Hashable, Iterator, List, Optional, Tuple
 
 from prometheus_client.core import Metric
 from prometheus_client.samples import Sample
 
 from exporter.collectors.api import Flag, MetricDoc, options, register
-from exporter.collectors.protocols_table import lookup
+from exporter.collectors.protocols.table import lookup
 from exporter.config import Config
-from exporter.netlink import netns as nlns
-from exporter.procfs import ENCODING, ERRORS, read_bytes, snmp
-from exporter.procfs import netns as pns
+from exporter.netlink import namespace_sockets as nlns
+from exporter.procfs import namespaces as pns
+from exporter.procfs import pid_status
 from exporter.procfs.errors import ParseError
-from exporter.procfs.held import HeldFiles
-from exporter.procfs.sockstat import Sockstat, parse_sockstat
-from exporter.sockets.names import TCP_EMITTED, TCP_LISTEN, TCP_STATES
-from exporter.sockets.snapshot import Snapshot, Wants
+from exporter.procfs.namespace_counters import (
+    COUNTER_FILES,
+    NamespaceCounters,
+    parse_counters,
+    read_counters,
+)
+from exporter.procfs.reread import HeldFiles
+from exporter.sockets.namespace_tcp import NamespaceTcp, read_namespace_tcp
+from exporter.vocabulary.names import TCP_EMITTED, TCP_STATES
 
 log = logging.getLogger(__name__)
 
@@ -184,96 +189,21 @@ METRICS = (tuple(FIELD_DOCS.values())
 # A namespace that keeps failing is logged at warn this often (debug in between).
 REPEAT_WARNING_SECONDS = 600.0
 
-REASONS = {"1": ("max_namespaces", "time_budget", "permission", "no_process", "vanished",
-                 "error"),
-           "2": ("max_namespaces", "time_budget", "permission", "vanished", "error")}
+# The values of the tier label: tier 1 reads each namespace's counters, tier 2 its sockets.
+COUNTERS_TIER, SOCKETS_TIER = "1", "2"
+REASONS = {COUNTERS_TIER: ("max_namespaces", "time_budget", "permission", "no_process",
+                           "vanished", "error"),
+           SOCKETS_TIER: ("max_namespaces", "time_budget", "permission", "vanished", "error")}
 
 
 _SNMP_WANTED = frozenset(f for _, f in SNMP_FIELDS)
 _NETSTAT_WANTED = frozenset(f for _, f in NETSTAT_FIELDS)
-# What tier 1 reads of each namespace, in /proc/<pid>/net.
-TIER1_FILES = ("snmp", "netstat", "sockstat", "sockstat6")
-_SOCKSTAT4 = frozenset({"sockets", "TCP", "UDP"})
-_SOCKSTAT6 = frozenset({"TCP6", "UDP6"})
 
 
-@dataclass
-class Tier1:
-    tcp: Dict[str, int]  # the exported fields of the Tcp group of net/snmp
-    tcp_ext: Dict[str, int]  # and of the TcpExt group of net/netstat
-    sockstat: Optional[Sockstat]
-    sockstat6: Optional[Sockstat]
-
-
-@dataclass
-class Tier2:
-    states: Counter  # type: ignore[type-arg]
-    ports: Dict[int, Tuple[int, int]] = field(default_factory=dict)  # port -> (length, limit)
-    listeners: int = 0
-
-
-def parse_tier1(texts: Sequence[Optional[bytes]], directory: str) -> Optional[Tier1]:
-    """The curated counters from the contents of :data:`TIER1_FILES` (None for a file that is
-    absent) of one namespace's ``directory`` (its net/); None when net/snmp is absent: the
-    process exited (or is a zombie, whose net/ is empty) while being read."""
-    snmp_b, netstat_b, v4, v6 = texts
-    if snmp_b is None:
-        return None
-    tcp = snmp.parse_group(snmp_b, f"{directory}/snmp", "Tcp",
-                           _SNMP_WANTED)
-    if tcp is None:
-        raise ParseError(f"{directory}/snmp", "no Tcp group")
-    if netstat_b is None:
-        raise ParseError(f"{directory}/netstat", "missing, though every Linux kernel has it")
-    ext = snmp.parse_group(netstat_b, f"{directory}/netstat",
-                           "TcpExt", _NETSTAT_WANTED)
-    return Tier1(tcp, ext or {},
-                 None if v4 is None else parse_sockstat(v4.decode(ENCODING, ERRORS),
-                                                        f"{directory}/sockstat", _SOCKSTAT4),
-                 None if v6 is None else parse_sockstat(v6.decode(ENCODING, ERRORS),
-                                                        f"{directory}/sockstat6", _SOCKSTAT6))
-
-
-def read_tier1(root: str) -> Optional[Tier1]:
-    """The curated counters of the namespace that ``root`` (a /proc/<pid> directory, or
-    /proc/thread-self after setns) shows; None when the process is gone."""
-    directory = os.path.join(root, "net")
-    texts: List[Optional[bytes]] = []
-    for name in TIER1_FILES:
-        try:
-            texts.append(read_bytes(os.path.join(directory, name)))
-        except FileNotFoundError:
-            texts.append(None)
-    return parse_tier1(texts, directory)
-
-
-def read_tier2(sock: socket.socket, root: str, max_ports: int) -> Tier2:
-    """TCP states and listeners of the namespace ``sock`` was opened in, through the socket
-    snapshot the host's collectors use (one dump of both families, listeners decoded in the
-    same pass); ``root`` is a procfs root showing that namespace's net/ (for whether it has
-    IPv6)."""
-    with Snapshot(root, "netlink", netlink=sock, wants=Wants(listeners=True)) as snap:
-        tables = snap.inet("tcp")
-    if tables is None:
-        raise ParseError("netlink", "the kernel has no TCP sock_diag")
-    out = Tier2(Counter())
-    for counts in tables.counts.values():
-        out.states.update(counts.states)
-    ports: Dict[int, Tuple[int, int]] = {}
-    for lst in tables.listeners:
-        if lst.protocol != "tcp":
-            continue
-        length, limit = ports.get(lst.port, (0, 0))
-        ports[lst.port] = (length + (lst.queue or 0), limit + (lst.limit or 0))
-    out.listeners = out.states.get(TCP_LISTEN, 0)
-    out.ports = {p: ports[p] for p in sorted(ports)[:max_ports]}
-    return out
-
-
-class _Scrape:
+class _Families:
     """The families of one scrape."""
 
-    def __init__(self, tier2: bool) -> None:
+    def __init__(self, read_sockets: bool) -> None:
         self.fields = {k: d.family() for k, d in FIELD_DOCS.items()}
         self.field_list = [(g == "TcpExt", n, FIELD_DOCS[(g, n)].name, fam.samples)
                            for (g, n), fam in self.fields.items()]
@@ -282,13 +212,28 @@ class _Scrape:
         self.states, self.listeners = M_STATES.family(), M_LISTENERS.family()
         self.queue, self.limit = M_QUEUE.family(), M_LIMIT.family()
         self.skipped: Dict[Tuple[str, str], int] = {
-            (t, r): 0 for t, rs in REASONS.items() for r in rs if tier2 or t == "1"}
+            (tier, reason): 0 for tier, reasons in REASONS.items() for reason in reasons
+            if read_sockets or tier == COUNTERS_TIER}
+
+    def families(self, open_sockets: Optional[int] = None) -> List[Metric]:
+        """Every family of the scrape, in the order of the exposition; tier 2's when
+        ``open_sockets`` (the sock_diag sockets held) is given."""
+        skipped = M_SKIPPED.family()
+        for (tier, reason), n in self.skipped.items():
+            skipped.add_metric([tier, reason], float(n))
+        out: List[Metric] = [self.info, self.found, skipped, *self.fields.values(), self.used,
+                             self.inuse, self.tw]
+        if open_sockets is not None:
+            opened = M_OPEN.family()
+            opened.add_metric([], float(open_sockets))
+            out += [self.states, self.listeners, self.queue, self.limit, opened]
+        return out
 
     def skip(self, tier: str, reason: str, n: int = 1) -> None:
         if (tier, reason) in self.skipped:
             self.skipped[(tier, reason)] += n
 
-    def add_tier1(self, labels: List[str], t: Tier1) -> None:
+    def add_counters(self, labels: List[str], t: NamespaceCounters) -> None:
         # One label dict for every sample of the namespace (MetricDoc.add shares it).
         common = dict(zip(LABELS, labels))
         groups = (t.tcp, t.tcp_ext)
@@ -309,7 +254,7 @@ class _Scrape:
                     M_INUSE.add(self.inuse, {**common, "protocol": proto.lower(),
                                              "family": family}, float(row["inuse"]))
 
-    def add_tier2(self, labels: List[str], t: Tier2) -> None:
+    def add_sockets(self, labels: List[str], t: NamespaceTcp) -> None:
         for st in TCP_EMITTED:
             self.states.add_metric(labels + [TCP_STATES[st]], float(t.states.get(st, 0)))
         self.listeners.add_metric(labels, float(t.listeners))
@@ -327,7 +272,7 @@ class NetnsCollector:
     def __init__(self, config: Config) -> None:
         opts = options(config, "netns", NetnsOptions)
         self.procfs = config.procfs
-        self.tier2 = opts.sockets
+        self.read_sockets = opts.sockets
         self.max_namespaces = opts.max_namespaces
         self.budget = opts.time_budget
         self.max_listeners = opts.max_listeners
@@ -335,7 +280,7 @@ class NetnsCollector:
         # Tier 1's files of each namespace, kept open between scrapes (a re-read from offset 0
         # costs half a fresh open's) and closed, like the pool's sockets, when the namespace
         # is no longer found: an open file keeps its namespace alive.
-        self.files = HeldFiles(TIER1_FILES, single_record=True)
+        self.files = HeldFiles(COUNTER_FILES, single_record=True)
         # The names of last scrape's namespaces, by what decided them (their first processes
         # and mounts): a namespace whose processes are the same is named by the same cgroups.
         self._names: Dict[Hashable, pns.Identity] = {}
@@ -343,17 +288,18 @@ class NetnsCollector:
         self._failing: Dict[Tuple[str, pns.NsKey], float] = {}
         self._lock = threading.Lock()  # scrapes may run concurrently; the pool is shared
         self._warned = False
-        if self.tier2:
+        if self.read_sockets:
             missing = self.missing_capabilities()
             if missing:
                 self._warn(f"missing {' and '.join(missing)}")
 
     def missing_capabilities(self) -> List[str]:
-        caps = pns.read_cap_eff(self.procfs)
-        if caps is None:
+        try:
+            caps = pid_status.read_own_cap_eff(self.procfs)
+        except (OSError, ParseError):
             return []  # cannot tell: try, and report what the kernel says
-        return [name for bit, name in ((pns.CAP_SYS_ADMIN, "CAP_SYS_ADMIN"),
-                                       (pns.CAP_SYS_PTRACE, "CAP_SYS_PTRACE"))
+        return [name for bit, name in ((pid_status.CAP_SYS_ADMIN, "CAP_SYS_ADMIN"),
+                                       (pid_status.CAP_SYS_PTRACE, "CAP_SYS_PTRACE"))
                 if not caps >> bit & 1]
 
     def _failed(self, what: str, key: Tuple[str, pns.NsKey], ident: pns.Identity,
@@ -389,72 +335,42 @@ class NetnsCollector:
             yield from self._collect()
 
     def _collect(self) -> List[Metric]:
-        start = time.monotonic()
-        deadline = start + self.budget
+        deadline = time.monotonic() + self.budget
         found = pns.discover(self.procfs)
         if not found.namespaces:
             raise RuntimeError(f"no network namespace found under {self.procfs}")
-        out = _Scrape(self.tier2)
-        out.skip("1", "permission", found.unmatched_mounts)
-        # Only the namespaces within the cap are named: naming reads files too.
+        out = _Families(self.read_sockets)
+        chosen = self._choose(found, out)
+        self._read_all_counters(chosen, deadline, out)
+        # Close the files of namespaces not read any more (they would keep them alive).
+        self.files.sweep(ns.key for ns, _ in chosen)
+        found_keys = {ns.key for ns in found.namespaces}
+        for key in [key for key in self._failing if key[1] not in found_keys]:
+            del self._failing[key]
+        if not self.read_sockets:
+            return out.families()
+        self._read_all_sockets(chosen, pns.own_key(self.procfs), deadline, out)
+        # Close the sockets of namespaces no longer found (they would keep them alive).
+        self.pool.sweep(found_keys)
+        return out.families(open_sockets=len(self.pool))
+
+    def _choose(self, found: pns.Discovery, out: _Families
+                ) -> List[Tuple[pns.Namespace, pns.Identity]]:
+        """The namespaces within --collector.netns.max-namespaces, named; counts the others
+        and every namespace found by kind. Only those within the cap are named: naming reads
+        files too."""
+        out.skip(COUNTERS_TIER, "permission", found.unmatched_mounts)
         within = found.namespaces[: self.max_namespaces]
         over = len(found.namespaces) - len(within)
-        out.skip("1", "max_namespaces", over)
-        out.skip("2", "max_namespaces", over)
-        names = self._name_all(within)
-        idents = pns.unique_labels(names, [ns.key for ns in within])
+        out.skip(COUNTERS_TIER, "max_namespaces", over)
+        out.skip(SOCKETS_TIER, "max_namespaces", over)
+        idents = pns.unique_labels(self._name_all(within), [ns.key for ns in within])
         kinds = Counter(ident.kind for ident in idents)
         for kind in KINDS:
             out.found.add_metric([kind], float(kinds.get(kind, 0)))
-        chosen = list(zip(within, idents))
+        return list(zip(within, idents))
 
-        own = pns.own_key(self.procfs)
-        for i, (ns, ident) in enumerate(chosen):
-            if time.monotonic() > deadline:
-                out.skip("1", "time_budget", len(chosen) - i)
-                break
-            labels = [ident.netns, ident.kind]
-            try:
-                t1 = self._tier1(ns)
-            except nlns.EnterError as e:
-                out.skip("1", "permission" if e.permission else "vanished")
-                continue
-            except Exception as e:  # noqa: BLE001 - one namespace's failure is not the scrape's
-                self.files.drop(ns.key)
-                self._failed("cannot read namespace counters", ("1", ns.key), ident, e)
-                out.skip("1", "error")
-                continue
-            self._failing.pop(("1", ns.key), None)
-            if t1 is None:
-                self.files.drop(ns.key)
-                out.skip("1", "no_process" if not ns.pids else "vanished")
-                continue
-            M_INFO.add(out.info, {"netns": ident.netns, "kind": ident.kind,
-                                  "pod_uid": ident.pod_uid, "container_id": ident.container_id,
-                                  "name": ident.name}, 1.0)
-            out.add_tier1(labels, t1)
-
-        # Close the files of namespaces not read any more (they would keep them alive).
-        self.files.sweep(ns.key for ns in within)
-        found_keys = {ns.key for ns in found.namespaces}
-        for k in [k for k in self._failing if k[1] not in found_keys]:
-            del self._failing[k]
-        result: List[Metric] = []
-        if self.tier2:
-            self._tier2_all(chosen, own, deadline, out)
-            # Close the sockets of namespaces no longer found (they would keep them alive).
-            self.pool.sweep(ns.key for ns in found.namespaces)
-            opened = M_OPEN.family()
-            opened.add_metric([], float(len(self.pool)))
-            result += [out.states, out.listeners, out.queue, out.limit, opened]
-        skipped = M_SKIPPED.family()
-        for (tier, reason), n in out.skipped.items():
-            skipped.add_metric([tier, reason], float(n))
-        result = ([out.info, out.found, skipped] + list(out.fields.values())
-                  + [out.used, out.inuse, out.tw] + result)
-        return result
-
-    # --- tier 1 -----------------------------------------------------------------------------
+    # --- tier 1: counters ----------------------------------------------------------------
 
     def _name_all(self, within: List[pns.Namespace]) -> List[pns.Identity]:
         names: Dict[Hashable, pns.Identity] = {}
@@ -469,7 +385,33 @@ class NetnsCollector:
         self._names = names
         return out
 
-    def _tier1(self, ns: pns.Namespace) -> Optional[Tier1]:
+    def _read_all_counters(self, chosen: List[Tuple[pns.Namespace, pns.Identity]],
+                           deadline: float, out: _Families) -> None:
+        for i, (ns, ident) in enumerate(chosen):
+            if time.monotonic() > deadline:
+                out.skip(COUNTERS_TIER, "time_budget", len(chosen) - i)
+                return
+            try:
+                counters = self._read_counters(ns)
+            except nlns.EnterError as e:
+                out.skip(COUNTERS_TIER, "permission" if e.permission else "vanished")
+                continue
+            except Exception as e:  # noqa: BLE001 - one namespace's failure is not the scrape's
+                self.files.drop(ns.key)
+                self._failed("cannot read namespace counters", (COUNTERS_TIER, ns.key), ident, e)
+                out.skip(COUNTERS_TIER, "error")
+                continue
+            self._failing.pop((COUNTERS_TIER, ns.key), None)
+            if counters is None:
+                self.files.drop(ns.key)
+                out.skip(COUNTERS_TIER, "no_process" if not ns.pids else "vanished")
+                continue
+            M_INFO.add(out.info, {"netns": ident.netns, "kind": ident.kind,
+                                  "pod_uid": ident.pod_uid, "container_id": ident.container_id,
+                                  "name": ident.name}, 1.0)
+            out.add_counters([ident.netns, ident.kind], counters)
+
+    def _read_counters(self, ns: pns.Namespace) -> Optional[NamespaceCounters]:
         for pid in ns.pids[:3]:  # the first may exit while being read
             directory = f"{self.procfs}/{pid}/net"
             try:
@@ -478,16 +420,17 @@ class NetnsCollector:
                 if os.path.exists(os.path.join(directory, "snmp")):
                     raise  # a real error of this namespace
                 continue  # the process exited while being read
-            t = parse_tier1(texts, directory)
-            if t is not None:
-                return t
+            counters = parse_counters(texts, directory, _SNMP_WANTED, _NETSTAT_WANTED)
+            if counters is not None:
+                return counters
             self.files.drop(ns.key)
-        if ns.pids or not self.tier2:
+        if ns.pids or not self.read_sockets:
             return None
         # A pinned namespace with no process: only readable from a thread inside it, through
         # /proc/thread-self/net (/proc/self/net shows the main thread's namespace).
         root = os.path.join(self.procfs, "thread-self")
-        return nlns.run_in(self._mount_path(ns), lambda: read_tier1(root),
+        return nlns.run_in(self._mount_path(ns),
+                           lambda: read_counters(root, _SNMP_WANTED, _NETSTAT_WANTED),
                            (ns.key[1], ns.key[2]))
 
     def _mount_path(self, ns: pns.Namespace) -> str:
@@ -501,35 +444,35 @@ class NetnsCollector:
         except OSError:
             return mount
 
-    # --- tier 2 -----------------------------------------------------------------------------
+    # --- tier 2: sockets -----------------------------------------------------------------
 
-    def _tier2_all(self, chosen: List[Tuple[pns.Namespace, pns.Identity]],
-                   own: Optional[pns.NsKey], deadline: float, out: _Scrape) -> None:
+    def _read_all_sockets(self, chosen: List[Tuple[pns.Namespace, pns.Identity]],
+                   own: Optional[pns.NsKey], deadline: float, out: _Families) -> None:
         for i, (ns, ident) in enumerate(chosen):
             if time.monotonic() > deadline:
-                out.skip("2", "time_budget", len(chosen) - i)
+                out.skip(SOCKETS_TIER, "time_budget", len(chosen) - i)
                 return
             if ns.key[0] != "nsfs":
                 self._warn("no ptrace access to /proc/<pid>/ns/net")
-                out.skip("2", "permission")
+                out.skip(SOCKETS_TIER, "permission")
                 continue
             try:
                 sock = self.pool.get(ns.key, self._ns_path(ns, own), (ns.key[1], ns.key[2]))
                 root = (os.path.join(self.procfs, str(ns.pids[0])) if ns.pids
                         else self.procfs)
-                t2 = read_tier2(sock, root, self.max_listeners)
+                tcp = read_namespace_tcp(sock, root, self.max_listeners)
             except nlns.EnterError as e:
                 if e.permission:
                     self._warn(str(e))
-                out.skip("2", "permission" if e.permission else "vanished")
+                out.skip(SOCKETS_TIER, "permission" if e.permission else "vanished")
                 continue
             except (OSError, ParseError) as e:
                 self.pool.drop(ns.key)  # reopened next scrape
-                self._failed("cannot dump namespace sockets", ("2", ns.key), ident, e)
-                out.skip("2", "error")
+                self._failed("cannot dump namespace sockets", (SOCKETS_TIER, ns.key), ident, e)
+                out.skip(SOCKETS_TIER, "error")
                 continue
-            self._failing.pop(("2", ns.key), None)
-            out.add_tier2([ident.netns, ident.kind], t2)
+            self._failing.pop((SOCKETS_TIER, ns.key), None)
+            out.add_sockets([ident.netns, ident.kind], tcp)
 
     def _ns_path(self, ns: pns.Namespace, own: Optional[pns.NsKey]) -> Optional[str]:
         if ns.key == own:

@@ -17,13 +17,12 @@ collector adds no dump of its own. Sources as for the sockets collector
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, List, Set, Tuple
+from typing import Iterator
 
 from prometheus_client.core import Metric
 
 from exporter.collectors.api import Flag, MetricDoc, options, register
 from exporter.config import Config
-from exporter.sockets.onepass import ephemeral_range
 from exporter.sockets.snapshot import SOURCES, Snapshot, Wants
 from exporter.system import load
 
@@ -53,11 +52,6 @@ M_DEST = MetricDoc(
     ("protocol", "destination"),
     note="only with --collector.ports.top-destinations=N, N > 0")
 METRICS = (M_AVAILABLE, M_USED, M_DEST_MAX, M_DEST)
-
-
-def ephemeral_ports(low: int, high: int, reserved: List[Tuple[int, int]]) -> Set[int]:
-    """The ports connect() and autobind may pick: [low, high] minus the reserved ranges."""
-    return set(ephemeral_range(low, high, reserved).ports)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,9 @@ from prometheus_client.core import Metric
 
 from exporter.collectors.api import LINUX, Flag, MetricDoc, options, register
 from exporter.config import Config
-from exporter.sockets.names import (
+from exporter.sockets.snapshot import SOURCES, Snapshot, Wants
+from exporter.system import load
+from exporter.vocabulary.names import (
     DGRAM_EMITTED,
     DGRAM_STATES,
     PROTOCOLS,
@@ -29,8 +31,6 @@ from exporter.sockets.names import (
     UNIX_TYPES,
     state_name,
 )
-from exporter.sockets.snapshot import SOURCES, Snapshot, Wants
-from exporter.system import load
 
 M_SOCKETS = MetricDoc(
     "netstat_sockets", "gauge",

@@ -31,9 +31,9 @@ from prometheus_client.samples import Sample
 from exporter.bpf import tcpevents as bpf
 from exporter.collectors.api import Flag, MetricDoc, options, register
 from exporter.config import Config, ConfigError
-from exporter.sockets.names import TCP_STATES
 from exporter.sockets.snapshot import Snapshot, Wants
 from exporter.system import load
+from exporter.vocabulary.names import TCP_STATES
 
 log = logging.getLogger(__name__)
 

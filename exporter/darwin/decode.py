@@ -34,7 +34,8 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from exporter.procfs.route import Route
-from exporter.sockets.names import (
+from exporter.system.common import Conn, Groups
+from exporter.vocabulary.names import (
     TCP_CLOSE,
     TCP_CLOSE_WAIT,
     TCP_CLOSING,
@@ -47,7 +48,6 @@ from exporter.sockets.names import (
     TCP_SYN_SENT,
     TCP_TIME_WAIT,
 )
-from exporter.system.common import Conn, Groups
 
 XNU_TAG = "xnu-11417.121.6"
 _U32 = 0xFFFFFFFF

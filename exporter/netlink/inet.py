@@ -44,8 +44,8 @@ from exporter.netlink.transport import (
     walk,
 )
 from exporter.procfs.errors import ParseError
-from exporter.sockets.model import Counts
-from exporter.sockets.names import TCP_LISTEN
+from exporter.vocabulary.model import Counts
+from exporter.vocabulary.names import TCP_LISTEN
 
 # struct inet_diag_msg: family, state, timer, retrans, sockid {sport, dport (network byte order),
 # src[16], dst[16], if, cookie[2]}, expires, rqueue, wqueue, uid, inode.
@@ -201,7 +201,7 @@ def dump_records(payload: bytes, sink: RecordSink, *, sock: AnySock = None,
         sink(bytes(buf[off + NLMSG_HDRLEN:off + NLMSG_HDRLEN + INET_MSG_LEN]), 0,
              INET_MSG_LEN, INET_MSG_LEN)
 
-    def chunk(buf: bytearray, n: int) -> tuple[bool, bool]:
+    def chunk(buf: bytearray, n: int) -> Tuple[bool, bool]:
         end = n
         # The last chunk ends with NLMSG_DONE (20 bytes): take the messages before it in bulk
         # and read it with walk(), which checks it for an error.

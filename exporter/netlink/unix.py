@@ -16,7 +16,7 @@ from typing import Iterator, Tuple
 from exporter.netlink.requests import unix_request
 from exporter.netlink.transport import NLMSG_HDRLEN, AnySock, dump, uniform_run, walk
 from exporter.procfs.errors import ParseError
-from exporter.sockets.names import TCP_LISTEN
+from exporter.vocabulary.names import TCP_LISTEN
 
 UNIX_MSG_LEN = 16  # family, type, state, pad, ino, cookie[2]
 UNIX_DIAG_RQLEN = 4

@@ -17,7 +17,7 @@ import os
 import sys
 from typing import Callable, List, Optional, TypeVar
 
-from exporter.procfs import kept
+from exporter.procfs import own_files
 from exporter.procfs.errors import ParseError
 
 __all__ = ["ENCODING", "ERRORS", "REQUIRED", "ParseError", "read_bytes", "read_path", "read_text",
@@ -67,11 +67,11 @@ def read_path(path: str, errors: str = ERRORS) -> str:
 
 def read_text(root: str, *parts: str) -> str:
     """Read ``<root>/<parts...>`` as text. Raises OSError if it cannot be read. The exporter's
-    own net/ and sys/ files are read through descriptors kept open (:mod:`exporter.procfs.kept`)
+    own net/ and sys/ files are read through descriptors kept open (:mod:`exporter.procfs.own_files`)
     once the scrape has asked for it."""
     path = os.path.join(root, *parts)
-    if kept.kept(root, parts[0]):
-        return kept.read(path).decode(ENCODING, ERRORS)
+    if own_files.kept(root, parts[0]):
+        return own_files.read(path).decode(ENCODING, ERRORS)
     return read_bytes(path).decode(ENCODING, ERRORS)
 
 

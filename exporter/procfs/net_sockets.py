@@ -17,7 +17,7 @@ from typing import Iterable, Iterator, List, Optional, Tuple
 
 from exporter.procfs import REQUIRED, read_parsed, read_required
 from exporter.procfs.errors import ParseError
-from exporter.sockets.names import TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN
+from exporter.vocabulary.names import TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN
 
 # /proc/net/unix "St" column is the socket's SS_* state (include/uapi/linux/net.h), and the
 # __SO_ACCEPTCON flag (1 << 16) marks a listener.

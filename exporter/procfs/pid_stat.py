@@ -69,6 +69,6 @@ def list_pids(root: str) -> List[int]:
     """Every pid in ``<root>`` (the numeric directory names), highest first.
 
     The order is only a stable one: the highest pid is not the newest process once pids have
-    wrapped, so whoever needs age orders by start time (exporter.owners.newest_first).
+    wrapped, so whoever needs age orders by start time (exporter.listeners.owners.newest_first).
     """
     return sorted((int(n) for n in os.listdir(root) if n.isdigit()), reverse=True)

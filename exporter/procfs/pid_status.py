@@ -1,4 +1,4 @@
-"""/proc/<pid>/status: the user ids of a process.
+"""/proc/<pid>/status: the user ids of a process, and its effective capabilities.
 
 Format (fs/proc/array.c task_state): ``Key:\\tvalue`` lines (lines of any other shape, which
 kernels or patches may add, are skipped: only Name and Uid are read); ``Uid:`` carries the
@@ -61,6 +61,7 @@ def read_status(root: str, pid: int) -> PidStatus:
 # Capability bits (include/uapi/linux/capability.h).
 CAP_DAC_READ_SEARCH = 2
 CAP_SYS_PTRACE = 19
+CAP_SYS_ADMIN = 21
 
 
 def parse_cap_eff(text: str, path: str) -> int:

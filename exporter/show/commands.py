@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 import click
 
 from exporter.show import counters, interfaces, listeners, ports, routes, states
-from exporter.show.snapshot import ShowError, Snapshot
+from exporter.show.reading import Reading, ShowError
 from exporter.show.source import Remote, local_reader, normalise_url, remote_reader
 from exporter.show.table import View, render_json, render_text
 
@@ -135,7 +135,7 @@ def _available(view: str, params: Dict[str, Any]) -> Tuple[Tuple[str, ...], Dict
 
 
 def make_reader(ctx: click.Context, view: str, build_config: Callable[[Dict[str, Any]], Any]
-                ) -> Tuple[Callable[[], Snapshot], Dict[str, Any]]:
+                ) -> Tuple[Callable[[], Reading], Dict[str, Any]]:
     params, given = merged_params(ctx)
     if params.get("url"):
         password = os.environ.get(PASSWORD_ENV, "")
@@ -191,16 +191,16 @@ def ellipsis() -> str:
         return "~"
 
 
-def failed_collectors(snap: Snapshot) -> List[str]:
+def failed_collectors(snap: Reading) -> List[str]:
     """Collectors whose success gauge (netstat_exporter_collector_success) says 0."""
-    from exporter.scrape import EXPORTER_METRICS
+    from exporter.scrape import SCRAPE_METRICS
 
-    names = [m.name for m in EXPORTER_METRICS
+    names = [m.name for m in SCRAPE_METRICS
              if m.labels == ("collector",) and m.name.endswith("_success")]
     return sorted(s.get("collector") for n in names for s in snap.all(n) if s.value == 0)
 
 
-def emit(view: View, params: Dict[str, Any], snap: Snapshot) -> None:
+def emit(view: View, params: Dict[str, Any], snap: Reading) -> None:
     view.failed = failed_collectors(snap)
     if params.get("output") == "json":
         sys.stdout.write(render_json(view))
@@ -214,10 +214,35 @@ def fail(ctx: click.Context, e: ShowError) -> None:
     ctx.exit(1)
 
 
-def make_commands(common_options: Callable[[Callable[..., Any]], Callable[..., Any]],
-                  build_config: Callable[[Dict[str, Any]], Any]) -> List[click.Command]:
-    """The ``show`` group and the ``top`` command, built with the exporter's own flags."""
+Options = Callable[[Callable[..., Any]], Callable[..., Any]]
+ConfigBuilder = Callable[[Dict[str, Any]], Any]
 
+# The views that take no flags of their own: name, what builds its tables, help.
+PLAIN_VIEWS: Tuple[Tuple[str, Callable[[Reading], View], str], ...] = (
+    ("states", states.build,
+     "Sockets by protocol, family and state, zeros included (ss -s, netstat -an counted)."),
+    ("listeners", listeners.build,
+     "Who listens where: program, executable, user, accept queue against backlog, "
+     "connections per port and state, expected verdict (netstat -tulnp, -ano -b)."),
+    ("interfaces", interfaces.build, "Traffic, errors and drops per interface (netstat -i)."),
+    ("routes", routes.build, "Routes per family and interface, default routes, the "
+                             "routing table (netstat -r)."),
+    ("ports", ports.build, "Ephemeral port use against the range, busiest destinations."),
+)
+
+
+def make_commands(common_options: Options, build_config: ConfigBuilder) -> List[click.Command]:
+    """The ``show`` group and the ``top`` command, built with the exporter's own flags."""
+    show = _show_group(common_options)
+    for name, build, doc in PLAIN_VIEWS:
+        show.command(name)(_apply(common_options(_plain_view(name, build, doc, build_config)),
+                                  [*SOURCE_OPTIONS, OUTPUT_OPTION]))
+    show.command("counters")(_apply(_counters_view(common_options, build_config),
+                                    [*SOURCE_OPTIONS, OUTPUT_OPTION]))
+    return [show, _top_command(common_options, build_config)]
+
+
+def _show_group(common_options: Options) -> click.Group:
     @click.group(invoke_without_command=True,
                  context_settings={"help_option_names": ["-h", "--help"]})
     @common_options
@@ -233,29 +258,25 @@ def make_commands(common_options: Callable[[Callable[..., Any]], Callable[..., A
             raise click.UsageError(f"show needs a view: {', '.join(VIEWS[:-1])} or {VIEWS[-1]} "
                                    f"({PROG} show --help)")
 
-    def simple(name: str, build: Callable[[Snapshot], View], doc: str) -> None:
-        def cmd(**_params: Any) -> None:
-            ctx = click.get_current_context()
-            try:
-                read, params = make_reader(ctx, name, build_config)
-                snap = read()
-                emit(build(snap), params, snap)
-            except ShowError as e:
-                fail(ctx, e)
+    return show
 
-        cmd.__doc__ = doc
-        show.command(name)(_apply(common_options(cmd), [*SOURCE_OPTIONS, OUTPUT_OPTION]))
 
-    simple("states", states.build,
-           "Sockets by protocol, family and state, zeros included (ss -s, netstat -an counted).")
-    simple("listeners", listeners.build,
-           "Who listens where: program, executable, user, accept queue against backlog, "
-           "connections per port and state, expected verdict (netstat -tulnp, -ano -b).")
-    simple("interfaces", interfaces.build, "Traffic, errors and drops per interface (netstat -i).")
-    simple("routes", routes.build, "Routes per family and interface, default routes, the "
-                                   "routing table (netstat -r).")
-    simple("ports", ports.build, "Ephemeral port use against the range, busiest destinations.")
+def _plain_view(name: str, build: Callable[[Reading], View], doc: str,
+                build_config: ConfigBuilder) -> Callable[..., None]:
+    def cmd(**_params: Any) -> None:
+        ctx = click.get_current_context()
+        try:
+            read, params = make_reader(ctx, name, build_config)
+            reading = read()
+            emit(build(reading), params, reading)
+        except ShowError as e:
+            fail(ctx, e)
 
+    cmd.__doc__ = doc
+    return cmd
+
+
+def _counters_view(common_options: Options, build_config: ConfigBuilder) -> Callable[..., None]:
     @click.option("--changed", is_flag=True,
                   help="Only the counters that moved since the last look, with changes and "
                        "rates (nstat's habit); this look becomes the last one.")
@@ -269,21 +290,24 @@ def make_commands(common_options: Callable[[Callable[..., Any]], Callable[..., A
         ctx = click.get_current_context()
         try:
             read, params = make_reader(ctx, "counters", build_config)
-            snap = read()
+            reading = read()
             before, before_wall = None, None
             path = ""
             if changed:
                 key = params["url"] or f"local:{os.path.abspath(params.get('procfs') or '/proc')}"
                 path = counters.history_path(key, history)
                 before, before_wall = counters.load_history(path)
-            emit(counters.build(snap, changed, describe, before, before_wall), params, snap)
+            emit(counters.build(reading, changed, describe, before, before_wall), params,
+                 reading)
             if changed:
-                counters.save_history(path, snap)
+                counters.save_history(path, reading)
         except ShowError as e:
             fail(ctx, e)
 
-    show.command("counters")(_apply(counters_cmd, [*SOURCE_OPTIONS, OUTPUT_OPTION]))
+    return counters_cmd
 
+
+def _top_command(common_options: Options, build_config: ConfigBuilder) -> click.Command:
     @click.option("--interval", "-n", type=click.FloatRange(min=0.2, max=3600), default=5.0,
                   show_default=True, help="Seconds between refreshes (netstat's interval).")
     @click.option("--count", "-c", type=click.IntRange(min=1), default=None,
@@ -302,6 +326,5 @@ def make_commands(common_options: Callable[[Callable[..., Any]], Callable[..., A
         except ShowError as e:
             fail(ctx, e)
 
-    top = click.command("top", context_settings={"help_option_names": ["-h", "--help"]})(
+    return click.command("top", context_settings={"help_option_names": ["-h", "--help"]})(
         _apply(top_cmd, SOURCE_OPTIONS))
-    return [show, top]

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 from exporter.collectors.protocols import DEFAULT_PROTOCOLS_FIELDS
-from exporter.collectors.protocols_table import FILES, TABLE
-from exporter.show.snapshot import ShowError, Snapshot
+from exporter.collectors.protocols.table import FILES, TABLE
+from exporter.show.reading import Reading, ShowError
 from exporter.show.table import Column, Row, Section, View, rate, signed
 
 _HELP = re.compile(r"^(\w+) (\w+) in /proc/net/(snmp6|snmp|netstat): ?(.*)$", re.S)
@@ -42,8 +42,8 @@ class Counter:
         return f"{self.group}_{self.field}"  # as nstat and --collector.protocols.fields name it
 
 
-def protocol_counters(snap: Snapshot) -> List[Counter]:
-    """Every protocol counter in the snapshot, in group order, then the kernel's field order."""
+def protocol_counters(snap: Reading) -> List[Counter]:
+    """Every protocol counter in the reading, in group order, then the kernel's field order."""
     out: List[Counter] = []
     for name, samples in snap.samples.items():
         m = _HELP.match(snap.help.get(name, ""))
@@ -89,7 +89,7 @@ def changes(now: List[Counter], before: Optional[Dict[str, float]], seconds: Opt
     return out
 
 
-def build(snap: Snapshot, changed: bool = False, describe: bool = False,
+def build(snap: Reading, changed: bool = False, describe: bool = False,
           before: Optional[Dict[str, float]] = None, before_wall: Optional[float] = None) -> View:
     counters = protocol_counters(snap)
     seconds = snap.wall - before_wall if before_wall is not None else None
@@ -160,7 +160,7 @@ def load_history(path: str) -> Tuple[Optional[Dict[str, float]], Optional[float]
                         "remove it or give another with --history") from None
 
 
-def save_history(path: str, snap: Snapshot) -> None:
+def save_history(path: str, snap: Reading) -> None:
     values = {c.key: c.value for c in protocol_counters(snap)}
     data = {"source": snap.source, "wall": snap.wall, "values": values}
     try:

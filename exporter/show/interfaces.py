@@ -7,7 +7,7 @@ from collections import defaultdict
 from typing import Dict, List, Optional
 
 from exporter.collectors import interfaces as itf
-from exporter.show.snapshot import Snapshot
+from exporter.show.reading import Reading
 from exporter.show.table import Column, Row, Section, View
 
 TRAFFIC = ["receive_bytes", "receive_packets", "transmit_bytes", "transmit_packets"]
@@ -21,8 +21,8 @@ _HEAD = {"receive_bytes": "RX-BYTES", "receive_packets": "RX-PKTS", "transmit_by
          "transmit_carrier": "CARR"}
 
 
-def per_device(snap: Snapshot) -> Dict[str, Dict[str, float]]:
-    """device -> /proc/net/dev column -> value, for every column the snapshot has."""
+def per_device(snap: Reading) -> Dict[str, Dict[str, float]]:
+    """device -> /proc/net/dev column -> value, for every column the reading has."""
     out: Dict[str, Dict[str, float]] = defaultdict(dict)
     for col, doc in itf.COUNTERS.items():
         for s in snap.all(doc.name):
@@ -30,7 +30,7 @@ def per_device(snap: Snapshot) -> Dict[str, Dict[str, float]]:
     return out
 
 
-def rates(now: Snapshot, before: Snapshot) -> Dict[str, Dict[str, Optional[float]]]:
+def rates(now: Reading, before: Reading) -> Dict[str, Dict[str, Optional[float]]]:
     """device -> column -> per-second rate between two snapshots (None across a reset)."""
     dt = now.monotonic - before.monotonic
     a, b = per_device(now), per_device(before)
@@ -43,7 +43,7 @@ def rates(now: Snapshot, before: Snapshot) -> Dict[str, Dict[str, Optional[float
     return out
 
 
-def build(snap: Snapshot) -> View:
+def build(snap: Reading) -> View:
     devs = per_device(snap)
     up = {s.get("device"): s.value for s in snap.all(itf.M_UP.name)}
     mtu = {s.get("device"): s.value for s in snap.all(itf.M_MTU.name)}

@@ -8,7 +8,7 @@ from collections import defaultdict
 from typing import Dict, List, Optional, Tuple
 
 from exporter.collectors import listeners as ls
-from exporter.show.snapshot import Snapshot
+from exporter.show.reading import Reading
 from exporter.show.states import state_key
 from exporter.show.table import Column, Row, Section, View, percent
 
@@ -28,7 +28,7 @@ def _port_key(port: str) -> Tuple[int, str]:
     return (int(port), "") if port.isdigit() else (1 << 20, port)
 
 
-def queues(snap: Snapshot) -> List[Row]:
+def queues(snap: Reading) -> List[Row]:
     """Accept queues of TCP listeners, fullest (against the backlog) first."""
     limit = {(s.get("family"), s.get("address"), s.get("port")): s.value
              for s in snap.all(ls.M_LIMIT.name)}
@@ -43,7 +43,7 @@ def queues(snap: Snapshot) -> List[Row]:
     return rows
 
 
-def connections(snap: Snapshot) -> Dict[str, Dict[str, float]]:
+def connections(snap: Reading) -> Dict[str, Dict[str, float]]:
     """port -> state -> TCP connections on that listening port."""
     out: Dict[str, Dict[str, float]] = defaultdict(dict)
     for s in snap.all(ls.M_CONN.name):
@@ -51,7 +51,7 @@ def connections(snap: Snapshot) -> Dict[str, Dict[str, float]]:
     return out
 
 
-def build(snap: Snapshot) -> View:
+def build(snap: Reading) -> View:
     info = snap.all(ls.M_INFO.name)
     conns = connections(snap)
     rows: List[Row] = []

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 from exporter.collectors import limits as lm
 from exporter.collectors import ports as pt
-from exporter.show.snapshot import Snapshot
+from exporter.show.reading import Reading
 from exporter.show.states import protocol_key
 from exporter.show.table import Column, Row, Section, View, percent
 
@@ -16,7 +16,7 @@ def _share(used: Optional[float], available: Optional[float]) -> Optional[float]
     return used / available if used is not None and available else None
 
 
-def use_rows(snap: Snapshot) -> List[Row]:
+def use_rows(snap: Reading) -> List[Row]:
     """Per protocol: ports used, the busiest destination's, and both against the range."""
     available = snap.value(pt.M_AVAILABLE.name)
     dest = {s.get("protocol"): s.value for s in snap.all(pt.M_DEST_MAX.name)}
@@ -29,7 +29,7 @@ def use_rows(snap: Snapshot) -> List[Row]:
     return rows
 
 
-def build(snap: Snapshot) -> View:
+def build(snap: Reading) -> View:
     available = snap.value(pt.M_AVAILABLE.name)
     low, high = snap.value(lm.M_RANGE_LOW.name), snap.value(lm.M_RANGE_HIGH.name)
     use = Section("use", "Ephemeral ports in use", [

@@ -6,12 +6,12 @@ from __future__ import annotations
 from typing import Tuple, Union
 
 from exporter.collectors import routes as rt
-from exporter.show.snapshot import Sample, Snapshot
+from exporter.show.reading import Reading, Sample
 from exporter.show.states import family_key
 from exporter.show.table import Column, Section, View
 
 
-def build(snap: Snapshot) -> View:
+def build(snap: Reading) -> View:
     counts = Section("counts", "Routes per family and interface", [
         Column("family", "FAMILY"), Column("interface", "IFACE"),
         Column("routes", "ROUTES", numeric=True)],

@@ -2,7 +2,7 @@
 running exporter over HTTP(S) with an optional CA file, client certificate and basic auth.
 
 Every failure a user can cause (no route, refused, wrong CA, wrong password, an answer that is
-not an exposition) becomes a :class:`~exporter.show.snapshot.ShowError` of one line.
+not an exposition) becomes a :class:`~exporter.show.reading.ShowError` of one line.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from exporter import __version__
-from exporter.show.snapshot import ShowError, Snapshot, parse
+from exporter.show.reading import Reading, ShowError, parse
 
 # Bodies beyond this are refused: a scrape of 100,000 sockets is well under 1 MiB; what is
 # bigger is not an exporter of ours.
@@ -145,18 +145,18 @@ def fetch(r: Remote) -> str:
         raise ShowError(f"{url}: answer is not UTF-8 text") from None
 
 
-def remote_reader(r: Remote) -> Callable[[], Snapshot]:
-    def read() -> Snapshot:
+def remote_reader(r: Remote) -> Callable[[], Reading]:
+    def read() -> Reading:
         text = fetch(r)
         return parse(text, source=r.url, monotonic=time.monotonic(), wall=time.time())
 
     return read
 
 
-def local_reader(collect: Callable[[], bytes], label: str = "this host") -> Callable[[], Snapshot]:
+def local_reader(collect: Callable[[], bytes], label: str = "this host") -> Callable[[], Reading]:
     """``collect`` is one scrape of this host's collectors (generate_text of a target)."""
 
-    def read() -> Snapshot:
+    def read() -> Reading:
         mono, wall = time.monotonic(), time.time()
         return parse(collect().decode("utf-8"), source=label, monotonic=mono, wall=wall)
 

@@ -7,7 +7,7 @@ from collections import defaultdict
 from typing import Dict, List, Tuple
 
 from exporter.collectors import sockets as sk
-from exporter.show.snapshot import Snapshot
+from exporter.show.reading import Reading
 from exporter.show.table import Column, Section, View
 
 # glances' grouping of TCP states: how far a connection is in its life.
@@ -40,13 +40,13 @@ def protocol_key(proto: str) -> Tuple[int, str]:
     return (_PROTOCOL_ORDER.index(proto) if proto in _PROTOCOL_ORDER else 9, proto)
 
 
-def socket_counts(snap: Snapshot) -> Dict[Tuple[str, str, str], float]:
+def socket_counts(snap: Reading) -> Dict[Tuple[str, str, str], float]:
     """(protocol, family, state) -> sockets."""
     return {(s.get("protocol"), s.get("family"), s.get("state")): s.value
             for s in snap.all(sk.M_SOCKETS.name)}
 
 
-def tcp_totals(snap: Snapshot) -> Dict[str, float]:
+def tcp_totals(snap: Reading) -> Dict[str, float]:
     """TCP state -> sockets of both families, in state order."""
     out: Dict[str, float] = defaultdict(float)
     for (proto, _fam, state), v in socket_counts(snap).items():
@@ -55,7 +55,7 @@ def tcp_totals(snap: Snapshot) -> Dict[str, float]:
     return {k: out[k] for k in sorted(out, key=state_key)}
 
 
-def build(snap: Snapshot) -> View:
+def build(snap: Reading) -> View:
     counts = socket_counts(snap)
     families = sorted({f for (_p, f, _s) in counts}, key=family_key)
     fam_cols = [Column(f, f.upper(), numeric=True) for f in families]
@@ -109,7 +109,7 @@ def build(snap: Snapshot) -> View:
     return view
 
 
-def _sockstat(snap: Snapshot) -> List[Dict[str, object]]:
+def _sockstat(snap: Reading) -> List[Dict[str, object]]:
     rows: List[Dict[str, object]] = []
 
     def add(name: str, metric: str, **labels: str) -> None:

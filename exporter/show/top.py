@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Callable, Dict, List, Optional, Tuple
 
 from exporter.show import counters, interfaces, listeners, ports, states
-from exporter.show.snapshot import ShowError, Snapshot
+from exporter.show.reading import Reading, ShowError
 from exporter.show.table import Column, Section, percent, rate, render_section, signed
 
 HOME_CLEAR = "\x1b[H\x1b[2J"
@@ -44,13 +44,13 @@ def human_rate(v: Any) -> str:
 
 @dataclass
 class Screen:
-    """What top remembers between screens: the previous snapshot and the peaks."""
+    """What top remembers between screens: the previous reading and the peaks."""
 
-    previous: Optional[Snapshot] = None
+    previous: Optional[Reading] = None
     peaks: Dict[str, float] = field(default_factory=dict)
     frames: int = 0
 
-    def render(self, snap: Snapshot, interval: float, width: int,
+    def render(self, snap: Reading, interval: float, width: int,
                height: Optional[int] = None) -> str:
         """One screen ``width`` columns wide and, given a ``height``, at most that many lines:
         sections then show fewer rows and say how many they left out."""
@@ -63,7 +63,7 @@ class Screen:
         body = fit(blocks, None if height is None else height - 1)
         return "\n".join([self._header(snap, interval, width)] + [ln[:width] for ln in body]) + "\n"
 
-    def _header(self, snap: Snapshot, interval: float, width: int) -> str:
+    def _header(self, snap: Reading, interval: float, width: int) -> str:
         """The source last, shortened from its start when the line is too long (a path's end
         is what tells one source from another); in a narrow pane "netstat-exporter" goes."""
         when = datetime.datetime.fromtimestamp(snap.wall, datetime.timezone.utc)
@@ -77,7 +77,7 @@ class Screen:
                 return lead + middle + "…" + src[len(src) - room + 1:]
         return ("top, " + middle)[:width]
 
-    def _states(self, snap: Snapshot, prev: Optional[Snapshot]) -> Section:
+    def _states(self, snap: Reading, prev: Optional[Reading]) -> Section:
         now = states.tcp_totals(snap)
         before = states.tcp_totals(prev) if prev else {}
         rows = []
@@ -93,7 +93,7 @@ class Screen:
             Column("peak", "PEAK", numeric=True)], rows, empty="no TCP sockets")
 
     @staticmethod
-    def _queues(snap: Snapshot) -> Section:
+    def _queues(snap: Reading) -> Section:
         rows = listeners.queues(snap)[:TOP_QUEUES]
         return Section("queues", "Fullest accept queues", [
             Column("address", "LOCAL ADDRESS", shrink=True), Column("queue", "QUEUE", numeric=True),
@@ -104,7 +104,7 @@ class Screen:
             else "no TCP listeners")
 
     @staticmethod
-    def _counters(snap: Snapshot, prev: Optional[Snapshot]) -> Section:
+    def _counters(snap: Reading, prev: Optional[Reading]) -> Section:
         rows: List[Dict[str, Any]] = []
         if prev is not None:
             before = {c.key: c.value for c in counters.protocol_counters(prev)}
@@ -123,7 +123,7 @@ class Screen:
             empty="waiting for the next screen" if prev is None else "nothing moved")
 
     @staticmethod
-    def _interfaces(snap: Snapshot, prev: Optional[Snapshot]) -> Section:
+    def _interfaces(snap: Reading, prev: Optional[Reading]) -> Section:
         r = interfaces.rates(snap, prev) if prev else {}
         rows = [{"device": d, "rx": r.get(d, {}).get("receive_bytes"),
                  "tx": r.get(d, {}).get("transmit_bytes"),
@@ -138,7 +138,7 @@ class Screen:
             Column("tx_packets", "TX PKT", numeric=True, fmt=rate)], rows, empty="no interfaces")
 
     @staticmethod
-    def _ports(snap: Snapshot) -> Section:
+    def _ports(snap: Reading) -> Section:
         return Section("ports", "Ephemeral ports", [
             Column("protocol", "PROTOCOL"), Column("used", "USED", numeric=True),
             Column("used_share", "OF RANGE", numeric=True, fmt=percent),
@@ -267,7 +267,7 @@ def _terminate(_signum: int, _frame: Any) -> None:
     raise SystemExit(128 + signal.SIGTERM)
 
 
-def run(read: Callable[[], Snapshot], interval: float, count: int = 0,
+def run(read: Callable[[], Reading], interval: float, count: int = 0,
         width: Optional[int] = None, out: IO[str] = sys.stdout, stdin: IO[str] = sys.stdin) -> None:
     """Redraw until ``count`` screens were shown (0: until q, Ctrl-C or SIGTERM). A failure to
     read the first screen ends it with ShowError; later ones are shown and retried."""

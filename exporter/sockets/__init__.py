@@ -11,13 +11,13 @@ Public API (everything else in the package is internal):
   ``close()``); ``source`` is ``auto`` (netlink, then /proc/net, then psutil off Linux),
   ``netlink``, ``procfs`` or ``psutil``; ``wants`` (:class:`Wants`) says what to decode beyond
   counts. ``snap.inet("tcp")`` (also ``udp``, ``udplite``, ``raw``) gives an
-  :class:`~exporter.sockets.model.InetTables` or None (no data), reading the table on first use
-  and never again; ``snap.unix()`` an :class:`~exporter.sockets.model.UnixTables` or None;
+  :class:`~exporter.vocabulary.model.InetTables` or None (no data), reading the table on first use
+  and never again; ``snap.unix()`` an :class:`~exporter.vocabulary.model.UnixTables` or None;
   ``snap.ephemeral()`` the ephemeral port range; ``snap.dumps`` the netlink dumps made. Use it
   as a context manager or call ``close()``.
 * :class:`~exporter.sockets.snapshot.ScrapeSockets`: the snapshots of one scrape, one per
   (procfs root, source), built by the scrape with the merged wants of its collectors.
-* :mod:`exporter.sockets.names`: the one table of state names, families and protocols.
+* :mod:`exporter.vocabulary.names`: the one table of state names, families and protocols.
 
 Every source feeds the same one-pass decoder (:mod:`exporter.sockets.onepass`), so every
 collector works on every source.

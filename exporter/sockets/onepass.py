@@ -36,8 +36,8 @@ from exporter.netlink.inet import (
     address,
     swap16,
 )
-from exporter.sockets.model import Counts, EphemeralRange, InetTables, Listener, PortUse
-from exporter.sockets.names import (
+from exporter.vocabulary.model import Counts, EphemeralRange, InetTables, Listener, PortUse
+from exporter.vocabulary.names import (
     FAMILY_NAMES,
     LISTENER_CONNECTION_STATES,
     TCP_CLOSE,

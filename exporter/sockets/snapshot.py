@@ -25,8 +25,10 @@ from exporter.netlink.transport import Channel, NetlinkError, SocketFactory
 from exporter.procfs import net_sockets, sockstat, sysctl
 from exporter.procfs.errors import ParseError
 from exporter.procfs.sockstat import Sockstat
-from exporter.sockets.model import EphemeralRange, InetTables, UnixTables
-from exporter.sockets.names import (
+from exporter.sockets.onepass import InetPass, ephemeral_range
+from exporter.system.common import System
+from exporter.vocabulary.model import EphemeralRange, InetTables, UnixTables
+from exporter.vocabulary.names import (
     FAMILIES,
     FAMILY_NAMES,
     PROC_FILES,
@@ -35,8 +37,6 @@ from exporter.sockets.names import (
     TCP_LISTEN,
     TCP_TIME_WAIT,
 )
-from exporter.sockets.onepass import InetPass, ephemeral_range
-from exporter.system.common import System
 
 log = logging.getLogger(__name__)
 

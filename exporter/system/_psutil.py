@@ -14,9 +14,9 @@ import socket
 import threading
 from typing import Callable, Dict, List, Sequence, Tuple
 
-from exporter.owners import Identity, Owner
-from exporter.sockets.names import PSUTIL_STATES, TCP_CLOSE, TCP_ESTABLISHED
+from exporter.listeners.owners import Identity, Owner
 from exporter.system.common import Conn, Link
+from exporter.vocabulary.names import PSUTIL_STATES, TCP_CLOSE, TCP_ESTABLISHED
 
 log = logging.getLogger(__name__)
 

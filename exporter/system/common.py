@@ -11,7 +11,7 @@ one vocabulary on every system, Linux's, wherever the meaning is the same:
   column names (``receive_bytes``, ``transmit_drop``);
 * routes (``netstat -r``) are :class:`~exporter.procfs.route.Route`\\ s;
 * sockets (``netstat -ano``) are :class:`Conn`\\ s whose states are the Linux kernel's state
-  numbers (:mod:`exporter.sockets.names`).
+  numbers (:mod:`exporter.vocabulary.names`).
 
 :class:`System` itself is the portable system: sockets and interfaces through psutil, and
 nothing that needs a native call. ``--platform=portable`` runs exactly this on Linux, which is

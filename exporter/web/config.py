@@ -218,96 +218,141 @@ def parse_web_config(text: str, path: str) -> WebConfig:
     return WebConfig(path=path, tls=tls, users=users, headers=headers, notes=notes, empty=empty)
 
 
-def _parse_tls(sec: Dict[str, Any], base: str, where: _Path) -> Optional[TLSSettings]:
-    p = "tls_server_config."
-    _check_keys(sec, p, TLS_KEYS, UNSUPPORTED_TLS_KEYS, where)
-    # exporter-toolkit turns TLS on when any of these is set (TLSConfig.IsEnabled).
-    if not any(sec.get(k) not in (None, "") for k in
-               ("cert_file", "key_file", "client_ca_file", "client_auth_type")):
-        for k in sec:
-            if sec[k] is not None:
-                raise where.err(WebConfigValueError, p + k,
-                                "set without cert_file and key_file, so TLS is off")
+_TLS = "tls_server_config."
+
+
+def _parse_tls(section: Dict[str, Any], base: str, where: _Path) -> Optional[TLSSettings]:
+    """tls_server_config: None when TLS is off; every setting checked as exporter-toolkit
+    checks it, or refused where Python's ssl module cannot do what it asks."""
+    _check_keys(section, _TLS, TLS_KEYS, UNSUPPORTED_TLS_KEYS, where)
+    if not _tls_enabled(section, where):
         return None
+    cert = _tls_file(section, "cert_file", base, where, required=True)
+    key = _tls_file(section, "key_file", base, where, required=True)
+    client_ca = _tls_file(section, "client_ca_file", base, where, required=False)
+    client_auth = _client_auth_type(section, client_ca, where)
+    min_version, max_version = _tls_versions(section, where)
+    assert cert is not None and key is not None
+    return TLSSettings(cert_file=cert, key_file=key, client_auth_type=client_auth,
+                       client_ca_file=client_ca, min_version=min_version,
+                       max_version=max_version,
+                       ciphers=_cipher_suites(section, min_version, where),
+                       curve=_curve(section, where),
+                       prefer_server_cipher_suites=_prefer_server_ciphers(section, where))
 
-    def file(key: str, required: bool) -> Optional[str]:
-        v = sec.get(key)
-        if v in (None, ""):
-            if required:
-                raise where.err(WebConfigValueError, p + key, "missing (TLS needs both "
-                                "cert_file and key_file)")
-            return None
-        return os.path.join(base, _string(v, p + key, where))
 
-    cert, key = file("cert_file", True), file("key_file", True)
-    ca = file("client_ca_file", False)
-    auth = _string(sec.get("client_auth_type") or "NoClientCert", p + "client_auth_type", where)
+def _tls_enabled(section: Dict[str, Any], where: _Path) -> bool:
+    """Whether TLS is on: exporter-toolkit turns it on when any of these is set
+    (TLSConfig.IsEnabled). Off, any other setting is refused, since it would do nothing."""
+    if any(section.get(k) not in (None, "") for k in
+           ("cert_file", "key_file", "client_ca_file", "client_auth_type")):
+        return True
+    for k in section:
+        if section[k] is not None:
+            raise where.err(WebConfigValueError, _TLS + k,
+                            "set without cert_file and key_file, so TLS is off")
+    return False
+
+
+def _tls_file(section: Dict[str, Any], key: str, base: str, where: _Path, *,
+              required: bool) -> Optional[str]:
+    """The file named at ``key``, resolved against ``base``; None when not set."""
+    value = section.get(key)
+    if value in (None, ""):
+        if required:
+            raise where.err(WebConfigValueError, _TLS + key, "missing (TLS needs both "
+                            "cert_file and key_file)")
+        return None
+    return os.path.join(base, _string(value, _TLS + key, where))
+
+
+def _client_auth_type(section: Dict[str, Any], client_ca: Optional[str], where: _Path) -> str:
+    """client_auth_type, known, supported and consistent with client_ca_file."""
+    auth = _string(section.get("client_auth_type") or "NoClientCert", _TLS + "client_auth_type",
+                   where)
     if auth not in CLIENT_AUTH_TYPES:
-        raise where.err(WebConfigValueError, p + "client_auth_type",
+        raise where.err(WebConfigValueError, _TLS + "client_auth_type",
                         f"unknown value {auth!r} (known: {', '.join(CLIENT_AUTH_TYPES)})")
     if CLIENT_AUTH_TYPES[auth] is None:
-        raise where.err(WebConfigUnsupportedError, p + "client_auth_type",
+        raise where.err(WebConfigUnsupportedError, _TLS + "client_auth_type",
                         f"{auth} is not supported: Python's ssl module cannot request a client "
                         "certificate without verifying it; use VerifyClientCertIfGiven or "
                         "RequireAndVerifyClientCert with client_ca_file")
-    if ca and auth == "NoClientCert":
-        raise where.err(WebConfigValueError, p + "client_ca_file",
+    if client_ca and auth == "NoClientCert":
+        raise where.err(WebConfigValueError, _TLS + "client_ca_file",
                         "client CA configured but client_auth_type is NoClientCert")
-    if auth != "NoClientCert" and not ca:
-        raise where.err(WebConfigValueError, p + "client_ca_file",
+    if auth != "NoClientCert" and not client_ca:
+        raise where.err(WebConfigValueError, _TLS + "client_ca_file",
                         f"missing: client_auth_type {auth} verifies client certificates "
                         "against it")
+    return auth
+
+
+def _tls_versions(section: Dict[str, Any], where: _Path) -> Tuple[str, str]:
+    """(min_version, max_version), known and in order."""
     versions = {}
     for k, default in (("min_version", "TLS12"), ("max_version", "TLS13")):
-        v = _string(sec.get(k) or default, p + k, where)
-        if v not in TLS_VERSIONS:
-            raise where.err(WebConfigValueError, p + k,
-                            f"unknown TLS version {v!r} (known: {', '.join(TLS_VERSIONS)})")
-        versions[k] = v
-    if TLS_VERSIONS[versions["min_version"]] > TLS_VERSIONS[versions["max_version"]]:
-        raise where.err(WebConfigValueError, p + "min_version",
-                        f"{versions['min_version']} is above max_version "
-                        f"{versions['max_version']}")
+        version = _string(section.get(k) or default, _TLS + k, where)
+        if version not in TLS_VERSIONS:
+            raise where.err(WebConfigValueError, _TLS + k,
+                            f"unknown TLS version {version!r} (known: "
+                            f"{', '.join(TLS_VERSIONS)})")
+        versions[k] = version
+    low, high = versions["min_version"], versions["max_version"]
+    if TLS_VERSIONS[low] > TLS_VERSIONS[high]:
+        raise where.err(WebConfigValueError, _TLS + "min_version",
+                        f"{low} is above max_version {high}")
+    return low, high
+
+
+def _cipher_suites(section: Dict[str, Any], min_version: str, where: _Path
+                   ) -> Tuple[str, ...]:
+    """OpenSSL's names of the listed cipher suites that restrict TLS 1.2 (TLS 1.3 suites
+    cannot be restricted here), each one this OpenSSL has."""
     ciphers: List[str] = []
-    suites = _strings(sec, p + "cipher_suites", where)
-    for s in suites:
-        if s not in CIPHER_SUITES:
-            raise where.err(WebConfigValueError, p + "cipher_suites", f"unknown cipher {s!r}")
-        name = CIPHER_SUITES[s]
+    suites = _strings(section, _TLS + "cipher_suites", where)
+    for suite in suites:
+        if suite not in CIPHER_SUITES:
+            raise where.err(WebConfigValueError, _TLS + "cipher_suites",
+                            f"unknown cipher {suite!r}")
+        name = CIPHER_SUITES[suite]
         if name is not None:
             try:
                 ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).set_ciphers(name)
             except ssl.SSLError:
-                raise where.err(WebConfigUnsupportedError, p + "cipher_suites",
-                                f"{s} ({name}) is not available in this OpenSSL "
+                raise where.err(WebConfigUnsupportedError, _TLS + "cipher_suites",
+                                f"{suite} ({name}) is not available in this OpenSSL "
                                 f"({ssl.OPENSSL_VERSION})") from None
             ciphers.append(name)
-    if suites and not ciphers and TLS_VERSIONS[versions["min_version"]] < ssl.TLSVersion.TLSv1_3:
-        raise where.err(WebConfigValueError, p + "cipher_suites",
+    if suites and not ciphers and TLS_VERSIONS[min_version] < ssl.TLSVersion.TLSv1_3:
+        raise where.err(WebConfigValueError, _TLS + "cipher_suites",
                         "only TLS 1.3 suites listed, which cannot restrict TLS 1.2; set "
                         "min_version: TLS13 instead")
-    curve = None
-    curves = _strings(sec, p + "curve_preferences", where)
-    for c in curves:
-        if c not in CURVES:
-            raise where.err(WebConfigValueError, p + "curve_preferences",
-                            f"unknown curve {c!r} (known: {', '.join(CURVES)})")
+    return tuple(ciphers)
+
+
+def _curve(section: Dict[str, Any], where: _Path) -> Optional[str]:
+    """The one key-exchange curve of curve_preferences (Python's ssl sets one at most)."""
+    curves = _strings(section, _TLS + "curve_preferences", where)
+    for curve in curves:
+        if curve not in CURVES:
+            raise where.err(WebConfigValueError, _TLS + "curve_preferences",
+                            f"unknown curve {curve!r} (known: {', '.join(CURVES)})")
     if len(curves) > 1:
-        raise where.err(WebConfigUnsupportedError, p + "curve_preferences",
+        raise where.err(WebConfigUnsupportedError, _TLS + "curve_preferences",
                         "Python's ssl module can restrict key exchange to one curve only; "
                         "list one curve or none")
-    if curves:
-        curve = CURVES[curves[0]]
-    prefer = sec.get("prefer_server_cipher_suites", True)
+    return CURVES[curves[0]] if curves else None
+
+
+def _prefer_server_ciphers(section: Dict[str, Any], where: _Path) -> bool:
+    prefer = section.get("prefer_server_cipher_suites", True)
     if prefer is None:
-        prefer = True
+        return True
     if not isinstance(prefer, bool):
-        raise where.err(WebConfigValueError, p + "prefer_server_cipher_suites",
+        raise where.err(WebConfigValueError, _TLS + "prefer_server_cipher_suites",
                         f"expected true or false, got {_kind(prefer)}")
-    assert cert is not None and key is not None
-    return TLSSettings(cert_file=cert, key_file=key, client_auth_type=auth, client_ca_file=ca,
-                       min_version=versions["min_version"], max_version=versions["max_version"],
-                       ciphers=tuple(ciphers), curve=curve, prefer_server_cipher_suites=prefer)
+    return prefer
 
 
 def _parse_http(sec: Dict[str, Any], where: _Path

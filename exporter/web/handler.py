@@ -35,7 +35,7 @@ from exporter.web.limits import BUSY, IDLE, WAITING, Slot
 
 if TYPE_CHECKING:
     from exporter.web.server import ExporterHTTPServer
-    from exporter.web.state import WebSnapshot
+    from exporter.web.state import WebSettings
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class Handler(BaseHTTPRequestHandler):
     default_request_version = "HTTP/1.0"
 
     def __init__(self, request: Any, client_address: Any, server: ExporterHTTPServer,
-                 web: Optional[WebSnapshot] = None, deadline: Optional[float] = None,
+                 web: Optional[WebSettings] = None, deadline: Optional[float] = None,
                  slot: Optional[Slot] = None) -> None:
         self.web = web
         self.slot = slot

@@ -51,7 +51,7 @@ class ServeError(RuntimeError):
     """The server could not start (address in use, permission denied). One-line message."""
 
 
-class _ScrapeTarget(_PromCollector):
+class _ServedScrape(_PromCollector):
     """One scrape's collectors, then the server's own counters."""
 
     def __init__(self, parts: Sequence[Any]) -> None:
@@ -94,11 +94,11 @@ class ExporterHTTPServer(ThreadingHTTPServer):
             self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         super().server_bind()
 
-    def scrape_target(self, only: Sequence[str], exclude: Sequence[str]) -> _ScrapeTarget:
+    def scrape_target(self, only: Sequence[str], exclude: Sequence[str]) -> _ServedScrape:
         parts: List[Any] = [self.exporter.target(only, exclude)]
         if not self.config.disable_exporter_metrics:
             parts.append(self.stats)
-        return _ScrapeTarget(parts)
+        return _ServedScrape(parts)
 
     # --- connection handling: runs in the accept loop, must never block ---
 

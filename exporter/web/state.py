@@ -41,7 +41,7 @@ SETTLE_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
-class WebSnapshot:
+class WebSettings:
     """The settings one connection is served with."""
 
     config: WebConfig
@@ -53,11 +53,11 @@ class WebSnapshot:
         return self.config.headers
 
 
-def load_snapshot(path: str) -> WebSnapshot:
+def load_settings(path: str) -> WebSettings:
     """Read, validate and build everything: the file, certificates, key, CA, auth."""
     cfg = read_web_config(path)
     ctx = ssl_context(cfg.tls, path) if cfg.tls else None
-    return WebSnapshot(config=cfg, ssl_context=ctx, auth=BasicAuth(cfg.users))
+    return WebSettings(config=cfg, ssl_context=ctx, auth=BasicAuth(cfg.users))
 
 
 def weakened(old: WebConfig, new: WebConfig) -> List[str]:
@@ -101,18 +101,18 @@ def _age(sig: Signature) -> float:
 class WebState:
     """The web settings in force, reloaded when the file or a file it names changes."""
 
-    def __init__(self, path: str, loader: Callable[[str], WebSnapshot] = load_snapshot,
+    def __init__(self, path: str, loader: Callable[[str], WebSettings] = load_settings,
                  settle: float = SETTLE_SECONDS) -> None:
         self.path = path
         self._loader = loader
         self._settle = settle
         self._lock = threading.Lock()
-        self._snapshot = loader(path)  # errors at start are fatal: raise
-        self._seen = _signature(self._snapshot.config.files())
+        self._settings = loader(path)  # errors at start are fatal: raise
+        self._seen = _signature(self._settings.config.files())
         self._log_loaded("loaded")
 
     def _log_loaded(self, what: str) -> None:
-        s = self._snapshot
+        s = self._settings
         log.info(f"web config {what}", extra={
             "file": self.path, "tls": s.ssl_context is not None,
             "basic_auth_users": len(s.config.users)})
@@ -126,27 +126,27 @@ class WebState:
             log.warning(f"web config file {what}: serving plain HTTP without authentication",
                         extra={"file": self.path})
 
-    def current(self) -> WebSnapshot:
+    def current(self) -> WebSettings:
         """The settings for a new connection; reloads first if a watched file changed."""
-        if _signature(self._snapshot.config.files()) != self._seen:
+        if _signature(self._settings.config.files()) != self._seen:
             self._changed()
-        return self._snapshot
+        return self._settings
 
     def reload(self, reason: str = "SIGHUP") -> bool:
         """Re-read unconditionally, applying even a change that lowers security (with a
         warning). True if the new settings are in force."""
         with self._lock:
-            before = _signature(self._snapshot.config.files())
+            before = _signature(self._settings.config.files())
             snap = self._load(reason)
             if snap is None:
                 self._seen = before
                 return False
-            if _signature(self._snapshot.config.files()) != before:
+            if _signature(self._settings.config.files()) != before:
                 log.error("web config reload failed, keeping the previous settings",
                           extra={"reason": reason, "err": f"web config {self.path}: changed "
                                  "while being read; send SIGHUP again once it is written"})
                 return False
-            lowered = weakened(self._snapshot.config, snap.config)
+            lowered = weakened(self._settings.config, snap.config)
             self._apply(snap, reason)
             if lowered:
                 log.warning("web config reloaded with security turned off or lowered",
@@ -156,22 +156,22 @@ class WebState:
 
     def _changed(self) -> None:
         with self._lock:
-            sig = _signature(self._snapshot.config.files())
+            sig = _signature(self._settings.config.files())
             if sig == self._seen:
                 return  # another connection's thread dealt with it meanwhile
             wait = self._settle - _age(sig)
             if wait > 0:
                 time.sleep(min(wait, self._settle))
-                if _signature(self._snapshot.config.files()) != sig:
+                if _signature(self._settings.config.files()) != sig:
                     return  # still being written: the next connection looks again
             snap = self._load("changed")
-            after = _signature(self._snapshot.config.files())
+            after = _signature(self._settings.config.files())
             if after != sig:
                 return  # changed while it was read: not applied, looked at again
             self._seen = sig
             if snap is None:
                 return
-            lowered = weakened(self._snapshot.config, snap.config)
+            lowered = weakened(self._settings.config, snap.config)
             if lowered:
                 log.warning("web config change not applied: it turns off or lowers "
                             f"{', '.join(lowered)}; send SIGHUP or restart to apply it",
@@ -179,7 +179,7 @@ class WebState:
                 return
             self._apply(snap, "changed")
 
-    def _load(self, reason: str) -> Optional[WebSnapshot]:
+    def _load(self, reason: str) -> Optional[WebSettings]:
         try:
             return self._loader(self.path)
         except WebConfigError as e:
@@ -190,8 +190,8 @@ class WebState:
                   extra={"reason": reason, "err": " ".join(err.split())})
         return None
 
-    def _apply(self, snap: WebSnapshot, reason: str) -> None:
-        self._snapshot = snap
+    def _apply(self, snap: WebSettings, reason: str) -> None:
+        self._settings = snap
         # Watch the files the new config names, with their state as loaded.
         self._seen = _signature(snap.config.files())
         self._log_loaded(f"reloaded ({reason})")

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Sequence, Tuple, Type
 
 from exporter.procfs.route import RTF_GATEWAY, RTF_UP, Route
-from exporter.sockets.names import (
+from exporter.system.common import Conn, Groups, Link, ProtocolTables
+from exporter.vocabulary.names import (
     TCP_CLOSE,
     TCP_CLOSE_WAIT,
     TCP_CLOSING,
@@ -43,7 +44,6 @@ from exporter.sockets.names import (
     TCP_SYN_SENT,
     TCP_TIME_WAIT,
 )
-from exporter.system.common import Conn, Groups, Link, ProtocolTables
 
 DWORD = ULONG = c_uint32
 DWORD64 = ULONG64 = c_uint64
@@ -528,22 +528,19 @@ def _port(field: Any) -> int:
 
 def tcp_table(raw: bytes, family: int) -> List[Conn]:
     """GetExtendedTcpTable(TCP_TABLE_OWNER_PID_ALL) of ``family`` -> :class:`Conn`\\ s."""
-    out: List[Conn] = []
+    # The IPv4 and IPv6 rows differ in their address fields only (tcpmib.h).
+    table: Type[ctypes.Structure]
     if family == AF_INET:
-        for r in rows(MIB_TCPTABLE_OWNER_PID, raw):
-            out.append(Conn("ipv4", TCP_STATES.get(r.dwState, TCP_CLOSE),
-                            socket.inet_ntop(socket.AF_INET, bytes(r.dwLocalAddr)),
-                            _port(r.dwLocalPort),
-                            socket.inet_ntop(socket.AF_INET, bytes(r.dwRemoteAddr)),
-                            _port(r.dwRemotePort), r.dwOwningPid))
+        table, name, af, local, remote = (MIB_TCPTABLE_OWNER_PID, "ipv4", socket.AF_INET,
+                                          "dwLocalAddr", "dwRemoteAddr")
     else:
-        for r6 in rows(MIB_TCP6TABLE_OWNER_PID, raw):
-            out.append(Conn("ipv6", TCP_STATES.get(r6.dwState, TCP_CLOSE),
-                            socket.inet_ntop(socket.AF_INET6, bytes(r6.ucLocalAddr)),
-                            _port(r6.dwLocalPort),
-                            socket.inet_ntop(socket.AF_INET6, bytes(r6.ucRemoteAddr)),
-                            _port(r6.dwRemotePort), r6.dwOwningPid))
-    return out
+        table, name, af, local, remote = (MIB_TCP6TABLE_OWNER_PID, "ipv6", socket.AF_INET6,
+                                          "ucLocalAddr", "ucRemoteAddr")
+    return [Conn(name, TCP_STATES.get(r.dwState, TCP_CLOSE),
+                 socket.inet_ntop(af, bytes(getattr(r, local))), _port(r.dwLocalPort),
+                 socket.inet_ntop(af, bytes(getattr(r, remote))), _port(r.dwRemotePort),
+                 r.dwOwningPid)
+            for r in rows(table, raw)]
 
 
 def udp_table(raw: bytes, family: int) -> List[Conn]:

@@ -57,12 +57,9 @@ class Discovery:
 
     namespaces: List[Namespace]
     host: Optional[NsKey]
-    # Processes whose ns/net could not be stat'ed (no ptrace access), keyed by net/snmp instead.
-    unprivileged_pids: int = 0
     # Pinned namespaces that could not be matched to processes because some processes were
     # keyed without ptrace access: they may be the same namespaces, so they are not listed.
     unmatched_mounts: int = 0
-    mountinfo_readable: bool = True
 
 
 # --- mountinfo ---------------------------------------------------------------------------------
@@ -229,8 +226,7 @@ def discover(root: str, pids: Optional[Sequence[int]] = None) -> Discovery:
     with_pids = sorted((ns for ns in by_key.values() if ns.pids),
                        key=lambda ns: (not ns.host, ns.pids[0]))
     return Discovery(with_pids + sorted(extra, key=lambda ns: ns.inode),
-                     host_key if host_key in by_key else None, unprivileged, len(unmatched),
-                     pinned is not None)
+                     host_key if host_key in by_key else None, len(unmatched))
 
 
 # --- naming ------------------------------------------------------------------------------------
@@ -357,31 +353,3 @@ def unique_labels(idents: Sequence[Identity], keys: Sequence[NsKey]) -> List[Ide
         seen[ident.netns] = 1
         out.append(ident)
     return out
-
-
-# --- capabilities ------------------------------------------------------------------------------
-
-CAP_SYS_PTRACE = 19
-CAP_SYS_ADMIN = 21
-
-
-def parse_cap_eff(text: str, path: str) -> int:
-    """The effective capability set (``CapEff:`` of /proc/<pid>/status, hex) as a bit mask."""
-    for n, line in enumerate(text.splitlines(), start=1):
-        key, _, value = line.partition(":")
-        if key == "CapEff":
-            try:
-                return int(value.strip(), 16)
-            except ValueError:
-                raise ParseError(path, f"CapEff is not hexadecimal: {value.strip()!r}",
-                                 n) from None
-    raise ParseError(path, "no CapEff: line")
-
-
-def read_cap_eff(root: str, pid: str = "self") -> Optional[int]:
-    """Effective capabilities of ``<root>/<pid>``; None when status cannot be read."""
-    path = os.path.join(root, pid, "status")
-    try:
-        return parse_cap_eff(read_path(path, "replace"), path)
-    except OSError:
-        return None

@@ -1,5 +1,5 @@
-"""One parsed exposition: the samples of every family, with its type and HELP, indexed by
-sample name (which for counters is the declared ``..._total`` name)."""
+"""One reading of an exposition, parsed: the samples of every family, with its type and HELP,
+indexed by sample name (which for counters is the declared ``..._total`` name)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ class Sample:
 
 
 @dataclass
-class Snapshot:
+class Reading:
     """Samples by name; ``help`` and ``type`` by sample name; when it was taken."""
 
     samples: Dict[str, List[Sample]] = field(default_factory=dict)
@@ -49,9 +49,9 @@ class Snapshot:
 
 
 def parse(text: str, source: str = "", monotonic: Optional[float] = None,
-          wall: Optional[float] = None) -> Snapshot:
+          wall: Optional[float] = None) -> Reading:
     """Parse the text exposition format; :class:`ShowError` when it is not one."""
-    snap = Snapshot(monotonic=time.monotonic() if monotonic is None else monotonic,
+    snap = Reading(monotonic=time.monotonic() if monotonic is None else monotonic,
                     wall=time.time() if wall is None else wall, source=source)
     try:
         for fam in text_string_to_metric_families(text):

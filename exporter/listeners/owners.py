@@ -84,7 +84,6 @@ class Stats:
     """What the last call did; for the log and the benchmark."""
 
     walked_processes: int = 0
-    walked_sockets: int = 0
     verified: int = 0
     searched: int = 0
     unknown: int = 0
@@ -370,7 +369,6 @@ class OwnerCache:
                tables: Dict[int, List[Tuple[int, int]]]) -> List[Tuple[int, int]]:
         if fds is not None:
             self.stats.walked_processes += 1
-            self.stats.walked_sockets += len(fds)
         tables[pid] = fds or []
         return tables[pid]
 

@@ -130,12 +130,37 @@ def load(path: str) -> ExpectedListeners:
 
 
 def _yaml_entries(text: str, path: str) -> List[_Entry]:
+    """The listener entries of a YAML file: each entry's line and its keys, each with its value
+    and line."""
+    yaml = _import_yaml(path)
+    root = _compose_yaml(yaml, text, path)
+    nodes = _YamlNodes(yaml, path)
+    if isinstance(root, yaml.SequenceNode):
+        raise ExpectedFileError(path, "the file is a list; put its entries under a "
+                                      "'listeners:' key", nodes.line(root))
+    listeners = _listeners_node(nodes, nodes.mapping(root, "the file"), root)
+    if listeners is None:
+        return []
+    entries: List[_Entry] = []
+    for item in listeners.value:
+        fields = nodes.mapping(item, "a listener entry")
+        entries.append((nodes.line(item),
+                        {k: (nodes.scalar(v), ln) for k, (v, ln) in fields.items()}))
+    return entries
+
+
+def _import_yaml(path: str) -> Any:
     try:
         import yaml
     except ImportError:
         raise ExpectedFileError(
             path, f"reading YAML needs PyYAML: install it with: {install_command(*WEB)}; "
                   "or write the file in TOML") from None
+    return yaml
+
+
+def _compose_yaml(yaml: Any, text: str, path: str) -> Any:
+    """The file's node tree (nothing constructed yet), or a one-line error with the line."""
     deep = yamlsafe.nesting_error(yaml, text)
     if deep is not None:
         raise ExpectedFileError(path, f"invalid YAML: {deep[1]}", deep[0])
@@ -151,54 +176,61 @@ def _yaml_entries(text: str, path: str) -> List[_Entry]:
         raise ExpectedFileError(path, f"invalid YAML: {' '.join(str(e).split())}") from None
     if root is None:
         raise ExpectedFileError(path, "empty file; write 'listeners: []' to expect no listener")
-    constructor = yaml.SafeLoader("")
+    return root
 
+
+class _YamlNodes:
+    """Reads composed YAML nodes of one file into values, each error naming its line."""
+
+    def __init__(self, yaml: Any, path: str) -> None:
+        self.yaml, self.path = yaml, path
+        self.constructor = yaml.SafeLoader("")
+
+    @staticmethod
     def line(node: Any) -> int:
         return int(node.start_mark.line) + 1
 
-    def scalar(node: Any) -> Any:
-        if not isinstance(node, yaml.ScalarNode):
-            raise ExpectedFileError(path, "expected a single value", line(node))
+    def scalar(self, node: Any) -> Any:
+        if not isinstance(node, self.yaml.ScalarNode):
+            raise ExpectedFileError(self.path, "expected a single value", self.line(node))
         try:
-            return constructor.construct_object(node, deep=True)
-        except yaml.YAMLError as e:
-            raise ExpectedFileError(path, f"invalid value: {' '.join(str(e).split())}",
-                                    line(node)) from None
+            return self.constructor.construct_object(node, deep=True)
+        except self.yaml.YAMLError as e:
+            raise ExpectedFileError(self.path, f"invalid value: {' '.join(str(e).split())}",
+                                    self.line(node)) from None
         except (ValueError, TypeError, OverflowError) as e:  # e.g. the date 2024-13-45
-            raise ExpectedFileError(path, f"invalid value: {e}", line(node)) from None
+            raise ExpectedFileError(self.path, f"invalid value: {e}", self.line(node)) from None
 
-    def mapping(node: Any, what: str) -> Dict[str, Tuple[Any, int]]:
-        if not isinstance(node, yaml.MappingNode):
-            raise ExpectedFileError(path, f"{what} must be a mapping", line(node))
+    def mapping(self, node: Any, what: str) -> Dict[str, Tuple[Any, int]]:
+        """A mapping's keys, each with its value node and line."""
+        if not isinstance(node, self.yaml.MappingNode):
+            raise ExpectedFileError(self.path, f"{what} must be a mapping", self.line(node))
         out: Dict[str, Tuple[Any, int]] = {}
-        for k, v in node.value:
-            key = scalar(k)
+        for key_node, value_node in node.value:
+            key = self.scalar(key_node)
             if not isinstance(key, str):
-                raise ExpectedFileError(path, f"key {key!r} is not a name", line(k))
+                raise ExpectedFileError(self.path, f"key {key!r} is not a name",
+                                        self.line(key_node))
             if key in out:
-                raise ExpectedFileError(path, f"duplicate key {key!r}", line(k))
-            out[key] = (v, line(k))
+                raise ExpectedFileError(self.path, f"duplicate key {key!r}",
+                                        self.line(key_node))
+            out[key] = (value_node, self.line(key_node))
         return out
 
-    if isinstance(root, yaml.SequenceNode):
-        raise ExpectedFileError(path, "the file is a list; put its entries under a "
-                                      "'listeners:' key", line(root))
-    top = mapping(root, "the file")
+
+def _listeners_node(nodes: _YamlNodes, top: Dict[str, Tuple[Any, int]], root: Any) -> Any:
+    """The sequence node of the file's one key, ``listeners``; None when it is null."""
     for key, (_node, ln) in top.items():
         if key != "listeners":
-            raise ExpectedFileError(path, f"unknown key {key!r} (expected 'listeners')", ln)
+            raise ExpectedFileError(nodes.path, f"unknown key {key!r} (expected 'listeners')", ln)
     if "listeners" not in top:
-        raise ExpectedFileError(path, "missing 'listeners'", line(root))
-    seq, _ = top["listeners"]
-    if isinstance(seq, yaml.ScalarNode) and scalar(seq) is None:
-        return []
-    if not isinstance(seq, yaml.SequenceNode):
-        raise ExpectedFileError(path, "'listeners' must be a list", line(seq))
-    entries: List[_Entry] = []
-    for item in seq.value:
-        fields = mapping(item, "a listener entry")
-        entries.append((line(item), {k: (scalar(v), ln) for k, (v, ln) in fields.items()}))
-    return entries
+        raise ExpectedFileError(nodes.path, "missing 'listeners'", nodes.line(root))
+    listeners, _ = top["listeners"]
+    if isinstance(listeners, nodes.yaml.ScalarNode) and nodes.scalar(listeners) is None:
+        return None
+    if not isinstance(listeners, nodes.yaml.SequenceNode):
+        raise ExpectedFileError(nodes.path, "'listeners' must be a list", nodes.line(listeners))
+    return listeners
 
 
 def _toml_entries(text: str, path: str) -> List[_Entry]:

@@ -6,7 +6,7 @@ Every field is one metric named ``netstat_<group>_<field>`` in snake case (``Tcp
 ListenOverflows`` -> ``netstat_tcp_ext_listen_overflows_total``, ``TcpExt DelayedACKs`` ->
 ``netstat_tcp_ext_delayed_acks_total``; octets are ``_bytes``, milliseconds ``_seconds``), typed
 by the table in
-:mod:`exporter.collectors.protocols_table`; HELP names the kernel field, so ``nstat`` output and
+:mod:`exporter.collectors.protocols.table`; HELP names the kernel field, so ``nstat`` output and
 metrics map both ways. ``--collector.protocols.fields`` (a regex over ``Group_Field``) chooses
 the fields; fields a newer kernel adds work through it too. A missing file (IPv6 off) is no
 data; a malformed one fails this collector with the file and line in the log.
@@ -21,7 +21,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 from prometheus_client.core import Metric
 
 from exporter.collectors.api import SYSTEMS, Flag, MetricDoc, options, register
-from exporter.collectors.protocols_table import TABLE, Field, lookup, pattern_rows
+from exporter.collectors.protocols.table import TABLE, Field, lookup, pattern_rows
 from exporter.config import Config, compile_regex
 from exporter.system import load
 

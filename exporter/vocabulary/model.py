@@ -1,5 +1,6 @@
-"""What a socket snapshot holds: the one count type (:class:`Counts`, also what the netlink
-readers return), listeners, ephemeral port use. Plain data, importing nothing of the readers."""
+"""What a socket reading holds: the one count type (:class:`Counts`, also what the netlink
+readers return), listeners, ephemeral port use, the tables of one protocol. Plain data,
+importing nothing of the exporter."""
 
 from __future__ import annotations
 

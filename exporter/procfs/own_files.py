@@ -4,7 +4,7 @@ A default scrape reads about twenty files of ``<procfs>/net`` and ``<procfs>/sys
 counters, socket totals, routes, interface counters, the sysctls beside them). They are the
 same files every scrape, and a file of /proc printed again from offset 0 (``pread``) is what a
 fresh open gives: only the open is saved (a path walk, and for files longer than a page a second
-printing, see :mod:`exporter.procfs.held`), which is most of the cost of the small ones.
+printing, see :mod:`exporter.procfs.reread`), which is most of the cost of the small ones.
 
 Only a procfs root whose ``self`` is this process is kept (:func:`keep`, decided by the scrape
 from /proc/self/mountinfo), and only its ``net/`` and ``sys/``: those show the exporter's own
@@ -21,7 +21,7 @@ import os
 import threading
 from typing import Dict, FrozenSet, Optional, Set
 
-from exporter.procfs.held import pread_all
+from exporter.procfs.reread import pread_all
 
 _DIRS: FrozenSet[str] = frozenset({"net", "sys"})
 _lock = threading.Lock()
