@@ -299,3 +299,119 @@ def test_off_by_default() -> None:
     from exporter.scrape import specs
 
     assert specs()["tcpevents"].default_enabled is False
+
+
+# --- per-CPU maps ----------------------------------------------------------------------------
+
+
+def test_per_cpu_values_are_summed_by_slot() -> None:
+    # Two keys, three CPUs, four slots of which the first three are used.
+    values = [[(k + 1) * 100 + c * 10 + s for s in range(4)] for k in range(2) for c in range(3)]
+    blob = struct.pack(f"={2 * 3 * 4}Q", *(v for rec in values for v in rec))
+    got = te._sum_cpus(blob, 2, 4, 3, 3)
+    assert got == [tuple(sum(100 + c * 10 + s for c in range(3)) for s in range(3)),
+                   tuple(sum(200 + c * 10 + s for c in range(3)) for s in range(3))]
+    assert te._sum_cpus(b"", 0, 8, 6, 2) == []
+
+
+@pytest.mark.parametrize("text,n", [("0-1\n", 2), ("0\n", 1), ("0,2-5\n", 5), ("0-3,8-11", 8)])
+def test_possible_cpus_counts_the_list(tmp_path, text: str, n: int) -> None:
+    from exporter.bpf import syscalls as sc
+
+    p = tmp_path / "possible"
+    p.write_text(text)
+    assert sc.possible_cpus(str(p)) == n
+
+
+# --- BTF and the program on the typed raw tracepoint -------------------------------------------
+
+
+def btf_blob(bitfield_protocol: bool = False) -> bytes:
+    """A BTF with what the program needs, laid out as a kernel's: struct sock_common with the
+    ports in an anonymous struct inside an anonymous union, struct sock holding it and
+    sk_protocol, struct inet_sock holding a sock and inet_sport, and the tracepoint's typedef."""
+    names = b"\0"
+    offs = {}
+    for n in ("u16", "u32", "__be16", "skc_dport", "skc_num", "skc_portpair", "sock_common",
+              "__sk_common", "sk_protocol", "sock", "sk", "inet_sport", "inet_sock",
+              "btf_trace_inet_sock_set_state"):
+        offs[n] = len(names)
+        names += n.encode() + b"\0"
+    types = b""
+
+    def t(name: str, kind: int, vlen: int, size: int, extra: bytes = b"", kflag: int = 0) -> None:
+        nonlocal types
+        types += struct.pack("=III", offs.get(name, 0), kflag << 31 | kind << 24 | vlen,
+                             size) + extra
+
+    def m(name: str, tid: int, bits: int) -> bytes:
+        return struct.pack("=III", offs.get(name, 0), tid, bits)
+
+    t("u16", 1, 0, 2, struct.pack("=I", 16))  # 1
+    t("u32", 1, 0, 4, struct.pack("=I", 32))  # 2
+    t("__be16", 8, 0, 1)  # 3: typedef -> u16
+    t("", 4, 2, 4, m("skc_dport", 3, 0) + m("skc_num", 1, 16))  # 4: anonymous struct
+    t("", 5, 2, 4, m("skc_portpair", 2, 0) + m("", 4, 0))  # 5: anonymous union
+    t("sock_common", 4, 2, 16, m("", 2, 0) + m("", 5, 96))  # 6
+    prot = m("sk_protocol", 1, (16 << 24 | 8 * 40) if bitfield_protocol else 8 * 40)
+    t("sock", 4, 2, 48, m("__sk_common", 6, 0) + prot, kflag=int(bitfield_protocol))  # 7
+    t("inet_sock", 4, 2, 64, m("sk", 7, 0) + m("inet_sport", 3, 8 * 52))  # 8
+    t("", 2, 0, 7)  # 9: pointer to sock
+    t("btf_trace_inet_sock_set_state", 8, 0, 9)  # 10
+    hdr = struct.pack("=HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(types), len(types), len(names))
+    return hdr + types + names
+
+
+def test_btf_members_through_anonymous_unions() -> None:
+    from exporter.bpf import btf
+
+    b = btf.Btf(btf_blob())
+    assert b.member("sock", "__sk_common", "skc_dport") == btf.Member(12, 2)
+    assert b.member("sock", "__sk_common", "skc_num") == btf.Member(14, 2)
+    assert b.member("sock", "sk_protocol") == btf.Member(40, 2)
+    assert b.member("inet_sock", "inet_sport") == btf.Member(52, 2)
+    assert b.typedef("btf_trace_inet_sock_set_state") == 10
+    f = te.sock_fields(b)
+    assert (f.protocol.offset, f.sport.offset, f.dport.offset, f.attach_btf_id) == (40, 52, 12, 10)
+
+
+@pytest.mark.parametrize("ask", [("nosuch", "x"), ("sock", "nosuch"), ("sock", "sk_protocol", "x")])
+def test_btf_what_is_not_there_is_an_error(ask) -> None:
+    from exporter.bpf import btf
+
+    with pytest.raises(btf.BtfError):
+        btf.Btf(btf_blob()).member(*ask)
+
+
+def test_btf_a_bitfield_is_refused_and_bad_blobs_too(tmp_path) -> None:
+    from exporter.bpf import btf
+
+    with pytest.raises(btf.BtfError, match="bitfield"):
+        te.sock_fields(btf.Btf(btf_blob(bitfield_protocol=True)))
+    with pytest.raises(btf.BtfError):
+        btf.Btf(b"\0" * 24)
+    with pytest.raises(btf.BtfError):
+        btf.Btf(btf_blob()[:40])  # sections past the end
+    with pytest.raises(btf.BtfError):
+        btf.load(str(tmp_path / "none"))
+
+
+def test_the_btf_program_reads_the_ports_only_where_needed() -> None:
+    """Every transition loads the protocol from the socket; the local port (a probe read) and
+    the remote one only after the transition is counted, for the few that need them."""
+    from exporter.bpf import btf
+
+    f = te.sock_fields(btf.Btf(btf_blob()))
+    code = insns(te.set_state_btf_program(f, MAPS))
+    calls = [imm for op, _d, _s, _o, imm in code if op == 0x85]
+    assert calls[0] == asm.MAP_LOOKUP_ELEM and asm.PROBE_READ_KERNEL in calls
+    first_call = next(i for i, x in enumerate(code) if x[0] == 0x85)
+    loads = [(off, op) for op, _d, _s, off, _i in code[:first_call] if op & 0x07 == asm.LDX]
+    assert (40, 0x69) in loads  # the protocol, u16
+    assert not any(off in (12, 52) for off, _ in loads)  # no port before the count
+    probe = [i for i, x in enumerate(code) if x[0] == 0x85 and x[4] == asm.PROBE_READ_KERNEL]
+    assert any(op == 0x07 and imm == 52 for op, _d, _s, _o, imm in code[:probe[0]])  # sk + 52
+    filtered = insns(te.set_state_btf_program(f, MAPS, (7000, 7100)))
+    assert [x[4] for x in filtered if x[0] == 0x85][0] == asm.PROBE_READ_KERNEL
+    fds = {imm for op, _d, src, _o, imm in code if op == 0x18 and src == asm.PSEUDO_MAP_FD}
+    assert fds == {3, 4, 5, 6}

@@ -390,6 +390,69 @@ def test_a_full_map_counts_the_overflow() -> None:
     assert len(KINDS) == 6
 
 
+# --- the program on the typed raw tracepoint counts what the classic one counts ---------------
+
+
+def test_btf_and_classic_programs_count_the_same() -> None:
+    """Both ways of attaching to inet_sock_set_state, loaded side by side over the same traffic:
+    connections closed by either side, a refused connect, a listener opened and closed."""
+    from exporter.bpf.tcpevents import (
+        CONNECT_FAILED,
+        ESTABLISHED,
+        PEER_CLOSED,
+        SIDE_LOCAL,
+        SIDE_REMOTE,
+        TcpEvents,
+    )
+
+    lo, hi = 7630, 7639
+    with NetNS("tev-btf") as ns:
+        typed = TcpEvents(only_ports=(lo, hi))
+        classic = TcpEvents(only_ports=(lo, hi), btf_path=None)
+        try:
+            assert (typed.set_state_mode, classic.set_state_mode) == ("btf", "classic")
+            for ev in (typed, classic):
+                ev.set_ports([], range(32768, 61000))
+            first = {"btf": typed.read(), "classic": classic.read()}
+            lst = listener(ns, "127.0.0.1", 7631)
+            for i in range(6):
+                c = sock_in(ns)
+                c.connect(("127.0.0.1", 7631))
+                s, _ = lst.accept()
+                if i % 2:
+                    close_first(c, s)
+                else:
+                    close_first(s, c)
+            c = sock_in(ns)
+            assert c.connect_ex(("127.0.0.1", 7632)) == errno.ECONNREFUSED
+            c.close()
+            lst.close()
+
+            def delta(ev: TcpEvents, name: str) -> Tuple[Counter, Dict]:
+                r, f = ev.read(), first[name]
+                tr = Counter(r.transitions)
+                tr.subtract(f.transitions)
+                ports = {k: tuple(a - b for a, b in zip(v, f.ports.get(k, (0,) * len(v))))
+                         for k, v in r.ports.items()}
+                return +tr, {k: v for k, v in ports.items() if any(v)}
+
+            def settled():
+                a, b = delta(typed, "btf"), delta(classic, "classic")
+                return a if a == b and a[0][(9, 7)] == 6 else None  # every last_ack->close
+
+            tr, ports = poll(settled, timeout=10, interval=0.05,
+                             what="both programs to count the same")
+        finally:
+            typed.close()
+            classic.close()
+    assert tr[(2, 1)] == tr[(3, 1)] == 6 and tr[(2, 7)] == 1
+    assert tr[(7, 10)] == tr[(10, 7)] == 1
+    local, remote = ports[(SIDE_LOCAL, 7631)], ports[(SIDE_REMOTE, 7631)]
+    assert local[ESTABLISHED] == remote[ESTABLISHED] == 6
+    assert local[PEER_CLOSED] == remote[PEER_CLOSED] == 3  # each side closed first 3 times
+    assert ports[(SIDE_REMOTE, 7632)][CONNECT_FAILED] == 1
+
+
 # --- safety: capabilities, tracefs, nothing left behind ----------------------------------------
 
 

@@ -47,7 +47,7 @@ ATOMIC_ADD = 0x00
 PSEUDO_MAP_FD = 1
 
 # Helper functions (include/uapi/linux/bpf.h, enum bpf_func_id).
-MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM = 1, 2
+MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, PROBE_READ_KERNEL = 1, 2, 113
 
 Src = Union[int, "Reg"]
 

@@ -1,5 +1,6 @@
 """bpf(2), perf_event_open(2) and the perf ioctls through ctypes, for what the exporter's
-programs need: array and hash maps (an array map can be mapped into memory), a tracepoint
+programs need: array and hash maps, shared or per CPU (a shared array map can be mapped into
+memory; a per-CPU map is read with one value per possible CPU for each key), a tracepoint
 program loaded with the verifier's log kept for the error, and its attachment to a classic
 tracepoint through a perf event.
 
@@ -30,10 +31,13 @@ _NR: Dict[str, Tuple[int, int]] = {
 MAP_CREATE, MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, MAP_DELETE_ELEM, MAP_GET_NEXT_KEY = 0, 1, 2, 3, 4
 PROG_LOAD = 5
 PROG_GET_NEXT_ID = 11
+RAW_TRACEPOINT_OPEN = 17
 MAP_LOOKUP_BATCH = 24
 # enum bpf_map_type, bpf_prog_type
-MAP_TYPE_HASH, MAP_TYPE_ARRAY = 1, 2
-PROG_TYPE_TRACEPOINT = 5
+MAP_TYPE_HASH, MAP_TYPE_ARRAY, MAP_TYPE_PERCPU_HASH, MAP_TYPE_PERCPU_ARRAY = 1, 2, 5, 6
+PROG_TYPE_TRACEPOINT, PROG_TYPE_TRACING = 5, 26
+# enum bpf_attach_type: a tracing program on a raw tracepoint, arguments typed by BTF
+TRACE_RAW_TP = 23
 # map_flags
 F_NO_PREALLOC, F_MMAPABLE = 1 << 0, 1 << 10
 # update flags
@@ -121,22 +125,30 @@ def map_lookup(fd: int, key: bytes, value_size: int) -> Optional[bytes]:
 
 
 class BatchReader:
-    """Reads every element of a hash map with BPF_MAP_LOOKUP_BATCH (Linux 5.6), buffers
-    allocated once: usually one system call for the whole map."""
+    """Reads every element of a map with BPF_MAP_LOOKUP_BATCH (Linux 5.6 for hash maps, 5.7
+    for arrays), buffers allocated once: usually one system call for the whole map. For a
+    per-CPU map give ``cpus`` (:func:`possible_cpus`): each key's value is then ``cpus``
+    values, each rounded up to 8 bytes, one after the other (kernel/bpf/syscall.c,
+    bpf_map_value_size)."""
 
-    def __init__(self, fd: int, key_size: int, value_size: int, max_entries: int) -> None:
-        self.fd, self.key_size, self.value_size = fd, key_size, value_size
+    def __init__(self, fd: int, key_size: int, value_size: int, max_entries: int,
+                 cpus: int = 1) -> None:
+        self.fd, self.key_size = fd, key_size
+        self.value_size = value_size if cpus == 1 else ((value_size + 7) & ~7) * cpus
         self.max = max_entries
         self.keys = ctypes.create_string_buffer(key_size * max_entries)
-        self.values = ctypes.create_string_buffer(value_size * max_entries)
-        # in_batch/out_batch tokens: a hash map's token is a bucket number (4 bytes); 8 are
-        # kept for any map type.
+        self.values = ctypes.create_string_buffer(self.value_size * max_entries)
+        # in_batch/out_batch tokens: a hash map's token is a bucket number, an array's an
+        # index (4 bytes); 8 are kept for any map type.
         self.token_in = ctypes.create_string_buffer(8)
         self.token_out = ctypes.create_string_buffer(8)
 
-    def read(self) -> List[Tuple[bytes, bytes]]:
-        out: List[Tuple[bytes, bytes]] = []
+    def read_raw(self) -> Tuple[int, bytes, bytes]:
+        """(number of elements, their keys, their values), keys and values each in one
+        string of fixed-size records."""
+        n_all, keys, values = 0, [], []
         first = True
+        ks, vs = self.key_size, self.value_size
         while True:
             attr = _attr((0, "Q", 0 if first else _addr(self.token_in)),
                          (8, "Q", _addr(self.token_out)), (16, "Q", _addr(self.keys)),
@@ -150,18 +162,43 @@ class BatchReader:
                     raise
                 done = True
             n = struct.unpack_from("=I", attr, 32)[0]
-            ks, vs = self.key_size, self.value_size
-            keys, values = self.keys.raw, self.values.raw
-            out.extend((keys[i * ks:(i + 1) * ks], values[i * vs:(i + 1) * vs])
-                       for i in range(n))
+            if n:
+                n_all += n
+                keys.append(ctypes.string_at(self.keys, n * ks))
+                values.append(ctypes.string_at(self.values, n * vs))
             if done or n == 0:
-                return out
+                return n_all, b"".join(keys), b"".join(values)
             ctypes.memmove(self.token_in, self.token_out, 8)
             first = False
 
+    def read(self) -> List[Tuple[bytes, bytes]]:
+        n, keys, values = self.read_raw()
+        ks, vs = self.key_size, self.value_size
+        return [(keys[i * ks:(i + 1) * ks], values[i * vs:(i + 1) * vs]) for i in range(n)]
 
-def prog_load(prog_type: int, insns: bytes, license: str = "GPL", name: str = "") -> int:
-    """Load a program; on refusal raise BpfError with the verifier's log."""
+
+def possible_cpus(path: str = "/sys/devices/system/cpu/possible") -> int:
+    """How many values a per-CPU map holds per key: the kernel's num_possible_cpus(), counted
+    from the list of possible CPUs (``0-3``, or ``0,2-5`` for five)."""
+    try:
+        with open(path, encoding="ascii") as f:
+            text = f.read().strip()
+        n = 0
+        for part in text.split(","):
+            lo, _, hi = part.partition("-")
+            n += int(hi or lo) - int(lo) + 1
+        if n > 0:
+            return n
+    except (OSError, ValueError):
+        pass
+    return os.cpu_count() or 1
+
+
+def prog_load(prog_type: int, insns: bytes, license: str = "GPL", name: str = "",
+              attach_type: int = 0, attach_btf_id: int = 0) -> int:
+    """Load a program; on refusal raise BpfError with the verifier's log. A tracing program
+    names what it attaches to: ``attach_type`` and the BTF id of its target in the kernel's
+    BTF (``attach_btf_id``)."""
     code = ctypes.create_string_buffer(insns, len(insns))
     lic = ctypes.create_string_buffer(license.encode())
 
@@ -169,7 +206,8 @@ def prog_load(prog_type: int, insns: bytes, license: str = "GPL", name: str = ""
         buf = _attr((0, "I", prog_type), (4, "I", len(insns) // 8), (8, "Q", _addr(code)),
                     (16, "Q", _addr(lic)), (24, "I", log_level),
                     (28, "I", ctypes.sizeof(log) if log is not None else 0),
-                    (32, "Q", _addr(log) if log is not None else 0))
+                    (32, "Q", _addr(log) if log is not None else 0),
+                    (68, "I", attach_type), (108, "I", attach_btf_id))
         raw = name.encode()[:15]
         ctypes.memmove(ctypes.addressof(buf) + 48, raw, len(raw))  # prog_name
         return bpf(PROG_LOAD, buf, f"loading BPF program {name}")
@@ -207,6 +245,13 @@ def attach(perf_fd: int, prog_fd: int) -> None:
         raise BpfError(ctypes.get_errno(), "attaching a BPF program to a tracepoint")
     if _libc.ioctl(perf_fd, PERF_EVENT_IOC_ENABLE, 0) != 0:
         raise BpfError(ctypes.get_errno(), "enabling a tracepoint's perf event")
+
+
+def raw_tracepoint_open(prog_fd: int) -> int:
+    """Attach a tracing program loaded for a raw tracepoint (BPF_TRACE_RAW_TP, Linux 5.5) to
+    the tracepoint it was loaded for; the descriptor returned holds the attachment."""
+    return bpf(RAW_TRACEPOINT_OPEN, _attr((0, "Q", 0), (8, "I", prog_fd)),
+               "attaching to a raw tracepoint")
 
 
 def mmap_array(fd: int, value_size: int, max_entries: int, writable: bool = False) -> mmap.mmap:

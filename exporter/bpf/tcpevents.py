@@ -22,10 +22,21 @@ such as a pod's), then the local port; when both ends are ephemeral ports, no po
 (side ``unknown``). So ephemeral ports never become keys.
 
 The per-port map is a hash map of at most ``max_ports`` keys; an event whose key does not fit
-is counted in ``overflow[kind]``. Tracepoint programs are skipped by the kernel when another
-tracing program already runs on that CPU (a tracepoint hit from an interrupt while one of
-these programs runs): the kernel counts those in the program's ``recursion_misses``, which the
-reader reports, so nothing is dropped silently.
+is counted in ``overflow[kind]``. The kernel skips a program on a classic tracepoint when any
+tracing program already runs on that CPU, and the BTF program when it already runs there
+itself (a tracepoint hit from an interrupt while one runs): it counts those in the program's
+``recursion_misses``, which the reader reports, so nothing is dropped silently.
+
+**Per-CPU counters.** The transitions, the overflow and the per-port counts are per-CPU maps:
+each CPU adds to its own copy with a plain add, and the reader sums the copies. Shared
+counters need an atomic add, and with every CPU adding into the same few entries (the
+transitions of a busy host) the cache line moves from CPU to CPU on every event. A plain add is
+safe on a CPU's own copy because no program runs nested in itself on a CPU (the kernel skips
+it and counts the miss, as above), and the one nesting the kernel allows, the BTF program
+interrupting a classic one or the reverse, writes other counters: the BTF program only the
+transitions and the established, failed-connect and peer-close slots, the classic programs
+only the retransmit and reset slots. ``seen_listen`` stays shared and atomic: sockets enter
+and leave LISTEN rarely. ``port_class`` is only read by the programs.
 
 Tracepoints fire for every network namespace on the host: the counts are the host's, pods
 included, and one port's series sums that port over every namespace.
@@ -34,19 +45,22 @@ included, and one port's series sums that port over every namespace.
 from __future__ import annotations
 
 import contextlib
+import logging
 import mmap
+import operator
 import os
 import struct
 import threading
 from dataclasses import dataclass, field
-from typing import Dict, FrozenSet, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, FrozenSet, Iterable, List, Optional, Tuple
 
+from exporter.bpf import btf, tracefs
 from exporter.bpf import syscalls as sc
-from exporter.bpf import tracefs
 from exporter.bpf.asm import (
     FP,
     MAP_LOOKUP_ELEM,
     MAP_UPDATE_ELEM,
+    PROBE_READ_KERNEL,
     R0,
     R1,
     R2,
@@ -59,6 +73,8 @@ from exporter.bpf.asm import (
     Asm,
     reg,
 )
+
+log = logging.getLogger(__name__)
 
 SET_STATE = "sock:inet_sock_set_state"
 RETRANSMIT = "tcp:tcp_retransmit_skb"
@@ -155,6 +171,14 @@ def _load_int(a: Asm, dst: int, ctx: int, fmt: tracefs.Format, name: str) -> Non
     a.ldx(f.size, dst, ctx, _aligned(fmt, f.offset, f.size))
 
 
+def _inc(a: Asm, ptr: int, off: int) -> None:
+    """``*(u64 *)(ptr + off) += 1`` in this CPU's copy of a per-CPU map (not atomic: no other
+    program runs on this CPU meanwhile, and no other CPU writes this copy)."""
+    a.ldx(8, R1, ptr, off)
+    a.add(R1, 1)
+    a.stx(8, ptr, off, R1)
+
+
 def _count_port_event(a: Asm, m: Maps, kind: int, local_first: str = "") -> None:
     """Count one event of ``kind`` for the connection whose local port is in r6 and remote
     port in r7. ``local_first``: a label the caller jumps to to force the local port."""
@@ -231,12 +255,10 @@ def _count_port_event(a: Asm, m: Maps, kind: int, local_first: str = "") -> None
     a.add(R2, -4)
     a.call(MAP_LOOKUP_ELEM)
     a.jmp("eq", R0, 0, "out")
-    a.mov(R1, 1)
-    a.atomic_add(8, R0, 0, R1)
+    _inc(a, R0, 0)
     a.ja("out")
     a.label(f"{k}_add")
-    a.mov(R1, 1)
-    a.atomic_add(8, R0, 8 * kind, R1)
+    _inc(a, R0, 8 * kind)
     a.ja("out")
 
 
@@ -262,6 +284,8 @@ def _epilogue(a: Asm) -> None:
 
 def set_state_program(fmt: tracefs.Format, m: Maps,
                       only: Optional[Tuple[int, int]] = None) -> bytes:
+    """The program for the classic tracepoint, whose record holds the ports (used where the
+    kernel has no BTF or refuses the program of :func:`set_state_btf_program`)."""
     a = Asm()
     a.mov(R6, reg(R1))  # the record
     _load_int(a, R2, R6, fmt, "protocol")
@@ -273,6 +297,101 @@ def set_state_program(fmt: tracefs.Format, m: Maps,
     _load_port(a, R7, R6, fmt, _port(fmt, "d"))
     _load_port(a, R6, R6, fmt, _port(fmt, "s"))  # the record is not needed after this
     _only_ports(a, only)
+    _set_state_counts(a, m, None)
+    return a.assemble()
+
+
+@dataclass(frozen=True)
+class SockFields:
+    """Where the BTF program finds what the classic record holds: the socket's protocol, and
+    its local and remote ports (both in network order, where the record's ``sport`` and
+    ``dport`` come from), and the tracepoint it attaches to, from the kernel's BTF."""
+
+    protocol: btf.Member  # struct sock, sk_protocol
+    sport: btf.Member  # struct inet_sock, inet_sport
+    dport: btf.Member  # struct sock, __sk_common.skc_dport (inet_dport)
+    attach_btf_id: int  # typedef btf_trace_inet_sock_set_state
+
+
+def sock_fields(types: btf.Btf) -> SockFields:
+    f = SockFields(types.member("sock", "sk_protocol"), types.member("inet_sock", "inet_sport"),
+                   types.member("sock", "__sk_common", "skc_dport"),
+                   types.typedef("btf_trace_" + SET_STATE.split(":")[1]))
+    for name, m in (("sk_protocol", f.protocol), ("inet_sport", f.sport),
+                    ("skc_dport", f.dport)):
+        if m.size not in (1, 2) or (name != "sk_protocol" and m.size != 2):
+            raise btf.BtfError(f"BTF: {name} has {m.size} bytes")
+    return f
+
+
+def set_state_btf_program(fields: SockFields, m: Maps,
+                          only: Optional[Tuple[int, int]] = None) -> bytes:
+    """The program for ``inet_sock_set_state(sk, oldstate, newstate)`` as a raw tracepoint
+    whose arguments the kernel's BTF types (``tp_btf``).
+
+    The classic tracepoint fills its record (addresses, ports, family, protocol) for every
+    transition before any program runs, and that was most of what the collector cost: a
+    loopback connection makes ten transitions. Here the arguments come as they are and the
+    program loads the socket's protocol, and its remote port where it needs it, straight from
+    the socket (the verifier checks each load against the BTF type). The local port lies in
+    struct inet_sock, past the struct sock the argument is typed as, so it is read with
+    bpf_probe_read_kernel, and only for the transitions that need it (entering or leaving
+    LISTEN, and the per-port events). Same counts as the classic program."""
+    a = Asm()
+    a.mov(R6, reg(R1))  # u64 args[]: sk, oldstate, newstate
+    a.ldx(8, R8, R6, 8)
+    a.ldx(8, R9, R6, 16)
+    a.jmp("gt", R8, N_STATES - 1, "out")
+    a.jmp("gt", R9, N_STATES - 1, "out")
+    a.ldx(8, R7, R6, 0)  # the socket, kept in r7 until the ports are read
+    a.ldx(fields.protocol.size, R2, R7, fields.protocol.offset)
+    a.jmp("ne", R2, IPPROTO_TCP, "out")
+
+    def load_ports(a: Asm) -> None:
+        # sport: *(u16 *)(fp - 8) = ((struct inet_sock *)sk)->inet_sport
+        a.mov(R1, reg(FP))
+        a.add(R1, -8)
+        a.mov(R2, fields.sport.size)
+        a.mov(R3, reg(R7))
+        a.add(R3, fields.sport.offset)
+        a.call(PROBE_READ_KERNEL)
+        a.jmp("ne", R0, 0, "out")
+        a.ldx(2, R6, FP, -8)
+        a.to_be(R6, 16)
+        a.ldx(2, R7, R7, fields.dport.offset)
+        a.to_be(R7, 16)
+
+    if only is not None:
+        load_ports(a)
+        _only_ports(a, only)
+        _set_state_counts(a, m, None)
+    else:
+        _set_state_counts(a, m, load_ports)
+    return a.assemble()
+
+
+def _transition_paths(a: Asm, p: str, listen: str, established: str, failed: str,
+                      peer_closed: str) -> None:
+    """Jump, by the old (r8) and new (r9) state, to what the transition counts besides itself:
+    LISTEN entered or left by the local port (a connection's child socket is cloned from its
+    listener: LISTEN->SYN_RECV is not a listener closing, only LISTEN->CLOSE is), a
+    connection established, a failed connect, a peer closing first; or to ``out``."""
+    a.jmp("eq", R9, TCP_LISTEN, listen)
+    a.jmp("ne", R8, TCP_LISTEN, f"{p}_events")
+    a.jmp("eq", R9, TCP_CLOSE, listen)
+    a.label(f"{p}_events")
+    a.jmp("eq", R9, TCP_ESTABLISHED, established)
+    a.jmp("ne", R8, TCP_SYN_SENT, f"{p}_not_failed")
+    a.jmp("eq", R9, TCP_CLOSE, failed)
+    a.label(f"{p}_not_failed")
+    a.jmp("ne", R8, TCP_ESTABLISHED, "out")
+    a.jmp("eq", R9, TCP_CLOSE_WAIT, peer_closed)
+    a.ja("out")
+
+
+def _set_state_counts(a: Asm, m: Maps, load_ports: Optional[Callable[[Asm], None]]) -> None:
+    """What a transition counts, old state in r8, new in r9; local port in r6 and remote in r7,
+    or, given ``load_ports``, loaded by it only for the transitions that need them."""
     # transitions[old*16+new] += 1
     a.mov(R1, reg(R8))
     a.lsh(R1, 4)
@@ -282,16 +401,14 @@ def set_state_program(fmt: tracefs.Format, m: Maps,
     a.mov(R2, reg(FP))
     a.add(R2, -4)
     a.call(MAP_LOOKUP_ELEM)
-    a.jmp("eq", R0, 0, "listen")
-    a.mov(R1, 1)
-    a.atomic_add(8, R0, 0, R1)
-    # LISTEN entered (+1) or left (-1), by local port
-    # (a connection's child socket is cloned from its listener: LISTEN->SYN_RECV is not a
-    # listener closing, only LISTEN->CLOSE is)
-    a.label("listen")
-    a.jmp("eq", R9, TCP_LISTEN, "listen_delta")
-    a.jmp("ne", R8, TCP_LISTEN, "events")
-    a.jmp("ne", R9, TCP_CLOSE, "events")
+    a.jmp("eq", R0, 0, "more")
+    _inc(a, R0, 0)
+    a.label("more")
+    if load_ports is not None:
+        _transition_paths(a, "need", *["ports"] * 4)
+        a.label("ports")
+        load_ports(a)
+    _transition_paths(a, "go", "listen_delta", "established", "failed", "peer_closed")
     a.label("listen_delta")
     a.stx(4, FP, -4, R6)
     a.ld_map_fd(R1, m.seen_listen)
@@ -303,16 +420,7 @@ def set_state_program(fmt: tracefs.Format, m: Maps,
     a.jmp("eq", R9, TCP_LISTEN, "listen_add")
     a.mov(R1, -1)
     a.label("listen_add")
-    a.atomic_add(8, R0, 0, R1)
-    a.ja("out")
-    # per-port events
-    a.label("events")
-    a.jmp("eq", R9, TCP_ESTABLISHED, "established")
-    a.jmp("ne", R8, TCP_SYN_SENT, "not_failed")
-    a.jmp("eq", R9, TCP_CLOSE, "failed")
-    a.label("not_failed")
-    a.jmp("ne", R8, TCP_ESTABLISHED, "out")
-    a.jmp("eq", R9, TCP_CLOSE_WAIT, "peer_closed")
+    a.atomic_add(8, R0, 0, R1)  # shared by the CPUs: sockets enter and leave LISTEN rarely
     a.ja("out")
     a.label("established")
     _count_port_event(a, m, ESTABLISHED)
@@ -321,7 +429,6 @@ def set_state_program(fmt: tracefs.Format, m: Maps,
     a.label("peer_closed")
     _count_port_event(a, m, PEER_CLOSED)
     _epilogue(a)
-    return a.assemble()
 
 
 def retransmit_program(fmt: tracefs.Format, m: Maps,
@@ -385,6 +492,24 @@ class Reading:
     tracepoints: Tuple[str, ...] = field(default_factory=tuple)
 
 
+def _sum_cpus(values: bytes, n: int, slots: int, used: int, cpus: int) -> List[Tuple[int, ...]]:
+    """Sum a per-CPU map's values over the CPUs: ``values`` holds ``n`` records of ``cpus``
+    copies of ``slots`` u64 counters; the result, one tuple of the first ``used`` sums per
+    record. Column by column, so the loops run in C: a thousand ports on many CPUs stay within
+    the scrape's budget."""
+    if n == 0:
+        return []
+    flat = memoryview(values).cast("B").cast("Q")
+    step = slots * cpus
+    columns: List[Iterable[int]] = []
+    for slot in range(used):
+        col: Iterable[int] = flat[slot::step]
+        for cpu in range(1, cpus):
+            col = list(map(operator.add, col, flat[cpu * slots + slot::step]))
+        columns.append(col)
+    return list(zip(*columns))
+
+
 def _explain(e: sc.BpfError, what: str) -> LoadError:
     if e.errno in (1, 13):  # EPERM, EACCES
         if e.log:
@@ -408,15 +533,21 @@ class TcpEvents:
 
     def __init__(self, max_ports: int = DEFAULT_MAX_PORTS, tracefs_root: Optional[str] = None,
                  mount_tracefs: bool = True, cpu: Optional[int] = None,
-                 only_ports: Optional[Tuple[int, int]] = None) -> None:
+                 only_ports: Optional[Tuple[int, int]] = None,
+                 btf_path: Optional[str] = btf.VMLINUX) -> None:
         self.max_ports = max_ports
+        # The kernel's BTF, for the program on inet_sock_set_state; None: the classic one.
+        self.btf_path = btf_path
+        # How inet_sock_set_state is attached: "btf" (a raw tracepoint typed by BTF) or
+        # "classic" (no BTF, or a kernel that refuses that program; the reason is logged).
+        self.set_state_mode = ""
         # Count only events with a port in this range (tests on a busy host); None: all.
         self.only_ports = only_ports
         self._fds: List[int] = []
         self._prog_fds: List[int] = []
         self._lock = threading.Lock()
         self._class_mm: Optional[mmap.mmap] = None
-        self._counts_mm: Optional[mmap.mmap] = None
+        self.cpus = sc.possible_cpus()
         self._listening: FrozenSet[int] = frozenset()
         self._ephemeral: FrozenSet[int] = frozenset()
         try:
@@ -440,21 +571,24 @@ class TcpEvents:
         if problems:
             raise LoadError("; ".join(problems))
         try:
-            counts = self._own(sc.map_create(sc.MAP_TYPE_ARRAY, 4, 8, COUNTS_ENTRIES,
-                                             sc.F_MMAPABLE, "nse_counts"))
+            counts = self._own(sc.map_create(sc.MAP_TYPE_PERCPU_ARRAY, 4, 8, COUNTS_ENTRIES,
+                                             0, "nse_counts"))
             port_class = self._own(sc.map_create(sc.MAP_TYPE_ARRAY, 4, 8, 65536,
                                                  sc.F_MMAPABLE, "nse_port_class"))
             seen = self._own(sc.map_create(sc.MAP_TYPE_ARRAY, 4, 8, 65536, 0, "nse_listen"))
-            ports = self._own(sc.map_create(sc.MAP_TYPE_HASH, 4, VALUE_SIZE, self.max_ports, 0,
-                                            "nse_ports"))
+            ports = self._own(sc.map_create(sc.MAP_TYPE_PERCPU_HASH, 4, VALUE_SIZE,
+                                            self.max_ports, 0, "nse_ports"))
         except sc.BpfError as e:
             raise _explain(e, "creating BPF maps") from None
         self.maps = Maps(counts, port_class, seen, ports, self.max_ports)
-        self._counts_mm = sc.mmap_array(counts, 8, COUNTS_ENTRIES)
         self._class_mm = sc.mmap_array(port_class, 8, 65536, writable=True)
-        self._reader = sc.BatchReader(ports, 4, VALUE_SIZE, self.max_ports)
+        self._counts_reader = sc.BatchReader(counts, 4, 8, COUNTS_ENTRIES, self.cpus)
+        self._reader = sc.BatchReader(ports, 4, VALUE_SIZE, self.max_ports, self.cpus)
         progs = []
+        typed = self._load_btf_set_state() if SET_STATE in formats else None
         for tp, fmt in formats.items():
+            if tp == SET_STATE and typed is not None:
+                continue
             try:
                 insns = PROGRAMS[tp](fmt, self.maps, self.only_ports)
             except tracefs.TracefsError as e:
@@ -473,7 +607,36 @@ class TcpEvents:
             except sc.BpfError as e:
                 raise _explain(e, f"attaching to tracepoint {tp}") from None
             self._prog_fds.append(prog)
-        self.tracepoints = tuple(tp for tp, _, _ in progs)
+        if typed is not None:
+            try:
+                self._own(sc.raw_tracepoint_open(typed))
+            except sc.BpfError as e:
+                raise _explain(e, f"attaching to raw tracepoint {SET_STATE}") from None
+            self._prog_fds.insert(0, typed)
+        self.set_state_mode = "" if SET_STATE not in formats else \
+            "btf" if typed is not None else "classic"
+        self.tracepoints = ((SET_STATE,) if typed is not None else ()) + \
+            tuple(tp for tp, _, _ in progs)
+
+    def _load_btf_set_state(self) -> Optional[int]:
+        """The BTF program for inet_sock_set_state, loaded, or None where the kernel has no BTF
+        or refuses the program (the classic tracepoint is used then)."""
+        if self.btf_path is None:
+            return None
+        try:
+            fields = sock_fields(btf.load(self.btf_path))
+        except btf.BtfError as e:
+            log.info("tcpevents: %s; sock:inet_sock_set_state through its classic tracepoint "
+                     "(costs more per transition)", e)
+            return None
+        try:
+            return self._own(sc.prog_load(
+                sc.PROG_TYPE_TRACING, set_state_btf_program(fields, self.maps, self.only_ports),
+                "GPL", "nse_set_state", sc.TRACE_RAW_TP, fields.attach_btf_id))
+        except sc.BpfError as e:
+            log.info("tcpevents: the BTF program was refused (%s); sock:inet_sock_set_state "
+                     "through its classic tracepoint (costs more per transition)", e)
+            return None
 
     def _own(self, fd: int) -> int:
         self._fds.append(fd)
@@ -501,22 +664,21 @@ class TcpEvents:
 
     def read(self) -> Reading:
         with self._lock:
-            mm = self._counts_mm
-            if mm is None:
+            if self._class_mm is None:
                 raise RuntimeError("TCP event maps are closed")
-            counts = struct.unpack_from(f"={COUNTS_ENTRIES}Q", mm, 0)
-            raw = self._reader.read()
+            n_counts, _, counts_raw = self._counts_reader.read_raw()
+            n_ports, keys, values = self._reader.read_raw()
             missed = 0
             for fd in self._prog_fds:
                 missed += int(sc.fdinfo(fd).get("recursion_misses", "0") or 0)
+        # An array's batch read gives every index, in order.
+        counts = [c[0] for c in _sum_cpus(counts_raw, n_counts, 1, 1, self.cpus)]
         transitions = {(i >> 4, i & 15): v for i, v in enumerate(counts[:OVERFLOW_BASE]) if v}
-        ports: Dict[Tuple[int, int], Tuple[int, ...]] = {}
-        fmt = f"={VALUE_SLOTS}Q"
-        for key, value in raw:
-            k = struct.unpack("=I", key)[0]
-            ports[(k >> 16, k & 0xFFFF)] = struct.unpack(fmt, value)[:len(KINDS)]
+        sums = _sum_cpus(values, n_ports, VALUE_SLOTS, len(KINDS), self.cpus)
+        ports: Dict[Tuple[int, int], Tuple[int, ...]] = {
+            (k >> 16, k & 0xFFFF): v for (k,), v in zip(struct.iter_unpack("=I", keys), sums)}
         return Reading(transitions, ports, tuple(counts[OVERFLOW_BASE:OVERFLOW_BASE + len(KINDS)]),
-                       missed, len(raw), self.tracepoints)
+                       missed, n_ports, self.tracepoints)
 
     def __del__(self) -> None:
         # A collector dropped without close() (a test's Exporter) must not keep its programs
@@ -526,10 +688,9 @@ class TcpEvents:
 
     def close(self) -> None:
         with self._lock:
-            for mm in (self._class_mm, self._counts_mm):
-                if mm is not None:
-                    mm.close()
-            self._class_mm = self._counts_mm = None
+            if self._class_mm is not None:
+                self._class_mm.close()
+            self._class_mm = None
             for fd in reversed(self._fds):
                 sc.close(fd)
             self._fds, self._prog_fds = [], []

@@ -1,0 +1,169 @@
+"""The kernel's own type information (BTF, ``/sys/kernel/btf/vmlinux``): where a member of a
+kernel structure lies, so that a program can read a socket's field without an offset written
+in the code. Only what that needs: the header, the type section walked once, member lookup
+through anonymous structs and unions, and the size of a member's integer type.
+
+The format is Documentation/bpf/btf.rst: a header (magic 0xEB9F), then ``struct btf_type``
+records of 12 bytes, each followed by data whose size its kind gives, numbered from 1; names
+are offsets into the string section. A member's offset is in bits; in a struct whose
+``kind_flag`` is set, its top 8 bits are the bitfield size.
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Dict, List, Optional, Tuple
+
+VMLINUX = "/sys/kernel/btf/vmlinux"
+MAGIC = 0xEB9F
+
+INT, PTR, ARRAY, STRUCT, UNION, ENUM, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT = range(1, 12)
+FUNC, FUNC_PROTO, VAR, DATASEC, FLOAT, DECL_TAG, TYPE_TAG, ENUM64 = range(12, 20)
+_MODIFIERS = (TYPEDEF, VOLATILE, CONST, RESTRICT, TYPE_TAG)
+# Bytes after the 12-byte record, per kind, for vlen entries.
+_EXTRA = {INT: (4, 0), ARRAY: (12, 0), STRUCT: (0, 12), UNION: (0, 12), ENUM: (0, 8),
+          FUNC_PROTO: (0, 8), VAR: (4, 0), DATASEC: (0, 12), DECL_TAG: (4, 0), ENUM64: (0, 12)}
+
+
+class BtfError(ValueError):
+    """No BTF, BTF this reader does not understand, or no such structure or member."""
+
+
+@dataclass(frozen=True)
+class Member:
+    offset: int  # bytes from the start of the structure
+    size: int  # bytes of its integer type
+
+
+@dataclass
+class _Type:
+    kind: int
+    name_off: int
+    info: int
+    size_or_type: int
+    data: int  # offset of the kind's data in the blob
+
+
+class Btf:
+    def __init__(self, blob: bytes) -> None:
+        if len(blob) < 24:
+            raise BtfError("BTF shorter than its header")
+        order = "<" if struct.unpack_from("<H", blob, 0)[0] == MAGIC else ">"
+        magic, _ver, _flags, hdr_len, t_off, t_len, s_off, s_len = struct.unpack_from(
+            order + "HBBIIIII", blob, 0)
+        if magic != MAGIC:
+            raise BtfError(f"BTF magic {magic:#x}, not {MAGIC:#x}")
+        if order != ("<" if sys.byteorder == "little" else ">"):
+            raise BtfError("BTF of the other byte order")
+        self._blob, self._order = blob, order
+        self._strings = hdr_len + s_off, hdr_len + s_off + s_len
+        self._types: List[Optional[_Type]] = [None]  # type ids count from 1
+        self._structs: Dict[str, int] = {}
+        pos, end = hdr_len + t_off, hdr_len + t_off + t_len
+        if end > len(blob) or self._strings[1] > len(blob):
+            raise BtfError("BTF sections run past its end")
+        rec = struct.Struct(order + "III")
+        while pos < end:
+            name_off, info, size = rec.unpack_from(blob, pos)
+            kind, vlen = info >> 24 & 0x1F, info & 0xFFFF
+            fixed, per = _EXTRA.get(kind, (0, 0))
+            if kind == 0 or kind > ENUM64:
+                raise BtfError(f"BTF type kind {kind} unknown")
+            t = _Type(kind, name_off, info, size, pos + 12)
+            if kind == STRUCT and vlen:
+                self._structs.setdefault(self._name(name_off), len(self._types))
+            self._types.append(t)
+            pos += 12 + fixed + per * vlen
+
+    def _name(self, off: int) -> str:
+        start, end = self._strings
+        if not 0 <= start + off < end:
+            raise BtfError(f"BTF name offset {off} out of range")
+        stop = self._blob.index(b"\0", start + off)
+        return self._blob[start + off:stop].decode("ascii", errors="replace")
+
+    def _type(self, tid: int) -> _Type:
+        if not 0 < tid < len(self._types):
+            raise BtfError(f"BTF type id {tid} out of range")
+        t = self._types[tid]
+        assert t is not None
+        return t
+
+    def _resolve(self, tid: int) -> int:
+        for _ in range(32):
+            t = self._type(tid)
+            if t.kind not in _MODIFIERS:
+                return tid
+            tid = t.size_or_type
+        raise BtfError("BTF type chain too long")
+
+    def _find(self, tid: int, name: str, base: int) -> Optional[Tuple[int, int, int]]:
+        """(bit offset, bitfield size, type id) of member ``name`` of struct or union ``tid``,
+        looking into its anonymous members."""
+        t = self._type(tid)
+        kind_flag = t.info >> 31
+        rec = struct.Struct(self._order + "III")
+        for i in range(t.info & 0xFFFF):
+            m_name, m_type, m_off = rec.unpack_from(self._blob, t.data + 12 * i)
+            bits, bitfield = (m_off & 0xFFFFFF, m_off >> 24) if kind_flag else (m_off, 0)
+            if m_name:
+                if self._name(m_name) == name:
+                    return base + bits, bitfield, m_type
+                continue
+            inner = self._resolve(m_type)
+            if self._type(inner).kind in (STRUCT, UNION):
+                found = self._find(inner, name, base + bits)
+                if found is not None:
+                    return found
+        return None
+
+    def typedef(self, name: str) -> int:
+        """The type id of typedef ``name`` (a raw tracepoint's ``btf_trace_<name>``, the id a
+        tracing program is loaded for)."""
+        want = name.encode()
+        start = self._strings[0]
+        for tid, t in enumerate(self._types):
+            if t is not None and t.kind == TYPEDEF and self._blob.startswith(
+                    want + b"\0", start + t.name_off):
+                return tid
+        raise BtfError(f"BTF has no typedef {name}")
+
+    def member(self, struct_name: str, *path: str) -> Member:
+        """Where ``struct_name.path[0].path[1]...`` lies; the last must be an integer (or an
+        enum) that is not a bitfield."""
+        what = ".".join((struct_name,) + path)
+        if struct_name not in self._structs:
+            raise BtfError(f"BTF has no struct {struct_name}")
+        tid, offset = self._structs[struct_name], 0
+        for i, name in enumerate(path):
+            found = self._find(tid, name, 0)
+            if found is None:
+                raise BtfError(f"BTF: no member {what}")
+            bits, bitfield, m_type = found
+            if bitfield or bits % 8:
+                raise BtfError(f"BTF: {what} is a bitfield")
+            offset += bits // 8
+            tid = self._resolve(m_type)
+            t = self._type(tid)
+            if i < len(path) - 1 and t.kind not in (STRUCT, UNION):
+                raise BtfError(f"BTF: {'.'.join((struct_name,) + path[:i + 1])} is not a "
+                               "struct")
+        t = self._type(tid)
+        if t.kind not in (INT, ENUM, ENUM64):
+            raise BtfError(f"BTF: {what} is not an integer")
+        return Member(offset, t.size_or_type)
+
+
+@lru_cache(maxsize=4)
+def load(path: str = VMLINUX) -> Btf:
+    """The BTF at ``path``, read and walked once per process (a few tenths of a second for
+    the kernel's 5 MB)."""
+    try:
+        with open(path, "rb") as f:
+            blob = f.read()
+    except OSError as e:
+        raise BtfError(f"{path}: {e.strerror}") from None
+    return Btf(blob)
