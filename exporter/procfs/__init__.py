@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
 from typing import Callable, List, Optional, TypeVar
 
 from exporter.procfs import own_files
@@ -97,10 +96,8 @@ REQUIRED = ("net/dev", "net/snmp", "net/netstat", "net/route", "net/tcp", "net/u
 
 def read_required(root: str, parse: Callable[[str, str], T], *parts: str) -> Optional[T]:
     """``parse(text, path)`` of a file every Linux kernel has: missing, it raises ParseError
-    naming it, so the collector fails rather than reporting no data. Elsewhere than on Linux
-    there is no procfs at all, and it is no data."""
-    if not sys.platform.startswith("linux"):
-        return read_parsed(root, parse, *parts)
+    naming it, so the collector fails rather than reporting no data. Only Linux's system
+    (:mod:`exporter.system._linux`) reads procfs."""
     path = os.path.join(root, *parts)
     try:
         text = read_text(root, *parts)
