@@ -96,15 +96,10 @@ def replay_inner(path: str, rounds: int, profile: bool) -> None:
     print(f"{os.getcwd()}: CPU per pass median {statistics.median(times) * 1000:.1f} ms, "
           f"fastest {min(times) * 1000:.1f} ms", flush=True)
     if profile:
-        import cProfile
-        import pstats
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from common import profile_top
 
-        p = cProfile.Profile()
-        p.enable()
-        for _ in range(3):
-            one()
-        p.disable()
-        pstats.Stats(p).sort_stats("tottime").print_stats(20)
+        profile_top(one)
 
 
 def main() -> None:

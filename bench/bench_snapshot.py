@@ -66,15 +66,10 @@ def inner(rounds: int, profile: bool, full: bool) -> None:
           f"fastest {min(times) * 1000:.1f} ms; CPU (user + system, the kernel's dump "
           f"included) median {statistics.median(cpu) * 1000:.1f} ms", flush=True)
     if profile:
-        import cProfile
-        import pstats
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from common import profile_top
 
-        p = cProfile.Profile()
-        p.enable()
-        for _ in range(3):
-            one()
-        p.disable()
-        pstats.Stats(p).sort_stats("tottime").print_stats(20)
+        profile_top(one)
 
 
 def main() -> None:

@@ -190,3 +190,17 @@ def _count_state(ns: str, state: str) -> int:
     out = subprocess.run(["ip", "netns", "exec", ns, "ss", "-Htan", "state", state],
                          capture_output=True, text=True, check=True).stdout
     return len(out.splitlines())
+
+
+def profile_top(one: Callable[[], object], passes: int = 3, rows: int = 20) -> None:
+    """Run ``one`` ``passes`` times under cProfile and print the ``rows`` costliest functions by
+    their own time (what the A/B benchmarks' --profile prints)."""
+    import cProfile
+    import pstats
+
+    p = cProfile.Profile()
+    p.enable()
+    for _ in range(passes):
+        one()
+    p.disable()
+    pstats.Stats(p).sort_stats("tottime").print_stats(rows)

@@ -193,6 +193,14 @@ def int32(buf: bytes, what: str) -> int:
     return int(struct.unpack("<i", buf)[0])
 
 
+def _fragments(s: Dict[str, int]) -> Dict[str, int]:
+    """Reassembly and fragmentation counters, which struct ipstat and struct ip6stat name
+    alike, under the RFC 4293 names both Ip and Ip6 use."""
+    return {"ReasmReqds": s["fragments"], "ReasmOKs": s["reassembled"],
+            "FragOKs": s["fragmented"], "FragFails": s["cantfrag"],
+            "FragCreates": s["ofragments"]}
+
+
 def ip_stats(buf: bytes, forwarding: Optional[int] = None,
              ttl: Optional[int] = None) -> Groups:
     """``Ip`` and ``IpExt`` under Linux's names (RFC 4293 meanings). ``forwarding`` is
@@ -230,11 +238,7 @@ def ip_stats(buf: bytes, forwarding: Optional[int] = None,
         "OutRequests": s["localout"] + s["rawout"],
         "OutDiscards": s["odropped"],
         "OutNoRoutes": s["noroute"],
-        "ReasmReqds": s["fragments"],
-        "ReasmOKs": s["reassembled"],
-        "FragOKs": s["fragmented"],
-        "FragFails": s["cantfrag"],
-        "FragCreates": s["ofragments"],
+        **_fragments(s),
     })
     return {"Ip": ip, "IpExt": {"InTruncatedPkts": s["tooshort"], "InCsumErrors": s["badsum"]}}
 
@@ -270,11 +274,7 @@ def ip6_stats(buf: bytes) -> Groups:
         "OutRequests": s["localout"],
         "OutDiscards": s["odropped"],
         "OutNoRoutes": s["noroute"],
-        "ReasmReqds": s["fragments"],
-        "ReasmOKs": s["reassembled"],
-        "FragOKs": s["fragmented"],
-        "FragFails": s["cantfrag"],
-        "FragCreates": s["ofragments"],
+        **_fragments(s),
     }}
 
 
