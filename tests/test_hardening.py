@@ -272,6 +272,7 @@ def _timed(fn: Callable[[], T]) -> Tuple[T, float]:
     return out, time.perf_counter() - t0
 
 
+@pytest.mark.serial  # a scrape's latency held to a bound
 def test_idle_keepalive_flood_without_credentials_does_not_lock_out_scrapes(pki: PKI) -> None:
     """MAX_CONNECTIONS kept-alive connections from a client without credentials (TLS, and
     /-/healthy, which needs none): an authenticated scrape is served at once all the same."""
@@ -308,6 +309,7 @@ def test_idle_keepalive_flood_without_credentials_does_not_lock_out_scrapes(pki:
                 s.close()
 
 
+@pytest.mark.serial  # a scrape's latency held to a bound
 def test_silent_connection_flood_does_not_delay_scrapes() -> None:
     """More silent connections than the limit, each within the head deadline: scrapes are
     served at once, not after the deadline."""

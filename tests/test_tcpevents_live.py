@@ -34,7 +34,9 @@ from nshelpers import NetNS, veth
 from exporter.bpf import syscalls as sc
 from exporter.bpf.tcpevents import TcpEvents
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaces and BPF")
+# serial: the BPF programs count every TCP event of the host, other tests' included.
+pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaces and BPF"),
+              pytest.mark.serial]
 
 SRV, CLI, LOST = "10.232.0.1", "10.232.0.2", "10.232.0.3"
 P_CONN, P_REFUSED, P_RESET, P_SYN_LOST, P_DATA_LOST, P_POD, P_POD_LATE = (

@@ -378,6 +378,7 @@ def test_reload_on_change_and_on_sighup_end_to_end(tmp_path: os.PathLike[str]) -
     assert "not-a-hash" not in err
 
 
+@pytest.mark.serial  # latencies compared
 def test_wrong_password_and_unknown_user_take_comparable_time(tmp_path: os.PathLike[str]
                                                               ) -> None:
     """Relative comparison: medians of the two kinds of failure over the real server. If the

@@ -65,9 +65,10 @@ def wineserver_binary(wine: str) -> Optional[str]:
     return None
 
 
-pytestmark = pytest.mark.skipif(
+# serial: the probe's answers are held against the host's counters, interfaces and `ss`.
+pytestmark = [pytest.mark.skipif(
     wine_binary() is None or shutil.which(MINGW) is None,
-    reason=f"needs wine64 and {MINGW} (scripts/test-all installs them)")
+    reason=f"needs wine64 and {MINGW} (scripts/test-all installs them)"), pytest.mark.serial]
 
 
 @dataclass
