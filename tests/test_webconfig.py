@@ -26,7 +26,7 @@ from exporter.web.errors import (
     WebConfigUnsupportedError,
     WebConfigValueError,
 )
-from exporter.web.state import WebState, load_settings
+from exporter.web.state import SETTLE_SECONDS, WebState, load_settings
 
 BAD = os.path.join(FIXTURES, "webconfig")
 
@@ -491,7 +491,7 @@ def test_half_written_config_never_serves_metrics_without_auth(pki: PKI,
     with exporter_with(f"--web.config.file={path}") as ex:
         assert https_get(ex.port, ctx=client_context(pki))[0] == 401
         _write_in_place(path, _tls_auth_lines(pki, "x")[:3])
-        end = time.monotonic() + 3  # several times the settle time
+        end = time.monotonic() + 3 * SETTLE_SECONDS  # the file quiet for three settle times
         while time.monotonic() < end:
             assert https_get(ex.port, ctx=client_context(pki))[0] == 401
         err = ex.stop()
