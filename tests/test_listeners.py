@@ -631,6 +631,7 @@ def ss_listeners(netns: str = "") -> Dict[Tuple[str, str, int], Dict[str, Any]]:
     return out
 
 
+@pytest.mark.serial  # the host's own `ss`
 def test_info_matches_ss(bindir: str) -> None:
     ex = make_exporter()
     sockets = [("tcp", "127.0.0.1", 8), ("tcp", "::1", 8), ("udp", "127.0.0.1", 0)]
@@ -658,6 +659,7 @@ def test_info_matches_ss(bindir: str) -> None:
         assert mine <= ours and mine <= set(ss)
 
 
+@pytest.mark.serial  # the host's own `ss`
 def test_forked_workers_are_one_series(bindir: str) -> None:
     ex = make_exporter(pid_label=True)
     with child(bindir, "lsnr-prefork", [("tcp", "127.0.0.1", 8)], workers=3) as c:
@@ -701,6 +703,7 @@ def test_owner_gone_is_looked_for_again(bindir: str) -> None:
         srv.close()
 
 
+@pytest.mark.serial  # the host's own `ss`
 def test_accept_queue_matches_ss() -> None:
     ex = make_exporter()
     backlog = 3
