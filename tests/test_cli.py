@@ -79,6 +79,8 @@ def test_procfs_unreadable() -> None:
     (["--web.max-requests=-1"], "-1 is not in the range"),
     (["--web.telemetry-path=metrics"], "must start with '/'"),
     (["--no-such-flag"], "--no-such-flag"),
+    (["--collector.listeners.zero-states=established,syn_sent"],
+     "'syn_sent' is not a state a connection to a listening port can be in"),
 ])
 def test_bad_flag_values(args, needle: str) -> None:
     one_line_error(run_cli(*args, "dump"), 2, needle)

@@ -6,11 +6,12 @@ report success 0), a loader raises only its one-line error type, and nothing pri
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
 import tempfile
-from typing import Iterator, List, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 import pytest
 from helpers import FIXTURES, run_cli
@@ -22,11 +23,12 @@ hypothesis = pytest.importorskip("hypothesis")  # the test extra installs it
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from exporter.collectors.api import specs  # noqa: E402
+from exporter.collectors.api import Collector, specs  # noqa: E402
 from exporter.collectors.listeners import ListenersOptions  # noqa: E402
 from exporter.collectors.ports import PortsOptions  # noqa: E402
 from exporter.collectors.routes import RoutesOptions  # noqa: E402
 from exporter.collectors.sockets import SocketsOptions  # noqa: E402
+from exporter.collectors.tcpevents import TcpEventsCollector  # noqa: E402
 from exporter.config import Config  # noqa: E402
 from exporter.listeners import expected  # noqa: E402
 from exporter.scrape import Exporter  # noqa: E402
@@ -155,8 +157,14 @@ def _config(procfs: str) -> Config:
                            "routes": RoutesOptions(table=True)})
 
 
-def _scrape(procfs: str) -> None:
-    text = generate_latest(Exporter(_config(procfs)).target()).decode()
+def _scrape(procfs: str, tcpevents: Optional[Collector] = None) -> None:
+    """One scrape through a fresh Exporter; ``tcpevents``: that collector, built once by the
+    caller (loading and closing its BPF programs takes a third of a second, for each case)."""
+    config = _config(procfs)
+    if tcpevents is not None:
+        config = dataclasses.replace(config, collectors=config.collectors - {"tcpevents"})
+    extra = {"tcpevents": tcpevents} if tcpevents is not None else None
+    text = generate_latest(Exporter(config, extra=extra).target()).decode()
     for fam in text_string_to_metric_families(text):  # a valid exposition, whatever happened
         if fam.name == "netstat_exporter_collector_success":
             assert {s.value for s in fam.samples} <= {0.0, 1.0}
@@ -178,13 +186,23 @@ def proc_work(proc_base: str) -> Iterator[str]:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+@pytest.fixture(scope="module")
+def tcpevents_on_work(proc_work: str) -> Iterator[Collector]:
+    """The tcpevents collector on the mutated tree, its BPF programs loaded once for every
+    case (it reads the tree's sockets at each scrape, like the others)."""
+    c = TcpEventsCollector(_config(proc_work))
+    yield c
+    c.close()
+
+
 @fuzz(120)
 @given(muts=mutations)
 def test_mutated_proc_tree_never_breaks_a_scrape(proc_base: str, proc_work: str,
+                                                 tcpevents_on_work: Collector,
                                                  muts: List[Mutation]) -> None:
     touched = apply(proc_work, _files(proc_base), muts)
     try:
-        _scrape(proc_work)
+        _scrape(proc_work, tcpevents_on_work)
     finally:
         restore(proc_base, proc_work, touched)
 

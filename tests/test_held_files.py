@@ -134,6 +134,7 @@ def test_kept_files_read_afresh_through_one_descriptor() -> None:
         own_files.close_all()
 
 
+@pytest.mark.serial  # the host's /proc/net/tcp, read twice, differs by two lines at most
 def test_a_kept_file_of_many_records_is_read_whole() -> None:
     """/proc/net/tcp comes one seq_file buffer (a page) per read: a short read is not its
     end, read again from offset 0 or not."""

@@ -34,8 +34,8 @@ from helpers import (
 from nshelpers import SS_STATE
 from prometheus_client.exposition import generate_latest
 
-from exporter.collectors.listeners import ListenersOptions
-from exporter.config import Config
+from exporter.collectors.listeners import ZERO_STATES, ListenersOptions
+from exporter.config import Config, ConfigError
 from exporter.listeners import expected, owners
 from exporter.procfs import net_sockets, pid_fd, pid_stat, pid_status
 from exporter.procfs.errors import ParseError
@@ -371,8 +371,9 @@ def test_collector_on_fixture_tree(proc_tree: str) -> None:
     assert value(samples, c, port="80", state="close_wait") == 1
     assert value(samples, c, port="80", state="established") == 1
     assert sum(v for _n, _l, v in select(samples, c, port="8080")) == 0
-    # the states an accepted connection can be in, zeros too
-    assert len(select(samples, c, port="8080")) == len(LISTENER_CONNECTION_STATES) == 8
+    # a port with no connections: the zero states only
+    assert [lab["state"] for _n, lab, _v in select(samples, c, port="8080")] == [
+        "syn_recv", "established", "close_wait", "time_wait"]
     assert select(samples, c, port="40000") == [] and select(samples, c, port="other") == []
     n = "netstat_listener_sockets"
     assert [value(samples, n, protocol=p, family=f) for p, f in (
@@ -395,6 +396,27 @@ def test_collector_pid_label_and_port_cap(proc_tree: str) -> None:
     # 80 and 8080 summed
     assert value(samples, c, port="other", state="established") == 1
     assert value(samples, c, port="other", state="close_wait") == 1
+
+
+@pytest.mark.parametrize("zero_states, want", [
+    ("all", list(LISTENER_CONNECTION_STATES.values())),
+    ("time_wait, established", ["established", "time_wait"]),  # in the family's order
+    ("", []),
+])
+def test_collector_zero_states(proc_tree: str, zero_states: str, want: List[str]) -> None:
+    """--collector.listeners.zero-states decides which states a port gets at zero; a port's
+    non-zero states are there whatever it says."""
+    samples = collect(make_exporter(procfs=proc_tree, source="procfs", zero_states=zero_states))
+    c = "netstat_listener_connections"
+    assert [lab["state"] for _n, lab, _v in select(samples, c, port="8080")] == want
+    assert value(samples, c, port="80", state="close_wait") == 1
+    assert value(samples, c, port="22", state="time_wait") == 1
+
+
+@pytest.mark.parametrize("bad", ["syn_sent", "established,listen", "al"])
+def test_zero_states_refused(bad: str) -> None:
+    with pytest.raises(ConfigError, match=r"^--collector.listeners.zero-states: '"):
+        ListenersOptions(zero_states=bad)
 
 
 def test_collector_without_connections(proc_tree: str) -> None:
@@ -609,6 +631,7 @@ def ss_listeners(netns: str = "") -> Dict[Tuple[str, str, int], Dict[str, Any]]:
     return out
 
 
+@pytest.mark.serial  # the host's own `ss`
 def test_info_matches_ss(bindir: str) -> None:
     ex = make_exporter()
     sockets = [("tcp", "127.0.0.1", 8), ("tcp", "::1", 8), ("udp", "127.0.0.1", 0)]
@@ -636,6 +659,7 @@ def test_info_matches_ss(bindir: str) -> None:
         assert mine <= ours and mine <= set(ss)
 
 
+@pytest.mark.serial  # the host's own `ss`
 def test_forked_workers_are_one_series(bindir: str) -> None:
     ex = make_exporter(pid_label=True)
     with child(bindir, "lsnr-prefork", [("tcp", "127.0.0.1", 8)], workers=3) as c:
@@ -679,6 +703,7 @@ def test_owner_gone_is_looked_for_again(bindir: str) -> None:
         srv.close()
 
 
+@pytest.mark.serial  # the host's own `ss`
 def test_accept_queue_matches_ss() -> None:
     ex = make_exporter()
     backlog = 3
@@ -773,6 +798,9 @@ for _ in range(4):                      # TIME_WAIT on 8001: the server closes f
     cl.close()
 keep += pair(b)                         # one ESTABLISHED on 8002 and on 8003
 keep += pair(c)
+cl, sv = pair(b)                        # FIN_WAIT2 on 8002: the server closed, the client
+sv.close()                              # holds its end open
+keep.append(cl)
 print("ready", flush=True)
 sys.stdin.read()
 """
@@ -787,7 +815,7 @@ def test_connections_per_port_by_state() -> None:
             assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
             want = {("8001", "established"): 3, ("8001", "close_wait"): 2,
                     ("8001", "time_wait"): 4, ("8002", "established"): 1,
-                    ("other", "established"): 1}
+                    ("8002", "fin_wait2"): 1, ("other", "established"): 1}
 
             def counts() -> Optional[List[Sample]]:
                 s = dump_in(ns, "--collector.listeners.max-ports=2")
@@ -796,8 +824,13 @@ def test_connections_per_port_by_state() -> None:
                 return s if got == want else None
 
             samples = poll(counts, timeout=30, what="connection states to settle")
-            ports = {lab["port"] for _n, lab, _v in select(samples, "netstat_listener_connections")}
-            assert ports == {"8001", "8002", "other"}
+            c = "netstat_listener_connections"
+            # every port has the default zero states; fin_wait2 only where there is one
+            for port in ("8001", "8002", "other"):
+                states = {lab["state"] for _n, lab, _v in select(samples, c, port=port)}
+                assert states == set(ZERO_STATES.split(",")) | (
+                    {"fin_wait2"} if port == "8002" else set()), port
+            assert {lab["port"] for _n, lab, _v in select(samples, c)} == {"8001", "8002", "other"}
             assert value(samples, "netstat_listener_sockets", protocol="tcp", family="ipv4") == 3
             assert value(samples, "netstat_listener_unattributed", protocol="tcp") == 0
         finally:
@@ -860,7 +893,7 @@ def test_connections_only_in_states_of_an_accepted_connection() -> None:
             ss = poll(lambda: (lambda c: c if c.get("syn_sent") else None)(
                 ss_by_local_port(ns, 8001)), what="the SYN to the full queue to be dropped")
             assert ss == {"listen": 1, "established": 2, "syn_sent": 1}
-            samples = dump_in(ns, "--collector.sockets")
+            samples = dump_in(ns, "--collector.sockets", "--collector.listeners.zero-states=all")
             c = "netstat_listener_connections"
             assert {lab["state"] for _n, lab, _v in select(samples, c, port="8001")} == set(
                 LISTENER_CONNECTION_STATES.values())

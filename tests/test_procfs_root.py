@@ -110,6 +110,7 @@ def test_read_text_whole_large_and_empty_files(tmp_path: Path) -> None:
         read_text(str(tmp_path), "missing")
 
 
+@pytest.mark.serial  # the host's interfaces, read twice
 def test_read_text_of_a_live_proc_file_matches_python_open() -> None:
     from exporter.procfs import read_text
 

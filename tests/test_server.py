@@ -48,7 +48,9 @@ def server(request):
                  options={"sockets": SocketsOptions(source="procfs")},
                  procfs=f"{FIXTURES}/proc/live")
     (srv,) = make_servers(cfg, Exporter(cfg, extra=extra))
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    # shutdown() waits for serve_forever to look, every poll_interval (0.5 s unless given).
+    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True)
     t.start()
     srv.base = f"http://127.0.0.1:{srv.server_address[1]}"
     yield srv
@@ -173,7 +175,9 @@ def counting_server() -> Iterator[Tuple[object, Counting]]:
                  options={"sockets": SocketsOptions(source="procfs")},
                  procfs=f"{FIXTURES}/proc/live")
     (srv,) = make_servers(cfg, Exporter(cfg, extra={"counting": counting}))
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    # shutdown() waits for serve_forever to look, every poll_interval (0.5 s unless given).
+    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True)
     t.start()
     srv.base = f"http://127.0.0.1:{srv.server_address[1]}"  # type: ignore[attr-defined]
     yield srv, counting

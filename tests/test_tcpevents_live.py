@@ -24,7 +24,6 @@ import socket
 import struct
 import subprocess
 import sys
-import time
 from collections import Counter
 from typing import Dict, Iterator, List, Optional, Set, Tuple
 
@@ -35,7 +34,9 @@ from nshelpers import NetNS, veth
 from exporter.bpf import syscalls as sc
 from exporter.bpf.tcpevents import TcpEvents
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaces and BPF")
+# serial: the BPF programs count every TCP event of the host, other tests' included.
+pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaces and BPF"),
+              pytest.mark.serial]
 
 SRV, CLI, LOST = "10.232.0.1", "10.232.0.2", "10.232.0.3"
 # This run's ports: a block of 40 from the process id, within 20000-29999 (below the ephemeral
@@ -60,6 +61,16 @@ STATES = {1: "established", 2: "syn_sent", 3: "syn_recv", 4: "fin_wait1", 5: "fi
 
 def tcp_state(s: socket.socket) -> int:
     return s.getsockopt(socket.IPPROTO_TCP, TCP_INFO, 8)[0]
+
+
+def total_retrans(s: socket.socket) -> int:
+    """struct tcp_info's tcpi_total_retrans (after 8 bytes of flags, the 24th __u32)."""
+    return int(struct.unpack_from("=I", s.getsockopt(socket.IPPROTO_TCP, TCP_INFO, 104), 100)[0])
+
+
+def wait_retransmits(s: socket.socket, n: int, what: str) -> None:
+    poll(lambda: total_retrans(s) >= n, timeout=15, interval=0.01,
+         what=f"{what} to be sent {n} times again")
 
 
 def wait_state(s: socket.socket, state: int, what: str) -> None:
@@ -204,7 +215,7 @@ def run_traffic(srv: NetNS, cli: NetNS, pod: NetNS, pod_listener: socket.socket,
     c.setblocking(False)
     assert c.connect_ex((LOST, P_SYN_LOST)) == errno.EINPROGRESS
     clients.add(c.getsockname()[1])
-    time.sleep(3.5)  # the SYN is sent again after 1 s and 3 s
+    wait_retransmits(c, 2, "the SYN")  # after 1 s and 3 s
     c.close()
     tr.update({("close", "syn_sent"): 1, ("syn_sent", "close"): 1})
     ev[(str(P_SYN_LOST), "remote", "connect_failed")] += 1
@@ -220,7 +231,7 @@ def run_traffic(srv: NetNS, cli: NetNS, pod: NetNS, pod_listener: socket.socket,
     s, _ = listeners[P_DATA_LOST].accept()
     cli.ip("neigh", "replace", LOST, "lladdr", NOWHERE_MAC, "dev", dev, "nud", "permanent")
     c.sendall(b"x" * 100)
-    time.sleep(1.2)  # retransmitted after 0.2 s, 0.6 s, ...
+    wait_retransmits(c, 2, "the data")  # after 0.2 s and 0.6 s
     cli.ip("neigh", "replace", LOST, "lladdr", srv.run(
         "cat", f"/sys/class/net/{srv_dev(srv)}/address").strip(), "dev", dev, "nud", "permanent")
     s.settimeout(15)
@@ -576,11 +587,16 @@ def test_exit_leaves_no_program_loaded(how: str) -> None:
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
-        # Its five programs (four where the kernel has no tcp_retransmit_synack), all loaded.
-        ids = poll(lambda: (lambda x: x if len(x) >= 4 else None)(own_prog_ids(proc.pid)),
-                   timeout=20, what="programs loaded")
-        time.sleep(0.5)
+        # The collectors are made before the port is bound: once it accepts connections, its
+        # five programs (four where the kernel has no tcp_retransmit_synack) are all loaded.
+        def listening() -> bool:
+            assert proc.poll() is None, "the exporter exited"
+            with socket.create_connection(("127.0.0.1", port), timeout=2):
+                return True
+
+        poll(listening, timeout=20, what="the exporter to listen")
         ids = own_prog_ids(proc.pid)
+        assert len(ids) >= 4, ids
         assert set(ids) <= set(loaded_prog_ids())
         bpftool_ids: Optional[set] = None
         if have_bpftool():

@@ -26,7 +26,7 @@ from exporter.web.errors import (
     WebConfigUnsupportedError,
     WebConfigValueError,
 )
-from exporter.web.state import WebState, load_settings
+from exporter.web.state import SETTLE_SECONDS, WebState, load_settings
 
 BAD = os.path.join(FIXTURES, "webconfig")
 
@@ -378,6 +378,7 @@ def test_reload_on_change_and_on_sighup_end_to_end(tmp_path: os.PathLike[str]) -
     assert "not-a-hash" not in err
 
 
+@pytest.mark.serial  # latencies compared
 def test_wrong_password_and_unknown_user_take_comparable_time(tmp_path: os.PathLike[str]
                                                               ) -> None:
     """Relative comparison: medians of the two kinds of failure over the real server. If the
@@ -490,7 +491,7 @@ def test_half_written_config_never_serves_metrics_without_auth(pki: PKI,
     with exporter_with(f"--web.config.file={path}") as ex:
         assert https_get(ex.port, ctx=client_context(pki))[0] == 401
         _write_in_place(path, _tls_auth_lines(pki, "x")[:3])
-        end = time.monotonic() + 3  # several times the settle time
+        end = time.monotonic() + 3 * SETTLE_SECONDS  # the file quiet for three settle times
         while time.monotonic() < end:
             assert https_get(ex.port, ctx=client_context(pki))[0] == 401
         err = ex.stop()

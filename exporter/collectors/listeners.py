@@ -32,7 +32,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.samples import Sample
 
 from exporter.collectors.api import LINUX, Flag, MetricDoc, options, register
-from exporter.config import Config
+from exporter.config import Config, ConfigError
 from exporter.listeners import expected as expected_file
 from exporter.listeners.owners import Identity, Owner, OwnerCache
 from exporter.netlink import sockdiag as nl
@@ -49,6 +49,12 @@ PROTOCOLS = ("tcp", "udp")
 # netstat_sockets names (see names.LISTENER_CONNECTION_STATES).
 TCP_STATES = LISTENER_CONNECTION_STATES
 OTHER_PORT = "other"
+# The states every listening port gets in netstat_listener_connections, zeros included: those
+# the bundled alerts and dashboards read (a SYN flood, load, a CLOSE_WAIT leak, TIME_WAIT held
+# by a server that closes first). The other four (fin_wait1, fin_wait2, closing, last_ack)
+# appear for a port only while it has connections in them: at 100 listening ports, 400 series
+# that are zero on almost every scrape of almost every host.
+ZERO_STATES = "syn_recv,established,close_wait,time_wait"
 
 M_INFO = MetricDoc(
     "netstat_listener_info", "gauge",
@@ -82,7 +88,9 @@ M_CONN = MetricDoc(
     "one TCP dump, sock_diag or /proc/net/tcp). A socket bound to that port that connects out "
     "(syn_sent) or only holds it (close) is not counted; once such a connection is "
     "established it is. Ports beyond --collector.listeners.max-ports, lowest numbers first, "
-    "are summed under port=\"other\".",
+    "are summed under port=\"other\". Every port has the states of "
+    "--collector.listeners.zero-states (syn_recv, established, close_wait, time_wait by "
+    "default), zeros included; the others only while it has connections in them.",
     ("port", "state"), note="not with --no-collector.listeners.connections")
 M_COUNT = MetricDoc(
     "netstat_listener_sockets", "gauge",
@@ -129,7 +137,26 @@ class ListenersOptions:
     max_ports: int = 100
     max_listeners: int = 500
     connections: bool = True
+    zero_states: str = ZERO_STATES
     expected_file: str = ""
+
+    def __post_init__(self) -> None:
+        zero_state_numbers(self.zero_states)  # a bad list stops the start
+
+
+def zero_state_numbers(text: str) -> Tuple[int, ...]:
+    """The state numbers of a --collector.listeners.zero-states list, in TCP_STATES' order:
+    comma-separated names of TCP_STATES, "all", or empty for none."""
+    names = {n.strip() for n in text.split(",") if n.strip()}
+    if names == {"all"}:
+        return tuple(TCP_STATES)
+    unknown = sorted(names - set(TCP_STATES.values()))
+    if unknown:
+        raise ConfigError(
+            f"--collector.listeners.zero-states: {', '.join(map(repr, unknown))} is not a "
+            f"state a connection to a listening port can be in; use some of "
+            f"{', '.join(TCP_STATES.values())}, or all")
+    return tuple(st for st, name in TCP_STATES.items() if name in names)
 
 
 FLAGS = (
@@ -147,6 +174,9 @@ FLAGS = (
     Flag("connections", "Count connections per listening port (netstat_listener_connections), "
                         "from the TCP socket table that the scrape reads once for every "
                         "collector."),
+    Flag("zero_states", "States of netstat_listener_connections that every listening port "
+                        "gets, zeros included (comma-separated, or all); a port has the "
+                        "other states only while it has connections in them."),
     Flag("expected_file", "YAML or TOML (*.toml) file of expected listeners; every other "
                           "listener is reported as unexpected. Re-read on SIGHUP."),
 )
@@ -212,6 +242,7 @@ class ListenersCollector:
         self.max_ports = opts.max_ports
         self.max_listeners = opts.max_listeners
         self.connections = opts.connections
+        self.zero_states = zero_state_numbers(opts.zero_states)
         self.owners = OwnerCache(config.procfs)  # reads /proc only when asked
         self.psutil_owners = PsutilOwners(self.system.grant)
         self._services: Dict[Tuple[int, str], str] = {}
@@ -416,17 +447,20 @@ class ListenersCollector:
         ports = sorted({x.port for x in listeners if x.protocol == "tcp"})
         named = ports[: self.max_ports]
         overflow = set(ports[self.max_ports:])
-        fam = M_CONN.family()
-        for port in named:
-            text = str(port)
-            for st, name in TCP_STATES.items():
-                M_CONN.add(fam, {"port": text, "state": name},
-                           float(connections.get((port, st), 0)))
+        per_port: Dict[int, Counter[int]] = {port: Counter() for port in named}
+        other: Counter[int] = Counter()
+        for (port, st), n in connections.items():
+            if port in overflow:
+                other[st] += n
+            elif port in per_port:
+                per_port[port][st] += n
+        rows = [(str(port), counts) for port, counts in per_port.items()]
         if overflow:
-            other: Counter[int] = Counter()
-            for (port, st), n in connections.items():
-                if port in overflow:
-                    other[st] += n
+            rows.append((OTHER_PORT, other))
+        fam = M_CONN.family()
+        for text, counts in rows:
             for st, name in TCP_STATES.items():
-                M_CONN.add(fam, {"port": OTHER_PORT, "state": name}, float(other.get(st, 0)))
+                n = counts.get(st, 0)
+                if n or st in self.zero_states:
+                    M_CONN.add(fam, {"port": text, "state": name}, float(n))
         return fam
