@@ -35,7 +35,9 @@ from test_tcpevents_live import NOWHERE_MAC, listener, snmp_tcp, srv_dev
 
 from exporter.bpf.tcpevents import LoadError, TcpEvents
 
-pytestmark = [pytest.mark.root, needs_prometheus,
+# serial: the row's rates are read within one $__rate_interval of the traffic, and its
+# transitions panel is the host's top ten.
+pytestmark = [pytest.mark.root, needs_prometheus, pytest.mark.serial,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaces and BPF")]
 
 SRV, CLI = "10.233.0.1", "10.233.0.2"
