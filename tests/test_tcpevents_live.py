@@ -306,6 +306,7 @@ def measured(net):
         filtered.close()
     yield {"before": before, "after": after, "transitions": tr, "events": ev, "clients": clients,
            "filtered": named(f_after.transitions) - named(f_before.transitions),
+           "filtered_missed": f_after.missed - f_before.missed,
            "snmp": (snmp_before, snmp_after), "srv": srv, "cli": cli, "log": ex.log}
 
 
@@ -316,7 +317,8 @@ def named(tr: Dict[Tuple[int, int], int]) -> Counter:
 
 def test_transition_matrix_is_what_the_test_made(measured) -> None:
     got, want = measured["filtered"], measured["transitions"]
-    assert got == want, (f"extra: {dict(got - want)}, missing: {dict(want - got)}")
+    assert got == want, (f"extra: {dict(got - want)}, missing: {dict(want - got)}, runs the "
+                         f"kernel skipped: {measured['filtered_missed']}")
 
 
 def test_the_exporters_host_wide_matrix_holds_the_tests_transitions(measured) -> None:
