@@ -57,7 +57,8 @@ UNIT_PANELS = {"stat", "table", "timeseries", "gauge", "bargauge"}
 RATE_FUNCS = {"rate", "irate", "increase"}
 
 # (dashboard uid, panel title or annotation name, refId) -> why no data is right on an idle
-# host. Everything else must return data.
+# host. Everything else must return data. tests/test_tcpevents_e2e.py makes the traffic the
+# tcpevents panels show, and holds them to it.
 EXPECTED_EMPTY: Dict[Tuple[str, str, str], str] = {
     ("netstat-listeners", "Retransmits per port", "A"): "tcpevents: no port retransmitted",
     ("netstat-listeners", "Resets per port", "A"): "tcpevents: no reset sent or received",

@@ -290,6 +290,53 @@ def test_output_of_a_reading(monkeypatch) -> None:
     assert fams["netstat_tcpevents_ports_limit"].samples[0].value == 64
 
 
+def reference_port_samples(ports):
+    """netstat_tcpevents_port_events_total as the plain loop builds it: sorted by side and
+    port, the kinds in their order, only those a port has had, each a Sample of floats."""
+    from prometheus_client.samples import Sample
+    out = []
+    for (side, port), counts in sorted(ports.items()):
+        for kind, n in zip(te.KINDS, counts):
+            if n:
+                out.append(Sample("netstat_tcpevents_port_events_total",
+                                  {"port": "ephemeral" if side == te.SIDE_UNKNOWN else str(port),
+                                   "side": te.SIDES.get(side, "unknown"), "event": kind},
+                                  float(n)))
+    return out
+
+
+def test_port_samples_are_the_plain_loops_in_order(monkeypatch) -> None:
+    import random
+    monkeypatch.setattr(te, "TcpEvents", lambda *a, **k: (_ for _ in ()).throw(te.LoadError("x")))
+    c = coll.TcpEventsCollector(config())
+    rnd = random.Random(21)
+    ports = {(side, port): tuple(rnd.choice((0, 0, 0, 1, 7, 2 ** 40)) for _ in te.KINDS)
+             for side, port in {(rnd.choice((1, 2, 3, 9)), rnd.randrange(65536))
+                                for _ in range(1500)}}
+    ports[(te.SIDE_UNKNOWN, 0)] = (1, 0, 0, 0, 0, 2)
+    ports[(te.SIDE_LOCAL, 8080)] = (0,) * len(te.KINDS)  # a key with nothing: no sample
+    shuffled = dict(rnd.sample(list(ports.items()), len(ports)))
+    r = te.Reading(transitions={}, ports=shuffled, overflow=(0,) * len(te.KINDS), missed=0)
+    fam = next(f for f in c._families(r) if f.name == "netstat_tcpevents_port_events")
+    want = reference_port_samples(ports)
+    assert fam.samples == want
+    assert [type(s) for s in fam.samples] == [type(s) for s in want]
+    assert all(type(s.value) is float for s in fam.samples)
+    assert {s.labels["side"] for s in fam.samples} == {"local", "remote", "unknown"}
+
+
+def test_per_port_keys_come_in_key_order() -> None:
+    rnd = __import__("random").Random(7)
+    keys = rnd.sample([side << 16 | port for side in (1, 2, 3) for port in range(0, 65536, 7)],
+                      3000)
+    raw = struct.pack(f"={len(keys)}I", *keys)
+    values = [(k, k + 1) for k in keys]
+    got = te._in_key_order(raw, values)
+    assert list(got) == sorted((k >> 16, k & 0xFFFF) for k in keys)
+    assert all(v == ((s << 16 | p), (s << 16 | p) + 1) for (s, p), v in got.items())
+    assert te._in_key_order(b"", []) == {}
+
+
 def test_max_ports_is_checked() -> None:
     with pytest.raises(ConfigError):
         coll.TcpEventsOptions(max_ports=1)

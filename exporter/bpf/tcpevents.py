@@ -44,12 +44,14 @@ included, and one port's series sums that port over every namespace.
 
 from __future__ import annotations
 
+import array
 import contextlib
 import logging
 import mmap
 import operator
 import os
 import struct
+import sys
 import threading
 from dataclasses import dataclass, field
 from typing import Callable, Dict, FrozenSet, Iterable, List, Optional, Tuple
@@ -469,7 +471,8 @@ class Reading:
     """One read of the maps: cumulative since the programs were loaded."""
 
     transitions: Dict[Tuple[int, int], int]
-    ports: Dict[Tuple[int, int], Tuple[int, ...]]  # (side, port) -> counts by kind
+    # (side, port) -> counts by kind; read() gives them in key order
+    ports: Dict[Tuple[int, int], Tuple[int, ...]]
     overflow: Tuple[int, ...]  # by kind
     missed: int  # events skipped by the kernel (recursion_misses of the programs)
     map_entries: int = 0
@@ -492,6 +495,22 @@ def _sum_cpus(values: bytes, n: int, slots: int, used: int, cpus: int) -> List[T
             col = list(map(operator.add, col, flat[cpu * slots + slot::step]))
         columns.append(col)
     return list(zip(*columns))
+
+
+def _in_key_order(keys: bytes, values: List[Tuple[int, ...]]
+                  ) -> Dict[Tuple[int, int], Tuple[int, ...]]:
+    """``(side, port) -> values`` for the per-port map's packed keys (``side << 16 | port``,
+    u32 in host order) and their values, in key order (by side, then port), the order of the
+    exposition. Sorted as the packed integers (a sort of pairs costs twice as much) and split
+    into side and port as 16-bit halves, with no Python loop: a thousand ports make two
+    thousand keys at every scrape."""
+    packed = memoryview(keys).cast("I").tolist()
+    by_key = dict(zip(packed, values))
+    packed.sort()
+    halves = memoryview(array.array("I", packed)).cast("B").cast("H")
+    low, high = halves[0::2].tolist(), halves[1::2].tolist()
+    side, port = (high, low) if sys.byteorder == "little" else (low, high)
+    return dict(zip(zip(side, port), map(by_key.__getitem__, packed)))
 
 
 def _explain(e: sc.BpfError, what: str) -> LoadError:
@@ -659,8 +678,7 @@ class TcpEvents:
         counts = [c[0] for c in _sum_cpus(counts_raw, n_counts, 1, 1, self.cpus)]
         transitions = {(i >> 4, i & 15): v for i, v in enumerate(counts[:OVERFLOW_BASE]) if v}
         sums = _sum_cpus(values, n_ports, VALUE_SLOTS, len(KINDS), self.cpus)
-        ports: Dict[Tuple[int, int], Tuple[int, ...]] = {
-            (k >> 16, k & 0xFFFF): v for (k,), v in zip(struct.iter_unpack("=I", keys), sums)}
+        ports = _in_key_order(keys, sums)
         return Reading(transitions, ports, tuple(counts[OVERFLOW_BASE:OVERFLOW_BASE + len(KINDS)]),
                        missed, n_ports, self.tracepoints)
 

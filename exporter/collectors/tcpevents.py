@@ -23,7 +23,8 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Tuple
+from itertools import compress, repeat
+from typing import Dict, Iterator, List, Optional, Tuple
 
 from prometheus_client.core import Metric
 from prometheus_client.samples import Sample
@@ -106,12 +107,38 @@ FLAGS = (
 
 
 # Sample's fields after name, labels and value (timestamp, exemplar, and in newer
-# prometheus_client native_histogram), all None here.
-_SAMPLE_TAIL = (None,) * (len(Sample._fields) - 3)
+# prometheus_client native_histogram), all None here: one endless None for each.
+_SAMPLE_TAIL_ITERS = [repeat(None)] * (len(Sample._fields) - 3)
 
 
 def _state(n: int) -> str:
     return TCP_STATES.get(n, f"state_{n}")
+
+
+def _port_samples(ports: Dict[Tuple[int, int], Tuple[int, ...]]) -> List[Sample]:
+    """The samples of netstat_tcpevents_port_events_total, by side, port and event kind.
+
+    Only the events a port has had: a port's series appear with its first event of each kind,
+    which keeps the series few. A thousand ports make three thousand samples, and their
+    dicts and Sample tuples are most of what the collector costs a scrape, so the loop does
+    little else: the keys come sorted from the reader (sorting them again is one pass), only
+    the kinds a port has had are visited, and the Sample tuples are made at the end in one
+    pass in C (their namedtuple constructor, with its defaulted fields, took a third of the
+    loop), the optional fields None."""
+    name, kinds, sides, unknown = M_PORT.name, bpf.KINDS, bpf.SIDES, bpf.SIDE_UNKNOWN
+    labels: List[Dict[str, str]] = []
+    values: List[int] = []
+    add_labels, add_value = labels.append, values.append
+    for key in sorted(ports):
+        side, port = key
+        counts = ports[key]
+        side_name = sides.get(side, "unknown")
+        port_label = UNKNOWN_PORT if side == unknown else str(port)
+        for kind, n in compress(zip(kinds, counts), counts):
+            add_labels({"port": port_label, "side": side_name, "event": kind})
+            add_value(n)
+    return list(map(tuple.__new__, repeat(Sample),
+                    zip(repeat(name), labels, map(float, values), *_SAMPLE_TAIL_ITERS)))
 
 
 @register("tcpevents", default_enabled=False,
@@ -192,19 +219,7 @@ class TcpEventsCollector:
             M_TRANSITIONS.add(tr, {"from": _state(old), "to": _state(new)},
                               float(r.transitions.get((old, new), 0)))
         pf = M_PORT.family()
-        # Only the events a port has had: a port's series appear with its first event of each
-        # kind, which keeps a thousand ports within a few milliseconds and the series few.
-        # Sample is a namedtuple whose constructor, with its defaulted fields, took a third of
-        # this loop at a thousand ports; the tuple is made directly, the optional fields None.
-        name, kinds, sides = M_PORT.name, bpf.KINDS, bpf.SIDES
-        samples, make, tail = pf.samples, tuple.__new__, _SAMPLE_TAIL
-        for (side, port), counts in sorted(r.ports.items()):
-            side_name = sides.get(side, "unknown")
-            port_label = UNKNOWN_PORT if side == bpf.SIDE_UNKNOWN else str(port)
-            for i, n in enumerate(counts):
-                if n:
-                    samples.append(make(Sample, (name, {"port": port_label, "side": side_name,
-                                                       "event": kinds[i]}, float(n)) + tail))
+        pf.samples = _port_samples(r.ports)
         of = M_OVERFLOW.family()
         for kind, n in zip(bpf.KINDS, r.overflow):
             M_OVERFLOW.add(of, {"event": kind}, float(n))
