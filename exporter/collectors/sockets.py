@@ -17,10 +17,9 @@ from typing import Iterator
 
 from prometheus_client.core import Metric
 
-from exporter.collectors.api import LINUX, Flag, MetricDoc, options, register
+from exporter.collectors.api import LINUX, Base, Flag, MetricDoc, register
 from exporter.config import Config
 from exporter.sockets.snapshot import SOURCES, Snapshot, Wants
-from exporter.system import load
 from exporter.vocabulary.names import (
     DGRAM_EMITTED,
     DGRAM_STATES,
@@ -109,14 +108,13 @@ FLAGS = (
 )
 
 
-@register("sockets", default_enabled=True,
-          description="socket counts per protocol, family and state; queue bytes; sockstat",
-          metrics=METRICS, options=SocketsOptions, flags=FLAGS)
-class SocketsCollector:
+@register("sockets", default_enabled=True, metrics=METRICS, options=SocketsOptions, flags=FLAGS)
+class SocketsCollector(Base[SocketsOptions]):
+    """socket counts per protocol, family and state; queue bytes; sockstat"""
+
     def __init__(self, config: Config) -> None:
-        self.procfs = config.procfs
-        self.system = load(config)
-        self.socket_source = self.system.socket_source(options(config, "sockets", SocketsOptions).source)
+        super().__init__(config)
+        self.socket_source = self.system.socket_source(self.opts.source)
         self.page_size = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
     def socket_wants(self) -> Wants:

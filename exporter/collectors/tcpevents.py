@@ -29,10 +29,9 @@ from prometheus_client.core import Metric
 from prometheus_client.samples import Sample
 
 from exporter.bpf import tcpevents as bpf
-from exporter.collectors.api import Flag, MetricDoc, options, register
+from exporter.collectors.api import Base, Flag, MetricDoc, register
 from exporter.config import Config, ConfigError
 from exporter.sockets.snapshot import Snapshot, Wants
-from exporter.system import load
 from exporter.vocabulary.names import TCP_STATES
 
 log = logging.getLogger(__name__)
@@ -115,18 +114,15 @@ def _state(n: int) -> str:
 
 
 @register("tcpevents", default_enabled=False,
-          description="TCP state transitions host-wide, and retransmits, resets, failed "
-                      "connects and peer closes per service port, counted by a BPF program on "
-                      "the kernel's tracepoints (needs CAP_BPF, CAP_PERFMON and tracefs)",
           metrics=METRICS, options=TcpEventsOptions, flags=FLAGS)
-class TcpEventsCollector:
+class TcpEventsCollector(Base[TcpEventsOptions]):
+    """TCP state transitions host-wide, and retransmits, resets, failed connects and peer closes
+    per service port, counted by a BPF program on the kernel's tracepoints (needs CAP_BPF,
+    CAP_PERFMON and tracefs)"""
+
     def __init__(self, config: Config) -> None:
-        opts = options(config, "tcpevents", TcpEventsOptions)
-        self.procfs = config.procfs
-        self.system = load(config)
+        super().__init__(config)
         self.socket_source = self.system.socket_source("auto")
-        self.max_ports = opts.max_ports
-        self.tracefs = opts.tracefs
         self._lock = threading.Lock()
         self.events: Optional[bpf.TcpEvents] = None
         self.error: Optional[str] = None
@@ -136,7 +132,7 @@ class TcpEventsCollector:
         with self._lock:
             if self.events is None:
                 try:
-                    self.events = bpf.TcpEvents(self.max_ports, self.tracefs or None)
+                    self.events = bpf.TcpEvents(self.opts.max_ports, self.opts.tracefs or None)
                     self.error = None
                 except (bpf.LoadError, OSError) as e:
                     self.error = " ".join(str(e).split())
@@ -213,5 +209,5 @@ class TcpEventsCollector:
         used = M_PORTS.family()
         M_PORTS.add(used, {}, float(r.map_entries))
         limit = M_PORTS_LIMIT.family()
-        M_PORTS_LIMIT.add(limit, {}, float(self.max_ports))
+        M_PORTS_LIMIT.add(limit, {}, float(self.opts.max_ports))
         return [tr, pf, of, missed, used, limit]
