@@ -28,6 +28,7 @@ from typing import (
     Dict,
     Generic,
     Iterable,
+    Iterator,
     Mapping,
     Optional,
     Protocol,
@@ -42,6 +43,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.samples import Sample
 
 from exporter.config import Config
+from exporter.sockets.snapshot import Snapshot, Wants
 from exporter.system import System, load
 
 NAMESPACE = "netstat"
@@ -134,6 +136,33 @@ class Base(Generic[OptionsT]):
         self.procfs = config.procfs
         self.system: System = load(config)
         self.opts: OptionsT = options(config, name, cls) if cls is not None else None  # type: ignore[assignment]
+
+
+class SocketBase(Base[OptionsT]):
+    """A collector that counts the socket tables (:class:`exporter.scrape.SocketUser`): it says
+    what it wants of them (:meth:`socket_wants`) and counts one snapshot
+    (:meth:`collect_snapshot`), which a scrape shares among such collectors; ``collect()``
+    alone takes a snapshot of its own. The tables come from its ``source`` option, or from
+    the first source that answers (``auto``) for a collector without one."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        self.socket_source = self.system.socket_source(getattr(self.opts, "source", "auto"))
+
+    def socket_wants(self) -> Wants:
+        return Wants()  # counts and queues only
+
+    def snapshot(self) -> Snapshot:
+        """A snapshot of this collector's own, to be closed (a context manager)."""
+        return Snapshot(self.procfs, self.socket_source, wants=self.socket_wants(),
+                        system=self.system)
+
+    def collect(self) -> Iterator[Metric]:
+        with self.snapshot() as snap:
+            yield from list(self.collect_snapshot(snap))
+
+    def collect_snapshot(self, snap: Snapshot) -> Iterator[Metric]:
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)

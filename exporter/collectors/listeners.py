@@ -31,7 +31,7 @@ from typing import Dict, Iterator, List, Optional, Set, Tuple
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.samples import Sample
 
-from exporter.collectors.api import LINUX, Base, Flag, MetricDoc, register
+from exporter.collectors.api import LINUX, Flag, MetricDoc, SocketBase, register
 from exporter.config import Config
 from exporter.listeners import expected as expected_file
 from exporter.listeners.owners import Identity, Owner, OwnerCache
@@ -199,13 +199,12 @@ def _still_listening(inodes: Set[int], channel: Optional[Channel] = None) -> Set
 
 
 @register("listeners", default_enabled=True, metrics=METRICS, options=ListenersOptions, flags=FLAGS)
-class ListenersCollector(Base[ListenersOptions]):
+class ListenersCollector(SocketBase[ListenersOptions]):
     """who listens where (TCP and UDP), accept queues, connections per listening port,
     unexpected listeners"""
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
-        self.socket_source = self.system.socket_source(self.opts.source)
         self.owners = OwnerCache(config.procfs)  # reads /proc only when asked
         self.psutil_owners = PsutilOwners(self.system.grant)
         self._services: Dict[Tuple[int, str], str] = {}
@@ -282,11 +281,6 @@ class ListenersCollector(Base[ListenersOptions]):
         return name
 
     # --- metrics -----------------------------------------------------------------------------
-
-    def collect(self) -> Iterator[Metric]:
-        with Snapshot(self.procfs, self.socket_source, wants=self.socket_wants(),
-                      system=self.system) as snap:
-            yield from list(self.collect_snapshot(snap))
 
     def collect_snapshot(self, snap: Snapshot) -> Iterator[Metric]:
         listeners, families, connections, source = self._listeners(snap)

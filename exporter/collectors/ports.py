@@ -21,8 +21,7 @@ from typing import Iterator
 
 from prometheus_client.core import Metric
 
-from exporter.collectors.api import Base, Flag, MetricDoc, register
-from exporter.config import Config
+from exporter.collectors.api import Flag, MetricDoc, SocketBase, register
 from exporter.sockets.snapshot import SOURCES, Snapshot, Wants
 
 PROTOCOLS = ("tcp", "udp")
@@ -68,21 +67,12 @@ FLAGS = (
 
 
 @register("ports", default_enabled=True, metrics=METRICS, options=PortsOptions, flags=FLAGS)
-class PortsCollector(Base[PortsOptions]):
+class PortsCollector(SocketBase[PortsOptions]):
     """ephemeral port range size and use by TCP and UDP sockets, overall and towards the busiest
     destination (local address, remote address, remote port)"""
 
-    def __init__(self, config: Config) -> None:
-        super().__init__(config)
-        self.socket_source = self.system.socket_source(self.opts.source)
-
     def socket_wants(self) -> Wants:
         return Wants(ephemeral=True)
-
-    def collect(self) -> Iterator[Metric]:
-        with Snapshot(self.procfs, self.socket_source, wants=self.socket_wants(),
-                      system=self.system) as snap:
-            yield from list(self.collect_snapshot(snap))
 
     def collect_snapshot(self, snap: Snapshot) -> Iterator[Metric]:
         rng = snap.ephemeral()

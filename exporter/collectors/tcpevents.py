@@ -29,7 +29,7 @@ from prometheus_client.core import Metric
 from prometheus_client.samples import Sample
 
 from exporter.bpf import tcpevents as bpf
-from exporter.collectors.api import Base, Flag, MetricDoc, register
+from exporter.collectors.api import Flag, MetricDoc, SocketBase, register
 from exporter.config import Config, ConfigError
 from exporter.sockets.snapshot import Snapshot, Wants
 from exporter.vocabulary.names import TCP_STATES
@@ -115,14 +115,13 @@ def _state(n: int) -> str:
 
 @register("tcpevents", default_enabled=False,
           metrics=METRICS, options=TcpEventsOptions, flags=FLAGS)
-class TcpEventsCollector(Base[TcpEventsOptions]):
+class TcpEventsCollector(SocketBase[TcpEventsOptions]):
     """TCP state transitions host-wide, and retransmits, resets, failed connects and peer closes
     per service port, counted by a BPF program on the kernel's tracepoints (needs CAP_BPF,
     CAP_PERFMON and tracefs)"""
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
-        self.socket_source = self.system.socket_source("auto")
         self._lock = threading.Lock()
         self.events: Optional[bpf.TcpEvents] = None
         self.error: Optional[str] = None
@@ -145,8 +144,7 @@ class TcpEventsCollector(Base[TcpEventsOptions]):
         """Tell the programs the listening ports and the ephemeral range at once, rather than
         at the first scrape."""
         try:
-            with Snapshot(self.procfs, self.socket_source, wants=self.socket_wants(),
-                          system=self.system) as snap:
+            with self.snapshot() as snap:
                 self._set_ports(events, snap)
         except Exception as e:  # noqa: BLE001 - the first scrape does it again
             log.debug("tcpevents: no socket snapshot at start", extra={"err": str(e)})
@@ -166,11 +164,6 @@ class TcpEventsCollector(Base[TcpEventsOptions]):
         listening = [x.port for x in tcp.listeners if x.protocol == "tcp"] if tcp else []
         rng = snap.ephemeral()
         events.set_ports(listening, rng.ports if rng is not None else ())
-
-    def collect(self) -> Iterator[Metric]:
-        with Snapshot(self.procfs, self.socket_source, wants=self.socket_wants(),
-                          system=self.system) as snap:
-            yield from list(self.collect_snapshot(snap))
 
     def collect_snapshot(self, snap: Snapshot) -> Iterator[Metric]:
         events = self._try_load()
