@@ -146,18 +146,22 @@ def run_traffic(srv: NetNS, cli: NetNS, pod: NetNS, pod_listener: socket.socket
     server_side = [("listen", "syn_recv"), ("syn_recv", "established")]
     client_side = [("close", "syn_sent"), ("syn_sent", "established")]
 
+    def closed_by_client(port: int, n: int) -> None:
+        """What n connections to ``port`` count, each ended by :func:`close_first`."""
+        tr.update({k: n for k in server_side + client_side + [
+            ("established", "fin_wait1"), ("fin_wait1", "fin_wait2"), ("fin_wait2", "close"),
+            ("established", "close_wait"), ("close_wait", "last_ack"), ("last_ack", "close")]})
+        ev[(str(port), "local", "established")] += n
+        ev[(str(port), "local", "peer_close")] += n
+        ev[(str(port), "remote", "established")] += n
+
     # N connections, the client closing first.
     for _ in range(N):
         c = sock_in(cli)
         c.connect((SRV, P_CONN))
         s, _ = listeners[P_CONN].accept()
         close_first(c, s)
-    tr.update({k: N for k in server_side + client_side + [
-        ("established", "fin_wait1"), ("fin_wait1", "fin_wait2"), ("fin_wait2", "close"),
-        ("established", "close_wait"), ("close_wait", "last_ack"), ("last_ack", "close")]})
-    ev[(str(P_CONN), "local", "established")] += N
-    ev[(str(P_CONN), "local", "peer_close")] += N
-    ev[(str(P_CONN), "remote", "established")] += N
+    closed_by_client(P_CONN, N)
 
     # M connects refused by a closed port: the server's kernel answers with a reset for no
     # socket (counted on the port asked for), the client receives it and fails.
@@ -214,12 +218,7 @@ def run_traffic(srv: NetNS, cli: NetNS, pod: NetNS, pod_listener: socket.socket
         got += s.recv(100)
     close_first(c, s)
     cli.ip("neigh", "replace", LOST, "lladdr", NOWHERE_MAC, "dev", dev, "nud", "permanent")
-    tr.update({k: 1 for k in server_side + client_side + [
-        ("established", "fin_wait1"), ("fin_wait1", "fin_wait2"), ("fin_wait2", "close"),
-        ("established", "close_wait"), ("close_wait", "last_ack"), ("last_ack", "close")]})
-    ev[(str(P_DATA_LOST), "local", "established")] += 1
-    ev[(str(P_DATA_LOST), "local", "peer_close")] += 1
-    ev[(str(P_DATA_LOST), "remote", "established")] += 1
+    closed_by_client(P_DATA_LOST, 1)
 
     # Another namespace, talking to itself over loopback: a listener that existed before the
     # exporter started (not in its snapshot) and one made after.
@@ -231,12 +230,7 @@ def run_traffic(srv: NetNS, cli: NetNS, pod: NetNS, pod_listener: socket.socket
             c.connect(("127.0.0.1", port))
             s, _ = lst.accept()
             close_first(c, s)
-        tr.update({k: PODN for k in server_side + client_side + [
-            ("established", "fin_wait1"), ("fin_wait1", "fin_wait2"), ("fin_wait2", "close"),
-            ("established", "close_wait"), ("close_wait", "last_ack"), ("last_ack", "close")]})
-        ev[(str(port), "local", "established")] += PODN
-        ev[(str(port), "local", "peer_close")] += PODN
-        ev[(str(port), "remote", "established")] += PODN
+        closed_by_client(port, PODN)
 
     for s in list(listeners.values()) + [late]:
         s.close()
