@@ -23,7 +23,6 @@ import pickle
 import statistics
 import subprocess
 import sys
-import time
 from typing import Any, List, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,6 +57,9 @@ def capture_inner(path: str) -> None:
 
 def replay_inner(path: str, rounds: int, profile: bool) -> None:
     sys.path.insert(0, os.getcwd())
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from common import measure, profile_top
+
     import exporter.netlink.inet as inet
     from exporter.netlink import requests as req
     from exporter.sockets.onepass import InetPass, ephemeral_range
@@ -86,19 +88,10 @@ def replay_inner(path: str, rounds: int, profile: bool) -> None:
             inet.dump_records(b"", sink, msg_type=req.TCPDIAG_GETSOCK)
         sink.result("netlink", ["ipv4", "ipv6"])
 
-    one()
-    one()
-    times = []
-    for _ in range(rounds):
-        t0 = time.process_time()
-        one()
-        times.append(time.process_time() - t0)
+    _, times = measure(one, rounds)
     print(f"{os.getcwd()}: CPU per pass median {statistics.median(times) * 1000:.1f} ms, "
           f"fastest {min(times) * 1000:.1f} ms", flush=True)
     if profile:
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        from common import profile_top
-
         profile_top(one)
 
 

@@ -24,13 +24,15 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def inner(rounds: int, profile: bool, full: bool) -> None:
     sys.path.insert(0, os.getcwd())
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from common import measure, profile_top
+
     from exporter.sockets.snapshot import Snapshot, Wants
 
     wants = Wants(listeners=True, connections=True, ephemeral=True)
@@ -54,21 +56,11 @@ def inner(rounds: int, profile: bool, full: bool) -> None:
         def one() -> None:  # noqa: F811 - the whole default scrape instead
             generate_text(target)
 
-    one()
-    one()
-    times, cpu = [], []
-    for _ in range(rounds):
-        t0, c0 = time.perf_counter(), time.process_time()
-        one()
-        times.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
+    times, cpu = measure(one, rounds)
     print(f"{os.getcwd()}: median {statistics.median(times) * 1000:.1f} ms, "
           f"fastest {min(times) * 1000:.1f} ms; CPU (user + system, the kernel's dump "
           f"included) median {statistics.median(cpu) * 1000:.1f} ms", flush=True)
     if profile:
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        from common import profile_top
-
         profile_top(one)
 
 

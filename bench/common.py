@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -190,6 +190,21 @@ def _count_state(ns: str, state: str) -> int:
     out = subprocess.run(["ip", "netns", "exec", ns, "ss", "-Htan", "state", state],
                          capture_output=True, text=True, check=True).stdout
     return len(out.splitlines())
+
+
+def measure(one: Callable[[], object], rounds: int) -> Tuple[List[float], List[float]]:
+    """Run ``one`` twice to warm up, then ``rounds`` times: the wall-clock and the CPU (user +
+    system) seconds of each timed run."""
+    one()
+    one()
+    wall: List[float] = []
+    cpu: List[float] = []
+    for _ in range(rounds):
+        t0, c0 = time.perf_counter(), time.process_time()
+        one()
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return wall, cpu
 
 
 def profile_top(one: Callable[[], object], passes: int = 3, rows: int = 20) -> None:

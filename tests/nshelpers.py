@@ -218,3 +218,9 @@ class Holder:
     def close(self) -> None:
         self._stop()
         close_pipes(self.proc)
+
+    def __enter__(self) -> Holder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -74,6 +74,31 @@ def test_a_flag_must_name_an_option_field(clean_registry: None) -> None:
                  flags=[Flag("width", "how wide")])(lambda c: None)  # type: ignore
 
 
+def test_a_base_collector_reads_its_own_options_and_its_docstring(clean_registry: None) -> None:
+    @dataclass(frozen=True)
+    class Opts:
+        depth: int = 3
+
+    @register("shapes", default_enabled=False, options=Opts, flags=[Flag("depth", "how deep")])
+    class Shapes(api.Base[Opts]):
+        """shapes of things,
+        counted"""
+
+    @register("plain", default_enabled=False)
+    class Plain(api.Base[None]):
+        """no options"""
+
+    assert specs()["shapes"].description == "shapes of things, counted"
+    assert Shapes(Config(procfs="/x")).opts.depth == 3
+    given = Shapes(Config(procfs="/x", options={"shapes": Opts(depth=5)}))
+    assert given.opts.depth == 5 and given.procfs == "/x"
+    assert Plain(Config()).opts is None
+    with pytest.raises(TypeError, match="options of 'shapes' must be Opts"):
+        Shapes(Config(options={"shapes": 5}))
+    with pytest.raises(RuntimeError, match="'bare': no description and no docstring"):
+        register("bare", default_enabled=False)(lambda c: None)  # type: ignore
+
+
 def test_every_declared_flag_is_on_the_command_line_with_its_default() -> None:
     params = {p.name: p for p in cli.params}
     for name, spec in specs().items():

@@ -414,69 +414,59 @@ _LABELS = {"type": "object", "additionalProperties": {"type": "string"}}
 _META = {"type": "object", "required": ["name", "namespace"], "additionalProperties": False,
          "properties": {"name": {"type": "string"}, "namespace": {"type": "string"},
                         "labels": _LABELS, "annotations": _LABELS}}
-SERVICEMONITOR_SCHEMA = {
-    "type": "object", "required": ["apiVersion", "kind", "metadata", "spec"],
+
+
+def _resource(kind: str, spec: Dict[str, Any]) -> Dict[str, Any]:
+    """The schema of a monitoring.coreos.com/v1 ``kind`` whose spec is ``spec``."""
+    return {"type": "object", "required": ["apiVersion", "kind", "metadata", "spec"],
+            "additionalProperties": False,
+            "properties": {"apiVersion": {"const": "monitoring.coreos.com/v1"},
+                           "kind": {"const": kind}, "metadata": _META, "spec": spec}}
+
+
+SERVICEMONITOR_SCHEMA = _resource("ServiceMonitor", {
+    "type": "object", "required": ["selector", "endpoints"],
     "additionalProperties": False,
     "properties": {
-        "apiVersion": {"const": "monitoring.coreos.com/v1"},
-        "kind": {"const": "ServiceMonitor"},
-        "metadata": _META,
-        "spec": {
-            "type": "object", "required": ["selector", "endpoints"],
-            "additionalProperties": False,
+        "jobLabel": {"type": "string"},
+        "selector": {"type": "object", "additionalProperties": False,
+                     "properties": {"matchLabels": _LABELS}},
+        "namespaceSelector": {"type": "object", "additionalProperties": False,
+                              "properties": {"any": {"type": "boolean"},
+                                             "matchNames": {"type": "array",
+                                                            "items": {"type": "string"}}}},
+        "endpoints": {"type": "array", "minItems": 1, "items": {
+            "type": "object", "additionalProperties": False,
             "properties": {
-                "jobLabel": {"type": "string"},
-                "selector": {"type": "object", "additionalProperties": False,
-                             "properties": {"matchLabels": _LABELS}},
-                "namespaceSelector": {"type": "object", "additionalProperties": False,
-                                      "properties": {"any": {"type": "boolean"},
-                                                     "matchNames": {"type": "array",
-                                                                    "items": {"type": "string"}}}},
-                "endpoints": {"type": "array", "minItems": 1, "items": {
+                "port": {"type": "string"},
+                "path": {"type": "string"},
+                "scheme": {"enum": ["http", "https"]},
+                "interval": {"type": "string", "pattern": r"^(\d+(ms|s|m|h))+$"},
+                "scrapeTimeout": {"type": "string", "pattern": r"^(\d+(ms|s|m|h))+$"},
+                "relabelings": {"type": "array", "items": {
                     "type": "object", "additionalProperties": False,
                     "properties": {
-                        "port": {"type": "string"},
-                        "path": {"type": "string"},
-                        "scheme": {"enum": ["http", "https"]},
-                        "interval": {"type": "string", "pattern": r"^(\d+(ms|s|m|h))+$"},
-                        "scrapeTimeout": {"type": "string", "pattern": r"^(\d+(ms|s|m|h))+$"},
-                        "relabelings": {"type": "array", "items": {
-                            "type": "object", "additionalProperties": False,
-                            "properties": {
-                                "action": {"enum": ["replace", "keep", "drop", "labelmap",
-                                                    "labeldrop", "labelkeep", "hashmod"]},
-                                "sourceLabels": {"type": "array",
-                                                 "items": {"type": "string"}},
-                                "targetLabel": {"type": "string"},
-                                "regex": {"type": "string"},
-                                "replacement": {"type": "string"},
-                                "separator": {"type": "string"}}}}}}},
-            }},
-    },
-}
+                        "action": {"enum": ["replace", "keep", "drop", "labelmap",
+                                            "labeldrop", "labelkeep", "hashmod"]},
+                        "sourceLabels": {"type": "array",
+                                         "items": {"type": "string"}},
+                        "targetLabel": {"type": "string"},
+                        "regex": {"type": "string"},
+                        "replacement": {"type": "string"},
+                        "separator": {"type": "string"}}}}}}}}})
 _RULE = {"type": "object", "required": ["expr"], "additionalProperties": False,
          "oneOf": [{"required": ["alert"]}, {"required": ["record"]}],
          "properties": {"alert": {"type": "string"}, "record": {"type": "string"},
                         "expr": {"type": ["string", "integer"]},
                         "for": {"type": "string"}, "keep_firing_for": {"type": "string"},
                         "labels": _LABELS, "annotations": _LABELS}}
-PROMETHEUSRULE_SCHEMA = {
-    "type": "object", "required": ["apiVersion", "kind", "metadata", "spec"],
-    "additionalProperties": False,
-    "properties": {
-        "apiVersion": {"const": "monitoring.coreos.com/v1"},
-        "kind": {"const": "PrometheusRule"},
-        "metadata": _META,
-        "spec": {"type": "object", "required": ["groups"], "additionalProperties": False,
-                 "properties": {"groups": {"type": "array", "items": {
-                     "type": "object", "required": ["name", "rules"],
-                     "additionalProperties": False,
-                     "properties": {"name": {"type": "string"},
-                                    "interval": {"type": "string"},
-                                    "limit": {"type": "integer"},
-                                    "rules": {"type": "array", "items": _RULE}}}}}},
-    },
-}
+PROMETHEUSRULE_SCHEMA = _resource("PrometheusRule", {
+    "type": "object", "required": ["groups"], "additionalProperties": False,
+    "properties": {"groups": {"type": "array", "items": {
+        "type": "object", "required": ["name", "rules"], "additionalProperties": False,
+        "properties": {"name": {"type": "string"}, "interval": {"type": "string"},
+                       "limit": {"type": "integer"},
+                       "rules": {"type": "array", "items": _RULE}}}}}})
 
 
 def test_servicemonitor_structure_and_wiring() -> None:

@@ -14,7 +14,7 @@ from typing import List
 
 import pytest
 from helpers import FIXTURES, ROOT, exporter_cmd, have, poll, run_cli, running_exporter
-from tlshelpers import PKI, make_pki, write_web_config
+from tlshelpers import PKI, write_web_config
 
 NEW = os.path.join(FIXTURES, "proc", "new")
 LIVE = os.path.join(FIXTURES, "proc", "live")
@@ -345,10 +345,6 @@ def test_help_shows_boolean_defaults_as_on_or_off() -> None:
 
 
 # --- 11. smaller --------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
-    return make_pki(str(tmp_path_factory.mktemp("pki")))
 
 
 def test_swapped_cert_and_key_name_the_file(pki: PKI) -> None:

@@ -17,7 +17,7 @@ import pytest
 from helpers import FIXTURES, run_cli
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from tlshelpers import PKI, bcrypt_hash, make_pki
+from tlshelpers import PKI, bcrypt_hash
 
 hypothesis = pytest.importorskip("hypothesis")  # the test extra installs it
 from hypothesis import HealthCheck, given, settings  # noqa: E402
@@ -208,10 +208,6 @@ def test_mutated_proc_tree_never_breaks_a_scrape(proc_base: str, proc_work: str,
 
 
 # --- web config and expected-listeners files through their loaders ---
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
-    return make_pki(str(tmp_path_factory.mktemp("pki")))
 
 
 def _web_base(pki: PKI) -> bytes:

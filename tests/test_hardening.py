@@ -4,7 +4,6 @@ concurrent scrape, and each is dropped within --web.read-header-timeout."""
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import ssl
@@ -15,15 +14,7 @@ from typing import Callable, Iterator, List, Tuple, TypeVar
 
 import pytest
 from helpers import http_get, parse, poll
-from tlshelpers import (
-    PKI,
-    bcrypt_hash,
-    client_context,
-    exporter_with,
-    https_get,
-    make_pki,
-    write_web_config,
-)
+from tlshelpers import PKI, bcrypt_hash, client_context, exporter_with, https_get, tls_web_config
 
 from exporter.web.handler import MAX_HEADER_BYTES, MAX_REQUEST_LINE
 from exporter.web.limits import MAX_CONNECTIONS
@@ -244,14 +235,9 @@ def _closed_by_server_now(s: socket.socket) -> bool:
 
 # --- TLS: a stalled handshake happens in its own thread ---
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
-    return make_pki(str(tmp_path_factory.mktemp("pki")))
-
 
 def test_stalled_tls_handshake_does_not_block_scrape(pki: PKI) -> None:
-    cfg = write_web_config(os.path.join(pki.dir, "tls.yml"), [
-        "tls_server_config:", "  cert_file: server.crt", "  key_file: server.key"])
+    cfg = tls_web_config(pki, "tls.yml")
     with exporter_with(f"--web.config.file={cfg}",
                        f"--web.read-header-timeout={TIMEOUT}") as ex:
         silent = _connect(ex.port)  # TCP connected, never says hello
@@ -296,8 +282,7 @@ def test_idle_keepalive_flood_without_credentials_does_not_lock_out_scrapes(pki:
     """MAX_CONNECTIONS kept-alive connections from a client without credentials (TLS, and
     /-/healthy, which needs none): an authenticated scrape is served at once all the same."""
     import base64
-    cfg = write_web_config(os.path.join(pki.dir, "tls-auth-flood.yml"), [
-        "tls_server_config:", "  cert_file: server.crt", "  key_file: server.key",
+    cfg = tls_web_config(pki, "tls-auth-flood.yml", [
         "basic_auth_users:", f"  prometheus: '{bcrypt_hash('scrape-me', 4)}'"])
     auth = {"Authorization": "Basic " + base64.b64encode(b"prometheus:scrape-me").decode()}
     with exporter_with(f"--web.config.file={cfg}", "--web.read-header-timeout=60",
@@ -427,8 +412,7 @@ def test_tls_hello_to_plain_port_answered_at_once() -> None:
 
 
 def test_plain_http_to_tls_port_gets_a_clear_400(pki: PKI) -> None:
-    cfg = write_web_config(os.path.join(pki.dir, "tls-plain.yml"), [
-        "tls_server_config:", "  cert_file: server.crt", "  key_file: server.key"])
+    cfg = tls_web_config(pki, "tls-plain.yml")
     with exporter_with(f"--web.config.file={cfg}") as ex:
         out = _raw(ex.port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
         assert out.startswith(b"HTTP/1.0 400 "), out

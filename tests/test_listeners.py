@@ -31,7 +31,7 @@ from helpers import (
     select,
     value,
 )
-from nshelpers import SS_STATE
+from nshelpers import SS_STATE, Holder
 from prometheus_client.exposition import generate_latest
 
 from exporter.collectors.listeners import ZERO_STATES, ListenersOptions
@@ -103,16 +103,23 @@ def test_parse_stat() -> None:
     assert pid_stat.parse_stat(line, "x").starttime == 555
 
 
-@pytest.mark.parametrize("name, message", [
-    ("stat-truncated", "expected at least"),
-    ("stat-no-parens", "pid (comm)"),
-    ("stat-bad-starttime", "not a number"),
+@pytest.mark.parametrize("name, line, message", [
+    ("stat-truncated", 1, "expected at least"),
+    ("stat-no-parens", 1, "pid (comm)"),
+    ("stat-bad-starttime", 1, "not a number"),
+    ("status-no-uid", None, "no Uid"),  # no line to point at
+    ("status-bad-uid", 2, "not numbers"),
+    ("status-short-uid", 2, "expected 4 values"),
 ])
-def test_parse_stat_broken(name: str, message: str) -> None:
+def test_parse_broken(name: str, line: Optional[int], message: str) -> None:
+    """A broken stat or status file (the fixture's name says which) names itself, and the line
+    where there is one."""
+    parse = {"stat": pid_stat.parse_stat, "status": pid_status.parse_status}[name.split("-")[0]]
     path = os.path.join(BROKEN, name)
     with open(path) as f, pytest.raises(ParseError) as e:
-        pid_stat.parse_stat(f.read(), path)
-    assert message in str(e.value) and str(e.value).startswith(f"{path}:1:")
+        parse(f.read(), path)
+    assert message in str(e.value)
+    assert str(e.value).startswith(f"{path}:{line}:" if line else f"{path}: ")
 
 
 def test_read_stat_empty_is_a_vanished_process(tmp_path: Any) -> None:
@@ -131,18 +138,6 @@ def test_list_pids_newest_first() -> None:
 def test_parse_status() -> None:
     st = pid_status.read_status(PROC, 201)
     assert st.name == "nginx" and st.uids == (33, 33, 33, 33) and st.euid == 33
-
-
-@pytest.mark.parametrize("name, message", [
-    ("status-no-uid", "no Uid"),
-    ("status-bad-uid", "not numbers"),
-    ("status-short-uid", "expected 4 values"),
-])
-def test_parse_status_broken(name: str, message: str) -> None:
-    path = os.path.join(BROKEN, name)
-    with open(path) as f, pytest.raises(ParseError) as e:
-        pid_status.parse_status(f.read(), path)
-    assert message in str(e.value) and path in str(e.value)
 
 
 def test_fd_links() -> None:
@@ -808,36 +803,28 @@ sys.stdin.read()
 
 @root_only
 def test_connections_per_port_by_state() -> None:
-    with netns("conn") as ns:
-        proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", CONNECTIONS],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        try:
-            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-            want = {("8001", "established"): 3, ("8001", "close_wait"): 2,
-                    ("8001", "time_wait"): 4, ("8002", "established"): 1,
-                    ("8002", "fin_wait2"): 1, ("other", "established"): 1}
+    with netns("conn") as ns, Holder(ns, CONNECTIONS) as holder:
+        assert holder.ready.strip() == "ready"
+        want = {("8001", "established"): 3, ("8001", "close_wait"): 2,
+                ("8001", "time_wait"): 4, ("8002", "established"): 1, ("8002", "fin_wait2"): 1,
+                ("other", "established"): 1}
 
-            def counts() -> Optional[List[Sample]]:
-                s = dump_in(ns, "--collector.listeners.max-ports=2")
-                got = {(lab["port"], lab["state"]): v
-                       for _n, lab, v in select(s, "netstat_listener_connections") if v}
-                return s if got == want else None
+        def counts() -> Optional[List[Sample]]:
+            s = dump_in(ns, "--collector.listeners.max-ports=2")
+            got = {(lab["port"], lab["state"]): v
+                   for _n, lab, v in select(s, "netstat_listener_connections") if v}
+            return s if got == want else None
 
-            samples = poll(counts, timeout=30, what="connection states to settle")
-            c = "netstat_listener_connections"
-            # every port has the default zero states; fin_wait2 only where there is one
-            for port in ("8001", "8002", "other"):
-                states = {lab["state"] for _n, lab, _v in select(samples, c, port=port)}
-                assert states == set(ZERO_STATES.split(",")) | (
-                    {"fin_wait2"} if port == "8002" else set()), port
-            assert {lab["port"] for _n, lab, _v in select(samples, c)} == {"8001", "8002", "other"}
-            assert value(samples, "netstat_listener_sockets", protocol="tcp", family="ipv4") == 3
-            assert value(samples, "netstat_listener_unattributed", protocol="tcp") == 0
-        finally:
-            assert proc.stdin is not None
-            proc.stdin.close()
-            proc.wait(timeout=10)
-            close_pipes(proc)
+        samples = poll(counts, timeout=30, what="connection states to settle")
+        c = "netstat_listener_connections"
+        # every port has the default zero states; fin_wait2 only where there is one
+        for port in ("8001", "8002", "other"):
+            states = {lab["state"] for _n, lab, _v in select(samples, c, port=port)}
+            assert states == set(ZERO_STATES.split(",")) | (
+                {"fin_wait2"} if port == "8002" else set()), port
+        assert {lab["port"] for _n, lab, _v in select(samples, c)} == {"8001", "8002", "other"}
+        assert value(samples, "netstat_listener_sockets", protocol="tcp", family="ipv4") == 3
+        assert value(samples, "netstat_listener_unattributed", protocol="tcp") == 0
 
 
 OTHER_SOCKETS_ON_A_LISTENING_PORT = r"""
@@ -884,31 +871,22 @@ def test_connections_only_in_states_of_an_accepted_connection() -> None:
     """Sockets on a listening port that are no connection to it (connecting out: syn_sent; only
     bound: close) are not counted, and their states are not series: the family carries the
     eight states an accepted connection can be in, and agrees with ss on those."""
-    with netns("states") as ns:
-        proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c",
-                                 OTHER_SOCKETS_ON_A_LISTENING_PORT],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        try:
-            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-            ss = poll(lambda: (lambda c: c if c.get("syn_sent") else None)(
-                ss_by_local_port(ns, 8001)), what="the SYN to the full queue to be dropped")
-            assert ss == {"listen": 1, "established": 2, "syn_sent": 1}
-            samples = dump_in(ns, "--collector.sockets", "--collector.listeners.zero-states=all")
-            c = "netstat_listener_connections"
-            assert {lab["state"] for _n, lab, _v in select(samples, c, port="8001")} == set(
-                LISTENER_CONNECTION_STATES.values())
-            assert value(samples, c, port="8001", state="established") == 2
-            assert sum(v for _n, _l, v in select(samples, c, port="8001")) == sum(
-                n for st, n in ss.items() if st in LISTENER_CONNECTION_STATES.values())
-            # the dump saw them: the sockets collector counts the syn_sent and the bound socket
-            for st in ("syn_sent", "close"):
-                assert value(samples, "netstat_sockets", protocol="tcp", family="ipv4",
-                             state=st) >= 1
-        finally:
-            assert proc.stdin is not None
-            proc.stdin.close()
-            proc.wait(timeout=10)
-            close_pipes(proc)
+    with netns("states") as ns, Holder(ns, OTHER_SOCKETS_ON_A_LISTENING_PORT) as holder:
+        assert holder.ready.strip() == "ready"
+        ss = poll(lambda: (lambda c: c if c.get("syn_sent") else None)(
+            ss_by_local_port(ns, 8001)), what="the SYN to the full queue to be dropped")
+        assert ss == {"listen": 1, "established": 2, "syn_sent": 1}
+        samples = dump_in(ns, "--collector.sockets", "--collector.listeners.zero-states=all")
+        c = "netstat_listener_connections"
+        assert {lab["state"] for _n, lab, _v in select(samples, c, port="8001")} == set(
+            LISTENER_CONNECTION_STATES.values())
+        assert value(samples, c, port="8001", state="established") == 2
+        assert sum(v for _n, _l, v in select(samples, c, port="8001")) == sum(
+            n for st, n in ss.items() if st in LISTENER_CONNECTION_STATES.values())
+        # the dump saw them: the sockets collector counts the syn_sent and the bound socket
+        for st in ("syn_sent", "close"):
+            assert value(samples, "netstat_sockets", protocol="tcp", family="ipv4",
+                         state=st) >= 1
 
 
 MANY_LISTENERS = r"""
@@ -942,47 +920,38 @@ def test_listener_cap_shows_unexpected_first(tmp_path: Any) -> None:
     out, and keeps the listener nobody expected even though its port is the highest."""
     expected_file = tmp_path / "expected.yaml"
     expected_file.write_text(EXPECT_ALL_BUT_8005)
-    with netns("cap") as ns:
-        proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c",
-                                 MANY_LISTENERS],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        try:
-            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-            ss = ss_listeners(ns)  # one entry per (protocol, address, port): the group is one
-            assert len(ss) == 7
+    with netns("cap") as ns, Holder(ns, MANY_LISTENERS) as holder:
+        assert holder.ready.strip() == "ready"
+        ss = ss_listeners(ns)  # one entry per (protocol, address, port): the group is one
+        assert len(ss) == 7
 
-            def shown(samples: List[Sample]) -> Dict[str, List[str]]:
-                return {
-                    "info": sorted(lab["port"] for lab in info(samples)),
-                    "queue": sorted(lab["port"] for _n, lab, _v in
-                                    select(samples, "netstat_listener_accept_queue_length")),
-                    "limit": sorted(lab["port"] for _n, lab, _v in
-                                    select(samples, "netstat_listener_accept_queue_limit"))}
+        def shown(samples: List[Sample]) -> Dict[str, List[str]]:
+            return {
+                "info": sorted(lab["port"] for lab in info(samples)),
+                "queue": sorted(lab["port"] for _n, lab, _v in
+                                select(samples, "netstat_listener_accept_queue_length")),
+                "limit": sorted(lab["port"] for _n, lab, _v in
+                                select(samples, "netstat_listener_accept_queue_limit"))}
 
-            capped = dump_in(ns, "--collector.listeners.max-listeners=3",
-                             f"--collector.listeners.expected-file={expected_file}")
-            assert shown(capped) == {k: ["8001", "8002", "8005"]
-                                     for k in ("info", "queue", "limit")}
-            assert value(capped, "netstat_listener_accept_queue_limit", port="8001") == 32
-            omitted = {p: value(capped, "netstat_listener_omitted", protocol=p)
-                       for p in ("tcp", "udp")}
-            assert omitted == {"tcp": 2, "udp": 2}
-            assert len(info(capped)) + sum(omitted.values()) == len(ss)
-            assert value(capped, "netstat_listener_unexpected", protocol="tcp") == 1
-            assert sum(v for _n, _l, v in select(capped, "netstat_listener_sockets")) == 8
+        capped = dump_in(ns, "--collector.listeners.max-listeners=3",
+                         f"--collector.listeners.expected-file={expected_file}")
+        assert shown(capped) == {k: ["8001", "8002", "8005"]
+                                 for k in ("info", "queue", "limit")}
+        assert value(capped, "netstat_listener_accept_queue_limit", port="8001") == 32
+        omitted = {p: value(capped, "netstat_listener_omitted", protocol=p)
+                   for p in ("tcp", "udp")}
+        assert omitted == {"tcp": 2, "udp": 2}
+        assert len(info(capped)) + sum(omitted.values()) == len(ss)
+        assert value(capped, "netstat_listener_unexpected", protocol="tcp") == 1
+        assert sum(v for _n, _l, v in select(capped, "netstat_listener_sockets")) == 8
 
-            plain = dump_in(ns, "--collector.listeners.max-listeners=3")
-            assert shown(plain)["info"] == ["8001", "8002", "8003"]
-            everything = dump_in(ns)
-            assert shown(everything)["info"] == ["8001", "8002", "8003", "8004", "8005",
-                                                 "8006", "8007"]
-            assert [value(everything, "netstat_listener_omitted", protocol=p)
-                    for p in ("tcp", "udp")] == [0, 0]
-        finally:
-            assert proc.stdin is not None
-            proc.stdin.close()
-            proc.wait(timeout=10)
-            close_pipes(proc)
+        plain = dump_in(ns, "--collector.listeners.max-listeners=3")
+        assert shown(plain)["info"] == ["8001", "8002", "8003"]
+        everything = dump_in(ns)
+        assert shown(everything)["info"] == ["8001", "8002", "8003", "8004", "8005",
+                                             "8006", "8007"]
+        assert [value(everything, "netstat_listener_omitted", protocol=p)
+                for p in ("tcp", "udp")] == [0, 0]
 
 
 @root_only

@@ -12,7 +12,7 @@ import socket
 import subprocess
 from collections import Counter
 from contextlib import ExitStack, contextmanager
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 import pytest
 from helpers import connect_and_close, parse, poll, run_cli
@@ -51,6 +51,16 @@ class Exported:
                 out[(s.name, tuple(sorted(s.labels.items())))] = s.value
         assert out[("netstat_exporter_collector_success", (("collector", "netns"),))] == 1
         return out
+
+    def cookies(self, namespaces: Iterable[Tuple[NetNS, object]]) -> List[Optional[int]]:
+        """The cookie of the pool's socket into each of ``namespaces`` (pairs of a namespace
+        and its process, as the fixture gives them): None where it holds none."""
+        return [self.collector.pool.cookie(key(ns)) for ns, _ in namespaces]
+
+    def close(self) -> None:
+        """Close the collector, which leaves no socket in its pool."""
+        self.collector.close()
+        assert len(self.collector.pool) == 0
 
 
 def of(samples: Dict, name: str, netns: str) -> Dict[Tuple[Tuple[str, str], ...], float]:
@@ -300,19 +310,17 @@ def test_deleted_namespace_leaves_no_socket_and_no_series() -> None:
     assert cookie not in ex.collector.pool.cookies()
     # The pool holds exactly what the metric says.
     assert len(ex.collector.pool) == got[("netstat_netns_sockdiag_sockets", ())]
-    ex.collector.close()
-    assert len(ex.collector.pool) == 0
+    ex.close()
 
 
 def test_sockets_stay_open_across_scrapes(namespaces) -> None:
     ex = Exported(sockets=True)
     ex.scrape()
-    first = [ex.collector.pool.cookie(key(ns)) for ns, _ in namespaces]
+    first = ex.cookies(namespaces)
     assert None not in first and len(set(first)) == len(namespaces)
     ex.scrape()
-    assert [ex.collector.pool.cookie(key(ns)) for ns, _ in namespaces] == first
-    ex.collector.close()
-    assert len(ex.collector.pool) == 0
+    assert ex.cookies(namespaces) == first
+    ex.close()
 
 
 def test_concurrent_scrapes_share_the_sockets(namespaces) -> None:
@@ -321,7 +329,7 @@ def test_concurrent_scrapes_share_the_sockets(namespaces) -> None:
 
     ex = Exported(sockets=True)
     ex.scrape()
-    held = [ex.collector.pool.cookie(key(ns)) for ns, _ in namespaces]
+    held = ex.cookies(namespaces)
     results: List[object] = []
 
     def scrape() -> None:
@@ -340,9 +348,9 @@ def test_concurrent_scrapes_share_the_sockets(namespaces) -> None:
         assert isinstance(got, dict)
         for ns, _ in namespaces:
             assert of(got, "netstat_netns_tcp_sockets", ns.name)[(("state", "time_wait"),)] > 0
-    assert [ex.collector.pool.cookie(key(ns)) for ns, _ in namespaces] == held
+    assert ex.cookies(namespaces) == held
     assert None not in held
-    ex.collector.close()
+    ex.close()
 
 
 def _fds_into(pid: int) -> List[str]:

@@ -15,7 +15,7 @@ from typing import Any, Dict, Iterator, Optional
 import pytest
 import yaml
 from helpers import ROOT, free_port, http_get, poll, stop
-from tlshelpers import bcrypt_hash, exporter_with, make_pki, write_web_config
+from tlshelpers import bcrypt_hash, exporter_with, make_pki, tls_web_config
 
 PROM_EXAMPLE = os.path.join(ROOT, "deploy", "prometheus", "prometheus.yml")
 EXAMPLE_DIR = "/etc/prometheus/netstat-exporter"
@@ -34,10 +34,7 @@ def exporter(tmp_path: os.PathLike[str]) -> Iterator[Dict[str, Any]]:
     os.mkdir(d)
     pki = make_pki(d)
     password = "scrape-" + os.urandom(6).hex()
-    cfg = write_web_config(os.path.join(d, "web.yml"), [
-        "tls_server_config:",
-        "  cert_file: server.crt",
-        "  key_file: server.key",
+    cfg = tls_web_config(pki, "web.yml", [
         "  client_auth_type: RequireAndVerifyClientCert",
         "  client_ca_file: ca.crt",
         "basic_auth_users:",

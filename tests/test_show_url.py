@@ -13,24 +13,12 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 from helpers import parse, run_cli
-from tlshelpers import (
-    PKI,
-    bcrypt_hash,
-    client_context,
-    exporter_with,
-    https_get,
-    make_pki,
-    write_web_config,
-)
+from tlshelpers import PKI, bcrypt_hash, client_context, exporter_with, https_get, tls_web_config
 
 from exporter.docs import EXPORTER_METRICS  # the collection's and the HTTP server's own
 
 USER, PASSWORD = "alice", "s3cret with spaces"
 
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
-    return make_pki(str(tmp_path_factory.mktemp("pki")))
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +31,7 @@ def password_file(pki: PKI) -> str:
 
 @pytest.fixture(scope="module")
 def port(pki: PKI) -> Iterator[int]:
-    cfg = write_web_config(os.path.join(pki.dir, "show.yml"), [
-        "tls_server_config:",
-        "  cert_file: server.crt",
-        "  key_file: server.key",
+    cfg = tls_web_config(pki, "show.yml", [
         "basic_auth_users:",
         f"  {USER}: {bcrypt_hash(PASSWORD, cost=4)}",
     ])

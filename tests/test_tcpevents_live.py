@@ -168,6 +168,17 @@ def run_traffic(srv: NetNS, cli: NetNS, pod: NetNS, pod_listener: socket.socket,
     server_side = [("listen", "syn_recv"), ("syn_recv", "established")]
     client_side = [("close", "syn_sent"), ("syn_sent", "established")]
 
+    def count(port: int, n: int, *events: Tuple[str, str]) -> None:
+        """``n`` more of each (side, event) of ``port``."""
+        ev.update({(str(port), side, event): n for side, event in events})
+
+    def closed_by_client(port: int, n: int) -> None:
+        """What n connections to ``port`` count, each ended by :func:`close_first`."""
+        tr.update({k: n for k in server_side + client_side + [
+            ("established", "fin_wait1"), ("fin_wait1", "fin_wait2"), ("fin_wait2", "close"),
+            ("established", "close_wait"), ("close_wait", "last_ack"), ("last_ack", "close")]})
+        count(port, n, ("local", "established"), ("local", "peer_close"), ("remote", "established"))
+
     # N connections, the client closing first.
     for _ in range(N):
         c = sock_in(cli)
@@ -175,12 +186,7 @@ def run_traffic(srv: NetNS, cli: NetNS, pod: NetNS, pod_listener: socket.socket,
         clients.add(c.getsockname()[1])
         s, _ = listeners[P_CONN].accept()
         close_first(c, s)
-    tr.update({k: N for k in server_side + client_side + [
-        ("established", "fin_wait1"), ("fin_wait1", "fin_wait2"), ("fin_wait2", "close"),
-        ("established", "close_wait"), ("close_wait", "last_ack"), ("last_ack", "close")]})
-    ev[(str(P_CONN), "local", "established")] += N
-    ev[(str(P_CONN), "local", "peer_close")] += N
-    ev[(str(P_CONN), "remote", "established")] += N
+    closed_by_client(P_CONN, N)
 
     # M connects refused by a closed port: the server's kernel answers with a reset for no
     # socket (counted on the port asked for), the client receives it and fails.
@@ -189,9 +195,8 @@ def run_traffic(srv: NetNS, cli: NetNS, pod: NetNS, pod_listener: socket.socket,
         assert c.connect_ex((SRV, P_REFUSED)) == errno.ECONNREFUSED
         c.close()
     tr.update({("close", "syn_sent"): M, ("syn_sent", "close"): M})
-    ev[(str(P_REFUSED), "local", "reset_sent")] += M
-    ev[(str(P_REFUSED), "remote", "reset_received")] += M
-    ev[(str(P_REFUSED), "remote", "connect_failed")] += M
+    count(P_REFUSED, M, ("local", "reset_sent"), ("remote", "reset_received"),
+          ("remote", "connect_failed"))
 
     # K resets: the client closes with SO_LINGER 0.
     for _ in range(K):
@@ -205,10 +210,8 @@ def run_traffic(srv: NetNS, cli: NetNS, pod: NetNS, pod_listener: socket.socket,
         s.close()
     tr.update({k: K for k in server_side + client_side})
     tr[("established", "close")] += 2 * K
-    ev[(str(P_RESET), "local", "established")] += K
-    ev[(str(P_RESET), "local", "reset_received")] += K
-    ev[(str(P_RESET), "remote", "established")] += K
-    ev[(str(P_RESET), "remote", "reset_sent")] += K
+    count(P_RESET, K, ("local", "established"), ("local", "reset_received"),
+          ("remote", "established"), ("remote", "reset_sent"))
 
     # A SYN lost on the wire, retransmitted until the client gives up.
     c = sock_in(cli)
@@ -218,7 +221,7 @@ def run_traffic(srv: NetNS, cli: NetNS, pod: NetNS, pod_listener: socket.socket,
     wait_retransmits(c, 2, "the SYN")  # after 1 s and 3 s
     c.close()
     tr.update({("close", "syn_sent"): 1, ("syn_sent", "close"): 1})
-    ev[(str(P_SYN_LOST), "remote", "connect_failed")] += 1
+    count(P_SYN_LOST, 1, ("remote", "connect_failed"))
 
     # Data lost on the wire: established first, then the path breaks, then heals.
     dev = cli_dev(cli)
@@ -240,12 +243,7 @@ def run_traffic(srv: NetNS, cli: NetNS, pod: NetNS, pod_listener: socket.socket,
         got += s.recv(100)
     close_first(c, s)
     cli.ip("neigh", "replace", LOST, "lladdr", NOWHERE_MAC, "dev", dev, "nud", "permanent")
-    tr.update({k: 1 for k in server_side + client_side + [
-        ("established", "fin_wait1"), ("fin_wait1", "fin_wait2"), ("fin_wait2", "close"),
-        ("established", "close_wait"), ("close_wait", "last_ack"), ("last_ack", "close")]})
-    ev[(str(P_DATA_LOST), "local", "established")] += 1
-    ev[(str(P_DATA_LOST), "local", "peer_close")] += 1
-    ev[(str(P_DATA_LOST), "remote", "established")] += 1
+    closed_by_client(P_DATA_LOST, 1)
 
     # Another namespace, talking to itself over loopback: a listener that existed before the
     # exporter started (not in its snapshot) and one made after.
@@ -258,12 +256,7 @@ def run_traffic(srv: NetNS, cli: NetNS, pod: NetNS, pod_listener: socket.socket,
             clients.add(c.getsockname()[1])
             s, _ = lst.accept()
             close_first(c, s)
-        tr.update({k: PODN for k in server_side + client_side + [
-            ("established", "fin_wait1"), ("fin_wait1", "fin_wait2"), ("fin_wait2", "close"),
-            ("established", "close_wait"), ("close_wait", "last_ack"), ("last_ack", "close")]})
-        ev[(str(port), "local", "established")] += PODN
-        ev[(str(port), "local", "peer_close")] += PODN
-        ev[(str(port), "remote", "established")] += PODN
+        closed_by_client(port, PODN)
 
     for s in list(listeners.values()) + [late]:
         s.close()

@@ -19,14 +19,9 @@ from tlshelpers import (
     https_get,
     make_ca,
     make_leaf,
-    make_pki,
+    tls_web_config,
     write_web_config,
 )
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
-    return make_pki(str(tmp_path_factory.mktemp("pki")))
 
 
 def _ok(result: tuple) -> bool:
@@ -41,10 +36,7 @@ def _refused(result: tuple) -> bool:
 
 @pytest.fixture(scope="module")
 def mtls(pki: PKI) -> Iterator[int]:
-    cfg = write_web_config(os.path.join(pki.dir, "mtls.yml"), [
-        "tls_server_config:",
-        "  cert_file: server.crt",
-        "  key_file: server.key",
+    cfg = tls_web_config(pki, "mtls.yml", [
         "  client_auth_type: RequireAndVerifyClientCert",
         "  client_ca_file: ca.crt",
     ])
@@ -80,10 +72,7 @@ def test_server_certificate_verified_by_client(pki: PKI, mtls: int) -> None:
 
 
 def test_verify_if_given(pki: PKI) -> None:
-    cfg = write_web_config(os.path.join(pki.dir, "optional.yml"), [
-        "tls_server_config:",
-        "  cert_file: server.crt",
-        "  key_file: server.key",
+    cfg = tls_web_config(pki, "optional.yml", [
         "  client_auth_type: VerifyClientCertIfGiven",
         "  client_ca_file: ca.crt",
     ])
@@ -95,10 +84,7 @@ def test_verify_if_given(pki: PKI) -> None:
 
 
 def test_min_version(pki: PKI) -> None:
-    cfg = write_web_config(os.path.join(pki.dir, "tls13.yml"), [
-        "tls_server_config:",
-        "  cert_file: server.crt",
-        "  key_file: server.key",
+    cfg = tls_web_config(pki, "tls13.yml", [
         "  min_version: TLS13",
     ])
     with exporter_with(f"--web.config.file={cfg}") as ex:
@@ -109,10 +95,7 @@ def test_min_version(pki: PKI) -> None:
 
 
 def test_max_version_and_cipher_suites(pki: PKI) -> None:
-    cfg = write_web_config(os.path.join(pki.dir, "tls12.yml"), [
-        "tls_server_config:",
-        "  cert_file: server.crt",
-        "  key_file: server.key",
+    cfg = tls_web_config(pki, "tls12.yml", [
         "  max_version: TLS12",
         "  cipher_suites: [TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384]",
     ])
@@ -132,10 +115,7 @@ def test_max_version_and_cipher_suites(pki: PKI) -> None:
 
 
 def test_tls_with_basic_auth_and_headers(pki: PKI) -> None:
-    cfg = write_web_config(os.path.join(pki.dir, "tls-auth.yml"), [
-        "tls_server_config:",
-        "  cert_file: server.crt",
-        "  key_file: server.key",
+    cfg = tls_web_config(pki, "tls-auth.yml", [
         "http_server_config:",
         "  headers:",
         "    Strict-Transport-Security: max-age=63072000",

@@ -12,7 +12,7 @@ from typing import Dict, Tuple
 
 import pytest
 from helpers import FIXTURES, http_get, poll, run_cli
-from tlshelpers import PKI, bcrypt_hash, exporter_with, make_pki, write_web_config
+from tlshelpers import PKI, bcrypt_hash, exporter_with, tls_web_config, write_web_config
 
 from exporter.web.auth import BasicAuth, parse_basic
 from exporter.web.config import MAX_FILE_BYTES, parse_web_config
@@ -86,10 +86,6 @@ BAD_FIXTURES: Dict[str, Tuple[type, str, str]] = {
 }
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
-    return make_pki(str(tmp_path_factory.mktemp("pki")))
-
 
 def _copy_fixture(name: str, pki: PKI) -> str:
     dst = os.path.join(pki.dir, name)
@@ -142,8 +138,7 @@ def test_missing_extra_is_one_line(tmp_path: os.PathLike[str], pki: PKI) -> None
     for mod in ("yaml", "bcrypt"):
         with open(os.path.join(shim, f"{mod}.py"), "w") as f:
             f.write(f"raise ImportError('No module named {mod}')\n")
-    cfg = write_web_config(os.path.join(pki.dir, "tls-only.yml"), [
-        "tls_server_config:", "  cert_file: server.crt", "  key_file: server.key"])
+    cfg = tls_web_config(pki, "tls-only.yml")
     from helpers import ROOT
     r = run_cli("--web.listen-address=127.0.0.1:0", f"--web.config.file={cfg}",
                 prefix=["env", f"PYTHONPATH={shim}:{ROOT}"])

@@ -16,7 +16,7 @@ import subprocess
 import urllib.error
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import bcrypt
 from cryptography import x509
@@ -192,3 +192,11 @@ def write_web_config(path: str, lines: List[str]) -> str:
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
     return path
+
+
+def tls_web_config(pki: PKI, name: str, lines: Sequence[str] = ()) -> str:
+    """A web config file ``name`` in the PKI's directory that serves the PKI's server
+    certificate, ``lines`` following: more of tls_server_config when indented, else further
+    sections."""
+    return write_web_config(os.path.join(pki.dir, name), [
+        "tls_server_config:", "  cert_file: server.crt", "  key_file: server.key", *lines])

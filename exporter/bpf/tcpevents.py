@@ -268,6 +268,16 @@ def _only_ports(a: Asm, only: Optional[Tuple[int, int]]) -> None:
     a.label("wanted")
 
 
+def _record_ports(a: Asm, record: int, fmt: tracefs.Format,
+                  only: Optional[Tuple[int, int]]) -> None:
+    """Load the local port into r6 and the remote one into r7 from the classic tracepoint's
+    record in ``record`` (which may be r6: the record is not needed after this), then skip
+    the events :func:`_only_ports` leaves out."""
+    _load_port(a, R7, record, fmt, _port(fmt, "d"))
+    _load_port(a, R6, record, fmt, _port(fmt, "s"))
+    _only_ports(a, only)
+
+
 def _epilogue(a: Asm) -> None:
     a.label("out")
     a.mov(R0, 0)
@@ -286,9 +296,7 @@ def set_state_program(fmt: tracefs.Format, m: Maps,
     _load_int(a, R9, R6, fmt, "newstate")
     a.jmp("gt", R8, N_STATES - 1, "out")
     a.jmp("gt", R9, N_STATES - 1, "out")
-    _load_port(a, R7, R6, fmt, _port(fmt, "d"))
-    _load_port(a, R6, R6, fmt, _port(fmt, "s"))  # the record is not needed after this
-    _only_ports(a, only)
+    _record_ports(a, R6, fmt, only)
     _set_state_counts(a, m, None)
     return a.assemble()
 
@@ -423,9 +431,7 @@ def retransmit_program(fmt: tracefs.Format, m: Maps,
     if fmt.has("err"):  # since Linux 6.13 the event fires for failed retransmissions too
         _load_int(a, R2, R1, fmt, "err")
         a.jmp("ne", R2, 0, "out")
-    _load_port(a, R7, R1, fmt, _port(fmt, "d"))
-    _load_port(a, R6, R1, fmt, _port(fmt, "s"))
-    _only_ports(a, only)
+    _record_ports(a, R1, fmt, only)
     _count_port_event(a, m, RETRANSMITS)
     _epilogue(a)
     return a.assemble()
@@ -435,9 +441,7 @@ def send_reset_program(fmt: tracefs.Format, m: Maps,
                        only: Optional[Tuple[int, int]] = None) -> bytes:
     a = Asm()
     _load_int(a, R8, R1, fmt, "skaddr")
-    _load_port(a, R7, R1, fmt, _port(fmt, "d"))
-    _load_port(a, R6, R1, fmt, _port(fmt, "s"))
-    _only_ports(a, only)
+    _record_ports(a, R1, fmt, only)
     # No socket: a segment to a port nobody listens on (or a connection long gone); the local
     # port is the one asked for.
     a.jmp("eq", R8, 0, "no_socket")
@@ -449,9 +453,7 @@ def send_reset_program(fmt: tracefs.Format, m: Maps,
 def receive_reset_program(fmt: tracefs.Format, m: Maps,
                           only: Optional[Tuple[int, int]] = None) -> bytes:
     a = Asm()
-    _load_port(a, R7, R1, fmt, _port(fmt, "d"))
-    _load_port(a, R6, R1, fmt, _port(fmt, "s"))
-    _only_ports(a, only)
+    _record_ports(a, R1, fmt, only)
     _count_port_event(a, m, RESETS_RECEIVED)
     _epilogue(a)
     return a.assemble()

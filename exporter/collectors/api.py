@@ -24,8 +24,11 @@ from dataclasses import dataclass
 from typing import (
     Any,
     Callable,
+    ClassVar,
     Dict,
+    Generic,
     Iterable,
+    Iterator,
     Mapping,
     Optional,
     Protocol,
@@ -40,6 +43,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.samples import Sample
 
 from exporter.config import Config
+from exporter.sockets.snapshot import Snapshot, Wants
+from exporter.system import System, load
 
 NAMESPACE = "netstat"
 SYSTEMS = ("linux", "windows", "darwin")
@@ -54,6 +59,7 @@ class Collector(Protocol):
 
 Factory = Callable[[Config], Collector]
 T = TypeVar("T")
+OptionsT = TypeVar("OptionsT")
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,57 @@ class MetricDoc:
         copied: a collector adding many samples with one set of labels (one namespace's) shares
         one dict among them, and must not change it afterwards."""
         family.samples.append(Sample(self.name, labels, value, None))
+
+
+class Base(Generic[OptionsT]):
+    """What every collector class starts from: ``procfs`` (the /proc root), ``system`` (the
+    seam of :mod:`exporter.system`, shared by the collectors) and ``opts``, its options in
+    ``config`` or their defaults (None for a collector without options), found by the name and
+    the options class :func:`register` gave it. The smallest collector is::
+
+        @register("x", default_enabled=True, metrics=METRICS)
+        class XCollector(Base[None]):
+            '''what it exports and from where (its --help line)'''
+
+            def collect(self) -> Iterator[Metric]:
+                ...
+
+    A collector with more to set up calls ``super().__init__(config)`` first."""
+
+    registered: ClassVar[Tuple[str, Optional[Type[Any]]]]  # (name, options class): register's
+
+    def __init__(self, config: Config) -> None:
+        name, cls = self.registered
+        self.procfs = config.procfs
+        self.system: System = load(config)
+        self.opts: OptionsT = options(config, name, cls) if cls is not None else None  # type: ignore[assignment]
+
+
+class SocketBase(Base[OptionsT]):
+    """A collector that counts the socket tables (:class:`exporter.scrape.SocketUser`): it says
+    what it wants of them (:meth:`socket_wants`) and counts one snapshot
+    (:meth:`collect_snapshot`), which a scrape shares among such collectors; ``collect()``
+    alone takes a snapshot of its own. The tables come from its ``source`` option, or from
+    the first source that answers (``auto``) for a collector without one."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        self.socket_source = self.system.socket_source(getattr(self.opts, "source", "auto"))
+
+    def socket_wants(self) -> Wants:
+        return Wants()  # counts and queues only
+
+    def snapshot(self) -> Snapshot:
+        """A snapshot of this collector's own, to be closed (a context manager)."""
+        return Snapshot(self.procfs, self.socket_source, wants=self.socket_wants(),
+                        system=self.system)
+
+    def collect(self) -> Iterator[Metric]:
+        with self.snapshot() as snap:
+            yield from list(self.collect_snapshot(snap))
+
+    def collect_snapshot(self, snap: Snapshot) -> Iterator[Metric]:
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)
@@ -161,17 +218,22 @@ _SPECS: Dict[str, CollectorSpec] = {}
 _OWNERS: Dict[str, str] = {}  # metric name -> collector
 
 
-def register(name: str, *, default_enabled: bool, description: str,
+def register(name: str, *, default_enabled: bool, description: str = "",
              metrics: Sequence[MetricDoc] = (), options: Optional[Type[Any]] = None,
              flags: Sequence[Flag] = ()) -> Callable[[Factory], Factory]:
     """Class or function decorator: register a collector factory under ``name``, with the
-    metrics it can emit and its options. Refuses a name registered twice and a metric name that
-    another collector (or the exporter itself) already declares: two collectors emitting one
-    name would make the exposition invalid whenever both are on."""
+    metrics it can emit and its options. ``description`` (one line of ``--help`` and the
+    reference's paragraph) defaults to the factory's docstring, white space folded. Refuses a
+    name registered twice and a metric name that another collector (or the exporter itself)
+    already declares: two collectors emitting one name would make the exposition invalid
+    whenever both are on. A :class:`Base` subclass learns here which options are its own."""
 
     def deco(factory: Factory) -> Factory:
         if name in _SPECS:
             raise RuntimeError(f"collector {name!r} registered twice")
+        text = description or " ".join((factory.__doc__ or "").split())
+        if not text:
+            raise RuntimeError(f"collector {name!r}: no description and no docstring")
         for m in metrics:
             owner = _OWNERS.get(m.name)
             if owner is not None and owner != name:
@@ -185,8 +247,10 @@ def register(name: str, *, default_enabled: bool, description: str,
                                        f"{fl.field!r}")
         for m in metrics:
             _OWNERS[m.name] = name
-        _SPECS[name] = CollectorSpec(name, default_enabled, description, factory,
+        _SPECS[name] = CollectorSpec(name, default_enabled, text, factory,
                                      tuple(metrics), options, tuple(flags))
+        if isinstance(factory, type) and issubclass(factory, Base):
+            factory.registered = (name, options)
         return factory
 
     return deco

@@ -13,10 +13,9 @@ from typing import Dict, Iterator, List
 
 from prometheus_client.core import Metric
 
-from exporter.collectors.api import LINUX, SYSTEMS, Flag, MetricDoc, options, register
+from exporter.collectors.api import LINUX, SYSTEMS, Base, Flag, MetricDoc, register
 from exporter.config import Config, compile_regex
 from exporter.labels import label_value
-from exporter.system import load
 
 log = logging.getLogger(__name__)
 
@@ -102,15 +101,15 @@ FLAGS = (
 
 
 @register("interfaces", default_enabled=True,
-          description="per-interface traffic counters from /proc/net/dev (netstat -i); state, "
-                      "MTU and speed from /sys/class/net",
           metrics=METRICS, options=InterfacesOptions, flags=FLAGS)
-class InterfacesCollector:
+class InterfacesCollector(Base[InterfacesOptions]):
+    """per-interface traffic counters from /proc/net/dev (netstat -i); state, MTU and speed from
+    /sys/class/net"""
+
     def __init__(self, config: Config) -> None:
-        opts = options(config, "interfaces", InterfacesOptions)
-        self.system = load(config)
-        self.include = compile_regex(_INCLUDE, opts.device_include)
-        self.exclude = compile_regex(_EXCLUDE, opts.device_exclude)
+        super().__init__(config)
+        self.include = compile_regex(_INCLUDE, self.opts.device_include)
+        self.exclude = compile_regex(_EXCLUDE, self.opts.device_exclude)
 
     def _wanted(self, dev: str) -> bool:
         if self.include is not None and not self.include.match(dev):

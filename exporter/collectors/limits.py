@@ -11,7 +11,7 @@ from typing import Iterator, List, Optional, Tuple
 
 from prometheus_client.core import Metric
 
-from exporter.collectors.api import MetricDoc, register
+from exporter.collectors.api import Base, MetricDoc, register
 from exporter.config import Config
 from exporter.procfs import sysctl
 
@@ -70,14 +70,13 @@ M_CT_MAX = MetricDoc(
 METRICS = (*(d for _, d in SINGLE), M_TCP_MEM, M_RANGE_LOW, M_RANGE_HIGH, M_CT_COUNT, M_CT_MAX)
 
 
-@register("limits", default_enabled=True,
-          description="kernel limits beside the usage: TIME_WAIT buckets, orphans, "
-                      "somaxconn, SYN backlog, tcp_mem, the local port range, conntrack "
-                      "(from /proc/sys)",
-          metrics=METRICS)
-class LimitsCollector:
+@register("limits", default_enabled=True, metrics=METRICS)
+class LimitsCollector(Base[None]):
+    """kernel limits beside the usage: TIME_WAIT buckets, orphans, somaxconn, SYN backlog,
+    tcp_mem, the local port range, conntrack (from /proc/sys)"""
+
     def __init__(self, config: Config) -> None:
-        self.procfs = config.procfs
+        super().__init__(config)
         self.page_size = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
     def _one(self, name: str, doc: MetricDoc) -> Optional[Metric]:

@@ -31,14 +31,14 @@ from typing import Dict, Iterator, List, Optional, Set, Tuple
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.samples import Sample
 
-from exporter.collectors.api import LINUX, Flag, MetricDoc, options, register
+from exporter.collectors.api import LINUX, Flag, MetricDoc, SocketBase, register
 from exporter.config import Config, ConfigError
 from exporter.listeners import expected as expected_file
 from exporter.listeners.owners import Identity, Owner, OwnerCache
 from exporter.netlink import sockdiag as nl
 from exporter.netlink.transport import Channel
 from exporter.sockets.snapshot import SOURCES, Snapshot, Wants
-from exporter.system import PsutilOwners, load
+from exporter.system import PsutilOwners
 from exporter.vocabulary.model import Listener
 from exporter.vocabulary.names import FAMILIES, LISTENER_CONNECTION_STATES
 
@@ -228,42 +228,34 @@ def _still_listening(inodes: Set[int], channel: Optional[Channel] = None) -> Set
     return inodes & found
 
 
-@register("listeners", default_enabled=True,
-          description="who listens where (TCP and UDP), accept queues, connections per "
-                      "listening port, unexpected listeners",
-          metrics=METRICS, options=ListenersOptions, flags=FLAGS)
-class ListenersCollector:
+@register("listeners", default_enabled=True, metrics=METRICS, options=ListenersOptions, flags=FLAGS)
+class ListenersCollector(SocketBase[ListenersOptions]):
+    """who listens where (TCP and UDP), accept queues, connections per listening port,
+    unexpected listeners"""
+
     def __init__(self, config: Config) -> None:
-        opts = options(config, "listeners", ListenersOptions)
-        self.procfs = config.procfs
-        self.system = load(config)
-        self.socket_source = self.system.socket_source(opts.source)
-        self.pid_label = opts.pid_label
-        self.max_ports = opts.max_ports
-        self.max_listeners = opts.max_listeners
-        self.connections = opts.connections
-        self.zero_states = zero_state_numbers(opts.zero_states)
+        super().__init__(config)
+        self.zero_states = zero_state_numbers(self.opts.zero_states)
         self.owners = OwnerCache(config.procfs)  # reads /proc only when asked
         self.psutil_owners = PsutilOwners(self.system.grant)
         self._services: Dict[Tuple[int, str], str] = {}
         # The expected-listeners file: loaded here (a bad file stops the start with a one-line
         # error), re-read by reload() on SIGHUP, which keeps the old rules if the new file is bad.
-        self.expected_path = opts.expected_file
         self.expected: Optional[expected_file.ExpectedListeners] = None
         self.reload_success = 1.0
         self.reload_time = 0.0
-        if self.expected_path:
-            self.expected = expected_file.load(self.expected_path)
+        if self.opts.expected_file:
+            self.expected = expected_file.load(self.opts.expected_file)
             self.reload_time = time.time()
 
     # --- the expected-listeners file ---------------------------------------------------------
 
     def reload(self) -> None:
         """Re-read the expected-listeners file; keep the previous rules if it is bad."""
-        if not self.expected_path:
+        if not self.opts.expected_file:
             return
         try:
-            new = expected_file.load(self.expected_path)
+            new = expected_file.load(self.opts.expected_file)
         except expected_file.ExpectedFileError as e:
             self.reload_success = 0.0
             log.error("expected-listeners file not reloaded, keeping the previous one",
@@ -271,12 +263,12 @@ class ListenersCollector:
             return
         self.expected, self.reload_success, self.reload_time = new, 1.0, time.time()
         log.info("expected-listeners file reloaded",
-                 extra={"file": self.expected_path, "entries": len(new.rules)})
+                 extra={"file": self.opts.expected_file, "entries": len(new.rules)})
 
     # --- reading -----------------------------------------------------------------------------
 
     def socket_wants(self) -> Wants:
-        return Wants(listeners=True, connections=self.connections)
+        return Wants(listeners=True, connections=self.opts.connections)
 
     def _listeners(self, snap: Snapshot) -> Tuple[List[Listener], List[str], Counter[Tuple[int, int]], str]:
         """Listeners, the families that have socket tables, connections per (port, state), and
@@ -321,11 +313,6 @@ class ListenersCollector:
 
     # --- metrics -----------------------------------------------------------------------------
 
-    def collect(self) -> Iterator[Metric]:
-        with Snapshot(self.procfs, self.socket_source, wants=self.socket_wants(),
-                      system=self.system) as snap:
-            yield from list(self.collect_snapshot(snap))
-
     def collect_snapshot(self, snap: Snapshot) -> Iterator[Metric]:
         listeners, families, connections, source = self._listeners(snap)
         rules = self.expected  # one file for the whole scrape, whatever a reload does meanwhile
@@ -337,7 +324,7 @@ class ListenersCollector:
             yield _family(M_QUEUE, queues)
         if limits:
             yield _family(M_LIMIT, limits)
-        if self.connections:
+        if self.opts.connections:
             yield self._connections(listeners, connections)
         listening = M_COUNT.family()
         for protocol in PROTOCOLS:
@@ -414,12 +401,12 @@ class ListenersCollector:
         return series, queues, limits
 
     def _info(self, series: Dict[Tuple[str, ...], int]) -> Metric:
-        labels = list(M_INFO.labels) + (["pid"] if self.pid_label else [])
+        labels = list(M_INFO.labels) + (["pid"] if self.opts.pid_label else [])
         info = GaugeMetricFamily(M_INFO.name, M_INFO.help, labels=labels)
         # Samples appended directly (MetricDoc.add), not through add_metric, which copies and
         # checks every label set: a thousand listeners' series are a third of this collector.
         for key, pid in series.items():
-            values = list(key) + ([str(pid) if pid else ""] if self.pid_label else [])
+            values = list(key) + ([str(pid) if pid else ""] if self.opts.pid_label else [])
             info.samples.append(Sample(M_INFO.name, dict(zip(labels, values)), 1.0, None))
         return info
 
@@ -435,18 +422,18 @@ class ListenersCollector:
             k = (x.protocol, x.family, x.address, x.port)
             keys[k] = keys.get(k, False) or verdicts[i] == "false"
         omitted: Counter[str] = Counter()
-        if len(keys) <= self.max_listeners:
+        if len(keys) <= self.opts.max_listeners:
             return set(keys), omitted
         ranked = sorted(keys, key=lambda k: (not keys[k], k[3], k))  # unexpected, low ports
-        for k in ranked[self.max_listeners:]:
+        for k in ranked[self.opts.max_listeners:]:
             omitted[k[0]] += 1
-        return set(ranked[:self.max_listeners]), omitted
+        return set(ranked[:self.opts.max_listeners]), omitted
 
     def _connections(self, listeners: List[Listener],
                      connections: Counter[Tuple[int, int]]) -> Metric:
         ports = sorted({x.port for x in listeners if x.protocol == "tcp"})
-        named = ports[: self.max_ports]
-        overflow = set(ports[self.max_ports:])
+        named = ports[: self.opts.max_ports]
+        overflow = set(ports[self.opts.max_ports:])
         per_port: Dict[int, Counter[int]] = {port: Counter() for port in named}
         other: Counter[int] = Counter()
         for (port, st), n in connections.items():

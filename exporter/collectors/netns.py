@@ -50,7 +50,7 @@ from typing import Dict, Hashable, Iterator, List, Optional, Tuple
 from prometheus_client.core import Metric
 from prometheus_client.samples import Sample
 
-from exporter.collectors.api import Flag, MetricDoc, options, register
+from exporter.collectors.api import Base, Flag, MetricDoc, register
 from exporter.collectors.protocols.table import lookup
 from exporter.config import Config
 from exporter.netlink import namespace_sockets as nlns
@@ -263,19 +263,14 @@ class _Families:
             self.limit.add_metric(labels + [str(port)], float(limit))
 
 
-@register("netns", default_enabled=False,
-          description="netstat -s counters (and, with --collector.netns.sockets, TCP states and "
-                      "accept queues) per network namespace: every pod and container, each "
-                      "namespace once, named by pod UID, container id or ip netns name",
-          metrics=METRICS, options=NetnsOptions, flags=FLAGS)
-class NetnsCollector:
+@register("netns", default_enabled=False, metrics=METRICS, options=NetnsOptions, flags=FLAGS)
+class NetnsCollector(Base[NetnsOptions]):
+    """netstat -s counters (and, with --collector.netns.sockets, TCP states and accept queues)
+    per network namespace: every pod and container, each namespace once, named by pod UID,
+    container id or ip netns name"""
+
     def __init__(self, config: Config) -> None:
-        opts = options(config, "netns", NetnsOptions)
-        self.procfs = config.procfs
-        self.read_sockets = opts.sockets
-        self.max_namespaces = opts.max_namespaces
-        self.budget = opts.time_budget
-        self.max_listeners = opts.max_listeners
+        super().__init__(config)
         self.pool = nlns.SocketPool()
         # Tier 1's files of each namespace, kept open between scrapes (a re-read from offset 0
         # costs half a fresh open's) and closed, like the pool's sockets, when the namespace
@@ -288,7 +283,7 @@ class NetnsCollector:
         self._failing: Dict[Tuple[str, pns.NsKey], float] = {}
         self._lock = threading.Lock()  # scrapes may run concurrently; the pool is shared
         self._warned = False
-        if self.read_sockets:
+        if self.opts.sockets:
             missing = self.missing_capabilities()
             if missing:
                 self._warn(f"missing {' and '.join(missing)}")
@@ -335,11 +330,11 @@ class NetnsCollector:
             yield from self._collect()
 
     def _collect(self) -> List[Metric]:
-        deadline = time.monotonic() + self.budget
+        deadline = time.monotonic() + self.opts.time_budget
         found = pns.discover(self.procfs)
         if not found.namespaces:
             raise RuntimeError(f"no network namespace found under {self.procfs}")
-        out = _Families(self.read_sockets)
+        out = _Families(self.opts.sockets)
         chosen = self._choose(found, out)
         self._read_all_counters(chosen, deadline, out)
         # Close the files of namespaces not read any more (they would keep them alive).
@@ -347,7 +342,7 @@ class NetnsCollector:
         found_keys = {ns.key for ns in found.namespaces}
         for key in [key for key in self._failing if key[1] not in found_keys]:
             del self._failing[key]
-        if not self.read_sockets:
+        if not self.opts.sockets:
             return out.families()
         self._read_all_sockets(chosen, pns.own_key(self.procfs), deadline, out)
         # Close the sockets of namespaces no longer found (they would keep them alive).
@@ -360,7 +355,7 @@ class NetnsCollector:
         and every namespace found by kind. Only those within the cap are named: naming reads
         files too."""
         out.skip(COUNTERS_TIER, "permission", found.unmatched_mounts)
-        within = found.namespaces[: self.max_namespaces]
+        within = found.namespaces[: self.opts.max_namespaces]
         over = len(found.namespaces) - len(within)
         out.skip(COUNTERS_TIER, "max_namespaces", over)
         out.skip(SOCKETS_TIER, "max_namespaces", over)
@@ -424,7 +419,7 @@ class NetnsCollector:
             if counters is not None:
                 return counters
             self.files.drop(ns.key)
-        if ns.pids or not self.read_sockets:
+        if ns.pids or not self.opts.sockets:
             return None
         # A pinned namespace with no process: only readable from a thread inside it, through
         # /proc/thread-self/net (/proc/self/net shows the main thread's namespace).
@@ -460,7 +455,7 @@ class NetnsCollector:
                 sock = self.pool.get(ns.key, self._ns_path(ns, own), (ns.key[1], ns.key[2]))
                 root = (os.path.join(self.procfs, str(ns.pids[0])) if ns.pids
                         else self.procfs)
-                tcp = read_namespace_tcp(sock, root, self.max_listeners)
+                tcp = read_namespace_tcp(sock, root, self.opts.max_listeners)
             except nlns.EnterError as e:
                 if e.permission:
                     self._warn(str(e))

@@ -21,10 +21,8 @@ from typing import Iterator
 
 from prometheus_client.core import Metric
 
-from exporter.collectors.api import Flag, MetricDoc, options, register
-from exporter.config import Config
+from exporter.collectors.api import Flag, MetricDoc, SocketBase, register
 from exporter.sockets.snapshot import SOURCES, Snapshot, Wants
-from exporter.system import load
 
 PROTOCOLS = ("tcp", "udp")
 
@@ -68,26 +66,13 @@ FLAGS = (
 )
 
 
-@register("ports", default_enabled=True,
-          description="ephemeral port range size and use by TCP and UDP sockets, overall and "
-                      "towards the busiest destination (local address, remote address, remote "
-                      "port)",
-          metrics=METRICS, options=PortsOptions, flags=FLAGS)
-class PortsCollector:
-    def __init__(self, config: Config) -> None:
-        opts = options(config, "ports", PortsOptions)
-        self.procfs = config.procfs
-        self.top = opts.top_destinations
-        self.system = load(config)
-        self.socket_source = self.system.socket_source(opts.source)
+@register("ports", default_enabled=True, metrics=METRICS, options=PortsOptions, flags=FLAGS)
+class PortsCollector(SocketBase[PortsOptions]):
+    """ephemeral port range size and use by TCP and UDP sockets, overall and towards the busiest
+    destination (local address, remote address, remote port)"""
 
     def socket_wants(self) -> Wants:
         return Wants(ephemeral=True)
-
-    def collect(self) -> Iterator[Metric]:
-        with Snapshot(self.procfs, self.socket_source, wants=self.socket_wants(),
-                      system=self.system) as snap:
-            yield from list(self.collect_snapshot(snap))
 
     def collect_snapshot(self, snap: Snapshot) -> Iterator[Metric]:
         rng = snap.ephemeral()
@@ -103,10 +88,10 @@ class PortsCollector:
             use = tables.ports
             used.add_metric([proto], float(use.used))
             dmax.add_metric([proto], float(max(use.destinations.values(), default=0)))
-            if self.top:
+            if self.opts.top_destinations:
                 ranked = sorted(use.destinations.items(), key=lambda kv: (-kv[1], kv[0]))
-                for d, n in ranked[:self.top]:
+                for d, n in ranked[:self.opts.top_destinations]:
                     dest.add_metric([proto, d], float(n))
         yield from (available, used, dmax)
-        if self.top:
+        if self.opts.top_destinations:
             yield dest

@@ -16,10 +16,8 @@ from typing import Iterator, List, Set, Tuple
 
 from prometheus_client.core import Metric
 
-from exporter.collectors.api import Flag, MetricDoc, options, register
-from exporter.config import Config
+from exporter.collectors.api import Base, Flag, MetricDoc, register
 from exporter.labels import label_value
-from exporter.system import load
 
 M_ROUTES = MetricDoc(
     "netstat_route_entries", "gauge",
@@ -54,17 +52,10 @@ FLAGS = (
 )
 
 
-@register("routes", default_enabled=True,
-          description="route counts per family and interface and the default routes from "
-                      "/proc/net/route and /proc/net/ipv6_route (netstat -r); the whole table, "
-                      "capped, with --collector.routes.table",
-          metrics=METRICS, options=RoutesOptions, flags=FLAGS)
-class RoutesCollector:
-    def __init__(self, config: Config) -> None:
-        opts = options(config, "routes", RoutesOptions)
-        self.system = load(config)
-        self.table = opts.table
-        self.max_routes = opts.max_routes
+@register("routes", default_enabled=True, metrics=METRICS, options=RoutesOptions, flags=FLAGS)
+class RoutesCollector(Base[RoutesOptions]):
+    """route counts per family and interface and the default routes from /proc/net/route and
+    /proc/net/ipv6_route (netstat -r); the whole table, capped, with --collector.routes.table"""
 
     def collect(self) -> Iterator[Metric]:
         table = self.system.routes()
@@ -85,11 +76,11 @@ class RoutesCollector:
                 seen.add(labels)
                 default.add_metric(list(labels), 1.0)
         out: List[Metric] = [total, default]
-        if self.table:
+        if self.opts.table:
             info = M_INFO.family()
             listed: Set[Tuple[str, ...]] = set()
             for r in routes:
-                if len(listed) >= self.max_routes:
+                if len(listed) >= self.opts.max_routes:
                     break
                 labels = (r.family, r.destination, r.gateway, r.interface, str(r.metric))
                 if labels not in listed:

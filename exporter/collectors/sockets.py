@@ -17,10 +17,9 @@ from typing import Iterator
 
 from prometheus_client.core import Metric
 
-from exporter.collectors.api import LINUX, Flag, MetricDoc, options, register
+from exporter.collectors.api import LINUX, Flag, MetricDoc, SocketBase, register
 from exporter.config import Config
-from exporter.sockets.snapshot import SOURCES, Snapshot, Wants
-from exporter.system import load
+from exporter.sockets.snapshot import SOURCES, Snapshot
 from exporter.vocabulary.names import (
     DGRAM_EMITTED,
     DGRAM_STATES,
@@ -109,23 +108,13 @@ FLAGS = (
 )
 
 
-@register("sockets", default_enabled=True,
-          description="socket counts per protocol, family and state; queue bytes; sockstat",
-          metrics=METRICS, options=SocketsOptions, flags=FLAGS)
-class SocketsCollector:
+@register("sockets", default_enabled=True, metrics=METRICS, options=SocketsOptions, flags=FLAGS)
+class SocketsCollector(SocketBase[SocketsOptions]):
+    """socket counts per protocol, family and state; queue bytes; sockstat"""
+
     def __init__(self, config: Config) -> None:
-        self.procfs = config.procfs
-        self.system = load(config)
-        self.socket_source = self.system.socket_source(options(config, "sockets", SocketsOptions).source)
+        super().__init__(config)
         self.page_size = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-    def socket_wants(self) -> Wants:
-        return Wants()  # counts and queues only
-
-    def collect(self) -> Iterator[Metric]:
-        with Snapshot(self.procfs, self.socket_source, wants=self.socket_wants(),
-                      system=self.system) as snap:
-            yield from list(self.collect_snapshot(snap))
 
     def collect_snapshot(self, snap: Snapshot) -> Iterator[Metric]:
         sockets, rxq, txq = M_SOCKETS.family(), M_RXQ.family(), M_TXQ.family()

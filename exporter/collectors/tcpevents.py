@@ -30,10 +30,9 @@ from prometheus_client.core import Metric
 from prometheus_client.samples import Sample
 
 from exporter.bpf import tcpevents as bpf
-from exporter.collectors.api import Flag, MetricDoc, options, register
+from exporter.collectors.api import Flag, MetricDoc, SocketBase, register
 from exporter.config import Config, ConfigError
 from exporter.sockets.snapshot import Snapshot, Wants
-from exporter.system import load
 from exporter.vocabulary.names import TCP_STATES
 
 log = logging.getLogger(__name__)
@@ -142,18 +141,14 @@ def _port_samples(ports: Dict[Tuple[int, int], Tuple[int, ...]]) -> List[Sample]
 
 
 @register("tcpevents", default_enabled=False,
-          description="TCP state transitions host-wide, and retransmits, resets, failed "
-                      "connects and peer closes per service port, counted by a BPF program on "
-                      "the kernel's tracepoints (needs CAP_BPF, CAP_PERFMON and tracefs)",
           metrics=METRICS, options=TcpEventsOptions, flags=FLAGS)
-class TcpEventsCollector:
+class TcpEventsCollector(SocketBase[TcpEventsOptions]):
+    """TCP state transitions host-wide, and retransmits, resets, failed connects and peer closes
+    per service port, counted by a BPF program on the kernel's tracepoints (needs CAP_BPF,
+    CAP_PERFMON and tracefs)"""
+
     def __init__(self, config: Config) -> None:
-        opts = options(config, "tcpevents", TcpEventsOptions)
-        self.procfs = config.procfs
-        self.system = load(config)
-        self.socket_source = self.system.socket_source("auto")
-        self.max_ports = opts.max_ports
-        self.tracefs = opts.tracefs
+        super().__init__(config)
         self._lock = threading.Lock()
         self.events: Optional[bpf.TcpEvents] = None
         self.error: Optional[str] = None
@@ -163,7 +158,7 @@ class TcpEventsCollector:
         with self._lock:
             if self.events is None:
                 try:
-                    self.events = bpf.TcpEvents(self.max_ports, self.tracefs or None)
+                    self.events = bpf.TcpEvents(self.opts.max_ports, self.opts.tracefs or None)
                     self.error = None
                 except (bpf.LoadError, OSError) as e:
                     self.error = " ".join(str(e).split())
@@ -176,8 +171,7 @@ class TcpEventsCollector:
         """Tell the programs the listening ports and the ephemeral range at once, rather than
         at the first scrape."""
         try:
-            with Snapshot(self.procfs, self.socket_source, wants=self.socket_wants(),
-                          system=self.system) as snap:
+            with self.snapshot() as snap:
                 self._set_ports(events, snap)
         except Exception as e:  # noqa: BLE001 - the first scrape does it again
             log.debug("tcpevents: no socket snapshot at start", extra={"err": str(e)})
@@ -197,11 +191,6 @@ class TcpEventsCollector:
         listening = [x.port for x in tcp.listeners if x.protocol == "tcp"] if tcp else []
         rng = snap.ephemeral()
         events.set_ports(listening, rng.ports if rng is not None else ())
-
-    def collect(self) -> Iterator[Metric]:
-        with Snapshot(self.procfs, self.socket_source, wants=self.socket_wants(),
-                          system=self.system) as snap:
-            yield from list(self.collect_snapshot(snap))
 
     def collect_snapshot(self, snap: Snapshot) -> Iterator[Metric]:
         events = self._try_load()
@@ -228,5 +217,5 @@ class TcpEventsCollector:
         used = M_PORTS.family()
         M_PORTS.add(used, {}, float(r.map_entries))
         limit = M_PORTS_LIMIT.family()
-        M_PORTS_LIMIT.add(limit, {}, float(self.max_ports))
+        M_PORTS_LIMIT.add(limit, {}, float(self.opts.max_ports))
         return [tr, pf, of, missed, used, limit]

@@ -35,19 +35,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from exporter.procfs.route import Route
 from exporter.system.common import Conn, Groups
-from exporter.vocabulary.names import (
-    TCP_CLOSE,
-    TCP_CLOSE_WAIT,
-    TCP_CLOSING,
-    TCP_ESTABLISHED,
-    TCP_FIN_WAIT1,
-    TCP_FIN_WAIT2,
-    TCP_LAST_ACK,
-    TCP_LISTEN,
-    TCP_SYN_RECV,
-    TCP_SYN_SENT,
-    TCP_TIME_WAIT,
-)
+from exporter.vocabulary.names import TCP_CLOSE, TCP_ESTABLISHED, tcp_states
 
 XNU_TAG = "xnu-11417.121.6"
 _U32 = 0xFFFFFFFF
@@ -422,8 +410,8 @@ _TCP_STATE, _TCP_MIN = 36, 40
 _MIN_LEN = {XSO_INPCB: _INP_MIN, XSO_SOCKET: _SO_MIN, XSO_TCPCB: _TCP_MIN}
 
 # TCPS_* of bsd/netinet/tcp_fsm.h -> the Linux kernel's state numbers.
-TCP_STATES = (TCP_CLOSE, TCP_LISTEN, TCP_SYN_SENT, TCP_SYN_RECV, TCP_ESTABLISHED, TCP_CLOSE_WAIT,
-              TCP_FIN_WAIT1, TCP_CLOSING, TCP_LAST_ACK, TCP_FIN_WAIT2, TCP_TIME_WAIT)
+TCP_STATES = tcp_states("close listen syn_sent syn_recv established close_wait fin_wait1 closing "
+                        "last_ack fin_wait2 time_wait")
 
 
 def _roundup64(n: int) -> int:

@@ -17,6 +17,7 @@ from typing import Iterable, Iterator, List, Optional, Tuple
 
 from exporter.procfs import REQUIRED, read_parsed, read_required
 from exporter.procfs.errors import ParseError
+from exporter.procfs.lines import table
 from exporter.vocabulary.names import TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN
 
 # /proc/net/unix "St" column is the socket's SS_* state (include/uapi/linux/net.h), and the
@@ -60,16 +61,7 @@ def iter_socket_rows(lines: Iterable[str], path: str) -> Iterator[SocketRow]:
     For a TCP listener rx_queue is the accept queue length (sk_ack_backlog) and tx_queue is 0:
     the backlog limit is not in this file.
     """
-    it = iter(lines)
-    header = next(it, None)
-    if header is None:
-        return  # an empty file: no sockets (seen on kernels with the protocol compiled out)
-    if "local_address" not in header:
-        raise ParseError(path, "missing header line", 1)
-    for n, line in enumerate(it, start=2):
-        f = line.split(None, 10)
-        if not f:
-            continue
+    for n, f in table(lines, path, lambda header: "local_address" in header, 10):
         if len(f) < 4:
             raise ParseError(path, f"expected at least 10 columns, got {len(f)}", n)
         try:
@@ -116,16 +108,7 @@ def parse_unix(lines: Iterable[str], path: str) -> Counter:  # type: ignore[type
     to count, so a table without Inode (or with columns added after it) is still counted.
     """
     counts: Counter = Counter()  # type: ignore[type-arg]
-    it = iter(lines)
-    header = next(it, None)
-    if header is None:
-        return counts
-    if not header.startswith("Num"):
-        raise ParseError(path, "missing header line", 1)
-    for n, line in enumerate(it, start=2):
-        f = line.split(None, 7)
-        if not f:
-            continue
+    for n, f in table(lines, path, lambda header: header.startswith("Num"), 7):
         if len(f) < 6:
             raise ParseError(path, f"expected at least 6 columns, got {len(f)}", n)
         try:

@@ -28,6 +28,7 @@ from typing import List, Optional
 
 from exporter.procfs import read_parsed, read_required
 from exporter.procfs.errors import ParseError
+from exporter.procfs.lines import rows
 
 # include/uapi/linux/route.h and include/uapi/linux/ipv6_route.h
 RTF_UP = 0x0001
@@ -66,10 +67,7 @@ def parse_route(text: str, path: str) -> List[Route]:
         raise ParseError(path, f"header does not name {', '.join(need)}", 1)
     col = {c: head.index(c) for c in need}
     out: List[Route] = []
-    for n, line in enumerate(lines[1:], start=2):
-        f = line.split()
-        if not f:
-            continue
+    for n, f in rows(lines[1:], start=2):
         if len(f) < len(head):
             raise ParseError(path, f"expected {len(head)} columns, got {len(f)}", n)
         try:
@@ -96,10 +94,7 @@ def _v6(hex32: str) -> str:
 
 def parse_ipv6_route(text: str, path: str) -> List[Route]:
     out: List[Route] = []
-    for n, line in enumerate(text.splitlines(), start=1):
-        f = line.split()
-        if not f:
-            continue
+    for n, f in rows(text.splitlines()):
         if len(f) != 10:
             raise ParseError(path, f"expected 10 columns, got {len(f)}", n)
         try:

@@ -14,6 +14,7 @@ from typing import Dict, Optional, Tuple
 
 from exporter.procfs import read_parsed
 from exporter.procfs.errors import ParseError
+from exporter.procfs.lines import rows
 
 # Longest prefix first: "UdpLite6..." must not be taken for "Udp6"-something.
 GROUPS = ("UdpLite6", "Icmp6", "Udp6", "Ip6")
@@ -34,10 +35,7 @@ def parse_snmp6(text: str, path: str) -> Groups:
     """``{"Ip6": {"InReceives": 1, ...}, "Udp6": {...}}``. Names of a group this parser does
     not know are kept under the group ``""`` with the whole name as the field."""
     out: Groups = {}
-    for n, line in enumerate(text.splitlines(), start=1):
-        f = line.split()
-        if not f:
-            continue
+    for n, f in rows(text.splitlines()):
         if len(f) != 2:
             raise ParseError(path, f"expected 'Name value', got {len(f)} fields", n)
         try:

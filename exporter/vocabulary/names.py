@@ -58,6 +58,14 @@ PROC_FILES: Dict[Tuple[str, str], str] = {
     for proto, _ in PROTOCOLS for _, fam in FAMILIES}
 
 
+def tcp_states(names: str) -> Tuple[int, ...]:
+    """The kernel's numbers of the space-separated TCP state names (as :data:`TCP_STATES` names
+    them), in their order: another system's numbering, written as its headers list its states,
+    turned into Linux's."""
+    number = {name: num for num, name in TCP_STATES.items()}
+    return tuple(number[name] for name in names.split())
+
+
 def state_name(protocol: str, state: int) -> str:
     """The name of a kernel state number for a protocol, ``state_<n>`` for unknown numbers."""
     names = TCP_STATES if protocol == "tcp" else DGRAM_STATES

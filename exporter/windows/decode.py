@@ -31,19 +31,7 @@ from typing import Any, Dict, List, Sequence, Tuple, Type
 
 from exporter.procfs.route import RTF_GATEWAY, RTF_UP, Route
 from exporter.system.common import Conn, Groups, Link, ProtocolTables
-from exporter.vocabulary.names import (
-    TCP_CLOSE,
-    TCP_CLOSE_WAIT,
-    TCP_CLOSING,
-    TCP_ESTABLISHED,
-    TCP_FIN_WAIT1,
-    TCP_FIN_WAIT2,
-    TCP_LAST_ACK,
-    TCP_LISTEN,
-    TCP_SYN_RECV,
-    TCP_SYN_SENT,
-    TCP_TIME_WAIT,
-)
+from exporter.vocabulary.names import TCP_CLOSE, tcp_states
 
 DWORD = ULONG = c_uint32
 DWORD64 = ULONG64 = c_uint64
@@ -515,11 +503,11 @@ def routes(raw: bytes, interfaces: Sequence[Interface]) -> List[Route]:
 
 # --- netstat -ano ----------------------------------------------------------------------------
 
-# tcpmib.h MIB_TCP_STATE -> the Linux kernel's state number (include/net/tcp_states.h).
-TCP_STATES = {1: TCP_CLOSE, 2: TCP_LISTEN, 3: TCP_SYN_SENT, 4: TCP_SYN_RECV,
-              5: TCP_ESTABLISHED, 6: TCP_FIN_WAIT1, 7: TCP_FIN_WAIT2, 8: TCP_CLOSE_WAIT,
-              9: TCP_CLOSING, 10: TCP_LAST_ACK, 11: TCP_TIME_WAIT,
-              12: TCP_CLOSE}  # MIB_TCP_STATE_DELETE_TCB: being torn down
+# tcpmib.h MIB_TCP_STATE, 1 to 12 -> the Linux kernel's state number (include/net/tcp_states.h);
+# the last, MIB_TCP_STATE_DELETE_TCB, is a connection being torn down.
+TCP_STATES = dict(enumerate(tcp_states(
+    "close listen syn_sent syn_recv established fin_wait1 fin_wait2 close_wait closing last_ack "
+    "time_wait close"), start=1))
 
 
 def _port(field: Any) -> int:

@@ -51,6 +51,31 @@ static void stats(const char *name, ULONG rc, const void *data, size_t size) {
     put(name, data, size);
 }
 
+/* One statistics call of family af (loop index i) into a zeroed TYPE s, written to
+ * PREFIX4.bin or PREFIX6.bin. */
+#define STATS(TYPE, PREFIX, CALL)                                         \
+  do {                                                                    \
+    TYPE s;                                                               \
+    memset(&s, 0, sizeof(s));                                             \
+    snprintf(name, sizeof(name), PREFIX "%s.bin", suffix[i]);            \
+    stats(name, CALL, &s, sizeof(s));                                     \
+  } while (0)
+
+/* A MIB_*_TABLE2 table that CALL allocates into TYPE *t: NumEntries, padding to the rows'
+ * 8-byte alignment, the rows of ROW; written as that many bytes to NAME, as
+ * exporter/windows/iphlpapi.py copies them, and freed. */
+#define TABLE2(NAME, TYPE, ROW, CALL)                                              \
+  do {                                                                             \
+    TYPE *t = NULL;                                                                \
+    ULONG rc = CALL;                                                               \
+    if (rc != NO_ERROR)                                                            \
+      failed(NAME, rc);                                                            \
+    else                                                                           \
+      put(NAME, t, FIELD_OFFSET(TYPE, Table) + (size_t)t->NumEntries * sizeof(ROW)); \
+    if (t)                                                                         \
+      FreeMibTable(t);                                                             \
+  } while (0)
+
 /* GetExtendedTcpTable/GetExtendedUdpTable: ask for the size, then read into a buffer a
  * quarter and 4 KiB larger, again while the table outgrows it (ERROR_INSUFFICIENT_BUFFER), at
  * most 8 times: iphlpapi.py's slack() and SIZING_TRIES. */
@@ -97,69 +122,23 @@ int main(int argc, char **argv) {
 
   for (i = 0; i < 2; i++) {
     ULONG af = families[i];
-    if (tcp2) {
-      MIB_TCPSTATS2 s;
-      memset(&s, 0, sizeof(s));
-      snprintf(name, sizeof(name), "tcp%s.bin", suffix[i]);
-      stats(name, tcp2(&s, (USHORT)af), &s, sizeof(s));
-    } else {
-      MIB_TCPSTATS s;
-      memset(&s, 0, sizeof(s));
-      snprintf(name, sizeof(name), "tcp%s.bin", suffix[i]);
-      stats(name, GetTcpStatisticsEx(&s, af), &s, sizeof(s));
-    }
-    if (udp2) {
-      MIB_UDPSTATS2 s;
-      memset(&s, 0, sizeof(s));
-      snprintf(name, sizeof(name), "udp%s.bin", suffix[i]);
-      stats(name, udp2(&s, (USHORT)af), &s, sizeof(s));
-    } else {
-      MIB_UDPSTATS s;
-      memset(&s, 0, sizeof(s));
-      snprintf(name, sizeof(name), "udp%s.bin", suffix[i]);
-      stats(name, GetUdpStatisticsEx(&s, af), &s, sizeof(s));
-    }
-    {
-      MIB_IPSTATS s;
-      memset(&s, 0, sizeof(s));
-      snprintf(name, sizeof(name), "ip%s.bin", suffix[i]);
-      stats(name, GetIpStatisticsEx(&s, af), &s, sizeof(s));
-    }
-    {
-      MIB_ICMP_EX s;
-      memset(&s, 0, sizeof(s));
-      snprintf(name, sizeof(name), "icmp%s.bin", suffix[i]);
-      stats(name, GetIcmpStatisticsEx(&s, af), &s, sizeof(s));
-    }
+    if (tcp2)
+      STATS(MIB_TCPSTATS2, "tcp", tcp2(&s, (USHORT)af));
+    else
+      STATS(MIB_TCPSTATS, "tcp", GetTcpStatisticsEx(&s, af));
+    if (udp2)
+      STATS(MIB_UDPSTATS2, "udp", udp2(&s, (USHORT)af));
+    else
+      STATS(MIB_UDPSTATS, "udp", GetUdpStatisticsEx(&s, af));
+    STATS(MIB_IPSTATS, "ip", GetIpStatisticsEx(&s, af));
+    STATS(MIB_ICMP_EX, "icmp", GetIcmpStatisticsEx(&s, af));
     snprintf(name, sizeof(name), "tcptable%s.bin", suffix[i]);
     extended(name, 1, af, TCP_TABLE_OWNER_PID_ALL);
     snprintf(name, sizeof(name), "udptable%s.bin", suffix[i]);
     extended(name, 0, af, UDP_TABLE_OWNER_PID);
   }
 
-  /* The MIB_*_TABLE2 tables: NumEntries, padding to the rows' 8-byte alignment, the rows;
-   * written as that many bytes, as exporter/windows/iphlpapi.py copies them. */
-  {
-    MIB_IPFORWARD_TABLE2 *t = NULL;
-    ULONG rc = GetIpForwardTable2(AF_UNSPEC, &t);
-    if (rc != NO_ERROR)
-      failed("route.bin", rc);
-    else
-      put("route.bin", t, FIELD_OFFSET(MIB_IPFORWARD_TABLE2, Table) +
-                          (size_t)t->NumEntries * sizeof(MIB_IPFORWARD_ROW2));
-    if (t)
-      FreeMibTable(t);
-  }
-  {
-    MIB_IF_TABLE2 *t = NULL;
-    ULONG rc = GetIfTable2(&t);
-    if (rc != NO_ERROR)
-      failed("if.bin", rc);
-    else
-      put("if.bin", t, FIELD_OFFSET(MIB_IF_TABLE2, Table) +
-                       (size_t)t->NumEntries * sizeof(MIB_IF_ROW2));
-    if (t)
-      FreeMibTable(t);
-  }
+  TABLE2("route.bin", MIB_IPFORWARD_TABLE2, MIB_IPFORWARD_ROW2, GetIpForwardTable2(AF_UNSPEC, &t));
+  TABLE2("if.bin", MIB_IF_TABLE2, MIB_IF_ROW2, GetIfTable2(&t));
   return failures;
 }

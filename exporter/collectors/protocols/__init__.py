@@ -20,10 +20,9 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 from prometheus_client.core import Metric
 
-from exporter.collectors.api import SYSTEMS, Flag, MetricDoc, options, register
+from exporter.collectors.api import SYSTEMS, Base, Flag, MetricDoc, register
 from exporter.collectors.protocols.table import TABLE, Field, lookup, pattern_rows
 from exporter.config import Config, compile_regex
-from exporter.system import load
 
 log = logging.getLogger(__name__)
 
@@ -89,15 +88,15 @@ def _docs() -> Tuple[MetricDoc, ...]:
 METRICS = _docs()
 
 
-@register("protocols", default_enabled=True,
-          description="protocol counters of /proc/net/snmp, netstat and snmp6 (netstat -s, "
-                      "nstat), typed; the default set is marked 'default', "
-                      "--collector.protocols.fields (regex over Group_Field) chooses others",
-          metrics=METRICS, options=ProtocolsOptions, flags=FLAGS)
-class ProtocolsCollector:
+@register("protocols", default_enabled=True, metrics=METRICS, options=ProtocolsOptions, flags=FLAGS)
+class ProtocolsCollector(Base[ProtocolsOptions]):
+    """protocol counters of /proc/net/snmp, netstat and snmp6 (netstat -s, nstat), typed; the
+    default set is marked 'default', --collector.protocols.fields (regex over Group_Field)
+    chooses others"""
+
     def __init__(self, config: Config) -> None:
-        self.system = load(config)
-        self.fields = compile_regex(_FLAG, options(config, "protocols", ProtocolsOptions).fields)
+        super().__init__(config)
+        self.fields = compile_regex(_FLAG, self.opts.fields)
         # Selection and metric declaration per (group, field), computed once: the set of
         # fields is bounded by what the kernel prints.
         self._cache: Dict[Tuple[str, str], Optional[MetricDoc]] = {}
