@@ -19,6 +19,7 @@ cannot be read) raises, and the scrape drops only that collector's metrics and r
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from dataclasses import dataclass
 from typing import (
@@ -138,7 +139,7 @@ class Base(Generic[OptionsT]):
         self.opts: OptionsT = options(config, name, cls) if cls is not None else None  # type: ignore[assignment]
 
 
-class SocketBase(Base[OptionsT]):
+class SocketBase(Base[OptionsT], abc.ABC):
     """A collector that counts the socket tables (:class:`exporter.scrape.SocketUser`): it says
     what it wants of them (:meth:`socket_wants`) and counts one snapshot
     (:meth:`collect_snapshot`), which a scrape shares among such collectors; ``collect()``
@@ -161,8 +162,9 @@ class SocketBase(Base[OptionsT]):
         with self.snapshot() as snap:
             yield from list(self.collect_snapshot(snap))
 
+    @abc.abstractmethod
     def collect_snapshot(self, snap: Snapshot) -> Iterator[Metric]:
-        raise NotImplementedError
+        """This collector's metrics from a snapshot the scrape shares."""
 
 
 @dataclass(frozen=True)
