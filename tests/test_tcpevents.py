@@ -16,6 +16,7 @@ from exporter.bpf import tcpevents as te
 from exporter.bpf.asm import FP, R0, R1, R2, R6, R10, Asm, AsmError, reg
 from exporter.collectors import tcpevents as coll
 from exporter.config import Config, ConfigError
+from exporter.vocabulary import model as te_model
 
 TRACEFS = os.path.join(FIXTURES, "tracefs")
 
@@ -255,12 +256,52 @@ def test_a_load_failure_is_one_line_every_scrape(monkeypatch) -> None:
         raise te.LoadError("needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN) to load BPF\n"
                            "programs")
 
+    class NoSockets:  # a scrape's snapshot of a host with no TCP table and no range
+        def inet(self, protocol):
+            return None
+
+        def ephemeral(self):
+            return None
+
     monkeypatch.setattr(te, "TcpEvents", refuse)
     c = coll.TcpEventsCollector(config())
     with pytest.raises(RuntimeError) as e:
-        list(c.collect_snapshot(None))  # type: ignore[arg-type]
+        list(c.collect_snapshot(NoSockets()))  # type: ignore[arg-type]
     assert str(e.value) == "needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN) to load BPF programs"
     assert len(calls) == 2  # at start, and tried again at the scrape
+
+
+def test_the_programs_are_told_the_ports_before_they_attach(monkeypatch) -> None:
+    """The programs get the listening ports and the ephemeral range as they load; when no
+    snapshot can be had at start, they load at the first scrape, with that scrape's."""
+    made = []
+
+    class Loaded:
+        def __init__(self, *a, ports=None, **k):
+            made.append(ports)
+
+        def set_ports(self, *ports):
+            pass
+
+        def read(self):
+            return te.Reading({}, {}, (0,) * len(te.KINDS), 0, 0, ())
+
+    class Snap:
+        def inet(self, protocol):
+            return None
+
+        def ephemeral(self):
+            return te_model.EphemeralRange(frozenset({40000, 40001}), frozenset())
+
+    def no_snapshot(self):
+        raise OSError("netlink: no")
+
+    monkeypatch.setattr(te, "TcpEvents", Loaded)
+    monkeypatch.setattr(coll.TcpEventsCollector, "snapshot", no_snapshot)
+    c = coll.TcpEventsCollector(config())
+    assert made == []
+    list(c.collect_snapshot(Snap()))  # type: ignore[arg-type]
+    assert made == [([], frozenset({40000, 40001}))]
 
 
 def test_output_of_a_reading(monkeypatch) -> None:

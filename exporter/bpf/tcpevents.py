@@ -532,14 +532,20 @@ def _explain(e: sc.BpfError, what: str) -> LoadError:
     return LoadError(f"{what}: {e.strerror}")
 
 
+# (listening ports, ephemeral ports): what :meth:`TcpEvents.set_ports` is told
+Ports = Tuple[Iterable[int], Iterable[int]]
+
+
 class TcpEvents:
     """The loaded maps and programs, attached; :meth:`read` gives the counts, :meth:`close`
-    (or the process's exit) unloads everything."""
+    (or the process's exit) unloads everything. ``ports`` are written before the programs
+    attach: until the programs know the ephemeral range, an event's ephemeral port could become
+    its key."""
 
     def __init__(self, max_ports: int = DEFAULT_MAX_PORTS, tracefs_root: Optional[str] = None,
                  mount_tracefs: bool = True, cpu: Optional[int] = None,
                  only_ports: Optional[Tuple[int, int]] = None,
-                 btf_path: Optional[str] = btf.VMLINUX) -> None:
+                 btf_path: Optional[str] = btf.VMLINUX, ports: Optional[Ports] = None) -> None:
         self.max_ports = max_ports
         # The kernel's BTF, for the program on inet_sock_set_state; None: the classic one.
         self.btf_path = btf_path
@@ -556,12 +562,13 @@ class TcpEvents:
         self._listening: FrozenSet[int] = frozenset()
         self._ephemeral: FrozenSet[int] = frozenset()
         try:
-            self._load(tracefs_root, mount_tracefs, cpu)
+            self._load(tracefs_root, mount_tracefs, cpu, initial=ports)
         except BaseException:
             self.close()
             raise
 
-    def _load(self, root: Optional[str], mount: bool, cpu: Optional[int]) -> None:
+    def _load(self, root: Optional[str], mount: bool, cpu: Optional[int],
+              initial: Optional[Ports]) -> None:
         # Everything that is missing, in one line: capabilities first, then tracefs.
         problems = []
         lacking = sc.missing_caps(sc.effective_caps())
@@ -587,6 +594,8 @@ class TcpEvents:
             raise _explain(e, "creating BPF maps") from None
         self.maps = Maps(counts, port_class, seen, ports, self.max_ports)
         self._class_mm = sc.mmap_array(port_class, 8, 65536, writable=True)
+        if initial is not None:
+            self.set_ports(*initial)
         self._counts_reader = sc.BatchReader(counts, 4, 8, COUNTS_ENTRIES, self.cpus)
         self._reader = sc.BatchReader(ports, 4, VALUE_SIZE, self.max_ports, self.cpus)
         progs = []

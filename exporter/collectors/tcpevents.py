@@ -35,6 +35,8 @@ from exporter.config import Config, ConfigError
 from exporter.sockets.snapshot import Snapshot, Wants
 from exporter.vocabulary.names import TCP_STATES
 
+Ports = bpf.Ports
+
 log = logging.getLogger(__name__)
 
 UNKNOWN_PORT = "ephemeral"
@@ -152,29 +154,30 @@ class TcpEventsCollector(SocketBase[TcpEventsOptions]):
         self._lock = threading.Lock()
         self.events: Optional[bpf.TcpEvents] = None
         self.error: Optional[str] = None
-        self._try_load(seed=True)
+        self._try_load(self._start_ports())
 
-    def _try_load(self, seed: bool = False) -> Optional[bpf.TcpEvents]:
+    def _start_ports(self) -> Optional[Ports]:
+        """The listening ports and the ephemeral range now, so that the programs know them
+        before their first event; None if the snapshot fails (the first scrape loads them)."""
+        try:
+            with self.snapshot() as snap:
+                return self._ports(snap)
+        except Exception as e:  # noqa: BLE001 - the first scrape tries again
+            log.debug("tcpevents: no socket snapshot at start", extra={"err": str(e)})
+            return None
+
+    def _try_load(self, ports: Optional[Ports]) -> Optional[bpf.TcpEvents]:
+        """Load and attach the programs, told ``ports`` before they attach: an event classified
+        without them would make its ephemeral port a label."""
         with self._lock:
-            if self.events is None:
+            if self.events is None and ports is not None:
                 try:
-                    self.events = bpf.TcpEvents(self.opts.max_ports, self.opts.tracefs or None)
+                    self.events = bpf.TcpEvents(self.opts.max_ports, self.opts.tracefs or None,
+                                                ports=ports)
                     self.error = None
                 except (bpf.LoadError, OSError) as e:
                     self.error = " ".join(str(e).split())
-                    return None
-                if seed:
-                    self._seed(self.events)
             return self.events
-
-    def _seed(self, events: bpf.TcpEvents) -> None:
-        """Tell the programs the listening ports and the ephemeral range at once, rather than
-        at the first scrape."""
-        try:
-            with self.snapshot() as snap:
-                self._set_ports(events, snap)
-        except Exception as e:  # noqa: BLE001 - the first scrape does it again
-            log.debug("tcpevents: no socket snapshot at start", extra={"err": str(e)})
 
     def close(self) -> None:
         with self._lock:
@@ -186,17 +189,18 @@ class TcpEventsCollector(SocketBase[TcpEventsOptions]):
         return Wants(listeners=True)
 
     @staticmethod
-    def _set_ports(events: bpf.TcpEvents, snap: Snapshot) -> None:
+    def _ports(snap: Snapshot) -> Ports:
         tcp = snap.inet("tcp")
         listening = [x.port for x in tcp.listeners if x.protocol == "tcp"] if tcp else []
         rng = snap.ephemeral()
-        events.set_ports(listening, rng.ports if rng is not None else ())
+        return listening, (rng.ports if rng is not None else ())
 
     def collect_snapshot(self, snap: Snapshot) -> Iterator[Metric]:
-        events = self._try_load()
+        ports = self._ports(snap)
+        events = self._try_load(ports)
         if events is None:
             raise RuntimeError(self.error)
-        self._set_ports(events, snap)
+        events.set_ports(*ports)
         r = events.read()
         yield from self._families(r)
 
