@@ -13,6 +13,7 @@ import importlib.util
 import os
 import stat
 import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any, List, Optional
@@ -133,3 +134,16 @@ class _Ok(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args: Any) -> None:
         pass
+
+
+@needs_root
+@pytest.mark.serial  # its programs count every TCP event of the host
+def test_bench_tcpevents_read_cost_runs() -> None:
+    """The read-cost part of bench/bench_tcpevents.py (which builds the collector's metric
+    families from a reading) runs to its figure: it once stopped on the collector's options."""
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "bench_tcpevents.py"),
+                        "--rounds", "0",
+                        "--ports", "20", "--reads", "3"],
+                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "read cost:" in r.stdout and "Traceback" not in r.stderr
