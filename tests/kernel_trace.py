@@ -22,8 +22,8 @@ from typing import Collection, Dict, List, Tuple
 
 from exporter.bpf import btf, tracefs
 from exporter.bpf import syscalls as sc
-from exporter.bpf.asm import FP, MAP_UPDATE_ELEM, PROBE_READ_KERNEL, R0, R1, R2, R3, R4, R6, R7, Asm, reg
-from exporter.bpf.tcpevents import SockFields, _lookup, sock_fields
+from exporter.bpf.asm import FP, MAP_UPDATE_ELEM, R0, R1, R2, R3, R4, R7, Asm, reg
+from exporter.bpf.tcpevents import SockFields, _lookup, _only_ports, sock_fields, sock_ports
 from exporter.vocabulary.names import TCP_STATES
 
 GET_CURRENT_PID_TGID = 14  # enum bpf_func_id
@@ -50,23 +50,8 @@ def _probe(fields: SockFields, counts: int, lo: int, hi: int) -> bytes:
     a.ldx(8, R7, R1, 0)  # the socket
     a.ldx(fields.protocol.size, R2, R7, fields.protocol.offset)
     a.jmp("ne", R2, 6, "out")
-    a.mov(R1, reg(FP))
-    a.add(R1, -8)
-    a.mov(R2, 2)
-    a.mov(R3, reg(R7))
-    a.add(R3, fields.sport.offset)
-    a.call(PROBE_READ_KERNEL)
-    a.jmp("ne", R0, 0, "out")
-    a.ldx(2, R6, FP, -8)
-    a.to_be(R6, 16)
-    a.ldx(2, R7, R7, fields.dport.offset)
-    a.to_be(R7, 16)
-    a.jmp("lt", R6, lo, "remote")
-    a.jmp("le", R6, hi, "ours")
-    a.label("remote")
-    a.jmp("lt", R7, lo, "out")
-    a.jmp("gt", R7, hi, "out")
-    a.label("ours")
+    sock_ports(a, fields)
+    _only_ports(a, (lo, hi))
     a.call(GET_CURRENT_PID_TGID)
     a.stx(4, FP, -4, R0)  # the thread id, the low half
     _lookup(a, counts)

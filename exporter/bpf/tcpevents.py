@@ -324,6 +324,24 @@ def sock_fields(types: btf.Btf) -> SockFields:
     return f
 
 
+def sock_ports(a: Asm, fields: SockFields) -> None:
+    """r6 = the local port and r7 = the remote port, in host order, of the socket in r7, where
+    the classic record's ``sport`` and ``dport`` come from. The local port lies in struct
+    inet_sock, past the struct sock the argument is typed as: it is read with
+    bpf_probe_read_kernel (through fp-8; to ``out`` if that fails)."""
+    a.mov(R1, reg(FP))
+    a.add(R1, -8)
+    a.mov(R2, fields.sport.size)
+    a.mov(R3, reg(R7))
+    a.add(R3, fields.sport.offset)
+    a.call(PROBE_READ_KERNEL)
+    a.jmp("ne", R0, 0, "out")
+    a.ldx(2, R6, FP, -8)
+    a.to_be(R6, 16)
+    a.ldx(2, R7, R7, fields.dport.offset)
+    a.to_be(R7, 16)
+
+
 def set_state_btf_program(fields: SockFields, m: Maps,
                           only: Optional[Tuple[int, int]] = None) -> bytes:
     """The program for ``inet_sock_set_state(sk, oldstate, newstate)`` as a raw tracepoint
@@ -348,18 +366,7 @@ def set_state_btf_program(fields: SockFields, m: Maps,
     a.jmp("ne", R2, IPPROTO_TCP, "out")
 
     def load_ports(a: Asm) -> None:
-        # sport: *(u16 *)(fp - 8) = ((struct inet_sock *)sk)->inet_sport
-        a.mov(R1, reg(FP))
-        a.add(R1, -8)
-        a.mov(R2, fields.sport.size)
-        a.mov(R3, reg(R7))
-        a.add(R3, fields.sport.offset)
-        a.call(PROBE_READ_KERNEL)
-        a.jmp("ne", R0, 0, "out")
-        a.ldx(2, R6, FP, -8)
-        a.to_be(R6, 16)
-        a.ldx(2, R7, R7, fields.dport.offset)
-        a.to_be(R7, 16)
+        sock_ports(a, fields)
 
     if only is not None:
         load_ports(a)
