@@ -13,7 +13,7 @@ import pathlib
 import socket
 import struct
 from collections import Counter
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import pytest
 from helpers import FIXTURES
@@ -245,6 +245,34 @@ def test_unix_queue_bytes_skip_listeners(shutdown: bool) -> None:
         assert (rq, wq) == (101, 769)
 
 
+@pytest.mark.parametrize("case", ["bulk", "state 16", "type 16", "other first attribute"])
+def test_unix_runs_count_like_the_messages_say(case: str) -> None:
+    """A chunk of 600 unix messages of one length, read column-wise, gives what each message
+    says: counts by (type, state), queue bytes without the listeners'. Values that do not fit
+    a nibble, and a run whose first attribute is not RQLEN, take the other paths."""
+    import random
+    rnd = random.Random(7)
+    msgs, want, rq_sum, wq_sum = [], Counter(), 0, 0
+    for i in range(600):
+        typ, state = rnd.choice((1, 2, 5)), rnd.choice((1, 2, 7, 10))
+        rq, wq = rnd.choice((0, 0, 0, 5, 70000)), rnd.choice((0, 0, 1, 1 << 20))
+        if i == 300 and case == "state 16":
+            state = 16
+        if i == 300 and case == "type 16":
+            typ = 16
+        first = sd.UNIX_DIAG_RQLEN if not (i == 599 and case == "other first attribute") else 7
+        body = struct.pack("<BBBBIII", socket.AF_UNIX, typ, state, 0, i, 0, 0)
+        body += attr(first, struct.pack("<II", rq, wq)) + attr(6, b"\0")
+        msgs.append(struct.pack("<IHHII", 16 + len(body), sd.SOCK_DIAG_BY_FAMILY, 2, 1, 0) + body)
+        want[(typ, state)] += 1
+        if state != 10 and first == sd.UNIX_DIAG_RQLEN:
+            rq_sum += rq
+            wq_sum += wq
+    counts, rq_got, wq_got, _ = sd.count_unix(sock=FakeSock([b"".join(msgs) + done()]))
+    assert counts == want
+    assert (rq_got, wq_got) == (rq_sum, wq_sum)
+
+
 # --- both families in one dump (TCPDIAG_GETSOCK) -------------------------------------------------
 
 def compat(m: bytes) -> bytes:
@@ -327,3 +355,23 @@ def test_which_netlink_errors_mean_no_data_or_fall_back(err, absent: bool,
                                                         falls_back: bool) -> None:
     e = sd.NetlinkError(err, "x")
     assert (e.absent, e.falls_back) == (absent, falls_back)
+
+
+@pytest.mark.parametrize("change, uniform", [
+    (None, True),
+    ("type", False),  # the same length, another message type
+    ("high length byte", False),  # 52 against 52 + 256: only the second byte differs
+])
+def test_uniform_run_checks_every_header(change: Optional[str], uniform: bool) -> None:
+    from exporter.netlink.transport import uniform_run
+    body = b"\0" * 36
+    msgs = [struct.pack("<IHHII", 52, sd.SOCK_DIAG_BY_FAMILY, 2, 1, 0) + body for _ in range(50)]
+    if change == "type":
+        msgs[31] = struct.pack("<IHHII", 52, sd.NLMSG_DONE, 2, 1, 0) + body
+    if change == "high length byte":
+        msgs[17] = struct.pack("<IHHII", 52 + 256, sd.SOCK_DIAG_BY_FAMILY, 2, 1, 0) + body
+    buf = bytearray(b"".join(msgs))
+    runs: List[Tuple[int, int, int]] = []
+    end = uniform_run(buf, 0, len(buf), lambda b, s, e, ln: runs.append((s, e, ln)))
+    assert (runs == [(0, len(buf), 52)] and end == len(buf)) if uniform else \
+        (runs == [] and end == 0)

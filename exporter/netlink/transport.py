@@ -294,11 +294,11 @@ def uniform_run(buf: bytearray, off: int, n: int, run: RunFn,
     m = (n - off) // ln
     if m < 2:
         return off
-    view = memoryview(buf)[off:off + m * ln]
-    lens = view.cast("I")[0::ln // 4]
-    types = view.cast("H")[2::ln // 2]
-    if (lens.tobytes() == struct.pack("<I", ln) * m
-            and types.tobytes() == struct.pack("<H", msg_type) * m):
-        run(buf, off, off + m * ln, ln)
-        return off + m * ln
+    end = off + m * ln
+    # each byte of the headers' length and type, cut as one strided slice per byte position
+    # (a strided memoryview's tobytes took three times as long)
+    head = struct.pack("<IH", ln, msg_type)
+    if all(buf[off + j:end:ln] == head[j:j + 1] * m for j in range(6)):
+        run(buf, off, end, ln)
+        return end
     return off
