@@ -27,6 +27,29 @@ def test_reserved_ranges() -> None:
             sysctl.parse_port_ranges(bad, "p")
 
 
+@pytest.mark.parametrize("low, high, reserved", [
+    (32768, 60999, []),  # the default: partial blocks at both ends
+    (1024, 65535, [(40000, 40010), (50000, 50000)]),  # reserved ports inside whole blocks
+    (40000, 40100, []),  # within one block of 256 ports
+])
+def test_ephemeral_mask_is_the_ranges_table(low: int, high: int, reserved) -> None:
+    """The record mask read by the ports' high byte (blocks of 256 through a translate table,
+    the mixed blocks port by port) says what the range's table says, for every port."""
+    import struct as st
+
+    from exporter.netlink.inet import REC_SPORT
+    from exporter.sockets.onepass import InetPass
+    rng = ephemeral_range(low, high, reserved)
+    stride = 72
+    ports = list(range(65536))
+    buf = bytearray(stride * len(ports))
+    for i, p in enumerate(ports):
+        st.pack_into(">H", buf, i * stride + REC_SPORT, p)
+    raw = [st.unpack_from("<H", buf, i * stride + REC_SPORT)[0] for i in range(len(ports))]
+    mask = InetPass("tcp", ephemeral=rng)._ephemeral_mask(buf, 0, len(buf), stride, raw)
+    assert list(mask) == [1 if p in rng.ports else 0 for p in ports]
+
+
 def test_ephemeral_ports() -> None:
     assert len(ephemeral_range(40000, 40099, []).ports) == 100
     assert len(ephemeral_range(40000, 40099, [(40010, 40019), (40050, 40050), (1, 10)]).ports) == 89

@@ -55,6 +55,28 @@ _ADDRESSES: Dict[Tuple[int, bytes, int], str] = {}
 _IS_AF_INET = bytes(1 if i == AF_INET else 0 for i in range(256))
 # bytes.translate tables: 1 for one family, 0 for any other family byte
 _IS_FAMILY = {f: bytes(1 if i == f else 0 for i in range(256)) for f in range(256)}
+# bytes.translate tables: 1 for any family but AF_INET; 1 for any state but LISTEN
+_NOT_AF_INET = bytes(0 if i == AF_INET else 1 for i in range(256))
+_NOT_LISTEN = bytes(0 if i == TCP_LISTEN else 1 for i in range(256))
+_MIXED = 2  # a block of 256 ports partly in the ephemeral range
+
+
+def _blocks(table: bytes) -> bytes:
+    """A translate table from a port's high byte to 0 (none of its 256 ports ephemeral), 1 (all)
+    or _MIXED; ``table`` has 1 at each ephemeral port read little-endian from network order
+    (high byte low), so a block's ports are every 256th entry from its high byte."""
+    out = bytearray(256)
+    for hi in range(256):
+        row = table[hi::256]
+        out[hi] = 0 if 1 not in row else 1 if 0 not in row else _MIXED
+    return bytes(out)
+
+
+def _and(a: bytes, b: bytes) -> bytes:
+    """The bytewise AND of two 0/1 masks of one length (as integers, in C)."""
+    return (int.from_bytes(a, "little") & int.from_bytes(b, "little")).to_bytes(len(a), "little")
+
+
 # The destination of a UDP (port, destination) pair: the record bytes after the local port of a
 # pair with whole addresses, (dport, src, dst) of an IPv4 one.
 _PAIR_DEST = operator.itemgetter(slice(REC_DPORT - REC_SPORT, None))
@@ -90,6 +112,7 @@ class InetPass(CountSink):
         self.want_listeners = listeners or connections
         self.want_connections = connections and self.tcp
         self.ephemeral = ephemeral
+        self._eph_blocks = _blocks(ephemeral.table) if ephemeral is not None else b""
         self.listeners: List[Listener] = []
         self._lports: Set[int] = set()  # listening TCP ports, raw (byte-swapped)
         self._conn: Counter[int] = Counter()  # state | raw port << 16
@@ -133,10 +156,10 @@ class InetPass(CountSink):
             self._conn.update(compress(memoryview(keys).cast("I").tolist(),
                                        map(self._lports.__contains__, sports)))
         if self.ephemeral is not None:
-            sel = list(map(self.ephemeral.table.__getitem__, sports))
+            sel = self._ephemeral_mask(buf, start, end, stride, sports)
             if listening and self.tcp:  # a listener's port is not an ephemeral port in use
-                sel = [x and st != TCP_LISTEN for x, st in zip(sel, states)]
-            if not any(sel):
+                sel = _and(sel, states.translate(_NOT_LISTEN))
+            if 1 not in sel:
                 return
             self._used.update(compress(sports, sel))
             if fams.count(AF_INET) == len(fams):  # IPv4 only (the rule)
@@ -144,16 +167,33 @@ class InetPass(CountSink):
                 return
             # Both families: the IPv4 records go the IPv4 way and the others with whole
             # addresses, so that every destination is keyed one way only.
-            is4 = fams.translate(_IS_AF_INET)
-            sel4 = list(map(operator.mul, sel, is4))
-            if any(sel4):
+            sel4 = _and(sel, fams.translate(_IS_AF_INET))
+            if 1 in sel4:
                 self._destinations4(buf, start, end, stride, run, sports, sel4)
-            sel6 = list(map(operator.gt, sel, is4))
-            if any(sel6):
+            sel6 = _and(sel, fams.translate(_NOT_AF_INET))
+            if 1 in sel6:
                 self._destinations_whole(buf, start, end, stride, fams, sel6)
 
+    def _ephemeral_mask(self, buf: Buffer, start: int, end: int, stride: int,
+                        sports: List[int]) -> bytes:
+        """1 for each record whose local port is in the ephemeral range, else 0, as bytes. By
+        the port's high byte (the first in the record) through a translate table: a range
+        covers whole blocks of 256 ports but at its two ends (and around reserved ports),
+        where the records, few, are looked up one by one."""
+        blocks = self._eph_blocks
+        kinds = bytes(buf[start + REC_SPORT:end:stride]).translate(blocks)
+        if _MIXED not in kinds:
+            return kinds
+        sel = bytearray(kinds)
+        table = self.ephemeral.table  # type: ignore[union-attr]
+        i = kinds.find(_MIXED)
+        while i >= 0:
+            sel[i] = table[sports[i]]
+            i = kinds.find(_MIXED, i + 1)
+        return bytes(sel)
+
     def _destinations_whole(self, buf: Buffer, start: int, end: int, stride: int, fams: bytes,
-                            sel: List[int]) -> None:
+                            sel: bytes) -> None:
         """Count the selected records of families other than IPv4 per destination, keyed by
         the record's own bytes: remote port, local and remote address as they sit in it (TCP),
         with the local port in front (UDP), one bytes object per record cut in C."""
@@ -171,7 +211,7 @@ class InetPass(CountSink):
                 self._dest_pairs.setdefault(fam, set()).update(keys)
 
     def _destinations4(self, buf: Buffer, start: int, end: int, stride: int, run: Run,
-                       sports: List[int], sel: List[int]) -> None:
+                       sports: List[int], sel: bytes) -> None:
         """Count the selected IPv4 records per destination: the first word of each address is
         the address."""
         w, h, s4, s2 = run.words, run.halves, run.s4, run.s2
