@@ -275,6 +275,9 @@ def run(read: Callable[[], Reading], interval: float, count: int = 0,
     tty = out.isatty()
     term = _Terminal(stdin, out) if tty else None
     old_term = signal.signal(signal.SIGTERM, _terminate)
+    # In a terminal, Ctrl-C quits, even when top was started from a shell that ignores SIGINT
+    # (a non-interactive shell's background job inherits SIG_IGN, and Python keeps it).
+    old_int = signal.signal(signal.SIGINT, signal.default_int_handler) if term else None
     # A socket pair, not a pipe: Windows takes only sockets for the wakeup fd and select().
     wake_r, wake_w = socket.socketpair()
     for s in (wake_r, wake_w):
@@ -315,6 +318,8 @@ def run(read: Callable[[], Reading], interval: float, count: int = 0,
         wake_r.close()
         wake_w.close()
         signal.signal(signal.SIGTERM, old_term)
+        if old_int is not None:
+            signal.signal(signal.SIGINT, old_int)
         if term:
             term.restore()
             out.write("\n")
