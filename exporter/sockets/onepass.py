@@ -59,6 +59,7 @@ _IS_FAMILY = {f: bytes(1 if i == f else 0 for i in range(256)) for f in range(25
 _NOT_AF_INET = bytes(0 if i == AF_INET else 1 for i in range(256))
 _NOT_LISTEN = bytes(0 if i == TCP_LISTEN else 1 for i in range(256))
 _MIXED = 2  # a block of 256 ports partly in the ephemeral range
+_MIXED_TO_0 = bytes(0 if i == _MIXED else i for i in range(256))
 
 
 def _blocks(table: bytes) -> bytes:
@@ -113,6 +114,9 @@ class InetPass(CountSink):
         self.want_connections = connections and self.tcp
         self.ephemeral = ephemeral
         self._eph_blocks = _blocks(ephemeral.table) if ephemeral is not None else b""
+        # per block partly in the range: a translate table from a port's low byte to 1 or 0
+        self._eph_rows = {b: ephemeral.table[b::256] for b in range(256)
+                          if self._eph_blocks[b] == _MIXED} if ephemeral is not None else {}
         self.listeners: List[Listener] = []
         self._lports: Set[int] = set()  # listening TCP ports, raw (byte-swapped)
         self._conn: Counter[int] = Counter()  # state | raw port << 16
@@ -156,7 +160,7 @@ class InetPass(CountSink):
             self._conn.update(compress(memoryview(keys).cast("I").tolist(),
                                        map(self._lports.__contains__, sports)))
         if self.ephemeral is not None:
-            sel = self._ephemeral_mask(buf, start, end, stride, sports)
+            sel = self._ephemeral_mask(buf, start, end, stride)
             if listening and self.tcp:  # a listener's port is not an ephemeral port in use
                 sel = _and(sel, states.translate(_NOT_LISTEN))
             if 1 not in sel:
@@ -174,23 +178,23 @@ class InetPass(CountSink):
             if 1 in sel6:
                 self._destinations_whole(buf, start, end, stride, fams, sel6)
 
-    def _ephemeral_mask(self, buf: Buffer, start: int, end: int, stride: int,
-                        sports: List[int]) -> bytes:
+    def _ephemeral_mask(self, buf: Buffer, start: int, end: int, stride: int) -> bytes:
         """1 for each record whose local port is in the ephemeral range, else 0, as bytes. By
         the port's high byte (the first in the record) through a translate table: a range
-        covers whole blocks of 256 ports but at its two ends (and around reserved ports),
-        where the records, few, are looked up one by one."""
-        blocks = self._eph_blocks
-        kinds = bytes(buf[start + REC_SPORT:end:stride]).translate(blocks)
+        covers whole blocks of 256 ports but at its two ends and around reserved ports; the
+        records of such a block are read by their low byte through the block's own table.
+        Each step is a translate or an AND or OR of masks as integers, in C."""
+        hi = bytes(buf[start + REC_SPORT:end:stride])
+        kinds = hi.translate(self._eph_blocks)
         if _MIXED not in kinds:
             return kinds
-        sel = bytearray(kinds)
-        table = self.ephemeral.table  # type: ignore[union-attr]
-        i = kinds.find(_MIXED)
-        while i >= 0:
-            sel[i] = table[sports[i]]
-            i = kinds.find(_MIXED, i + 1)
-        return bytes(sel)
+        sel = int.from_bytes(kinds.translate(_MIXED_TO_0), "little")
+        lo = bytes(buf[start + REC_SPORT + 1:end:stride])
+        rows = self._eph_rows
+        for block in rows.keys() & set(hi):
+            sel |= int.from_bytes(hi.translate(_IS_FAMILY[block]), "little") & \
+                int.from_bytes(lo.translate(rows[block]), "little")
+        return sel.to_bytes(len(kinds), "little")
 
     def _destinations_whole(self, buf: Buffer, start: int, end: int, stride: int, fams: bytes,
                             sel: bytes) -> None:
