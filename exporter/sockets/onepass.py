@@ -18,6 +18,7 @@ connections to them arrive.
 
 from __future__ import annotations
 
+import functools
 import operator
 import socket
 import struct
@@ -62,15 +63,21 @@ _MIXED = 2  # a block of 256 ports partly in the ephemeral range
 _MIXED_TO_0 = bytes(0 if i == _MIXED else i for i in range(256))
 
 
-def _blocks(table: bytes) -> bytes:
-    """A translate table from a port's high byte to 0 (none of its 256 ports ephemeral), 1 (all)
-    or _MIXED; ``table`` has 1 at each ephemeral port read little-endian from network order
-    (high byte low), so a block's ports are every 256th entry from its high byte."""
+@functools.lru_cache(maxsize=4)
+def _blocks(table: bytes) -> Tuple[bytes, Dict[int, bytes]]:
+    """For a range's ``table`` (1 at each ephemeral port read little-endian from network order,
+    high byte low, so a block's ports are every 256th entry from its high byte): a translate
+    table from a port's high byte to 0 (none of its 256 ports ephemeral), 1 (all) or _MIXED,
+    and for each mixed block a translate table from the port's low byte to 1 or 0. The range
+    object is cached by its sysctls, so this runs once per range."""
     out = bytearray(256)
+    rows: Dict[int, bytes] = {}
     for hi in range(256):
         row = table[hi::256]
         out[hi] = 0 if 1 not in row else 1 if 0 not in row else _MIXED
-    return bytes(out)
+        if out[hi] == _MIXED:
+            rows[hi] = row
+    return bytes(out), rows
 
 
 def _and(a: bytes, b: bytes) -> bytes:
@@ -113,10 +120,8 @@ class InetPass(CountSink):
         self.want_listeners = listeners or connections
         self.want_connections = connections and self.tcp
         self.ephemeral = ephemeral
-        self._eph_blocks = _blocks(ephemeral.table) if ephemeral is not None else b""
-        # per block partly in the range: a translate table from a port's low byte to 1 or 0
-        self._eph_rows = {b: ephemeral.table[b::256] for b in range(256)
-                          if self._eph_blocks[b] == _MIXED} if ephemeral is not None else {}
+        self._eph_blocks, self._eph_rows = _blocks(ephemeral.table) if ephemeral is not None \
+            else (b"", {})
         self.listeners: List[Listener] = []
         self._lports: Set[int] = set()  # listening TCP ports, raw (byte-swapped)
         self._conn: Counter[int] = Counter()  # state | raw port << 16
