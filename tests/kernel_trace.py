@@ -98,7 +98,8 @@ def _tgid(pid: int) -> int:
 
 
 class KernelTrace:
-    """Use as a context manager around the traffic; :meth:`hits` and :meth:`unseen` after."""
+    """:meth:`start` before the traffic, :meth:`stop` after it; :meth:`hits` and :meth:`unseen`
+    read what was recorded until :meth:`close` (or the end of a ``with`` block)."""
 
     def __init__(self, lo: int, hi: int) -> None:
         self.lo, self.hi = lo, hi
@@ -111,7 +112,7 @@ class KernelTrace:
         with open(os.path.join(self.dir, rel), "w") as f:
             f.write(text + "\n")
 
-    def __enter__(self) -> KernelTrace:
+    def start(self) -> KernelTrace:
         os.mkdir(self.dir)
         try:
             self._write("buffer_size_kb", "2048")
@@ -133,8 +134,11 @@ class KernelTrace:
             raise
         return self
 
+    def __enter__(self) -> KernelTrace:
+        return self.start()
+
     def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self.close()
 
     def stop(self) -> None:
         """Stop recording (the records and counts stay readable until :meth:`close`)."""

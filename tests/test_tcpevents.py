@@ -291,7 +291,7 @@ def test_the_programs_are_told_the_ports_before_they_attach(monkeypatch) -> None
             return None
 
         def ephemeral(self):
-            return te_model.EphemeralRange(frozenset({40000, 40001}), frozenset())
+            return te_model.EphemeralRange(frozenset({40000, 40001}))
 
     def no_snapshot(self):
         raise OSError("netlink: no")

@@ -279,7 +279,7 @@ def measured(net):
                               "--collector.listeners", netns=srv.name) as ex:
             scraper = Scraper(srv, ex.port)
             try:
-                oracle.__enter__()
+                oracle.start()
                 before, f_before = scraper.get(), filtered.read()
                 snmp_before = {ns.name: snmp_tcp(ns) for ns in (srv, cli)}
                 clients: Set[int] = set()

@@ -35,8 +35,6 @@ from exporter.config import Config, ConfigError
 from exporter.sockets.snapshot import Snapshot, Wants
 from exporter.vocabulary.names import TCP_STATES
 
-Ports = bpf.Ports
-
 log = logging.getLogger(__name__)
 
 UNKNOWN_PORT = "ephemeral"
@@ -156,7 +154,7 @@ class TcpEventsCollector(SocketBase[TcpEventsOptions]):
         self.error: Optional[str] = None
         self._try_load(self._start_ports())
 
-    def _start_ports(self) -> Optional[Ports]:
+    def _start_ports(self) -> Optional[bpf.Ports]:
         """The listening ports and the ephemeral range now, so that the programs know them
         before their first event; None if the snapshot fails (the first scrape loads them)."""
         try:
@@ -166,7 +164,7 @@ class TcpEventsCollector(SocketBase[TcpEventsOptions]):
             log.debug("tcpevents: no socket snapshot at start", extra={"err": str(e)})
             return None
 
-    def _try_load(self, ports: Optional[Ports]) -> Optional[bpf.TcpEvents]:
+    def _try_load(self, ports: Optional[bpf.Ports]) -> Optional[bpf.TcpEvents]:
         """Load and attach the programs, told ``ports`` before they attach: an event classified
         without them would make its ephemeral port a label."""
         with self._lock:
@@ -189,7 +187,7 @@ class TcpEventsCollector(SocketBase[TcpEventsOptions]):
         return Wants(listeners=True)
 
     @staticmethod
-    def _ports(snap: Snapshot) -> Ports:
+    def _ports(snap: Snapshot) -> bpf.Ports:
         tcp = snap.inet("tcp")
         listening = [x.port for x in tcp.listeners if x.protocol == "tcp"] if tcp else []
         rng = snap.ephemeral()

@@ -18,7 +18,6 @@ connections to them arrive.
 
 from __future__ import annotations
 
-import functools
 import operator
 import socket
 import struct
@@ -59,25 +58,8 @@ _IS_FAMILY = {f: bytes(1 if i == f else 0 for i in range(256)) for f in range(25
 # bytes.translate tables: 1 for any family but AF_INET; 1 for any state but LISTEN
 _NOT_AF_INET = bytes(0 if i == AF_INET else 1 for i in range(256))
 _NOT_LISTEN = bytes(0 if i == TCP_LISTEN else 1 for i in range(256))
-_MIXED = 2  # a block of 256 ports partly in the ephemeral range
+_MIXED = 2  # a block of 256 ports partly in the ephemeral range (EphemeralRange.blocks)
 _MIXED_TO_0 = bytes(0 if i == _MIXED else i for i in range(256))
-
-
-@functools.lru_cache(maxsize=4)
-def _blocks(table: bytes) -> Tuple[bytes, Dict[int, bytes]]:
-    """For a range's ``table`` (1 at each ephemeral port read little-endian from network order,
-    high byte low, so a block's ports are every 256th entry from its high byte): a translate
-    table from a port's high byte to 0 (none of its 256 ports ephemeral), 1 (all) or _MIXED,
-    and for each mixed block a translate table from the port's low byte to 1 or 0. The range
-    object is cached by its sysctls, so this runs once per range."""
-    out = bytearray(256)
-    rows: Dict[int, bytes] = {}
-    for hi in range(256):
-        row = table[hi::256]
-        out[hi] = 0 if 1 not in row else 1 if 0 not in row else _MIXED
-        if out[hi] == _MIXED:
-            rows[hi] = row
-    return bytes(out), rows
 
 
 def _and(a: bytes, b: bytes) -> bytes:
@@ -120,8 +102,6 @@ class InetPass(CountSink):
         self.want_listeners = listeners or connections
         self.want_connections = connections and self.tcp
         self.ephemeral = ephemeral
-        self._eph_blocks, self._eph_rows = _blocks(ephemeral.table) if ephemeral is not None \
-            else (b"", {})
         self.listeners: List[Listener] = []
         self._lports: Set[int] = set()  # listening TCP ports, raw (byte-swapped)
         self._conn: Counter[int] = Counter()  # state | raw port << 16
@@ -190,12 +170,14 @@ class InetPass(CountSink):
         records of such a block are read by their low byte through the block's own table.
         Each step is a translate or an AND or OR of masks as integers, in C."""
         hi = bytes(buf[start + REC_SPORT:end:stride])
-        kinds = hi.translate(self._eph_blocks)
+        rng = self.ephemeral
+        assert rng is not None
+        kinds = hi.translate(rng.blocks)
         if _MIXED not in kinds:
             return kinds
         sel = int.from_bytes(kinds.translate(_MIXED_TO_0), "little")
         lo = bytes(buf[start + REC_SPORT + 1:end:stride])
-        rows = self._eph_rows
+        rows = rng.rows
         for block in rows.keys() & set(hi):
             sel |= int.from_bytes(hi.translate(_IS_FAMILY[block]), "little") & \
                 int.from_bytes(lo.translate(rows[block]), "little")
@@ -344,8 +326,15 @@ def ephemeral_range(low: int, high: int, reserved: Iterable[Tuple[int, int]]) ->
     ports = set(range(max(low, 0), min(high, 65535) + 1))
     for a, b in reserved:
         ports.difference_update(range(a, b + 1))
-    raw = frozenset(map(swap16, ports))
-    table = bytearray(65536)
-    for p in raw:
-        table[p] = 1
-    return EphemeralRange(frozenset(ports), raw, bytes(table))
+    blocks = bytearray(256)
+    rows: Dict[int, bytearray] = {}
+    for hi, n in Counter(p >> 8 for p in ports).items():
+        blocks[hi] = 1 if n == 256 else _MIXED
+        if n < 256:
+            rows[hi] = bytearray(256)
+    for p in ports:
+        row = rows.get(p >> 8)
+        if row is not None:
+            row[p & 0xFF] = 1
+    return EphemeralRange(frozenset(ports), bytes(blocks),
+                          {hi: bytes(row) for hi, row in rows.items()})

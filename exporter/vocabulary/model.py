@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Dict, FrozenSet, List, Optional, Tuple
+from typing import Dict, FrozenSet, List, Mapping, Optional, Tuple
 
 
 @dataclass
@@ -39,12 +39,14 @@ class Listener:
 @dataclass(frozen=True)
 class EphemeralRange:
     """net.ipv4.ip_local_port_range minus ip_local_reserved_ports: the ports connect() and
-    autobind may pick. ``raw`` holds the same ports byte-swapped, as a little-endian read of a
-    network-order port field gives them, so a netlink record's port is looked up unconverted."""
+    autobind may pick. For testing a column of records' ports in C: ``blocks`` is a
+    bytes.translate table from a port's high byte (the first of a network-order port field) to
+    0 (none of its 256 ports in the range), 1 (all) or 2 (some), and ``rows``, for each block
+    of some, a translate table from the port's low byte to 1 or 0."""
 
     ports: FrozenSet[int]
-    raw: FrozenSet[int]
-    table: bytes = b""  # 65,536 bytes, 1 at each raw port of the range: a lookup in C
+    blocks: bytes = bytes(256)
+    rows: Mapping[int, bytes] = field(default_factory=dict)
 
 
 @dataclass
