@@ -30,7 +30,7 @@ from array import array
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import compress, repeat
+from itertools import chain, compress, repeat
 from typing import Callable, Dict, List, NamedTuple, Tuple, Union
 
 from exporter.netlink.transport import (
@@ -125,6 +125,9 @@ def _uniform(buf: bytearray, start: int, end: int, msg_type: int) -> int:
     return 0
 
 
+_PAD = b"\0\0\0\0"
+
+
 @lru_cache(maxsize=64)
 def _selector(size: int) -> bytes:
     """A bytes.translate table mapping byte ``size`` to 1 and every other byte to 0."""
@@ -132,19 +135,27 @@ def _selector(size: int) -> bytes:
 
 
 def _regroup(buf: bytearray, start: int, end: int, msg_type: int
-             ) -> List[Tuple[bytes, int]]:
+             ) -> List[Tuple[bytes, int, int]]:
     """Whole messages of type ``msg_type`` in ``buf[start:end]`` sharing one header apart from
-    the length, regrouped as runs of records of one stride each: ``[(run, stride), ...]``;
-    [] when the region is not such messages."""
+    the length, regrouped as runs of records of one stride each: ``[(run, first, stride), ...]``
+    with the first record at ``run[first:]``; [] when the region is not such messages.
+
+    The region is split at the sequence number, the one header field that the request chose
+    (transport._next_seq makes its four bytes rare in socket records, so that the search skips
+    most of the region). Part 0 is then the first message's length, type and flags; part i is
+    message i's port id and body, then the next message's length, type and flags (the last one
+    followed by a zero length and the type and flags): four bytes shorter than the message.
+    Every column that the split leaves at a fixed place is checked: the port ids, the types
+    and flags, and the length words against the parts' own lengths, so that the same four
+    bytes inside a body cannot go unnoticed."""
     seq, pid = NLMSG_HDR.unpack_from(buf, start)[3:]
-    sep = struct.pack("<HHII", msg_type, NLM_F_MULTI, seq, pid)
-    if buf[start + 4:start + 16] != sep:
+    head = struct.pack("<HH", msg_type, NLM_F_MULTI)
+    if buf[start + 4:start + 8] != head:
         return []
-    # After the split, parts[0] is the first message's length word and parts[i] is message
-    # i's body followed by the next message's length word (4 zero bytes after the last one).
-    parts = b"".join((memoryview(buf)[start:end], b"\0\0\0\0")).split(sep)
+    parts = b"".join((memoryview(buf)[start:end], b"\0\0\0\0", head)).split(
+        struct.pack("<I", seq))
     first = parts[0]
-    if len(first) != 4:
+    if len(first) != 8 or first[4:] != head:
         return []
     parts[0] = b""
     lens: Union[bytes, List[int]]
@@ -155,23 +166,32 @@ def _regroup(buf: bytearray, start: int, end: int, msg_type: int
     sizes = set(lens)
     sizes.discard(0)
     # The length words, gathered from where they end up: message i declares its length in the
-    # last word of part i-1 (the first in parts[0]).
-    tails = [first]
+    # third word from the end of part i-1 (the first in parts[0]).
+    tails = [first[:4]]
     runs = []
+    pid_word, head_word = struct.pack("<I", pid), head
     for size in sizes:
-        if size % 4 or size < INET_MSG_LEN:
+        if size % 4 or size < INET_MSG_LEN + 12:
             return []
+        # Four bytes of padding end the run, so that it holds whole strides from the first
+        # record on (the records start after each part's port id).
         if len(sizes) == 1:
-            same = b"".join(parts)
+            same = b"".join(chain(parts, (_PAD,)))
         elif isinstance(lens, bytes):
-            same = b"".join(compress(parts, lens.translate(_selector(size))))
+            same = b"".join(chain(compress(parts, lens.translate(_selector(size))), (_PAD,)))
         else:
-            same = b"".join(compress(parts, map(operator.eq, lens, repeat(size))))
-        tails.append(memoryview(same).cast("I")[size // 4 - 1::size // 4].tobytes())
-        runs.append((same, size))
+            same = b"".join(chain(compress(parts, map(operator.eq, lens, repeat(size))),
+                                  (_PAD,)))
+        k, n = size // 4, len(same) // size
+        words = memoryview(same)[:n * size].cast("I")
+        if (words[0::k].tobytes() != pid_word * n
+                or words[k - 1::k].tobytes() != head_word * n):
+            return []
+        tails.append(words[k - 2::k].tobytes())
+        runs.append((same, 4, size))
     words = b"".join(tails)
     declared: Union[bytes, array[int]]
-    if max(sizes) + 12 < 256:
+    if max(sizes) + 4 < 256:
         # Every length fits its low byte: the others must be zero, and the low bytes are
         # counted as bytes (array.count makes an int of every word).
         if sum(words[i::4].count(0) for i in (1, 2, 3)) != 3 * (len(words) // 4):
@@ -180,14 +200,14 @@ def _regroup(buf: bytearray, start: int, end: int, msg_type: int
     else:
         declared = array("I")
         declared.frombytes(words)
-    # Every message is 12 bytes longer than its part. The header's bytes occurring inside a
-    # body would split it in two parts, neither of which any length word declares: the counts
-    # of declared lengths would no longer match the parts' (one zero word: the end).
-    if declared.count(0) != 1 or any(declared.count(size + 12) != lens.count(size)
+    # Every message is 4 bytes longer than its part. The sequence number occurring inside a
+    # body would split it in two parts, neither of which any length word declares (and whose
+    # port id and type columns would not hold): the counts would no longer match.
+    if declared.count(0) != 1 or any(declared.count(size + 4) != lens.count(size)
                                      for size in sizes):
         return []
     # Listeners come first in a dump and are full sockets, the longest records: longest first.
-    runs.sort(key=lambda r: -r[1])
+    runs.sort(key=lambda r: -r[2])
     return runs
 
 
@@ -216,8 +236,8 @@ def dump_records(payload: bytes, sink: RecordSink, *, sock: AnySock = None,
             runs = _regroup(buf, 0, end, msg_type)
             if not runs:
                 return walk(buf, 0, n, one, msg_type=msg_type)
-            for run, stride in runs:
-                sink(run, 0, len(run), stride)
+            for run, first, stride in runs:
+                sink(run, first, len(run), stride)
         if end == n:
             return False, False
         return walk(buf, end, n, one, msg_type=msg_type)

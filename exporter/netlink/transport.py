@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno as _errno
 import os
+import random
 import socket
 import struct
 import threading
@@ -115,15 +116,17 @@ class Channel:
         self.close()
 
 
-_seq = 0
-_seq_lock = threading.Lock()
+_seq_random = random.Random()
 
 
 def _next_seq() -> int:
-    global _seq
-    with _seq_lock:
-        _seq = (_seq + 1) & 0xFFFFFFFF
-        return _seq
+    """The sequence number of the next request: four bytes drawn at random from 0x98 to 0xB7.
+    inet._regroup splits a reply at it, and bytes.split skips ahead past any byte that shares
+    no bloom bit (its low six bits) with these; the bytes of socket records are mostly zeros,
+    small numbers, 0x7f and 0xff, which do not. Drawn at random, the four bytes cannot be put
+    into a socket's addresses in advance to mislead the split (which is checked in any case)."""
+    r = _seq_random.getrandbits(20)
+    return int.from_bytes(bytes(0x98 + (r >> s & 0x1F) for s in (0, 5, 10, 15)), "little")
 
 
 # Bytes gathered before the handler is called: several kernel chunks.
