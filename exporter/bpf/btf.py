@@ -131,9 +131,34 @@ class Btf:
                 return tid
         raise BtfError(f"BTF has no typedef {name}")
 
+    def func(self, name: str) -> int:
+        """The type id of function ``name`` (``bpf_iter_<target>``, the id an iterator program
+        is loaded for)."""
+        want = name.encode()
+        start = self._strings[0]
+        for tid, t in enumerate(self._types):
+            if t is not None and t.kind == FUNC and self._blob.startswith(
+                    want + b"\0", start + t.name_off):
+                return tid
+        raise BtfError(f"BTF has no function {name}")
+
+    def offset(self, struct_name: str, *path: str) -> int:
+        """Where ``struct_name.path[0]...`` lies, in bytes, whatever its type (an address's
+        array, a structure)."""
+        return self._walk(struct_name, path)[0]
+
     def member(self, struct_name: str, *path: str) -> Member:
         """Where ``struct_name.path[0].path[1]...`` lies; the last must be an integer (or an
         enum) that is not a bitfield."""
+        what = ".".join((struct_name,) + path)
+        offset, tid = self._walk(struct_name, path)
+        t = self._type(tid)
+        if t.kind not in (INT, ENUM, ENUM64):
+            raise BtfError(f"BTF: {what} is not an integer")
+        return Member(offset, t.size_or_type)
+
+    def _walk(self, struct_name: str, path: Tuple[str, ...]) -> Tuple[int, int]:
+        """(byte offset, resolved type id) of ``struct_name.path...``."""
         what = ".".join((struct_name,) + path)
         if struct_name not in self._structs:
             raise BtfError(f"BTF has no struct {struct_name}")
@@ -151,10 +176,7 @@ class Btf:
             if i < len(path) - 1 and t.kind not in (STRUCT, UNION):
                 raise BtfError(f"BTF: {'.'.join((struct_name,) + path[:i + 1])} is not a "
                                "struct")
-        t = self._type(tid)
-        if t.kind not in (INT, ENUM, ENUM64):
-            raise BtfError(f"BTF: {what} is not an integer")
-        return Member(offset, t.size_or_type)
+        return offset, tid
 
 
 @lru_cache(maxsize=4)

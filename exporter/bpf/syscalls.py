@@ -33,11 +33,16 @@ PROG_LOAD = 5
 PROG_GET_NEXT_ID = 11
 RAW_TRACEPOINT_OPEN = 17
 MAP_LOOKUP_BATCH = 24
+LINK_CREATE = 28
+ITER_CREATE = 33
 # enum bpf_map_type, bpf_prog_type
 MAP_TYPE_HASH, MAP_TYPE_ARRAY, MAP_TYPE_PERCPU_HASH, MAP_TYPE_PERCPU_ARRAY = 1, 2, 5, 6
+MAP_TYPE_LRU_HASH = 9
 PROG_TYPE_TRACEPOINT, PROG_TYPE_TRACING = 5, 26
-# enum bpf_attach_type: a tracing program on a raw tracepoint, arguments typed by BTF
+# enum bpf_attach_type: a tracing program on a raw tracepoint, arguments typed by BTF; a
+# program run by a BPF iterator (bpf_iter) for every object it walks
 TRACE_RAW_TP = 23
+TRACE_ITER = 28
 # map_flags
 F_NO_PREALLOC, F_MMAPABLE = 1 << 0, 1 << 10
 # update flags
@@ -252,6 +257,19 @@ def raw_tracepoint_open(prog_fd: int) -> int:
     the tracepoint it was loaded for; the descriptor returned holds the attachment."""
     return bpf(RAW_TRACEPOINT_OPEN, _attr((0, "Q", 0), (8, "I", prog_fd)),
                "attaching to a raw tracepoint")
+
+
+def iter_link(prog_fd: int) -> int:
+    """Link a program loaded for an iterator (BPF_TRACE_ITER, Linux 5.8) to it; the link's
+    descriptor is what :func:`iter_create` opens runs of the iterator from."""
+    return bpf(LINK_CREATE, _attr((0, "I", prog_fd), (8, "I", TRACE_ITER)),
+               "linking a BPF iterator program")
+
+
+def iter_create(link_fd: int) -> int:
+    """One run of an iterator: reading the descriptor to its end runs the program once per
+    object, in the network namespace of the calling thread (for the socket iterators)."""
+    return bpf(ITER_CREATE, _attr((0, "I", link_fd)), "creating a BPF iterator")
 
 
 def mmap_array(fd: int, value_size: int, max_entries: int, writable: bool = False) -> mmap.mmap:

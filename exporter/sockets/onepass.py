@@ -257,6 +257,10 @@ class InetPass(CountSink):
                     self.listeners.append(Listener(self.protocol, fname, addr, port, inode, uid))
             i = states.find(state, i + 1)
 
+    def used_ports(self) -> Set[int]:
+        """The ephemeral ports in use seen so far (host order)."""
+        return {swap16(p) for p in self._used}
+
     # --- the result --------------------------------------------------------------------------
 
     def result(self, source: str, families: Iterable[str], *, queues: bool = True,
@@ -284,7 +288,7 @@ class InetPass(CountSink):
             for fnum, dests in self._dest.items():
                 for raw, n in dests.items():
                     if raw[:2] != b"\0\0":  # a peer: a destination
-                        use.destinations[_destination(fnum, raw)] += n
+                        use.destinations[destination(fnum, raw)] += n
             for key, n in self._dest_packed.items():
                 dport = key >> 32 & 0xFFFF
                 if dport:
@@ -298,14 +302,14 @@ class InetPass(CountSink):
             for fnum, pairs in self._dest_pairs.items():
                 for raw, n in Counter(map(_PAIR_DEST, pairs)).items():
                     if raw[:2] != b"\0\0":
-                        use.destinations[_destination(fnum, raw)] += n
+                        use.destinations[destination(fnum, raw)] += n
             for pkey, n in Counter(map(_PAIR_DEST4, self._pairs4)).items():
                 if pkey[0]:
                     use.destinations[_destination4(pkey)] += n
         return out
 
 
-def _destination(fam: int, raw: bytes) -> str:
+def destination(fam: int, raw: bytes) -> str:
     """``local->remote:port`` of record bytes from REC_DPORT on: the remote port (network byte
     order), the local and the remote address (16 bytes each)."""
     src = address(fam, raw[REC_SRC - REC_DPORT:REC_DST - REC_DPORT])
@@ -317,7 +321,7 @@ def _destination(fam: int, raw: bytes) -> str:
 
 def _destination4(key: Tuple[int, ...]) -> str:
     """``local->remote:port`` of an IPv4 key (raw dport, src word, dst word)."""
-    return _destination(AF_INET, struct.pack("<HI12xI12x", key[0], key[1], key[2]))
+    return destination(AF_INET, struct.pack("<HI12xI12x", key[0], key[1], key[2]))
 
 
 def ephemeral_range(low: int, high: int, reserved: Iterable[Tuple[int, int]]) -> EphemeralRange:

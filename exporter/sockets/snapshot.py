@@ -14,10 +14,13 @@ import os
 import socket
 import struct
 import threading
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
+from exporter.bpf import btf
+from exporter.bpf import syscalls as bpf_sc
+from exporter.bpf import tcpiter
 from exporter.netlink import inet as nl_inet
 from exporter.netlink import requests as req
 from exporter.netlink import unix as nl_unix
@@ -25,14 +28,16 @@ from exporter.netlink.transport import Channel, NetlinkError, SocketFactory
 from exporter.procfs import net_sockets, sockstat, sysctl
 from exporter.procfs.errors import ParseError
 from exporter.procfs.sockstat import Sockstat
-from exporter.sockets.onepass import InetPass, ephemeral_range
+from exporter.sockets.onepass import InetPass, destination, ephemeral_range
 from exporter.system.common import System
-from exporter.vocabulary.model import EphemeralRange, InetTables, UnixTables
+from exporter.vocabulary.model import Counts, EphemeralRange, InetTables, PortUse, UnixTables
 from exporter.vocabulary.names import (
     FAMILIES,
     FAMILY_NAMES,
+    LISTENER_CONNECTION_STATES,
     PROC_FILES,
     PROTOCOL_NUMBERS,
+    TCP_BOUND_INACTIVE,
     TCP_CLOSE,
     TCP_LISTEN,
     TCP_TIME_WAIT,
@@ -57,6 +62,36 @@ class Wants:
     def __or__(self, other: Wants) -> Wants:
         return Wants(self.listeners or other.listeners, self.connections or other.connections,
                      self.ephemeral or other.ephemeral)
+
+
+_iterator_lock = threading.Lock()
+_iterator: Optional[Tuple[Optional[tcpiter.TcpIterator]]] = None
+
+
+def tcp_iterator() -> Optional[tcpiter.TcpIterator]:
+    """The process's TCP socket iterator program (:mod:`exporter.bpf.tcpiter`), loaded at the
+    first call; None, for the life of the process, when it cannot be (no CAP_BPF and
+    CAP_PERFMON, no BTF, a kernel before 5.9): the TCP table is then dumped through
+    sock_diag."""
+    global _iterator
+    with _iterator_lock:
+        if _iterator is None:
+            try:
+                _iterator = (tcpiter.TcpIterator(),)
+            except (bpf_sc.BpfError, btf.BtfError, OSError) as e:
+                log.debug("TCP sockets are dumped through sock_diag: no BPF socket iterator",
+                          extra={"err": str(e)})
+                _iterator = (None,)
+        return _iterator[0]
+
+
+def _bound_inactive_dumps() -> bool:
+    """Whether sock_diag reports bound-but-idle TCP sockets when asked (Linux 6.5)."""
+    try:
+        major, minor = (int(x) for x in os.uname().release.split(".")[:2])
+    except ValueError:
+        return True
+    return (major, minor) >= (6, 5)
 
 
 @functools.lru_cache(maxsize=4)
@@ -100,6 +135,8 @@ class Snapshot:
         self.wants = wants
         self.system = system
         self._chan = Channel(netlink)
+        # the calling thread's namespace, read through its own /proc: the TCP iterator's
+        self._own_namespace = netlink is None and procfs == "/proc"
         self._lock = threading.Lock()
         self._inet: Dict[str, Optional[InetTables]] = {}
         self._failed: Dict[str, Exception] = {}
@@ -221,6 +258,10 @@ class Snapshot:
                         ephemeral=eph)
 
     def _read_inet(self, protocol: str) -> Optional[InetTables]:
+        if protocol == "tcp" and self.source == "auto" and self._own_namespace:
+            tables = self._iterate_tcp()
+            if tables is not None:
+                return tables
         if self.source == "psutil":
             return self._psutil(protocol) if protocol in ("tcp", "udp") else None
         if self.source in ("auto", "netlink"):
@@ -250,6 +291,62 @@ class Snapshot:
                 log.debug("netlink refused, reading /proc/net/unix", extra={"err": str(e)})
         table = net_sockets.read_unix(self.procfs)
         return None if table is None else UnixTables("procfs", table)
+
+    # --- the TCP socket iterator --------------------------------------------------------------
+
+    def _iterate_tcp(self) -> Optional[InetTables]:
+        """The TCP table counted in the kernel by the socket iterator program, plus one small
+        sock_diag dump for what it does not see: the listeners' details, and sockets bound but
+        neither listening nor connecting (reported as "close"). None when there is no
+        iterator or a run did not fit it: the table is then dumped whole."""
+        it = tcp_iterator()
+        if it is None:
+            return None
+        rng: Optional[EphemeralRange] = None
+        if self.wants.ephemeral:
+            try:
+                rng = self._ephemeral_locked()
+            except (ParseError, OSError):
+                rng = None  # the ports collector reports it; the others go on
+        try:
+            got = it.read(rng.ports if rng is not None else None)
+        except (tcpiter.Incomplete, bpf_sc.BpfError) as e:
+            log.debug("TCP sockets dumped through sock_diag", extra={"err": str(e)})
+            return None
+        sink = InetPass("tcp", listeners=self.wants.listeners or self.wants.connections,
+                        connections=False, ephemeral=rng)
+        states = 1 << TCP_LISTEN
+        if _bound_inactive_dumps():
+            states |= 1 << TCP_BOUND_INACTIVE
+        try:
+            intr = nl_inet.dump_records(req.tcp_request_both_families(states), sink,
+                                        sock=self._chan, msg_type=req.TCPDIAG_GETSOCK)
+        except NetlinkError:
+            return None  # the whole dump tells what went wrong
+        out = InetTables("tcp", "bpf", interrupted=intr)
+        out.listeners = sink.listeners
+        for num, fam in FAMILIES:
+            if fam == "ipv6" and not os.path.exists(os.path.join(self.procfs, "net", "tcp6")):
+                continue  # IPv6 is off: no data, not zeros
+            counts = got.states.get(num, Counter())
+            bound = sink.states.get(num, {}).get(TCP_CLOSE, 0)
+            if bound:
+                counts[TCP_CLOSE] += bound
+            rx, tx = got.queues.get(num, (0, 0))
+            out.counts[fam] = Counts(counts, rx, tx)
+        for (port, state), n in got.connections.items():
+            if state in LISTENER_CONNECTION_STATES:
+                out.connections[(port, state)] += n
+        if rng is not None:
+            # the ports of bound-but-idle sockets are in use too (the iterator does not see
+            # them; they have no peer, so no destination)
+            bits = got.used_bits
+            for port in sink.used_ports():
+                bits |= 1 << port
+            out.ports = PortUse(used=bits.bit_count())
+            for fam_num, raw, n in got.destinations:
+                out.ports.destinations[destination(fam_num, raw)] += n
+        return out
 
     # --- netlink -----------------------------------------------------------------------------
 

@@ -1,0 +1,206 @@
+"""The TCP table counted in the kernel by the socket iterator program (exporter.bpf.tcpiter):
+what it counts equals what the whole sock_diag dump gives, on a namespace of the test's own
+holding every kind of socket the snapshot tells apart; a run that does not fit the maps, or no
+iterator at all, falls back to the dump; without CAP_BPF and CAP_PERFMON the exporter says
+nothing and reads sock_diag.
+
+The whole-table comparison with ss and node_exporter, through the exporter's default source,
+is tests/test_sockets_live.py's (there the iterator is what "auto" uses when run as root).
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections import Counter
+from typing import Any, Iterator, List, Tuple
+
+import pytest
+from helpers import parse, run_cli, value
+from nshelpers import NetNS
+
+from exporter.bpf import tcpiter
+from exporter.sockets import snapshot as snap_mod
+from exporter.sockets.snapshot import Snapshot, Wants
+from exporter.vocabulary.model import InetTables
+
+ALL = Wants(listeners=True, connections=True, ephemeral=True)
+BOUND_IDLE = 2
+
+
+def _mix() -> List[socket.socket]:
+    """Inside the namespace: listeners on both families, with connections in every state a
+    scrape tells apart on both sides of them (TIME_WAIT on the listening port and on ephemeral
+    ports, FIN_WAIT2 and CLOSE_WAIT, bytes queued both ways), and sockets bound but idle."""
+    keep: List[socket.socket] = []
+    for fam, host, port in ((socket.AF_INET, "127.0.0.1", 7100), (socket.AF_INET6, "::1", 7101),
+                            (socket.AF_INET, "127.0.0.2", 7102)):
+        lst = socket.socket(fam)
+        lst.bind((host, port))
+        lst.listen(64)
+        keep.append(lst)
+        for i in range(6):
+            c = socket.create_connection((host, port))
+            s, _ = lst.accept()
+            if i == 0:
+                c.sendall(b"x" * 700)  # waits in s's receive queue
+            elif i == 1:
+                c.shutdown(socket.SHUT_WR)  # c FIN_WAIT2, s CLOSE_WAIT
+            elif i == 2:
+                s.close()  # the server closes first: TIME_WAIT on the listening port
+                c.close()
+                continue
+            elif i == 3:
+                c.close()  # the client closes first: TIME_WAIT on an ephemeral port
+                s.close()
+                continue
+            keep.extend((c, s))
+    for _ in range(BOUND_IDLE):
+        b = socket.socket()
+        b.bind(("127.0.0.1", 0))
+        keep.append(b)
+    return keep
+
+
+@pytest.fixture(scope="module")
+def host() -> Iterator[Tuple[NetNS, List[socket.socket]]]:
+    with NetNS("iter") as ns:
+        ns.ip("addr", "add", "127.0.0.2/8", "dev", "lo")
+        keep = ns.call(_mix)
+        try:
+            yield ns, keep
+        finally:
+            for s in keep:
+                s.close()
+
+
+def _read(source: str) -> InetTables:
+    with Snapshot("/proc", source, wants=ALL) as s:
+        t = s.inet("tcp")
+    assert t is not None
+    return t
+
+
+def _both(ns: NetNS) -> Tuple[InetTables, InetTables]:
+    """The iterator's tables and the dump's, read back to back until two pairs agree with each
+    other (a socket's timer may fire between two reads; bounded)."""
+    deadline = time.monotonic() + 20
+    while True:
+        a, b = ns.call(_read, "auto"), ns.call(_read, "netlink")
+        a2 = ns.call(_read, "auto")
+        if _key(a) == _key(a2) or time.monotonic() > deadline:
+            return a, b
+
+
+def _key(t: InetTables) -> Any:
+    return (t.counts, t.connections, sorted(map(repr, t.listeners)),
+            t.ports.used if t.ports else None, t.ports.destinations if t.ports else None)
+
+
+def test_the_iterator_counts_what_the_dump_gives(host: Tuple[NetNS, List[socket.socket]]) -> None:
+    ns, _ = host
+    it, nl = _both(ns)
+    assert it.source == "bpf" and nl.source == "netlink"
+    # What this test made is there, so the comparison is not vacuous.
+    v4, v6 = nl.counts["ipv4"].states, nl.counts["ipv6"].states
+    for st in (1, 5, 6, 8, 10):
+        assert v4[st] > 0 and v6[st] > 0, st
+    assert v4[7] == BOUND_IDLE  # bound but idle: "close"
+    # 700 bytes per listener's connection, and one per CLOSE_WAIT socket: its peer's FIN takes
+    # a sequence number (rcv_nxt - copied_seq, as ss's Recv-Q shows it)
+    assert nl.counts["ipv4"].rx_queue == 2 * 701 and nl.counts["ipv6"].rx_queue == 701
+    assert nl.connections[(7100, 6)] == 1 and nl.connections[(7101, 8)] == 1
+    assert nl.ports is not None and nl.ports.used > 0
+    assert nl.ports.destinations["::1->[::1]:7101"] > 0
+    # The iterator's tables are the dump's, field by field.
+    assert it.counts == nl.counts
+    assert it.connections == nl.connections
+    assert sorted(map(repr, it.listeners)) == sorted(map(repr, nl.listeners))
+    assert it.ports == nl.ports
+
+
+def test_a_run_that_does_not_fit_falls_back_to_the_dump(
+        host: Tuple[NetNS, List[socket.socket]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """More listening ports than slots, or more destinations than the map holds: the run says
+    so, and the snapshot reads the whole dump instead (same tables, source netlink)."""
+    ns, _ = host
+    real = snap_mod.tcp_iterator()
+    assert real is not None
+
+    class Full:
+        def read(self, ephemeral: Any) -> Any:
+            real.read(ephemeral)
+            raise tcpiter.Incomplete(f"more than {tcpiter.MAX_SLOTS} listening ports")
+
+    monkeypatch.setattr(snap_mod, "tcp_iterator", lambda: Full())
+    got = ns.call(_read, "auto")
+    monkeypatch.undo()
+    want = ns.call(_read, "netlink")
+    assert got.source == "netlink"
+    assert _key(got) == _key(want)
+
+
+def test_a_full_slot_table_is_reported_by_the_reader(host: Tuple[NetNS, List[socket.socket]]
+                                                       ) -> None:
+    """The reader refuses a run whose program counted a listening port it found no slot for."""
+    ns, _ = host
+    it = snap_mod.tcp_iterator()
+    assert it is not None
+    ns.call(it.read, None)
+    view = it._view
+    assert view is not None
+    view[tcpiter.OFF_SLOTS_LOST:tcpiter.OFF_SLOTS_LOST + 8] = (1).to_bytes(8, "little")
+    with pytest.raises(tcpiter.Incomplete, match="listening ports"):
+        it._results()
+    view[tcpiter.OFF_DEST_LOST:tcpiter.OFF_DEST_LOST + 8] = (3).to_bytes(8, "little")
+    view[tcpiter.OFF_SLOTS_LOST:tcpiter.OFF_SLOTS_LOST + 8] = bytes(8)
+    with pytest.raises(tcpiter.Incomplete, match="destinations"):
+        it._results()
+    # the next run clears what this one left
+    got = ns.call(it.read, None)
+    assert sum(got.states[socket.AF_INET].values()) > 0
+
+
+def test_runs_leave_nothing_behind_for_the_next(host: Tuple[NetNS, List[socket.socket]]) -> None:
+    """Slots, used ports and per-destination counts are a run's own: a run in an empty
+    namespace after one in the full namespace finds nothing."""
+    ns, _ = host
+    it = snap_mod.tcp_iterator()
+    assert it is not None
+    from exporter.sockets.snapshot import read_ephemeral_range
+    rng = read_ephemeral_range("/proc")
+    assert rng is not None
+    full = ns.call(it.read, rng.ports)
+    assert full.connections and full.used and full.destinations
+    with NetNS("empty") as empty:
+        got = empty.call(it.read, rng.ports)
+    assert got.states == {socket.AF_INET: Counter(), socket.AF_INET6: Counter()}
+    assert not got.connections and got.used == 0 and got.destinations == []
+    again = ns.call(it.read, rng.ports)
+    assert again.connections == full.connections and again.used == full.used
+    assert sorted(again.destinations) == sorted(full.destinations)
+
+
+def test_the_program_assembles_from_any_layout() -> None:
+    """No kernel needed: the program is built from the offsets BTF gives (here made up)."""
+    f = tcpiter.Fields(16, 18, 14, 12, 4, 0, 72, 56, 140, 1664, 1464, 1576, 1672, 1)
+    code = tcpiter.program(f, 3, 4)
+    assert len(code) % 8 == 0 and len(code) // 8 < 4096
+
+
+def test_without_the_capabilities_sock_diag_is_used_and_nothing_is_said() -> None:
+    drop = ["setpriv", "--inh-caps=-bpf,-perfmon,-sys_admin",
+            "--bounding-set=-bpf,-perfmon,-sys_admin"]
+    r = run_cli("--collector.disable-defaults", "--collector.sockets", "dump", prefix=drop)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == ""
+    samples = parse(r.stdout)
+    assert value(samples, "netstat_sockets_source_info", protocol="tcp", source="netlink") == 1
+
+
+def test_as_root_the_default_source_is_the_iterator() -> None:
+    r = run_cli("--collector.disable-defaults", "--collector.sockets", "dump")
+    assert r.returncode == 0, r.stderr
+    samples = parse(r.stdout)
+    assert value(samples, "netstat_sockets_source_info", protocol="tcp", source="bpf") == 1
+    assert value(samples, "netstat_sockets_source_info", protocol="udp", source="netlink") == 1
