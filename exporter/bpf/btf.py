@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import struct
 import sys
+from array import array
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Dict, List, Optional, Tuple
 
 VMLINUX = "/sys/kernel/btf/vmlinux"
@@ -60,8 +60,11 @@ class Btf:
             raise BtfError("BTF of the other byte order")
         self._blob, self._order = blob, order
         self._strings = hdr_len + s_off, hdr_len + s_off + s_len
-        self._types: List[Optional[_Type]] = [None]  # type ids count from 1
-        self._structs: Dict[str, int] = {}
+        # Where each type's record lies, by type id (from 1), and the structs with members by
+        # the offset of their name: a type is unpacked only when asked for, so the kernel's
+        # 125,000 types cost half a megabyte here, not tens.
+        self._pos = array("I", [0])
+        self._structs: Dict[int, int] = {}
         pos, end = hdr_len + t_off, hdr_len + t_off + t_len
         if end > len(blob) or self._strings[1] > len(blob):
             raise BtfError("BTF sections run past its end")
@@ -72,10 +75,9 @@ class Btf:
             fixed, per = _EXTRA.get(kind, (0, 0))
             if kind == 0 or kind > ENUM64:
                 raise BtfError(f"BTF type kind {kind} unknown")
-            t = _Type(kind, name_off, info, size, pos + 12)
             if kind == STRUCT and vlen:
-                self._structs.setdefault(self._name(name_off), len(self._types))
-            self._types.append(t)
+                self._structs.setdefault(name_off, len(self._pos))
+            self._pos.append(pos)
             pos += 12 + fixed + per * vlen
 
     def _name(self, off: int) -> str:
@@ -86,11 +88,36 @@ class Btf:
         return self._blob[start + off:stop].decode("ascii", errors="replace")
 
     def _type(self, tid: int) -> _Type:
-        if not 0 < tid < len(self._types):
+        if not 0 < tid < len(self._pos):
             raise BtfError(f"BTF type id {tid} out of range")
-        t = self._types[tid]
-        assert t is not None
-        return t
+        pos = self._pos[tid]
+        name_off, info, size = struct.unpack_from(self._order + "III", self._blob, pos)
+        return _Type(info >> 24 & 0x1F, name_off, info, size, pos + 12)
+
+    def _name_offs(self, name: str) -> List[int]:
+        """The offsets in the string section at which ``name`` is a whole string."""
+        start, end = self._strings
+        want = b"\0" + name.encode() + b"\0"
+        out = []
+        i = self._blob.find(want, start, end)
+        while i >= 0:
+            out.append(i + 1 - start)
+            i = self._blob.find(want, i + 1, end)
+        if self._blob.startswith(want[1:], start):  # the section's first string
+            out.append(0)
+        return out
+
+    def _named(self, kinds: Tuple[int, ...], name: str) -> Optional[int]:
+        """The first type id of one of ``kinds`` named ``name``."""
+        offs = set(self._name_offs(name))
+        if not offs:
+            return None
+        unpack, blob = struct.Struct(self._order + "II").unpack_from, self._blob
+        for tid in range(1, len(self._pos)):
+            name_off, info = unpack(blob, self._pos[tid])
+            if name_off in offs and info >> 24 & 0x1F in kinds:
+                return tid
+        return None
 
     def _resolve(self, tid: int) -> int:
         for _ in range(32):
@@ -123,24 +150,18 @@ class Btf:
     def typedef(self, name: str) -> int:
         """The type id of typedef ``name`` (a raw tracepoint's ``btf_trace_<name>``, the id a
         tracing program is loaded for)."""
-        want = name.encode()
-        start = self._strings[0]
-        for tid, t in enumerate(self._types):
-            if t is not None and t.kind == TYPEDEF and self._blob.startswith(
-                    want + b"\0", start + t.name_off):
-                return tid
-        raise BtfError(f"BTF has no typedef {name}")
+        tid = self._named((TYPEDEF,), name)
+        if tid is None:
+            raise BtfError(f"BTF has no typedef {name}")
+        return tid
 
     def func(self, name: str) -> int:
         """The type id of function ``name`` (``bpf_iter_<target>``, the id an iterator program
         is loaded for)."""
-        want = name.encode()
-        start = self._strings[0]
-        for tid, t in enumerate(self._types):
-            if t is not None and t.kind == FUNC and self._blob.startswith(
-                    want + b"\0", start + t.name_off):
-                return tid
-        raise BtfError(f"BTF has no function {name}")
+        tid = self._named((FUNC,), name)
+        if tid is None:
+            raise BtfError(f"BTF has no function {name}")
+        return tid
 
     def offset(self, struct_name: str, *path: str) -> int:
         """Where ``struct_name.path[0]...`` lies, in bytes, whatever its type (an address's
@@ -160,9 +181,10 @@ class Btf:
     def _walk(self, struct_name: str, path: Tuple[str, ...]) -> Tuple[int, int]:
         """(byte offset, resolved type id) of ``struct_name.path...``."""
         what = ".".join((struct_name,) + path)
-        if struct_name not in self._structs:
+        found = [self._structs[o] for o in self._name_offs(struct_name) if o in self._structs]
+        if not found:
             raise BtfError(f"BTF has no struct {struct_name}")
-        tid, offset = self._structs[struct_name], 0
+        tid, offset = min(found), 0
         for i, name in enumerate(path):
             found = self._find(tid, name, 0)
             if found is None:
@@ -179,10 +201,9 @@ class Btf:
         return offset, tid
 
 
-@lru_cache(maxsize=4)
 def load(path: str = VMLINUX) -> Btf:
-    """The BTF at ``path``, read and walked once per process (a few tenths of a second for
-    the kernel's 5 MB)."""
+    """The BTF at ``path``, read and walked (a tenth of a second or two for the kernel's
+    5 MB); not kept, since a program's offsets are read from it once, at load."""
     try:
         with open(path, "rb") as f:
             blob = f.read()
