@@ -1,22 +1,24 @@
 """The TCP table counted in the kernel by the socket iterator program (exporter.bpf.tcpiter):
 what it counts equals what the whole sock_diag dump gives, on a namespace of the test's own
-holding every kind of socket the snapshot tells apart; a run that does not fit the maps, or no
-iterator at all, falls back to the dump; without CAP_BPF and CAP_PERFMON the exporter says
-nothing and reads sock_diag.
+holding every kind of socket the snapshot tells apart; a run that does not fit the maps falls
+back to the dump; "auto" iterates from ITERATE_FROM sockets on, and without CAP_BPF and
+CAP_PERFMON says nothing and reads sock_diag; "bpf" asked for without them stops the start
+with the reason.
 
-The whole-table comparison with ss and node_exporter, through the exporter's default source,
-is tests/test_sockets_live.py's (there the iterator is what "auto" uses when run as root).
+The whole-table comparison with ss and node_exporter for both sources is
+tests/test_sockets_live.py's.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from collections import Counter
 from typing import Any, Iterator, List, Tuple
 
 import pytest
-from helpers import parse, run_cli, value
+from helpers import FIXTURES, parse, run_cli, value
 from nshelpers import NetNS
 
 from exporter.bpf import tcpiter
@@ -86,8 +88,8 @@ def _both(ns: NetNS) -> Tuple[InetTables, InetTables]:
     other (a socket's timer may fire between two reads; bounded)."""
     deadline = time.monotonic() + 20
     while True:
-        a, b = ns.call(_read, "auto"), ns.call(_read, "netlink")
-        a2 = ns.call(_read, "auto")
+        a, b = ns.call(_read, "bpf"), ns.call(_read, "netlink")
+        a2 = ns.call(_read, "bpf")
         if _key(a) == _key(a2) or time.monotonic() > deadline:
             return a, b
 
@@ -133,7 +135,7 @@ def test_a_run_that_does_not_fit_falls_back_to_the_dump(
             raise tcpiter.Incomplete(f"more than {tcpiter.MAX_SLOTS} listening ports")
 
     monkeypatch.setattr(snap_mod, "tcp_iterator", lambda: Full())
-    got = ns.call(_read, "auto")
+    got = ns.call(_read, "bpf")
     monkeypatch.undo()
     want = ns.call(_read, "netlink")
     assert got.source == "netlink"
@@ -188,19 +190,72 @@ def test_the_program_assembles_from_any_layout() -> None:
     assert len(code) % 8 == 0 and len(code) // 8 < 4096
 
 
-def test_without_the_capabilities_sock_diag_is_used_and_nothing_is_said() -> None:
-    drop = ["setpriv", "--inh-caps=-bpf,-perfmon,-sys_admin",
-            "--bounding-set=-bpf,-perfmon,-sys_admin"]
-    r = run_cli("--collector.disable-defaults", "--collector.sockets", "dump", prefix=drop)
+DROP_CAPS = ["setpriv", "--inh-caps=-bpf,-perfmon,-sys_admin",
+             "--bounding-set=-bpf,-perfmon,-sys_admin"]
+
+
+def _time_wait(n: int) -> None:
+    """Inside a namespace: ``n`` loopback connections closed by the client first, which leaves
+    ``n`` sockets in TIME_WAIT (for a minute) and holds no descriptor."""
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(128)
+    for _ in range(n):
+        c = socket.create_connection(lst.getsockname())
+        s, _ = lst.accept()
+        c.close()
+        s.close()
+    lst.close()
+
+
+@pytest.fixture(scope="module")
+def large() -> Iterator[NetNS]:
+    """A namespace whose TCP table holds ITERATE_FROM sockets and more."""
+    with NetNS("large") as ns:
+        ns.call(_time_wait, snap_mod.ITERATE_FROM + 100)
+        yield ns
+
+
+def _source(r: Any) -> str:
     assert r.returncode == 0, r.stderr
+    samples = parse(r.stdout)
+    got = [lbl["source"] for n, lbl, v in samples
+           if n == "netstat_sockets_source_info" and lbl["protocol"] == "tcp" and v == 1]
+    assert len(got) == 1, got
+    return got[0]
+
+
+def test_auto_iterates_a_large_table_and_dumps_a_small_one(large: NetNS) -> None:
+    dump = ("--collector.disable-defaults", "--collector.sockets", "dump")
+    assert _source(run_cli(*dump, prefix=large.cmd())) == "bpf"
+    with NetNS("small") as small:
+        assert _source(run_cli(*dump, prefix=small.cmd())) == "netlink"
+    # and a large table read both ways counts the same TIME_WAIT sockets
+    r = run_cli(*dump, "--collector.sockets.source=netlink", prefix=large.cmd())
+    assert _source(r) == "netlink"
+    b = run_cli(*dump, prefix=large.cmd())
+    tw = {src: value(parse(x.stdout), "netstat_sockets", protocol="tcp", family="ipv4",
+                     state="time_wait") for src, x in (("netlink", r), ("bpf", b))}
+    assert tw["netlink"] == tw["bpf"] >= snap_mod.ITERATE_FROM, tw
+
+
+def test_without_the_capabilities_auto_dumps_and_says_nothing(large: NetNS) -> None:
+    r = run_cli("--collector.disable-defaults", "--collector.sockets", "dump",
+                prefix=[*large.cmd(), *DROP_CAPS])
+    assert _source(r) == "netlink"
     assert r.stderr == ""
-    samples = parse(r.stdout)
-    assert value(samples, "netstat_sockets_source_info", protocol="tcp", source="netlink") == 1
 
 
-def test_as_root_the_default_source_is_the_iterator() -> None:
-    r = run_cli("--collector.disable-defaults", "--collector.sockets", "dump")
-    assert r.returncode == 0, r.stderr
-    samples = parse(r.stdout)
-    assert value(samples, "netstat_sockets_source_info", protocol="tcp", source="bpf") == 1
-    assert value(samples, "netstat_sockets_source_info", protocol="udp", source="netlink") == 1
+def test_bpf_asked_for_without_the_capabilities_stops_the_start() -> None:
+    r = run_cli("--collector.sockets.source=bpf", "dump", prefix=DROP_CAPS)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert "socket source 'bpf'" in lines[0] and "CAP_BPF and CAP_PERFMON" in lines[0], lines
+
+
+def test_bpf_on_a_copy_of_a_proc_tree_is_refused() -> None:
+    tree = os.path.join(FIXTURES, "proc", "live")
+    r = run_cli(f"--path.procfs={tree}", "--collector.sockets.source=bpf", "dump")
+    assert r.returncode == 2, r.stderr
+    assert "socket source 'bpf'" in r.stderr and "mounted procfs" in r.stderr, r.stderr

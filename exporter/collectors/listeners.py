@@ -160,9 +160,11 @@ def zero_state_numbers(text: str) -> Tuple[int, ...]:
 
 
 FLAGS = (
-    Flag("source", "Where the listeners collector reads sockets: netlink sock_diag (with accept "
+    Flag("source", "Where the listeners collector reads sockets: bpf (connections counted in "
+                   "the kernel, listeners through netlink), netlink sock_diag (with accept "
                    "queues), /proc/net (queue length only), or psutil (no queues); auto tries "
-                   "them in that order.", choices=SOURCES),
+                   "them in that order, bpf only for TCP tables of 2,000 sockets or more.",
+         choices=SOURCES),
     Flag("pid_label", "Add a pid label to netstat_listener_info (the lowest pid per process "
                       "identity); pids change on every restart."),
     Flag("max_ports", "Listening TCP ports named in netstat_listener_connections, lowest first; "

@@ -61,8 +61,9 @@ class PortsOptions:
 FLAGS = (
     Flag("top_destinations", "Export the local-port use of the N busiest destinations "
                              "(local address, remote address, remote port).", min=0),
-    Flag("source", "Where the ports collector reads sockets: netlink sock_diag, /proc/net, or "
-                   "psutil; auto tries them in that order.", choices=SOURCES),
+    Flag("source", "Where the ports collector reads sockets: bpf (TCP counted in the kernel), "
+                   "netlink sock_diag, /proc/net, or psutil; auto tries them in that order, "
+                   "bpf only for TCP tables of 2,000 sockets or more.", choices=SOURCES),
 )
 
 

@@ -4,9 +4,11 @@ of non-listening sockets; and the kernel's /proc/net/sockstat totals.
 
 Sockets come from the scrape's socket snapshot (:mod:`exporter.sockets`), shared with the
 listeners and ports collectors: each table is read once per scrape. Sources, in the order
-``--collector.sockets.source=auto`` tries them per protocol: netlink sock_diag, the /proc/net
-tables, psutil (other operating systems: TCP and UDP states only, no queue bytes, no unix
-sockets). The source used is reported in ``netstat_sockets_source_info``.
+``--collector.sockets.source=auto`` tries them per protocol: for a TCP table of 2,000 sockets or
+more, a BPF program run by the kernel's socket iterator counting it in the kernel (when it can be
+loaded: CAP_BPF and CAP_PERFMON); netlink sock_diag; the /proc/net tables; psutil (other
+operating systems: TCP and UDP states only, no queue bytes, no unix sockets). The source used is
+reported in ``netstat_sockets_source_info``.
 """
 
 from __future__ import annotations
@@ -56,7 +58,8 @@ M_TXQ = MetricDoc(
 M_SOURCE = MetricDoc(
     "netstat_sockets_source_info", "gauge",
     "Which reader the sockets collector used for each protocol in this scrape "
-    "(netlink, procfs or psutil); value 1.",
+    "(bpf: TCP counted in the kernel by a socket iterator program; netlink, procfs or "
+    "psutil); value 1.",
     ("protocol", "source"))
 M_USED = MetricDoc(
     "netstat_sockstat_sockets_used", "gauge",
@@ -103,8 +106,11 @@ class SocketsOptions:
 
 
 FLAGS = (
-    Flag("source", "Where the sockets collector reads sockets: netlink sock_diag, /proc/net, "
-                   "or psutil; auto tries them in that order.", choices=SOURCES),
+    Flag("source", "Where the sockets collector reads sockets: bpf (TCP counted in the kernel "
+                   "by a socket iterator program, the rest through netlink; needs CAP_BPF and "
+                   "CAP_PERFMON), netlink sock_diag, /proc/net, or psutil; auto tries them in "
+                   "that order, bpf only for TCP tables of 2,000 sockets or more.",
+         choices=SOURCES),
 )
 
 

@@ -23,16 +23,27 @@ class LinuxSystem(System):
         self.sysfs = sysfs
 
     def socket_source(self, asked: str) -> str:
-        """As asked: netlink, then /proc/net for "auto" (exporter.sockets.snapshot). But netlink
-        dumps this process's own namespace, which only a mounted procfs shows: a copy of a /proc
-        tree (test fixtures, another host's files) is read from its own files."""
-        if asked in ("auto", "netlink") and not shows_live_net(self.procfs):
-            if asked == "netlink":
+        """As asked: for "auto" the TCP socket iterator on large tables, netlink, then /proc/net
+        (exporter.sockets.snapshot). But netlink and the iterator read this process's own
+        namespace, which only a mounted procfs shows: a copy of a /proc tree (test fixtures,
+        another host's files) is read from its own files. "bpf" is refused at once when the
+        iterator cannot be loaded."""
+        if asked in ("auto", "bpf", "netlink") and not shows_live_net(self.procfs):
+            if asked != "auto":
                 raise ConfigError(
-                    f"socket source 'netlink' reads this host's sockets, not those of "
+                    f"socket source {asked!r} reads this host's sockets, not those of "
                     f"--path.procfs {self.procfs!r}, a copy of a /proc tree rather than a "
                     "mounted procfs: use procfs or auto")
             return "procfs"
+        if asked == "bpf":
+            # Loaded now, once for the process, so that a refusal stops the start with the
+            # reason rather than failing every scrape.
+            from exporter.sockets.snapshot import tcp_iterator_problem
+
+            problem = tcp_iterator_problem()
+            if problem:
+                raise ConfigError(f"socket source 'bpf' cannot load the TCP socket iterator: "
+                                  f"{problem}; use auto or netlink")
         return asked
 
     def interfaces(self, wanted: Callable[[str], bool]) -> Dict[str, Link]:
