@@ -259,3 +259,31 @@ def test_bpf_on_a_copy_of_a_proc_tree_is_refused() -> None:
     r = run_cli(f"--path.procfs={tree}", "--collector.sockets.source=bpf", "dump")
     assert r.returncode == 2, r.stderr
     assert "socket source 'bpf'" in r.stderr and "mounted procfs" in r.stderr, r.stderr
+
+
+def test_a_run_goes_on_after_the_kernels_pause(host: Tuple[NetNS, List[socket.socket]],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read that ran the program a million times without output ends in EAGAIN, and the run
+    goes on with the next read; one that never ends is given up."""
+    ns, _ = host
+    it = snap_mod.tcp_iterator()
+    assert it is not None
+    want = ns.call(it.read, None)
+    real_read, calls = os.read, []
+
+    def paused(fd: int, n: int) -> bytes:
+        calls.append(fd)
+        if len(calls) == 1:
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        return real_read(fd, n)
+
+    monkeypatch.setattr(tcpiter.os, "read", paused)
+    assert ns.call(it.read, None).states == want.states
+    assert len(calls) == 2
+
+    def never(fd: int, n: int) -> bytes:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(tcpiter.os, "read", never)
+    with pytest.raises(tcpiter.Incomplete, match="did not end"):
+        ns.call(it.read, None)
