@@ -151,6 +151,18 @@ def _inc(a: Asm, ptr: int, off: int, by: int = R5) -> None:
     a.stx(8, ptr, off, tmp)
 
 
+def _port_slot(a: Asm) -> None:
+    """r2 = the socket's local port (from the stack), r1 = where its slot lies in the array
+    map's value (r7), r4 = the slot (0: none)."""
+    a.ldx(8, R2, FP, _PORT_AT)
+    a.mov(R1, reg(R7))
+    a.mov(R3, reg(R2))
+    a.lsh(R3, 1)
+    a.add(R1, reg(R3))
+    a.add(R1, OFF_SLOT)
+    a.ldx(2, R4, R1, 0)
+
+
 def program(f: Fields, blob_fd: int, dest_fd: int) -> bytes:
     """The program: r6 the socket, r7 the array map's value, r8 the family's offset into the
     counts (0 or 128 bytes), r9 the state; the local port and the raw state on the stack."""
@@ -220,13 +232,7 @@ def program(f: Fields, blob_fd: int, dest_fd: int) -> bytes:
 
     # connections per listening port: conn[slot][state] += 1
     a.label("connections")
-    a.ldx(8, R2, FP, _PORT_AT)
-    a.mov(R1, reg(R7))
-    a.mov(R3, reg(R2))
-    a.lsh(R3, 1)
-    a.add(R1, reg(R3))
-    a.add(R1, OFF_SLOT)
-    a.ldx(2, R4, R1, 0)
+    _port_slot(a)
     a.jmp("eq", R4, 0, "ephemeral")
     a.and_(R4, MAX_SLOTS)
     a.lsh(R4, 7)
@@ -314,13 +320,7 @@ def program(f: Fields, blob_fd: int, dest_fd: int) -> bytes:
 
     # a listener: give its port a slot
     a.label("listen")
-    a.ldx(8, R2, FP, _PORT_AT)
-    a.mov(R1, reg(R7))
-    a.mov(R3, reg(R2))
-    a.lsh(R3, 1)
-    a.add(R1, reg(R3))
-    a.add(R1, OFF_SLOT)
-    a.ldx(2, R4, R1, 0)
+    _port_slot(a)
     a.jmp("ne", R4, 0, "out")
     a.ldx(8, R5, R7, OFF_NEXT_SLOT)
     a.jmp("ge", R5, MAX_SLOTS, "no_slot")
