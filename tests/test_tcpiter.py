@@ -150,7 +150,6 @@ def test_a_full_slot_table_is_reported_by_the_reader(host: Tuple[NetNS, List[soc
     assert it is not None
     ns.call(it.read, None)
     view = it._view
-    assert view is not None
     view[tcpiter.OFF_SLOTS_LOST:tcpiter.OFF_SLOTS_LOST + 8] = (1).to_bytes(8, "little")
     with pytest.raises(tcpiter.Incomplete, match="listening ports"):
         it._results()

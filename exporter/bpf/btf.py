@@ -181,10 +181,10 @@ class Btf:
     def _walk(self, struct_name: str, path: Tuple[str, ...]) -> Tuple[int, int]:
         """(byte offset, resolved type id) of ``struct_name.path...``."""
         what = ".".join((struct_name,) + path)
-        found = [self._structs[o] for o in self._name_offs(struct_name) if o in self._structs]
-        if not found:
+        tids = [self._structs[o] for o in self._name_offs(struct_name) if o in self._structs]
+        if not tids:
             raise BtfError(f"BTF has no struct {struct_name}")
-        tid, offset = min(found), 0
+        tid, offset = min(tids), 0
         for i, name in enumerate(path):
             found = self._find(tid, name, 0)
             if found is None:

@@ -38,7 +38,7 @@ import struct
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, FrozenSet, List, Optional, Tuple
 
 from exporter.bpf import btf
 from exporter.bpf import syscalls as sc
@@ -348,9 +348,9 @@ def program(f: Fields, blob_fd: int, dest_fd: int) -> bytes:
 class Reading:
     """One run's results, as the socket snapshot wants them."""
 
-    states: Dict[int, Counter] = field(default_factory=dict)  # family number -> state -> n
+    states: Dict[int, Counter[int]] = field(default_factory=dict)  # family -> state -> n
     queues: Dict[int, Tuple[int, int]] = field(default_factory=dict)  # family -> (rx, tx)
-    connections: Counter = field(default_factory=Counter)  # (port, state) -> n
+    connections: Counter[Tuple[int, int]] = field(default_factory=Counter)  # (port, state)
     used: int = 0  # ephemeral ports in use
     used_bits: int = 0  # the same as a bitmap: bit p for port p
     destinations: List[Tuple[int, bytes, int]] = field(default_factory=list)
@@ -365,7 +365,8 @@ class TcpIterator:
         self._fds: List[int] = []
         self._lock = threading.Lock()
         self._gen = 0
-        self._eph: Optional[frozenset] = None
+        self._eph: Optional[FrozenSet[int]] = None
+        self._closed = False
         try:
             f = fields(btf.load())
             self._blob = self._own(sc.map_create(sc.MAP_TYPE_ARRAY, 4, VALUE_SIZE, 1,
@@ -388,16 +389,15 @@ class TcpIterator:
         return fd
 
     def close(self) -> None:
-        view = getattr(self, "_view", None)
-        if view is not None:
-            view.release()
+        if not self._closed and hasattr(self, "_view"):
+            self._view.release()
             self._mem.close()
-            self._view = None
+        self._closed = True
         for fd in self._fds:
             sc.close(fd)
         self._fds = []
 
-    def _set_ephemeral(self, ports: frozenset) -> None:
+    def _set_ephemeral(self, ports: FrozenSet[int]) -> None:
         bits = 0
         for p in ports:
             bits |= 1 << p
@@ -420,11 +420,11 @@ class TcpIterator:
         v[OFF_COUNTS:OFF_EPH] = bytes(OFF_EPH - OFF_COUNTS)
         v[OFF_USED:OFF_USED + 8192] = bytes(8192)
 
-    def read(self, ephemeral: Optional[frozenset]) -> Reading:
+    def read(self, ephemeral: Optional[FrozenSet[int]]) -> Reading:
         """Run the program over the calling thread's namespace; ``ephemeral`` the ports of the
         range (None: no port use wanted)."""
         with self._lock:
-            if self._view is None:
+            if self._closed:
                 raise Incomplete("the TCP iterator is closed")
             eph = ephemeral or frozenset()
             if eph != self._eph:

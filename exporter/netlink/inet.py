@@ -183,11 +183,11 @@ def _regroup(buf: bytearray, start: int, end: int, msg_type: int
             same = b"".join(chain(compress(parts, map(operator.eq, lens, repeat(size))),
                                   (_PAD,)))
         k, n = size // 4, len(same) // size
-        words = memoryview(same)[:n * size].cast("I")
-        if (words[0::k].tobytes() != pid_word * n
-                or words[k - 1::k].tobytes() != head_word * n):
+        cols = memoryview(same)[:n * size].cast("I")
+        if (cols[0::k].tobytes() != pid_word * n
+                or cols[k - 1::k].tobytes() != head_word * n):
             return []
-        tails.append(words[k - 2::k].tobytes())
+        tails.append(cols[k - 2::k].tobytes())
         runs.append((same, 4, size))
     words = b"".join(tails)
     declared: Union[bytes, array[int]]

@@ -18,9 +18,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
-from exporter.bpf import btf
+from exporter.bpf import btf, tcpiter
 from exporter.bpf import syscalls as bpf_sc
-from exporter.bpf import tcpiter
 from exporter.netlink import inet as nl_inet
 from exporter.netlink import requests as req
 from exporter.netlink import unix as nl_unix
@@ -360,7 +359,7 @@ class Snapshot:
             if fam == "ipv6" and not os.path.exists(os.path.join(self.procfs, "net", "tcp6")):
                 continue  # IPv6 is off: no data, not zeros
             counts = got.states.get(num, Counter())
-            bound = sink.states.get(num, {}).get(TCP_CLOSE, 0)
+            bound = sink.states.get(num, Counter())[TCP_CLOSE]
             if bound:
                 counts[TCP_CLOSE] += bound
             rx, tx = got.queues.get(num, (0, 0))
