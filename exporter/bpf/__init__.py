@@ -7,9 +7,13 @@ Pure and below the collectors, importing nothing of them:
 * :mod:`exporter.bpf.tracefs`: finds (or mounts) tracefs and reads a tracepoint's id and the
   offsets of its record's fields from its ``format`` file, so no offset is hard-coded.
 * :mod:`exporter.bpf.syscalls`: bpf(), perf_event_open() and ioctl() through ctypes: maps,
-  program load (with the verifier's log on failure), attach to a tracepoint.
+  program load (with the verifier's log on failure), attach to a tracepoint, iterator links
+  and runs.
 * :mod:`exporter.bpf.tcpevents`: the TCP event programs (built from the formats) and their
   loader and reader, used by the ``tcpevents`` collector.
+* :mod:`exporter.bpf.tcpiter`: the program the kernel's TCP socket iterator runs to count a
+  large TCP table in the kernel, and its reader, used by the socket snapshot
+  (:mod:`exporter.sockets.snapshot`).
 
 Nothing is pinned: every map, program and perf event is held by a file descriptor of this
 process only, so the kernel unloads everything when the process exits, however it exits.

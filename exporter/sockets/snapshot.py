@@ -2,8 +2,11 @@
 
 A :class:`Snapshot` reads each socket table at most once, when a collector first asks for it,
 and keeps what it decoded until it is closed at the end of the scrape. Sources, in the order
-``auto`` tries them for each table: netlink sock_diag, the /proc/net files, psutil (other
-operating systems: TCP and UDP only, no queues, no unix sockets).
+``auto`` tries them for each table: for a TCP table of ITERATE_FROM sockets or more in the
+calling thread's own namespace, a BPF program run by the kernel's TCP socket iterator
+(:mod:`exporter.bpf.tcpiter`, with one small dump for listeners and bound sockets); netlink
+sock_diag; the /proc/net files; psutil (other operating systems: TCP and UDP only, no queues,
+no unix sockets).
 """
 
 from __future__ import annotations
