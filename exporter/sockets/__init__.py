@@ -10,12 +10,13 @@ Public API (everything else in the package is internal):
   setns) or a factory for one (default: opened in the calling thread's namespace and closed by
   ``close()``); ``source`` is ``auto`` (for a TCP table of 2,000 sockets or more in the
   calling thread's own namespace the kernel's socket iterator where it loads, then netlink,
-  then /proc/net, then psutil off Linux), ``bpf``, ``netlink``, ``procfs`` or ``psutil``; ``wants`` (:class:`Wants`) says what to decode beyond
-  counts. ``snap.inet("tcp")`` (also ``udp``, ``udplite``, ``raw``) gives an
-  :class:`~exporter.vocabulary.model.InetTables` or None (no data), reading the table on first use
-  and never again; ``snap.unix()`` an :class:`~exporter.vocabulary.model.UnixTables` or None;
-  ``snap.ephemeral()`` the ephemeral port range; ``snap.dumps`` the netlink dumps made. Use it
-  as a context manager or call ``close()``.
+  then /proc/net, then psutil off Linux), ``bpf``, ``netlink``, ``procfs`` or ``psutil``;
+  ``wants`` (:class:`Wants`) says what to decode beyond counts. ``snap.inet("tcp")`` (also
+  ``udp``, ``udplite``, ``raw``) gives an :class:`~exporter.vocabulary.model.InetTables` or
+  None (no data), reading the table on first use and never again; ``snap.unix()`` an
+  :class:`~exporter.vocabulary.model.UnixTables` or None; ``snap.ephemeral()`` the ephemeral
+  port range; ``snap.dumps`` the netlink dumps made. Use it as a context manager or call
+  ``close()``.
 * :class:`~exporter.sockets.snapshot.ScrapeSockets`: the snapshots of one scrape, one per
   (procfs root, source), built by the scrape with the merged wants of its collectors.
 * :mod:`exporter.vocabulary.names`: the one table of state names, families and protocols.
