@@ -23,7 +23,7 @@ from typing import Collection, Dict, List, Tuple
 from exporter.bpf import btf, tracefs
 from exporter.bpf import syscalls as sc
 from exporter.bpf.asm import FP, MAP_UPDATE_ELEM, R0, R1, R2, R3, R4, R7, Asm, reg
-from exporter.bpf.tcpevents import SockFields, _lookup, _only_ports, sock_fields, sock_ports
+from exporter.bpf.tcpevents import SockFields, _only_ports, sock_fields, sock_ports
 from exporter.vocabulary.names import TCP_STATES
 
 GET_CURRENT_PID_TGID = 14  # enum bpf_func_id
@@ -54,7 +54,7 @@ def _probe(fields: SockFields, counts: int, lo: int, hi: int) -> bytes:
     _only_ports(a, (lo, hi))
     a.call(GET_CURRENT_PID_TGID)
     a.stx(4, FP, -4, R0)  # the thread id, the low half
-    _lookup(a, counts)
+    a.map_lookup(counts, -4)
     a.jmp("eq", R0, 0, "first")
     a.mov(R1, 1)
     a.atomic_add(8, R0, 0, R1)

@@ -194,6 +194,15 @@ class Asm:
         else:
             self._emit(cls | JMP_OPS[op] | K, dst, 0, 0, _s(32, src, "immediate"), target)
 
+    def map_lookup(self, map_fd: int, key_at: int) -> None:
+        """``r0 = bpf_map_lookup_elem(map, fp + key_at)``: the value of the key that lies on the
+        stack at ``key_at`` (negative) in the map whose descriptor is ``map_fd``, or 0 when
+        absent. Clobbers r1 to r5, as every call does."""
+        self.ld_map_fd(R1, map_fd)
+        self.mov(R2, reg(FP))
+        self.add(R2, key_at)
+        self.call(MAP_LOOKUP_ELEM)
+
     def ja(self, target: str) -> None:
         self._emit(JMP | JA, 0, 0, 0, 0, target)
 

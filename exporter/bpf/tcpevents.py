@@ -60,7 +60,6 @@ from exporter.bpf import btf, tracefs
 from exporter.bpf import syscalls as sc
 from exporter.bpf.asm import (
     FP,
-    MAP_LOOKUP_ELEM,
     MAP_UPDATE_ELEM,
     PROBE_READ_KERNEL,
     R0,
@@ -173,14 +172,6 @@ def _load_int(a: Asm, dst: int, ctx: int, fmt: tracefs.Format, name: str) -> Non
     a.ldx(f.size, dst, ctx, _aligned(fmt, f.offset, f.size))
 
 
-def _lookup(a: Asm, map_fd: int) -> None:
-    """r0 = the value at the 4-byte key at fp-4 in the map ``map_fd``, or 0 when absent."""
-    a.ld_map_fd(R1, map_fd)
-    a.mov(R2, reg(FP))
-    a.add(R2, -4)
-    a.call(MAP_LOOKUP_ELEM)
-
-
 def _inc(a: Asm, ptr: int, off: int) -> None:
     """``*(u64 *)(ptr + off) += 1`` in this CPU's copy of a per-CPU map (not atomic: no other
     program runs on this CPU meanwhile, and no other CPU writes this copy)."""
@@ -195,20 +186,20 @@ def _count_port_event(a: Asm, m: Maps, kind: int, local_first: str = "") -> None
     k = f"k{kind}_{len(a)}"
     # r9 = port_class[local]
     a.stx(4, FP, -4, R6)
-    _lookup(a, m.port_class)
+    a.map_lookup(m.port_class, -4)
     a.mov(R9, 0)
     a.jmp("eq", R0, 0, f"{k}_seen")
     a.ldx(8, R9, R0, 0)
     a.jmp("set", R9, CLASS_LISTENING, f"{k}_local")
     a.label(f"{k}_seen")
     # seen_listen[local] > 0: a listener that appeared since the last scrape
-    _lookup(a, m.seen_listen)
+    a.map_lookup(m.seen_listen, -4)
     a.jmp("eq", R0, 0, f"{k}_remoteclass")
     a.ldx(8, R1, R0, 0)
     a.jmp("sgt", R1, 0, f"{k}_local")
     a.label(f"{k}_remoteclass")
     a.stx(4, FP, -4, R7)
-    _lookup(a, m.port_class)
+    a.map_lookup(m.port_class, -4)
     a.jmp("eq", R0, 0, f"{k}_remote")
     a.ldx(8, R1, R0, 0)
     a.jmp("set", R1, CLASS_EPHEMERAL, f"{k}_remote_eph")
@@ -229,7 +220,7 @@ def _count_port_event(a: Asm, m: Maps, kind: int, local_first: str = "") -> None
     a.label(f"{k}_key")
     a.stx(4, FP, -4, R1)
     # r0 = ports[key], inserted as zeros if absent
-    _lookup(a, m.ports)
+    a.map_lookup(m.ports, -4)
     a.jmp("ne", R0, 0, f"{k}_add")
     a.mov(R1, 0)
     for i in range(VALUE_SLOTS):
@@ -241,11 +232,11 @@ def _count_port_event(a: Asm, m: Maps, kind: int, local_first: str = "") -> None
     a.add(R3, -8 - VALUE_SIZE)
     a.mov(R4, sc.NOEXIST)
     a.call(MAP_UPDATE_ELEM)
-    _lookup(a, m.ports)
+    a.map_lookup(m.ports, -4)
     a.jmp("ne", R0, 0, f"{k}_add")
     # the map is full: count the overflow
     a.st(4, FP, -4, OVERFLOW_BASE + kind)
-    _lookup(a, m.counts)
+    a.map_lookup(m.counts, -4)
     a.jmp("eq", R0, 0, "out")
     _inc(a, R0, 0)
     a.ja("out")
@@ -404,7 +395,7 @@ def _set_state_counts(a: Asm, m: Maps, load_ports: Optional[Callable[[Asm], None
     a.lsh(R1, 4)
     a.or_(R1, reg(R9))
     a.stx(4, FP, -4, R1)
-    _lookup(a, m.counts)
+    a.map_lookup(m.counts, -4)
     a.jmp("eq", R0, 0, "more")
     _inc(a, R0, 0)
     a.label("more")
@@ -415,7 +406,7 @@ def _set_state_counts(a: Asm, m: Maps, load_ports: Optional[Callable[[Asm], None
     _transition_paths(a, "go", "listen_delta", "established", "failed", "peer_closed")
     a.label("listen_delta")
     a.stx(4, FP, -4, R6)
-    _lookup(a, m.seen_listen)
+    a.map_lookup(m.seen_listen, -4)
     a.jmp("eq", R0, 0, "out")
     a.mov(R1, 1)
     a.jmp("eq", R9, TCP_LISTEN, "listen_add")

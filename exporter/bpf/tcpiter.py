@@ -44,7 +44,6 @@ from exporter.bpf import btf
 from exporter.bpf import syscalls as sc
 from exporter.bpf.asm import (
     FP,
-    MAP_LOOKUP_ELEM,
     MAP_UPDATE_ELEM,
     R0,
     R1,
@@ -59,9 +58,14 @@ from exporter.bpf.asm import (
     Asm,
     reg,
 )
+from exporter.vocabulary.names import (
+    TCP_LISTEN,
+    TCP_NEW_SYN_RECV,
+    TCP_SYN_RECV,
+    TCP_TIME_WAIT,
+)
 
 SKC_TO_TCP_SOCK, SKC_TO_TCP_TIMEWAIT_SOCK = 137, 138  # enum bpf_func_id
-TCP_SYN_RECV, TCP_TIME_WAIT, TCP_LISTEN, TCP_NEW_SYN_RECV = 3, 6, 10, 12
 AF_INET, AF_INET6 = int(socket.AF_INET), int(socket.AF_INET6)
 
 MAX_SLOTS = 4095  # listening ports with connection counts; slot 0 means "not listening"
@@ -170,10 +174,7 @@ def program(f: Fields, blob_fd: int, dest_fd: int) -> bytes:
     a.ldx(8, R6, R1, 8)  # struct bpf_iter__tcp: meta, sk_common, uid
     a.jmp("eq", R6, 0, "out")
     a.st(4, FP, -4, 0)
-    a.ld_map_fd(R1, blob_fd)
-    a.mov(R2, reg(FP))
-    a.add(R2, -4)
-    a.call(MAP_LOOKUP_ELEM)
+    a.map_lookup(blob_fd, -4)
     a.jmp("eq", R0, 0, "out")
     a.mov(R7, reg(R0))
     a.ldx(2, R1, R6, f.family)
@@ -288,10 +289,7 @@ def program(f: Fields, blob_fd: int, dest_fd: int) -> bytes:
     a.label("key")
     a.mov(R5, 1)
     _inc(a, R7, OFF_DEST_TOTAL)
-    a.ld_map_fd(R1, dest_fd)
-    a.mov(R2, reg(FP))
-    a.add(R2, _KEY_AT)
-    a.call(MAP_LOOKUP_ELEM)
+    a.map_lookup(dest_fd, _KEY_AT)
     a.ldx(8, R2, R7, OFF_GEN)
     a.jmp("eq", R0, 0, "insert")
     a.ldx(8, R1, R0, 0)
@@ -351,10 +349,14 @@ class Reading:
     states: Dict[int, Counter[int]] = field(default_factory=dict)  # family -> state -> n
     queues: Dict[int, Tuple[int, int]] = field(default_factory=dict)  # family -> (rx, tx)
     connections: Counter[Tuple[int, int]] = field(default_factory=Counter)  # (port, state)
-    used: int = 0  # ephemeral ports in use
-    used_bits: int = 0  # the same as a bitmap: bit p for port p
+    used_bits: int = 0  # the ephemeral ports in use: bit p for port p
     destinations: List[Tuple[int, bytes, int]] = field(default_factory=list)
     # (family number, remote port (network order) + local + remote address, sockets)
+
+    @property
+    def used(self) -> int:
+        """How many ephemeral ports are in use."""
+        return self.used_bits.bit_count()
 
 
 class TcpIterator:
@@ -479,7 +481,6 @@ class TcpIterator:
                         out.connections[(port, st)] += c
         used = v[OFF_USED:OFF_USED + 8192]
         out.used_bits = int.from_bytes(used, "little")
-        out.used = out.used_bits.bit_count()
         used.release()
         if dest_total:
             count, keys, values = self._reader.read_raw()
