@@ -286,3 +286,21 @@ def test_a_run_goes_on_after_the_kernels_pause(host: Tuple[NetNS, List[socket.so
     monkeypatch.setattr(tcpiter.os, "read", never)
     with pytest.raises(tcpiter.Incomplete, match="did not end"):
         ns.call(it.read, None)
+
+
+@pytest.mark.parametrize("release,dumps", [("6.18.44-fc-v1272", True), ("6.5.0", True),
+                                           ("6.4.16", False), ("5.10-rt", False),
+                                           ("5.15.0-91-generic", False), ("weird", True)])
+def test_bound_sockets_are_asked_for_from_linux_6_5(monkeypatch: pytest.MonkeyPatch,
+                                                    release: str, dumps: bool) -> None:
+    """Asking an older kernel for bound-but-idle sockets finds none and still walks the
+    established hash: the release decides (a suffix glued to the minor number included)."""
+    real = os.uname()
+    fake = os.uname_result((real.sysname, real.nodename, release, real.version, real.machine))
+    monkeypatch.setattr(snap_mod.os, "uname", lambda: fake)
+    snap_mod._bound_inactive_dumps.cache_clear()
+    try:
+        assert snap_mod._bound_inactive_dumps() is dumps
+    finally:
+        monkeypatch.undo()
+        snap_mod._bound_inactive_dumps.cache_clear()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import socket
 import struct
 import threading
@@ -101,13 +102,12 @@ def tcp_iterator_problem() -> str:
     return _iterator[1]
 
 
+@functools.lru_cache(maxsize=1)
 def _bound_inactive_dumps() -> bool:
-    """Whether sock_diag reports bound-but-idle TCP sockets when asked (Linux 6.5)."""
-    try:
-        major, minor = (int(x) for x in os.uname().release.split(".")[:2])
-    except ValueError:
-        return True
-    return (major, minor) >= (6, 5)
+    """Whether sock_diag reports bound-but-idle TCP sockets when asked (Linux 6.5), from the
+    running kernel's release (read once: it cannot change)."""
+    m = re.match(r"(\d+)\.(\d+)", os.uname().release)
+    return m is None or (int(m.group(1)), int(m.group(2))) >= (6, 5)
 
 
 @functools.lru_cache(maxsize=4)
@@ -358,9 +358,10 @@ class Snapshot:
             return None  # the whole dump tells what went wrong
         out = InetTables("tcp", "bpf", interrupted=intr)
         out.listeners = sink.listeners
+        families = self._tcp_families()
         for num, fam in FAMILIES:
-            if fam == "ipv6" and not os.path.exists(os.path.join(self.procfs, "net", "tcp6")):
-                continue  # IPv6 is off: no data, not zeros
+            if fam not in families:
+                continue
             counts = got.states.get(num, Counter())
             bound = sink.states.get(num, Counter())[TCP_CLOSE]
             if bound:
@@ -392,10 +393,7 @@ class Snapshot:
                 for states in self._tcp_state_sets():
                     intr |= nl_inet.dump_records(req.tcp_request_both_families(states), sink,
                                                  sock=self._chan, msg_type=req.TCPDIAG_GETSOCK)
-                fams = ["ipv4"]
-                if os.path.exists(os.path.join(self.procfs, "net", "tcp6")):
-                    fams.append("ipv6")  # else IPv6 is off: no data, not zeros
-                return sink.result("netlink", fams, interrupted=intr)
+                return sink.result("netlink", self._tcp_families(), interrupted=intr)
             except NetlinkError as e:
                 if not e.unsupported_request:
                     raise
@@ -437,6 +435,13 @@ class Snapshot:
             return (req.ALL_STATES,)
         tw = 1 << TCP_TIME_WAIT
         return (req.ALL_STATES & ~tw, tw)
+
+    def _tcp_families(self) -> List[str]:
+        """The families of a TCP table read from the kernel whole: IPv6 only where its table
+        exists (else IPv6 is off: no data, not zeros)."""
+        if os.path.exists(os.path.join(self.procfs, "net", "tcp6")):
+            return ["ipv4", "ipv6"]
+        return ["ipv4"]
 
     def _has_ipv6(self) -> bool:
         return os.path.exists(os.path.join(self.procfs, "net", "sockstat6"))
