@@ -14,6 +14,8 @@ Pure and below the collectors, importing nothing of them:
 * :mod:`exporter.bpf.tcpiter`: the program the kernel's TCP socket iterator runs to count a
   large TCP table in the kernel, and its reader, used by the socket snapshot
   (:mod:`exporter.sockets.snapshot`).
+* :mod:`exporter.bpf.tcpbound`: the program the kernel's task-file iterator runs to find the
+  TCP sockets bound but idle, which the TCP iterator does not see, without a sock_diag dump.
 
 Nothing is pinned: every map, program and perf event is held by a file descriptor of this
 process only, so the kernel unloads everything when the process exits, however it exits.

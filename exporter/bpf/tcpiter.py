@@ -23,8 +23,9 @@ table through sock_diag instead.
 
 Not seen by the iterator: sockets bound but neither listening nor connecting (TCP's
 bound-inactive state, in the bind hash only), and the listeners' own details (address, queue,
-backlog, owner); the snapshot takes both from one small sock_diag dump (see
-:mod:`exporter.sockets.snapshot`).
+backlog, owner); the snapshot takes the listeners from one small sock_diag dump, and the
+bound sockets from :mod:`exporter.bpf.tcpbound`'s scan of the open files or, where that does
+not serve, from the same dump (see :mod:`exporter.sockets.snapshot`).
 
 Every field offset comes from the kernel's BTF (:mod:`exporter.bpf.btf`); nothing is compiled.
 Loading the program needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN).
@@ -361,16 +362,17 @@ class Reading:
 
 class TcpIterator:
     """The program loaded and linked once; :meth:`read` runs it over the calling thread's
-    network namespace. Raises sc.BpfError or btf.BtfError when it cannot be loaded."""
+    network namespace, with offsets from ``types`` (default: the kernel's BTF, read here).
+    Raises sc.BpfError or btf.BtfError when it cannot be loaded."""
 
-    def __init__(self) -> None:
+    def __init__(self, types: Optional[btf.Btf] = None) -> None:
         self._fds: List[int] = []
         self._lock = threading.Lock()
         self._gen = 0
         self._eph: Optional[FrozenSet[int]] = None
         self._closed = False
         try:
-            f = fields(btf.load())
+            f = fields(types or btf.load())
             self._blob = self._own(sc.map_create(sc.MAP_TYPE_ARRAY, 4, VALUE_SIZE, 1,
                                                  sc.F_MMAPABLE, "nx_tcpiter"))
             self._dest = self._own(sc.map_create(sc.MAP_TYPE_LRU_HASH, DEST_KEY.size,

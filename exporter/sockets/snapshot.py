@@ -4,7 +4,9 @@ A :class:`Snapshot` reads each socket table at most once, when a collector first
 and keeps what it decoded until it is closed at the end of the scrape. Sources, in the order
 ``auto`` tries them for each table: for a TCP table of ITERATE_FROM sockets or more in the
 calling thread's own namespace, a BPF program run by the kernel's TCP socket iterator
-(:mod:`exporter.bpf.tcpiter`, with one small dump for listeners and bound sockets); netlink
+(:mod:`exporter.bpf.tcpiter`, with the bound-socket scan of :mod:`exporter.bpf.tcpbound`
+and one small dump for listeners, or for listeners and bound sockets where the scan does not
+serve); netlink
 sock_diag; the /proc/net files; psutil (other operating systems: TCP and UDP only, no queues,
 no unix sockets).
 """
@@ -22,7 +24,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
-from exporter.bpf import btf, tcpiter
+from exporter.bpf import btf, tcpbound, tcpiter
 from exporter.bpf import syscalls as bpf_sc
 from exporter.netlink import inet as nl_inet
 from exporter.netlink import requests as req
@@ -73,33 +75,57 @@ class Wants:
 
 
 _iterator_lock = threading.Lock()
-_iterator: Optional[Tuple[Optional[tcpiter.TcpIterator], str]] = None
+# (the iterator, the bound-socket scan, why the iterator cannot be loaded)
+_iterator: Optional[Tuple[Optional[tcpiter.TcpIterator], Optional[tcpbound.BoundScan], str]] = None
 
 
 def tcp_iterator() -> Optional[tcpiter.TcpIterator]:
     """The process's TCP socket iterator program (:mod:`exporter.bpf.tcpiter`), loaded at the
     first call; None, for the life of the process, when it cannot be (no CAP_BPF and
     CAP_PERFMON, no BTF, a kernel before 5.9; :func:`tcp_iterator_problem` says why): the TCP
-    table is then dumped through sock_diag."""
+    table is then dumped through sock_diag. The bound-socket scan (:func:`bound_scan`) is
+    loaded with it, from the same reading of the kernel's BTF."""
     global _iterator
     with _iterator_lock:
         if _iterator is None:
             try:
-                _iterator = (tcpiter.TcpIterator(), "")
+                types = btf.load()
+                it = tcpiter.TcpIterator(types)
             except (bpf_sc.BpfError, btf.BtfError, OSError) as e:
                 lacking = bpf_sc.missing_caps(bpf_sc.effective_caps())
                 why = f"{e} (needs {lacking})" if lacking else str(e)
                 log.debug("TCP sockets are dumped through sock_diag: no BPF socket iterator",
                           extra={"err": why})
-                _iterator = (None, why)
+                _iterator = (None, None, why)
+            else:
+                _iterator = (it, _load_bound_scan(types), "")
         return _iterator[0]
+
+
+def _load_bound_scan(types: btf.Btf) -> Optional[tcpbound.BoundScan]:
+    """The bound-socket scan, where it finds what sock_diag would: on a kernel that reports
+    bound-but-idle sockets (6.5) and in the initial pid namespace (every task's files)."""
+    if not _bound_inactive_dumps() or not tcpbound.initial_pid_namespace():
+        return None
+    try:
+        return tcpbound.BoundScan(types)
+    except (bpf_sc.BpfError, btf.BtfError, OSError) as e:
+        log.debug("bound TCP sockets are dumped through sock_diag", extra={"err": str(e)})
+        return None
+
+
+def bound_scan() -> Optional[tcpbound.BoundScan]:
+    """The process's bound-socket scan (:mod:`exporter.bpf.tcpbound`), or None."""
+    tcp_iterator()
+    assert _iterator is not None
+    return _iterator[1]
 
 
 def tcp_iterator_problem() -> str:
     """Why the TCP socket iterator cannot be loaded, or "" when it can."""
     tcp_iterator()
     assert _iterator is not None
-    return _iterator[1]
+    return _iterator[2]
 
 
 @functools.lru_cache(maxsize=1)
@@ -315,21 +341,37 @@ class Snapshot:
         "auto" from ITERATE_FROM sockets on; only in the calling thread's own namespace."""
         if not self._own_namespace or self.source not in ("auto", "bpf"):
             return False
-        if self.source == "bpf":
-            return True
+        return self.source == "bpf" or self._tcp_size() >= ITERATE_FROM
+
+    def _tcp_size(self) -> int:
+        """TCP sockets in the namespace by sockstat: inuse of TCP and of TCP6, and tw (both
+        families' time-wait sockets); 0 when unknown."""
         try:
             v4, v6 = self._sockstat_locked()
         except (ParseError, OSError):
-            return False
+            return 0
         row4, row6 = (v4 or {}).get("TCP", {}), (v6 or {}).get("TCP6", {})
-        size = row4.get("inuse", 0) + row4.get("tw", 0) + row6.get("inuse", 0)
-        return size >= ITERATE_FROM
+        return row4.get("inuse", 0) + row4.get("tw", 0) + row6.get("inuse", 0)
+
+    def _scan_bound(self) -> Optional[tcpbound.Bound]:
+        """The bound-but-idle TCP sockets found through the host's open files, where that
+        costs less than asking sock_diag; None: ask sock_diag."""
+        scan = bound_scan()
+        if scan is None or not tcpbound.worth_it(self.procfs, self._tcp_size()):
+            return None
+        try:
+            return scan.read()
+        except (tcpiter.Incomplete, bpf_sc.BpfError, OSError) as e:
+            log.debug("bound TCP sockets dumped through sock_diag", extra={"err": str(e)})
+            return None
 
     def _iterate_tcp(self) -> Optional[InetTables]:
-        """The TCP table counted in the kernel by the socket iterator program, plus one small
-        sock_diag dump for what it does not see: the listeners' details, and sockets bound but
-        neither listening nor connecting (reported as "close"). None when there is no
-        iterator or a run did not fit it: the table is then dumped whole."""
+        """The TCP table counted in the kernel by the socket iterator program, plus what it
+        does not see: sockets bound but neither listening nor connecting (reported as
+        "close"), from the bound-socket scan where it serves, and the listeners' details,
+        from one small sock_diag dump that takes the bound sockets too where the scan does
+        not serve. None when there is no iterator or a run did not fit it: the table is then
+        dumped whole."""
         it = tcp_iterator()
         if it is None:
             if self.source == "bpf":
@@ -348,8 +390,9 @@ class Snapshot:
             return None
         sink = InetPass("tcp", listeners=self.wants.listeners or self.wants.connections,
                         connections=False, ephemeral=rng)
+        bound = self._scan_bound()
         states = 1 << TCP_LISTEN
-        if _bound_inactive_dumps():
+        if bound is None and _bound_inactive_dumps():
             states |= 1 << TCP_BOUND_INACTIVE
         try:
             intr = nl_inet.dump_records(req.tcp_request_both_families(states), sink,
@@ -363,9 +406,10 @@ class Snapshot:
             if fam not in families:
                 continue
             counts = got.states.get(num, Counter())
-            bound = sink.states.get(num, Counter())[TCP_CLOSE]
-            if bound:
-                counts[TCP_CLOSE] += bound
+            idle = (bound.counts[num] if bound is not None
+                    else sink.states.get(num, Counter())[TCP_CLOSE])
+            if idle:
+                counts[TCP_CLOSE] += idle
             rx, tx = got.queues.get(num, (0, 0))
             out.counts[fam] = Counts(counts, rx, tx)
         for (port, state), n in got.connections.items():
@@ -377,6 +421,10 @@ class Snapshot:
             bits = got.used_bits
             for port in sink.used_ports():
                 bits |= 1 << port
+            if bound is not None:
+                for port in bound.ports:
+                    if port in rng.ports:
+                        bits |= 1 << port
             out.ports = PortUse(used=bits.bit_count())
             for fam_num, raw, n in got.destinations:
                 out.ports.destinations[destination(fam_num, raw)] += n
