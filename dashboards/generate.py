@@ -360,11 +360,15 @@ def host_socket_states() -> List[Json]:
                    targets((f"sum by (state) ({sel('netstat_sockets', TCP)})", "{{state}}")),
                    w=16, h=9, stack=True, overrides=PICK_OUT),
         timeseries("Other sockets", "UDP, UDP-Lite and raw sockets by state, and Unix sockets "
-                   "by type and state (netstat_sockets, netstat_sockets_unix).", "short",
+                   "by type and state (netstat_sockets, netstat_sockets_unix, up to "
+                   "--collector.sockets.unix-states-max of them) and in all states by the "
+                   "kernel's in-use count (netstat_sockstat_unix_inuse_sockets).", "short",
                    targets((f"sum by (protocol, state) ({sel('netstat_sockets', NOT_TCP)})",
                             "{{protocol}} {{state}}"),
                            (f"sum by (type, state) ({sel('netstat_sockets_unix')})",
-                            "unix {{type}} {{state}}")),
+                            "unix {{type}} {{state}}"),
+                           (f"sum by (type) ({sel('netstat_sockstat_unix_inuse_sockets')})",
+                            "unix {{type}} in use (all states)")),
                    w=8, h=9),
         timeseries("TIME_WAIT against baseline and limit", "TCP sockets in TIME_WAIT, their "
                    f"median over the last hour (recording rule {TIME_WAIT_BASELINE} of "

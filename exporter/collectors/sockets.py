@@ -9,13 +9,18 @@ more, a BPF program run by the kernel's socket iterator counting it in the kerne
 loaded: CAP_BPF and CAP_PERFMON); netlink sock_diag; the /proc/net tables; psutil (other
 operating systems: TCP and UDP states only, no queue bytes, no unix sockets). The source used is
 reported in ``netstat_sockets_source_info``.
+
+Unix sockets by type and state take a dump of every unix socket, about 0.2 microseconds each:
+above ``--collector.sockets.unix-states-max`` of them (by the kernel's own count, which costs
+nothing per socket) only that count is reported, by kernel protocol.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Dict, Iterator, Optional
 
 from prometheus_client.core import Metric
 
@@ -43,7 +48,9 @@ M_UNIX = MetricDoc(
     "netstat_sockets_unix", "gauge",
     "Unix domain sockets by type and state (unix_diag_msg udiag_type and udiag_state, "
     "or /proc/net/unix), as netstat -x shows them.",
-    ("type", "state"), systems=LINUX)
+    ("type", "state"), note="absent while the namespace holds more unix sockets than "
+    "--collector.sockets.unix-states-max (netstat_sockstat_unix_inuse_sockets counts them)",
+    systems=LINUX)
 M_RXQ = MetricDoc(
     "netstat_sockets_receive_queue_bytes", "gauge",
     "Bytes queued for receiving, summed over non-listening sockets (idiag_rqueue, "
@@ -59,8 +66,17 @@ M_SOURCE = MetricDoc(
     "netstat_sockets_source_info", "gauge",
     "Which reader the sockets collector used for each protocol in this scrape "
     "(bpf: TCP counted in the kernel by a socket iterator program; netlink, procfs or "
-    "psutil); value 1.",
+    "psutil; protocols: unix sockets only counted, by the kernel, above "
+    "--collector.sockets.unix-states-max); value 1.",
     ("protocol", "source"))
+M_UNIX_INUSE = MetricDoc(
+    "netstat_sockstat_unix_inuse_sockets", "gauge",
+    "Unix domain sockets in use in this network namespace by the kernel's own count "
+    "(/proc/net/protocols, sockets column): type stream (protocol UNIX-STREAM, Linux 5.15+) "
+    "and dgram_seqpacket (UNIX), or all (UNIX, older kernels). Read whatever the number of "
+    "sockets; netstat_sockets_unix splits them by state up to "
+    "--collector.sockets.unix-states-max.",
+    ("type",), systems=LINUX)
 M_USED = MetricDoc(
     "netstat_sockstat_sockets_used", "gauge",
     "Sockets in use in this network namespace, all protocols (/proc/net/sockstat "
@@ -96,13 +112,17 @@ M_FRAG_M = MetricDoc(
     "Memory used by IP reassembly in this network namespace (/proc/net/sockstat "
     "'FRAG: memory', sockstat6 'FRAG6: memory').",
     ("family",), systems=LINUX)
-METRICS = (M_SOCKETS, M_UNIX, M_RXQ, M_TXQ, M_SOURCE, M_USED, M_INUSE, M_ORPHAN, M_TW,
-           M_ALLOC, M_MEM, M_FRAG_Q, M_FRAG_M)
+METRICS = (M_SOCKETS, M_UNIX, M_RXQ, M_TXQ, M_SOURCE, M_UNIX_INUSE, M_USED, M_INUSE, M_ORPHAN,
+           M_TW, M_ALLOC, M_MEM, M_FRAG_Q, M_FRAG_M)
+log = logging.getLogger(__name__)
+# UNIX-STREAM is the stream sockets' protocol since Linux 5.15; UNIX the rest, or all before.
+UNIX_PROTOCOL_TYPES = {"UNIX-STREAM": "stream", "UNIX": "dgram_seqpacket"}
 
 
 @dataclass(frozen=True)
 class SocketsOptions:
     source: str = "auto"
+    unix_states_max: int = 20000
 
 
 FLAGS = (
@@ -111,6 +131,12 @@ FLAGS = (
                    "CAP_PERFMON), netlink sock_diag, /proc/net, or psutil; auto tries them in "
                    "that order, bpf only for TCP tables of 2,000 sockets or more.",
          choices=SOURCES),
+    Flag("unix_states_max", "Count unix sockets by type and state (netstat_sockets_unix, and "
+                            "their queue bytes) while this network namespace holds at most "
+                            "this many, by the kernel's own count; that takes a dump of every "
+                            "unix socket (about 0.2 us each). Above it, only "
+                            "netstat_sockstat_unix_inuse_sockets is reported. 0: always count.",
+         min=0),
 )
 
 
@@ -121,6 +147,7 @@ class SocketsCollector(SocketBase[SocketsOptions]):
     def __init__(self, config: Config) -> None:
         super().__init__(config)
         self.page_size = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+        self._unix_skipped = False
 
     def collect_snapshot(self, snap: Snapshot) -> Iterator[Metric]:
         sockets, rxq, txq = M_SOCKETS.family(), M_RXQ.family(), M_TXQ.family()
@@ -143,8 +170,11 @@ class SocketsCollector(SocketBase[SocketsOptions]):
                     rxq.add_metric([proto, fam], float(t.rx_queue))
                     txq.add_metric([proto, fam], float(t.tx_queue))
 
-        unix = snap.unix()
+        inuse = snap.unix_inuse()
         unix_m = M_UNIX.family()
+        unix = None if self._unix_over_limit(inuse) else snap.unix()
+        if unix is None and inuse:
+            used["unix"] = "protocols"
         if unix is not None:
             used["unix"] = unix.source
             for typ, states in UNIX_EMITTED.items():
@@ -164,7 +194,36 @@ class SocketsCollector(SocketBase[SocketsOptions]):
         for proto, src in used.items():
             source.add_metric([proto, src], 1.0)
         yield from (sockets, unix_m, rxq, txq, source)
+        if inuse:
+            yield self._unix_inuse(inuse)
         yield from self._sockstat(snap)
+
+    def _unix_over_limit(self, inuse: Optional[Dict[str, int]]) -> bool:
+        """Whether the namespace holds more unix sockets than unix_states_max (never when the
+        count is unknown); said once in the log each time it becomes true or false."""
+        limit = self.opts.unix_states_max
+        total = sum(max(n, 0) for n in inuse.values()) if inuse else None
+        over = bool(limit) and total is not None and total > limit
+        if over != self._unix_skipped:
+            self._unix_skipped = over
+            if over:
+                log.info("unix sockets are no longer counted by type and state: "
+                         "netstat_sockstat_unix_inuse_sockets counts them",
+                         extra={"sockets": total, "unix_states_max": limit})
+            else:
+                log.info("unix sockets are counted by type and state again",
+                         extra={"sockets": total, "unix_states_max": limit})
+        return over
+
+    @staticmethod
+    def _unix_inuse(inuse: Dict[str, int]) -> Metric:
+        m = M_UNIX_INUSE.family()
+        split = "UNIX-STREAM" in inuse
+        for proto, n in sorted(inuse.items()):
+            typ = UNIX_PROTOCOL_TYPES.get(proto) if split else "all"
+            if typ is not None and n >= 0:
+                m.add_metric([typ], float(n))
+        return m
 
     def _sockstat(self, snap: Snapshot) -> Iterator[Metric]:
         v4, v6 = snap.sockstat()

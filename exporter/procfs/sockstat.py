@@ -58,3 +58,30 @@ def _is_int(v: str) -> bool:
 def read_sockstat(root: str, name: str = "sockstat") -> Optional[Sockstat]:
     """Read ``<root>/net/sockstat`` (or ``sockstat6``); None when absent."""
     return read_parsed(root, parse_sockstat, "net", name)
+
+
+def parse_protocols(text: str, path: str) -> Dict[str, int]:
+    """/proc/net/protocols (net/core/sock.c proto_seq_show): ``{"UNIX-STREAM": 2, ...}``, the
+    sockets column of every protocol, the kernel's per-namespace in-use count
+    (sock_prot_inuse_get); ``-1`` for a protocol that keeps none. The header names the
+    columns; a file without one is refused."""
+    lines = text.splitlines()
+    if not lines or lines[0].split()[:3] != ["protocol", "size", "sockets"]:
+        raise ParseError(path, "expected the header 'protocol  size sockets ...'", 1)
+    out: Dict[str, int] = {}
+    for n, line in enumerate(lines[1:], start=2):
+        f = line.split()
+        if not f:
+            continue
+        if len(f) < 3:
+            raise ParseError(path, f"expected 'name size sockets ...', got {line.strip()!r}", n)
+        try:
+            out[f[0]] = int(f[2])
+        except ValueError:
+            raise ParseError(path, f"sockets of {f[0]} is not a number: {f[2]!r}", n) from None
+    return out
+
+
+def read_protocols(root: str) -> Optional[Dict[str, int]]:
+    """``<root>/net/protocols``, parsed; None when absent."""
+    return read_parsed(root, parse_protocols, "net", "protocols")

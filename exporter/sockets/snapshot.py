@@ -184,6 +184,7 @@ class Snapshot:
         self._failed: Dict[str, Exception] = {}
         self._unix: Optional[Tuple[Optional[UnixTables]]] = None
         self._eph: Optional[Tuple[Optional[EphemeralRange], Optional[Exception]]] = None
+        self._protocols: Optional[Tuple[Optional[Dict[str, int]], Optional[Exception]]] = None
         self._sockstat: Optional[Tuple[Optional[Sockstat], Optional[Sockstat],
                                        Optional[Exception]]] = None
 
@@ -235,6 +236,28 @@ class Snapshot:
                     self._failed["unix"] = e
                     raise
             return self._unix[0]
+
+    def unix_inuse(self) -> Optional[Dict[str, int]]:
+        """Unix sockets in this namespace by the kernel's own in-use counts, without visiting
+        any socket: ``{"UNIX-STREAM": n, "UNIX": m}`` from /proc/net/protocols (stream sockets
+        have a protocol of their own since Linux 5.15; before, UNIX counts them all). Read once
+        per snapshot; None where the file is absent or the system has no procfs; raises what
+        reading it raised."""
+        with self._lock:
+            if self.system is not None and not self.system.has_procfs:
+                return None
+            if self._protocols is None:
+                try:
+                    table = sockstat.read_protocols(self.procfs)
+                    self._protocols = (None if table is None else
+                                       {k: v for k, v in table.items() if k.startswith("UNIX")},
+                                       None)
+                except (ParseError, OSError) as e:
+                    self._protocols = (None, e)
+            got, err = self._protocols
+            if err is not None:
+                raise err
+            return got
 
     def ephemeral(self) -> Optional[EphemeralRange]:
         """The ephemeral port range (read once per snapshot); raises what reading it raised."""
