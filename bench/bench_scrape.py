@@ -103,7 +103,9 @@ def _udp_seen(body: str) -> float:
 
 
 def _unix_seen(body: str) -> float:
-    return sum(samples(body, "netstat_sockets_unix").values())
+    # by type and state up to --collector.sockets.unix-states-max, else the kernel's count
+    return (sum(samples(body, "netstat_sockets_unix").values())
+            or sum(samples(body, "netstat_sockstat_unix_inuse_sockets").values()))
 
 
 MIXES: Dict[str, Mix] = {

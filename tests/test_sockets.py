@@ -97,6 +97,7 @@ def test_unix_series_for_every_type_and_state() -> None:
 def test_netlink_on_this_host_reports_its_source(monkeypatch: pytest.MonkeyPatch) -> None:
     # below the size from which auto counts TCP with the socket iterator (tests/test_tcpiter.py)
     monkeypatch.setattr(snapshot, "ITERATE_FROM", 10**9)
+    monkeypatch.setattr(snapshot, "ITERATE_WITH_SCAN_FROM", 10**9)
     reg = CollectorRegistry()  # netlink reads this process's namespace, which /proc shows
     reg.register(SocketsCollector(Config(options={"sockets": SocketsOptions(source="auto")})))
     assert reg.get_sample_value("netstat_sockets_source_info",

@@ -188,3 +188,38 @@ def test_the_program_assembles_from_any_layout() -> None:
     f = tcpbound.Fields(24, 32, 64, 24, 532, 534, 16, 18, 14, 48, 176, 1)
     code = tcpbound.program(f, 3, 4)
     assert len(code) % 8 == 0 and len(code) // 8 < 4096
+
+
+def test_auto_iterates_from_a_few_hundred_sockets_where_the_scan_serves() -> None:
+    """With no second walk of the established hash, the iterator costs less than the dump
+    from ITERATE_WITH_SCAN_FROM sockets on (the exporter in its own namespace, a process of
+    the initial pid namespace)."""
+    from helpers import parse, run_cli
+    from test_tcpiter import _time_wait
+
+    n = snap_mod.ITERATE_WITH_SCAN_FROM + 100
+    assert n < snap_mod.ITERATE_FROM
+    with NetNS("scan") as ns:
+        ns.call(_time_wait, n)
+        r = run_cli("--collector.disable-defaults", "--collector.sockets", "dump",
+                    prefix=ns.cmd())
+    assert r.returncode == 0, r.stderr
+    src = [lbl["source"] for name, lbl, v in parse(r.stdout)
+           if name == "netstat_sockets_source_info" and lbl["protocol"] == "tcp"]
+    assert src == ["bpf"]
+
+
+@pytest.mark.parametrize("size,scan,worth,iterates", [
+    (snap_mod.ITERATE_FROM, False, False, True),
+    (snap_mod.ITERATE_WITH_SCAN_FROM, True, True, True),
+    (snap_mod.ITERATE_WITH_SCAN_FROM, True, False, False),
+    (snap_mod.ITERATE_WITH_SCAN_FROM, False, True, False),
+    (snap_mod.ITERATE_WITH_SCAN_FROM - 1, True, True, False),
+])
+def test_which_size_iterates(monkeypatch: pytest.MonkeyPatch, size: int, scan: bool,
+                             worth: bool, iterates: bool) -> None:
+    monkeypatch.setattr(Snapshot, "_tcp_size", lambda self: size)
+    monkeypatch.setattr(snap_mod, "bound_scan", lambda: object() if scan else None)
+    monkeypatch.setattr(tcpbound, "worth_it", lambda procfs, n: worth)
+    with Snapshot("/proc", "auto") as s:
+        assert s._iterates() is iterates

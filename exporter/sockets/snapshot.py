@@ -2,7 +2,8 @@
 
 A :class:`Snapshot` reads each socket table at most once, when a collector first asks for it,
 and keeps what it decoded until it is closed at the end of the scrape. Sources, in the order
-``auto`` tries them for each table: for a TCP table of ITERATE_FROM sockets or more in the
+``auto`` tries them for each table: for a TCP table of ITERATE_FROM sockets or more (or
+ITERATE_WITH_SCAN_FROM where the bound-socket scan serves) in the
 calling thread's own namespace, a BPF program run by the kernel's TCP socket iterator
 (:mod:`exporter.bpf.tcpiter`, with the bound-socket scan of :mod:`exporter.bpf.tcpbound`
 and one small dump for listeners, or for listeners and bound sockets where the scan does not
@@ -52,10 +53,14 @@ log = logging.getLogger(__name__)
 
 SOURCES = ("auto", "bpf", "netlink", "procfs", "psutil")
 # TCP sockets (sockstat's inuse of both families and tw) from which "auto" counts the table with
-# the socket iterator: it walks the established hash once more than a dump does (for the
-# bound-but-idle sockets), about 1.5 ms here at any size, and saves about 0.6 us of decoding a
-# socket (bench_snapshot.py: even at about 1,500 sockets of the web mix).
+# the socket iterator. Where the bound-socket scan does not serve, the iterator walks the
+# established hash once more than a dump does (the dump for the bound-but-idle sockets), about
+# 1.5 ms here at any size, and saves about 0.6 us of decoding a socket (bench_snapshot.py: even
+# at about 1,500 sockets of the web mix): from ITERATE_FROM. Where the scan serves, there is no
+# second walk, and the iterator costs less from a few hundred sockets (web mix, 1,000 sockets:
+# 4.1 to 6.3 ms against 6.1 to 8.9; 200: about even): from ITERATE_WITH_SCAN_FROM.
 ITERATE_FROM = 2000
+ITERATE_WITH_SCAN_FROM = 500
 # TIME_WAIT sockets (and as many others) from which TCP is dumped in two parts: see
 # Snapshot._tcp_state_sets.
 SPLIT_TIME_WAIT = 2000
@@ -184,6 +189,7 @@ class Snapshot:
         self._failed: Dict[str, Exception] = {}
         self._unix: Optional[Tuple[Optional[UnixTables]]] = None
         self._eph: Optional[Tuple[Optional[EphemeralRange], Optional[Exception]]] = None
+        self._scan_worth: Optional[bool] = None
         self._protocols: Optional[Tuple[Optional[Dict[str, int]], Optional[Exception]]] = None
         self._sockstat: Optional[Tuple[Optional[Sockstat], Optional[Sockstat],
                                        Optional[Exception]]] = None
@@ -364,7 +370,17 @@ class Snapshot:
         "auto" from ITERATE_FROM sockets on; only in the calling thread's own namespace."""
         if not self._own_namespace or self.source not in ("auto", "bpf"):
             return False
-        return self.source == "bpf" or self._tcp_size() >= ITERATE_FROM
+        if self.source == "bpf":
+            return True
+        size = self._tcp_size()
+        return size >= ITERATE_FROM or (size >= ITERATE_WITH_SCAN_FROM
+                                        and bound_scan() is not None and self._scan_worth_it())
+
+    def _scan_worth_it(self) -> bool:
+        """tcpbound.worth_it for this namespace, once per snapshot."""
+        if self._scan_worth is None:
+            self._scan_worth = tcpbound.worth_it(self.procfs, self._tcp_size())
+        return self._scan_worth
 
     def _tcp_size(self) -> int:
         """TCP sockets in the namespace by sockstat: inuse of TCP and of TCP6, and tw (both
@@ -380,7 +396,7 @@ class Snapshot:
         """The bound-but-idle TCP sockets found through the host's open files, where that
         costs less than asking sock_diag; None: ask sock_diag."""
         scan = bound_scan()
-        if scan is None or not tcpbound.worth_it(self.procfs, self._tcp_size()):
+        if scan is None or not self._scan_worth_it():
             return None
         try:
             return scan.read()
