@@ -163,7 +163,8 @@ FLAGS = (
     Flag("source", "Where the listeners collector reads sockets: bpf (connections counted in "
                    "the kernel, listeners through netlink), netlink sock_diag (with accept "
                    "queues), /proc/net (queue length only), or psutil (no queues); auto tries "
-                   "them in that order, bpf only for TCP tables of 2,000 sockets or more.",
+                   "them in that order, bpf only for TCP tables of 2,000 sockets or more "
+                   "(500 where bound sockets are found through the open files).",
          choices=SOURCES),
     Flag("pid_label", "Add a pid label to netstat_listener_info (the lowest pid per process "
                       "identity); pids change on every restart."),

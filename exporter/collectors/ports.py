@@ -63,7 +63,8 @@ FLAGS = (
                              "(local address, remote address, remote port).", min=0),
     Flag("source", "Where the ports collector reads sockets: bpf (TCP counted in the kernel), "
                    "netlink sock_diag, /proc/net, or psutil; auto tries them in that order, "
-                   "bpf only for TCP tables of 2,000 sockets or more.", choices=SOURCES),
+                   "bpf only for TCP tables of 2,000 sockets or more (500 where bound "
+                   "sockets are found through the open files).", choices=SOURCES),
 )
 
 

@@ -5,8 +5,9 @@ of non-listening sockets; and the kernel's /proc/net/sockstat totals.
 Sockets come from the scrape's socket snapshot (:mod:`exporter.sockets`), shared with the
 listeners and ports collectors: each table is read once per scrape. Sources, in the order
 ``--collector.sockets.source=auto`` tries them per protocol: for a TCP table of 2,000 sockets or
-more, a BPF program run by the kernel's socket iterator counting it in the kernel (when it can be
-loaded: CAP_BPF and CAP_PERFMON); netlink sock_diag; the /proc/net tables; psutil (other
+more (500 where the bound sockets are found through the open files), a BPF program run by the
+kernel's socket iterator counting it in the kernel (when it can be loaded: CAP_BPF and
+CAP_PERFMON); netlink sock_diag; the /proc/net tables; psutil (other
 operating systems: TCP and UDP states only, no queue bytes, no unix sockets). The source used is
 reported in ``netstat_sockets_source_info``.
 
@@ -129,7 +130,8 @@ FLAGS = (
     Flag("source", "Where the sockets collector reads sockets: bpf (TCP counted in the kernel "
                    "by a socket iterator program, the rest through netlink; needs CAP_BPF and "
                    "CAP_PERFMON), netlink sock_diag, /proc/net, or psutil; auto tries them in "
-                   "that order, bpf only for TCP tables of 2,000 sockets or more.",
+                   "that order, bpf only for TCP tables of 2,000 sockets or more (500 where "
+                   "bound sockets are found through the open files).",
          choices=SOURCES),
     Flag("unix_states_max", "Count unix sockets by type and state (netstat_sockets_unix, and "
                             "their queue bytes) while this network namespace holds at most "
