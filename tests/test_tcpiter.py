@@ -21,6 +21,7 @@ import pytest
 from helpers import FIXTURES, parse, run_cli, value
 from nshelpers import NetNS
 
+from exporter.bpf import syscalls as bpf_sc
 from exporter.bpf import tcpiter
 from exporter.sockets import snapshot as snap_mod
 from exporter.sockets.snapshot import Snapshot, Wants
@@ -276,14 +277,14 @@ def test_a_run_goes_on_after_the_kernels_pause(host: Tuple[NetNS, List[socket.so
             raise BlockingIOError(11, "Resource temporarily unavailable")
         return real_read(fd, n)
 
-    monkeypatch.setattr(tcpiter.os, "read", paused)
+    monkeypatch.setattr(bpf_sc.os, "read", paused)
     assert ns.call(it.read, None).states == want.states
     assert len(calls) == 2
 
     def never(fd: int, n: int) -> bytes:
         raise BlockingIOError(11, "Resource temporarily unavailable")
 
-    monkeypatch.setattr(tcpiter.os, "read", never)
+    monkeypatch.setattr(bpf_sc.os, "read", never)
     with pytest.raises(tcpiter.Incomplete, match="did not end"):
         ns.call(it.read, None)
 

@@ -272,6 +272,24 @@ def iter_create(link_fd: int) -> int:
     return bpf(ITER_CREATE, _attr((0, "I", link_fd)), "creating a BPF iterator")
 
 
+def run_iterator(link_fd: int, max_reads: int) -> bool:
+    """One run of an iterator whose program writes nothing: read its descriptor to the end.
+    The kernel pauses a run every million objects without output (MAX_ITER_OBJECTS,
+    kernel/bpf/bpf_iter.c) with EAGAIN, and the next read goes on from there. False when
+    the run did not end in ``max_reads`` reads."""
+    fd = iter_create(link_fd)
+    try:
+        for _ in range(max_reads):
+            try:
+                if not os.read(fd, 4096):
+                    return True
+            except BlockingIOError:
+                continue
+        return False
+    finally:
+        close(fd)
+
+
 def mmap_array(fd: int, value_size: int, max_entries: int, writable: bool = False) -> mmap.mmap:
     """Map a BPF_F_MMAPABLE array into memory (elements are ``value_size`` rounded up to 8)."""
     stride = (value_size + 7) & ~7

@@ -262,18 +262,8 @@ class BoundScan:
             v[OFF_GEN:OFF_GEN + 8] = self._gen.to_bytes(8, "little")
             v[OFF_NETNS:OFF_NETNS + 8] = netns.to_bytes(8, "little")
             v[OFF_FOUND:VALUE_SIZE] = bytes(VALUE_SIZE - OFF_FOUND)
-            fd = sc.iter_create(self._link)
-            try:
-                for _ in range(MAX_READS):  # EAGAIN every million files: go on (tcpiter)
-                    try:
-                        if not os.read(fd, 4096):
-                            break
-                    except BlockingIOError:
-                        continue
-                else:
-                    raise Incomplete(f"the task-file iterator did not end in {MAX_READS} reads")
-            finally:
-                sc.close(fd)
+            if not sc.run_iterator(self._link, MAX_READS):
+                raise Incomplete(f"the task-file iterator did not end in {MAX_READS} reads")
             found = int.from_bytes(v[OFF_FOUND:OFF_FOUND + 8], "little")
             lost = int.from_bytes(v[OFF_LOST:OFF_LOST + 8], "little")
             return self._results(found, lost)

@@ -33,7 +33,6 @@ Loading the program needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN).
 
 from __future__ import annotations
 
-import os
 import socket
 import struct
 import threading
@@ -436,22 +435,8 @@ class TcpIterator:
             self._clear()
             self._gen += 1
             self._view[OFF_GEN:OFF_GEN + 8] = self._gen.to_bytes(8, "little")
-            fd = sc.iter_create(self._link)
-            try:
-                # A read runs the program until the end, or until it has run a million times
-                # without output (MAX_ITER_OBJECTS, kernel/bpf/bpf_iter.c), which this program
-                # never writes: the kernel then says EAGAIN, and the next read goes on from
-                # that socket.
-                for _ in range(MAX_READS):
-                    try:
-                        if not os.read(fd, 4096):
-                            break
-                    except BlockingIOError:
-                        continue
-                else:
-                    raise Incomplete(f"the TCP iterator did not end in {MAX_READS} reads")
-            finally:
-                sc.close(fd)
+            if not sc.run_iterator(self._link, MAX_READS):
+                raise Incomplete(f"the TCP iterator did not end in {MAX_READS} reads")
             return self._results()
 
     def _results(self) -> Reading:
