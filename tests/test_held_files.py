@@ -184,3 +184,43 @@ def test_the_netns_counter_files_come_whole_in_one_read() -> None:
                 assert len(data.split()) == len(whole.split()), name
     finally:
         files.close()
+
+
+def test_files_printed_whole_take_one_read_sized_to_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sysctl and the counters files of net/ come whole in one pread into a buffer sized to
+    them (a sysctl read allocates what is asked: 64 KiB for a six-byte value); a file larger
+    than the first buffer is read again whole into a larger one (the first buffer is made 4
+    bytes here, so that all of them are); net/dev, of many records, is still read to its end."""
+    from exporter.procfs import own_files, read_text
+
+    reads: List[int] = []
+    real = os.pread
+
+    def counting(fd: int, n: int, off: int) -> bytes:
+        reads.append(n)
+        return real(fd, n, off)
+
+    own_files.close_all()
+    try:
+        own_files.keep("/proc")
+        monkeypatch.setattr(own_files, "_FIRST_SIZE", 4)
+        monkeypatch.setattr(os, "pread", counting)
+        for parts in (("sys", "net", "core", "somaxconn"), ("net", "snmp"), ("net", "snmp6"),
+                      ("net", "netstat")):
+            whole = read_bytes(os.path.join("/proc", *parts)).decode()
+            counts = []
+            for _ in range(2):  # opened, then kept with its size
+                reads.clear()
+                text = read_text("/proc", *parts)
+                counts.append(len(reads))
+                assert [ln.split()[:1] for ln in text.splitlines()] == \
+                    [ln.split()[:1] for ln in whole.splitlines()], parts
+            # The first read doubled its way up from 4 bytes; the second is one pread,
+            # bigger than the file and smaller than 64 KiB.
+            assert counts[0] > 1 and len(whole) > 4, parts
+            assert counts[1] == 1 and len(text) < reads[0] < 1 << 16, (parts, reads)
+        reads.clear()
+        read_text("/proc", "net", "dev")
+        assert len(reads) >= 2  # read until an empty read
+    finally:
+        own_files.close_all()

@@ -70,7 +70,7 @@ def read_text(root: str, *parts: str) -> str:
     once the scrape has asked for it."""
     path = os.path.join(root, *parts)
     if own_files.kept(root, parts[0]):
-        return own_files.read(path).decode(ENCODING, ERRORS)
+        return own_files.read(path, own_files.printed_whole(parts)).decode(ENCODING, ERRORS)
     return read_bytes(path).decode(ENCODING, ERRORS)
 
 

@@ -6,6 +6,14 @@ same files every scrape, and a file of /proc printed again from offset 0 (``prea
 fresh open gives: only the open is saved (a path walk, and for files longer than a page a second
 printing, see :mod:`exporter.procfs.reread`), which is most of the cost of the small ones.
 
+The files of ``sys/`` (sysctls) and the counters files of ``net/`` (snmp, netstat, snmp6,
+sockstat, sockstat6) are printed whole by one handler: one ``pread`` from offset 0 into a
+buffer larger than the file is all of it, so no read is spent finding the end. The buffer is
+sized to the file (from 4 KiB, doubled while a read fills it, remembered per file): a sysctl
+read makes the kernel allocate and zero a buffer of the size asked (proc_sys_call_handler), so
+asking 64 KiB for a six-byte value costs four times the read itself. Other files (net/dev,
+net/route, ...) come one seq_file buffer per read and are read to the end.
+
 Only a procfs root whose ``self`` is this process is kept (:func:`keep`, decided by the scrape
 from /proc/self/mountinfo), and only its ``net/`` and ``sys/``: those show the exporter's own
 network namespace (the thread group leader's, which the exporter never moves), so a path names
@@ -19,14 +27,18 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Dict, FrozenSet, Optional, Set
+from typing import Dict, FrozenSet, Optional, Set, Tuple
 
 from exporter.procfs.reread import pread_all
 
 _DIRS: FrozenSet[str] = frozenset({"net", "sys"})
+# net/ files printed by a single seq_file show() (proc_create_net_single).
+_ONE_SHOW: FrozenSet[str] = frozenset({"snmp", "netstat", "snmp6", "sockstat", "sockstat6"})
+_FIRST_SIZE = 4096
 _lock = threading.Lock()
 _roots: Set[str] = set()
-_fds: Dict[str, int] = {}
+# path -> (descriptor, buffer size for a file printed whole by one handler, else 0)
+_fds: Dict[str, Tuple[int, int]] = {}
 
 
 def keep(root: str) -> None:
@@ -40,27 +52,44 @@ def kept(root: str, first: str) -> bool:
     return first in _DIRS and root in _roots
 
 
-def read(path: str) -> bytes:
-    """The content of ``path``, from its kept descriptor (opened on first use). Raises OSError
-    as a fresh read would (a missing file is not kept)."""
-    fd = _fds.get(path)
-    if fd is None:
-        fd = _open(path)
-    return pread_all(fd)
+def read(path: str, whole: bool = False) -> bytes:
+    """The content of ``path``, from its kept descriptor (opened on first use); ``whole`` if
+    it is printed whole by one handler (:func:`printed_whole`). Raises OSError as a fresh read
+    would (a missing file is not kept)."""
+    entry = _fds.get(path)
+    if entry is None:
+        entry = _open(path, whole)
+    fd, size = entry
+    if not size:
+        return pread_all(fd)
+    data = os.pread(fd, size, 0)
+    while len(data) >= size:  # may be cut short: read it all again into a larger buffer
+        size *= 2
+        data = os.pread(fd, size, 0)
+    if size != entry[1]:
+        _fds[path] = (fd, size)
+    return data
 
 
-def _open(path: str) -> int:
+def printed_whole(parts: Tuple[str, ...]) -> bool:
+    """Whether ``<root>/<parts...>`` is printed whole by one handler: a sysctl, or one of the
+    counters files of net/."""
+    return parts[0] == "sys" or (parts[0] == "net" and len(parts) == 2 and parts[1] in _ONE_SHOW)
+
+
+def _open(path: str, whole: bool) -> Tuple[int, int]:
     with _lock:
-        fd: Optional[int] = _fds.get(path)
-        if fd is None:
-            fd = _fds[path] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        return fd
+        entry: Optional[Tuple[int, int]] = _fds.get(path)
+        if entry is None:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            entry = _fds[path] = (fd, _FIRST_SIZE if whole else 0)
+        return entry
 
 
 def close_all() -> None:
     """Close every kept file and keep none from now on (tests, with no scrape running)."""
     with _lock:
-        for fd in _fds.values():
+        for fd, _ in _fds.values():
             os.close(fd)
         _fds.clear()
         _roots.clear()
