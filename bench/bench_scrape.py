@@ -35,14 +35,16 @@ Each round scrapes all four once, in turn, over kept-alive HTTP connections (so 
 sockets), times the kernel's own dumps of the tables a scrape reads (TCP of both families and
 unix, plus UDP of both families for ``udp``; sendto and recv only, nothing decoded) and runs
 ``ss`` on the mix's table. It prints, per mix and size, the median scrape time of each, the
-ratios, CPU seconds per scrape (the delta of process_cpu_seconds_total over the rounds, divided
-by the rounds), series and bytes per scrape, the peak RSS (VmHWM) of each and the growth of ours
-during the timed scrapes (VmHWM after minus VmRSS before: one scrape's transient peak shows
-there), with --rss-scrapes N the growth of our VmRSS and VmHWM over N more scrapes of the full
-exporter (in namespaces of at most --rss-max-sockets), the netlink dumps per scrape, the
-kernel's dump time and its share of our scrapes, the median per-collector time of the full
-scrape, the TCP sockets of the whole host (sockstat "alloc": the kernel walks every namespace's
-sockets on a dump) and the 1-minute load average at the end.
+ratios, CPU seconds per scrape (the growth over the rounds of the servers' threads' run time in
+/proc/<pid>/task/<tid>/schedstat, exact to the nanosecond, divided by the rounds; from
+process_cpu_seconds_total, in 10 ms ticks, where a thread came or went), series and bytes per
+scrape, the peak RSS (VmHWM) of each and the growth of ours during the timed scrapes (VmHWM
+after minus VmRSS before: one scrape's transient peak shows there), with --rss-scrapes N the
+growth of our VmRSS and VmHWM over N more scrapes of the full exporter (in namespaces of at
+most --rss-max-sockets), the netlink dumps per scrape, the kernel's dump time and its share of
+our scrapes, the median per-collector time of the full scrape, the TCP sockets of the whole
+host (sockstat "alloc": the kernel walks every namespace's sockets on a dump) and the 1-minute
+load average at the end.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ sys.path.insert(0, ROOT)
 
 from common import (  # noqa: E402
     connect_in,
+    cpu_ns,
     make_mix_namespace,
     make_namespace,
     rss_kib,
@@ -229,6 +232,8 @@ def run_size(name: str, n: int, rounds: int, rss_scrapes: int = 0) -> Dict[str, 
         # so what else runs on the machine moves both exporters' times: report it.
         host_tcp = host_tcp_sockets()
         first = {k: cpu(scrape(c, "/metrics")().decode()) for k, c in conns.items()}
+        pids = {k: p.pid for k, (p, _) in servers.items()}
+        first_ns = {k: cpu_ns(pid) for k, pid in pids.items()}
         times: Dict[str, List[float]] = {k: [] for k in [*conns, "ss", "kernel"]}
         ss_cmd = ["ip", "netns", "exec", ns, "ss", *mix.ss]
         per_collector: Dict[str, List[float]] = {}
@@ -248,8 +253,16 @@ def run_size(name: str, n: int, rounds: int, rss_scrapes: int = 0) -> Dict[str, 
             times["kernel"].append(kernel.time())
             times["ss"].append(timed(lambda: subprocess.run(ss_cmd, stdout=subprocess.DEVNULL,
                                                             check=True)))
-        # Every round scraped each server once more after `first`: CPU per scrape.
-        cpu_per = {k: (cpu(bodies[k]) - first[k]) / rounds for k in conns}
+        # Every round scraped each server once more after `first`: CPU per scrape, to the
+        # nanosecond from the threads' schedstat where the same threads ran throughout (kept-
+        # alive connections keep their serving threads), else from the exporters' own
+        # process_cpu_seconds_total (10 ms ticks).
+        cpu_per, exact = {}, {}
+        for k in conns:
+            t1, tids1 = cpu_ns(pids[k])
+            t0, tids0 = first_ns[k]
+            exact[k] = tids0 == tids1
+            cpu_per[k] = ((t1 - t0) / 1e9 if exact[k] else cpu(bodies[k]) - first[k]) / rounds
         hwm = {k: rss_kib(p.pid, "VmHWM") for k, (p, _) in servers.items()}
         # Many more scrapes of the full exporter alone: what stays (VmRSS) and what the peak
         # does (VmHWM) over them, a leak's signature rather than one scrape's transient peak.
@@ -263,7 +276,8 @@ def run_size(name: str, n: int, rounds: int, rss_scrapes: int = 0) -> Dict[str, 
                         (rss_kib(pid, "VmHWM") - hwm0) / 1024)
         return {"mix": name, "n": n, "seen": mix.counted(bodies["alone"]),
                 "median": {k: statistics.median(v) for k, v in times.items()},
-                "cpu": cpu_per, "hwm": hwm, "rss_before": rss_before,
+                "cpu": cpu_per, "cpu_exact": all(exact.values()), "hwm": hwm,
+                "rss_before": rss_before,
                 "series": {k: series(b) for k, b in bodies.items()},
                 "bytes": {k: len(b.encode()) for k, b in bodies.items()},
                 "collectors": {k: statistics.median(v) for k, v in per_collector.items()},
@@ -294,12 +308,17 @@ def report(name: str, results: List[Dict[str, Any]]) -> None:
         m, c, h, s, b = r["median"], r["cpu"], r["hwm"], r["series"], r["bytes"]
         growth = max(0, h["full"] - r["rss_before"]) / 1024
         print(f"| {int(r['seen']):,} | {m['full'] * ms:.1f} ms | {m['node'] * ms:.1f} ms "
-              f"| {m['full'] / m['node']:.2f} | {c['full'] * ms:.1f} ms | {c['node'] * ms:.1f} ms "
+              f"| {m['full'] / m['node']:.2f} | {c['full'] * ms:.2f} ms | {c['node'] * ms:.2f} ms "
               f"| {c['full'] / c['node']:.2f} | {s['full']:,} | {s['node']:,} "
               f"| {b['full'] / 1024:.0f} kB | {b['node'] / 1024:.0f} kB "
               f"| {h['full'] / 1024:.1f} MiB | {h['node'] / 1024:.1f} MiB | {growth:.2f} MiB "
               f"| {r['dumps']:.0f} | {int(r['host_tcp']):,} | {r['load']:.1f} |")
     print()
+    ticks = [f"{int(r['seen']):,}" for r in results if not r["cpu_exact"]]
+    if ticks:
+        print(f"(CPU from process_cpu_seconds_total, 10 ms ticks, at {', '.join(ticks)}: a "
+              "server's threads changed during the rounds.)")
+        print()
     print(f"### {name}: sockets collector alone against node_exporter "
           f"{' '.join(mix.node_alone)}")
     print()
@@ -310,8 +329,8 @@ def report(name: str, results: List[Dict[str, Any]]) -> None:
     for r in results:
         m, c = r["median"], r["cpu"]
         print(f"| {int(r['seen']):,} | {m['alone'] * ms:.1f} ms | {m['node_alone'] * ms:.1f} ms "
-              f"| {m['alone'] / m['node_alone']:.2f} | {c['alone'] * ms:.1f} ms "
-              f"| {c['node_alone'] * ms:.1f} ms "
+              f"| {m['alone'] / m['node_alone']:.2f} | {c['alone'] * ms:.2f} ms "
+              f"| {c['node_alone'] * ms:.2f} ms "
               f"| {c['alone'] / max(c['node_alone'], 1e-9):.2f} | {m['kernel'] * ms:.1f} ms "
               f"| {m['kernel'] / m['alone']:.0%} | {m['kernel'] / m['full']:.0%} "
               f"| {m['ss'] * ms:.1f} ms | {m['alone'] / m['ss']:.2f} |")
