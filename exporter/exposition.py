@@ -89,29 +89,47 @@ def _value(v: str) -> str:
     return v.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
+def _sample_head(name: str, labels: Dict[str, str]) -> str:
+    """'name{a="x",b="y"} ' or 'name ': a sample's line up to its value."""
+    if not labels:
+        return _metric_name(name) + " "
+    body = '",'.join([_label_prefix(k) + _value(v) for k, v in sorted(labels.items())])
+    return f"{_metric_name(name)}{{{body}\"}} "
+
+
 def generate_text(registry: Collector) -> bytes:
     """The text format 0.0.4 of everything ``registry.collect()`` yields, exactly as
     ``prometheus_client.generate_latest`` renders it."""
     out: List[str] = []
     append = out.append
-    metric_name, label_prefix, number, value = _metric_name, _label_prefix, _number, _value
+    metric_name, number = _metric_name, _number
     heads = _HEADS
     for metric in registry.collect():
         name, mtype = metric.name, metric.type
         header, doc, om_names = _family_head(name, mtype, metric.documentation)
         append(header)
+        attrs = metric.__dict__
+        rows = attrs.get("_rows")
+        if rows is not None and not attrs["_samples"]:
+            # A family of exporter.rows: (label values, value), no Sample to take apart.
+            sname, names = attrs["row_name"], attrs["_labelnames"]
+            for values, v in rows:
+                rkey: object = (values, sname)  # a tuple first: never a Sample line's key
+                head = heads.get(rkey)
+                if head is None:
+                    head = _sample_head(sname, dict(zip(names, values)))
+                    if len(heads) >= _MAX_HEADS:
+                        heads.clear()
+                    heads[rkey] = head
+                append(head + number(v) + "\n")
+            continue
         om: Dict[str, List[str]] = {}
         for s in metric.samples:
             sname, labels, ts = s.name, s.labels, s.timestamp
             key = (sname, *labels.items()) if labels else sname
             head = heads.get(key)
             if head is None:
-                if labels:
-                    body = '",'.join([label_prefix(k) + value(v)
-                                      for k, v in sorted(labels.items())])
-                    head = f"{metric_name(sname)}{{{body}\"}} "
-                else:
-                    head = metric_name(sname) + " "
+                head = _sample_head(sname, labels)
                 if len(heads) >= _MAX_HEADS:
                     heads.clear()
                 heads[key] = head

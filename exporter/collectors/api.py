@@ -44,6 +44,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.samples import Sample
 
 from exporter.config import Config
+from exporter.rows import CounterRows, GaugeRows
 from exporter.sockets.snapshot import Snapshot, Wants
 from exporter.system import System, load
 
@@ -97,10 +98,9 @@ class MetricDoc:
             self.__dict__.get("_prototype")
         if proto is None:
             if self.type == "counter":
-                proto = CounterMetricFamily(self.name[: -len("_total")], self.help,
-                                            labels=list(self.labels))
+                proto = CounterRows(self.name[: -len("_total")], self.help, list(self.labels))
             else:
-                proto = GaugeMetricFamily(self.name, self.help, labels=list(self.labels))
+                proto = GaugeRows(self.name, self.help, list(self.labels))
             object.__setattr__(self, "_prototype", proto)  # a cache, not a field
         fam = proto.__class__.__new__(proto.__class__)
         fam.__dict__.update(proto.__dict__)
@@ -111,7 +111,16 @@ class MetricDoc:
         """Add a sample to ``family`` (made by :meth:`family`) with ``labels`` as given, name
         to value, every label of the family present. Unlike ``add_metric`` the dict is not
         copied: a collector adding many samples with one set of labels (one namespace's) shares
-        one dict among them, and must not change it afterwards."""
+        one dict among them, and must not change it afterwards. A family of rows
+        (:mod:`exporter.rows`) takes the values in the declared order instead."""
+        rows = family.__dict__.get("_rows")
+        names = self.labels
+        if rows is not None and len(labels) == len(names):
+            try:
+                rows.append((tuple([labels[n] for n in names]), value))
+                return
+            except KeyError:
+                pass  # labels other than the declared ones: as client_python would have them
         family.samples.append(Sample(self.name, labels, value, None))
 
 

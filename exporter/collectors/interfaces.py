@@ -16,6 +16,7 @@ from prometheus_client.core import Metric
 from exporter.collectors.api import LINUX, SYSTEMS, Base, Flag, MetricDoc, register
 from exporter.config import Config, compile_regex
 from exporter.labels import label_value
+from exporter.rows import has_samples
 
 log = logging.getLogger(__name__)
 
@@ -135,4 +136,4 @@ class InterfacesCollector(Base[InterfacesOptions]):
             if link.speed_bytes is not None:
                 speed.add_metric([label], link.speed_bytes)
         out: List[Metric] = [*fams.values(), up, mtu, speed]
-        yield from (m for m in out if m.samples)
+        yield from (m for m in out if has_samples(m))

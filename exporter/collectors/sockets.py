@@ -27,6 +27,7 @@ from prometheus_client.core import Metric
 
 from exporter.collectors.api import LINUX, Flag, MetricDoc, SocketBase, register
 from exporter.config import Config
+from exporter.rows import has_samples
 from exporter.sockets.snapshot import SOURCES, Snapshot
 from exporter.vocabulary.names import (
     DGRAM_EMITTED,
@@ -257,4 +258,4 @@ class SocketsCollector(SocketBase[SocketsOptions]):
                 row = v4.get(proto, {})
                 if "mem" in row:
                     mem.add_metric([proto.lower()], float(row["mem"] * self.page_size))
-        yield from (m for m in (used, inuse, *tcp.values(), mem, frag_q, frag_m) if m.samples)
+        yield from (m for m in (used, inuse, *tcp.values(), mem, frag_q, frag_m) if has_samples(m))
