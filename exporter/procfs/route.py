@@ -24,6 +24,7 @@ import ipaddress
 import socket
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import List, Optional
 
 from exporter.procfs import read_parsed, read_required
@@ -92,24 +93,30 @@ def _v6(hex32: str) -> str:
     return socket.inet_ntop(socket.AF_INET6, bytes.fromhex(hex32))
 
 
+@lru_cache(maxsize=4096)  # a host's IPv6 routes change seldom; each is formatted once
+def _v6_network(hex32: str, plen: int) -> str:
+    """The destination column and prefix length as ipaddress writes the network (host bits
+    cleared)."""
+    return str(ipaddress.IPv6Network(f"{_v6(hex32)}/{plen}", strict=False))
+
+
 def parse_ipv6_route(text: str, path: str) -> List[Route]:
     out: List[Route] = []
     for n, f in rows(text.splitlines()):
         if len(f) != 10:
             raise ParseError(path, f"expected 10 columns, got {len(f)}", n)
         try:
-            dst, plen = _v6(f[0]), int(f[1], 16)
+            net = _v6_network(f[0], int(f[1], 16))
             nexthop = _v6(f[4])
             metric, flags = int(f[5], 16), int(f[8], 16)
-            net = ipaddress.IPv6Network(f"{dst}/{plen}", strict=False)
         except ValueError:
             raise ParseError(path, "bad address, prefix length, metric or flags", n) from None
-        out.append(Route("ipv6", str(net), nexthop if flags & RTF_GATEWAY else "", f[9],
+        out.append(Route("ipv6", net, nexthop if flags & RTF_GATEWAY else "", f[9],
                          metric, flags))
     return out
 
 
-_MULTICAST6 = ipaddress.IPv6Network("ff00::/8")
+_MULTICAST6 = str(ipaddress.IPv6Network("ff00::/8"))
 
 
 def in_main_table(r: Route) -> bool:
@@ -129,7 +136,7 @@ def in_main_table(r: Route) -> bool:
         return False
     if r.flags & RTF_REJECT and r.metric == 0xFFFFFFFF and r.destination == "::/0":
         return False
-    return ipaddress.IPv6Network(r.destination) != _MULTICAST6
+    return r.destination != _MULTICAST6  # both as ipaddress writes a network
 
 
 def read_route(root: str) -> Optional[List[Route]]:

@@ -15,6 +15,7 @@ and may be negative (Tcp MaxConn is printed as -1, RFC 2012's "dynamic").
 
 from __future__ import annotations
 
+import contextlib
 from functools import lru_cache
 from typing import AbstractSet, Dict, FrozenSet, Optional, Tuple
 
@@ -57,15 +58,20 @@ def parse_snmp(text: str, path: str, groups: Optional[AbstractSet[str]] = None,
         if len(names_) != len(nums):
             raise ParseError(path, f"{group} has {len(names_)} fields but {len(nums)} values",
                              n + 2)
-        row: Dict[str, int] = {}
-        for f, v in zip(names_, nums):
-            if fields is not None and f not in fields:
-                continue
-            try:
-                row[f] = int(v)
-            except ValueError:
-                raise ParseError(path, f"value of {group} {f} is not a number: {v!r}",
-                                 n + 2) from None
+        row: Optional[Dict[str, int]] = None
+        if fields is None:
+            with contextlib.suppress(ValueError):  # the loop below names the field
+                row = dict(zip(names_, map(int, nums)))
+        if row is None:
+            row = {}
+            for f, v in zip(names_, nums):
+                if fields is not None and f not in fields:
+                    continue
+                try:
+                    row[f] = int(v)
+                except ValueError:
+                    raise ParseError(path, f"value of {group} {f} is not a number: {v!r}",
+                                     n + 2) from None
         if group in out:
             raise ParseError(path, f"group {group} appears twice", n + 1)
         out[group] = row
