@@ -239,8 +239,13 @@ def run_size(name: str, n: int, rounds: int, rss_scrapes: int = 0) -> Dict[str, 
         per_collector: Dict[str, List[float]] = {}
         dumps: List[float] = []
         bodies: Dict[str, str] = {}
-        for _ in range(rounds):
-            for k, c in conns.items():
+        order = list(conns)
+        for i in range(rounds):
+            # Each round starts with the next server: the hash tables a dump walks are the
+            # kernel's, shared, and whoever walks them first after `ss` has swept the caches
+            # pays for bringing them back.
+            for k in order[i % len(order):] + order[:i % len(order)]:
+                c = conns[k]
                 t0 = time.perf_counter()
                 body = scrape(c, "/metrics")().decode()
                 times[k].append(time.perf_counter() - t0)
