@@ -223,3 +223,28 @@ def test_which_size_iterates(monkeypatch: pytest.MonkeyPatch, size: int, scan: b
     monkeypatch.setattr(tcpbound, "worth_it", lambda procfs, n: worth)
     with Snapshot("/proc", "auto") as s:
         assert s._iterates() is iterates
+
+
+@pytest.mark.parametrize("cls", [tcpbound.BoundScan, tcpiter.TcpIterator])
+def test_a_program_that_fails_half_built_releases_what_it_holds(
+        cls: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Maps created and mapped, then the program refused: every descriptor and the mapping are
+    released, and a closed program refuses to run."""
+    from exporter.bpf import syscalls as sc
+
+    before = set(os.listdir("/proc/self/fd"))
+
+    def refused(*_: Any, **__: Any) -> int:
+        raise sc.BpfError(1, "refused here")
+
+    monkeypatch.setattr(sc, "prog_load", refused)
+    with pytest.raises(sc.BpfError, match="refused here"):
+        cls()
+    assert set(os.listdir("/proc/self/fd")) <= before
+    monkeypatch.undo()
+    prog = cls()
+    prog.close()
+    prog.close()  # twice is harmless
+    assert set(os.listdir("/proc/self/fd")) <= before
+    with pytest.raises(tcpiter.Incomplete if cls is tcpiter.TcpIterator else tcpbound.Incomplete):
+        prog.read(None) if cls is tcpiter.TcpIterator else prog.read()

@@ -18,6 +18,7 @@ import mmap
 import os
 import platform
 import struct
+import threading
 from typing import Dict, List, Optional, Tuple
 
 # System call numbers (bpf, perf_event_open) per machine.
@@ -298,6 +299,38 @@ def mmap_array(fd: int, value_size: int, max_entries: int, writable: bool = Fals
     size = (size + page - 1) // page * page
     prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
     return mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=prot)
+
+
+class Owned:
+    """The descriptors of one loaded program and its maps, and the memory of its mapped array
+    (``_blob_view``), released together by :meth:`close`. A subclass builds itself with
+    :meth:`_own` and :meth:`_map`, and calls :meth:`close` if building fails half-way; readers
+    hold ``_lock`` and refuse to run once ``_closed``."""
+
+    def __init__(self) -> None:
+        self._fds: List[int] = []
+        self._mem: Optional[mmap.mmap] = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _own(self, fd: int) -> int:
+        self._fds.append(fd)
+        return fd
+
+    def _map(self, fd: int, value_size: int) -> memoryview:
+        """A one-element mmapable array's memory, released by close()."""
+        self._mem = mmap_array(fd, value_size, 1, writable=True)
+        self._blob_view = memoryview(self._mem)
+        return self._blob_view
+
+    def close(self) -> None:
+        if not self._closed and self._mem is not None:
+            self._blob_view.release()
+            self._mem.close()
+        self._closed = True
+        for fd in self._fds:
+            close(fd)
+        self._fds = []
 
 
 def fdinfo(fd: int, pid: str = "self") -> Dict[str, str]:

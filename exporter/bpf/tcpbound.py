@@ -31,7 +31,6 @@ from __future__ import annotations
 import os
 import socket
 import struct
-import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import List, Optional
@@ -209,24 +208,21 @@ def worth_it(procfs: str, tcp_sockets: int) -> bool:
     return files * 70 < buckets * 5 + tcp_sockets * 100
 
 
-class BoundScan:
+class BoundScan(sc.Owned):
     """The program loaded and linked once, with offsets from ``types`` (default: the kernel's
     BTF, read here); :meth:`read` runs it. Raises sc.BpfError or btf.BtfError when it cannot
     be loaded."""
 
     def __init__(self, types: Optional[btf.Btf] = None) -> None:
-        self._fds: List[int] = []
-        self._lock = threading.Lock()
+        super().__init__()
         self._gen = 0
-        self._closed = False
         try:
             f = fields(types or btf.load())
             self._blob = self._own(sc.map_create(sc.MAP_TYPE_ARRAY, 4, VALUE_SIZE, 1,
                                                  sc.F_MMAPABLE, "nx_tcpbound"))
             self._seen = self._own(sc.map_create(sc.MAP_TYPE_LRU_HASH, KEY.size, VALUE.size,
                                                  2 * BOUND_MAX, 0, "nx_tcpseen"))
-            self._mem = sc.mmap_array(self._blob, VALUE_SIZE, 1, writable=True)
-            self._view = memoryview(self._mem)
+            self._view = self._map(self._blob, VALUE_SIZE)
             prog = self._own(sc.prog_load(sc.PROG_TYPE_TRACING, program(f, self._blob, self._seen),
                                           name="nx_tcpbound", attach_type=sc.TRACE_ITER,
                                           attach_btf_id=f.attach_btf_id))
@@ -235,19 +231,6 @@ class BoundScan:
         except BaseException:
             self.close()
             raise
-
-    def _own(self, fd: int) -> int:
-        self._fds.append(fd)
-        return fd
-
-    def close(self) -> None:
-        if not self._closed and hasattr(self, "_view"):
-            self._view.release()
-            self._mem.close()
-        self._closed = True
-        for fd in self._fds:
-            sc.close(fd)
-        self._fds = []
 
     def read(self, netns: Optional[int] = None) -> Bound:
         """The bound-but-idle TCP sockets of the network namespace whose inode number is

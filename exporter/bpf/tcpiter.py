@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import socket
 import struct
-import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, FrozenSet, List, Optional, Tuple
@@ -359,25 +358,22 @@ class Reading:
         return self.used_bits.bit_count()
 
 
-class TcpIterator:
+class TcpIterator(sc.Owned):
     """The program loaded and linked once; :meth:`read` runs it over the calling thread's
     network namespace, with offsets from ``types`` (default: the kernel's BTF, read here).
     Raises sc.BpfError or btf.BtfError when it cannot be loaded."""
 
     def __init__(self, types: Optional[btf.Btf] = None) -> None:
-        self._fds: List[int] = []
-        self._lock = threading.Lock()
+        super().__init__()
         self._gen = 0
         self._eph: Optional[FrozenSet[int]] = None
-        self._closed = False
         try:
             f = fields(types or btf.load())
             self._blob = self._own(sc.map_create(sc.MAP_TYPE_ARRAY, 4, VALUE_SIZE, 1,
                                                  sc.F_MMAPABLE, "nx_tcpiter"))
             self._dest = self._own(sc.map_create(sc.MAP_TYPE_LRU_HASH, DEST_KEY.size,
                                                  DEST_VALUE.size, DEST_MAX, 0, "nx_tcpdest"))
-            self._mem = sc.mmap_array(self._blob, VALUE_SIZE, 1, writable=True)
-            self._view = memoryview(self._mem)
+            self._view = self._map(self._blob, VALUE_SIZE)
             prog = self._own(sc.prog_load(sc.PROG_TYPE_TRACING, program(f, self._blob, self._dest),
                                           name="nx_tcpiter", attach_type=sc.TRACE_ITER,
                                           attach_btf_id=f.attach_btf_id))
@@ -386,19 +382,6 @@ class TcpIterator:
         except BaseException:
             self.close()
             raise
-
-    def _own(self, fd: int) -> int:
-        self._fds.append(fd)
-        return fd
-
-    def close(self) -> None:
-        if not self._closed and hasattr(self, "_view"):
-            self._view.release()
-            self._mem.close()
-        self._closed = True
-        for fd in self._fds:
-            sc.close(fd)
-        self._fds = []
 
     def _set_ephemeral(self, ports: FrozenSet[int]) -> None:
         bits = 0
