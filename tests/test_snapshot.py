@@ -432,3 +432,42 @@ def test_destinations_per_local_address_in_one_run() -> None:
                        if sp >= 40000)
         assert out.ports is not None and out.ports.destinations == want, chunks
         assert out.ports.used == sum(want.values())
+
+
+def test_each_file_is_read_once_per_snapshot_and_its_error_raised_each_time(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """sockstat, the ephemeral range and /proc/net/protocols are read at most once per
+    snapshot, however many collectors ask; a file that failed raises the same error every
+    time it is asked for, and is not read again."""
+    from exporter.procfs import sockstat as sockstat_mod
+    from exporter.procfs.errors import ParseError
+
+    calls: Counter[str] = Counter()
+    real_protocols = sockstat_mod.read_protocols
+    real_range = snapshot.read_ephemeral_range
+
+    def broken_sockstat(root: str, name: str) -> Any:
+        calls["sockstat"] += 1
+        raise ParseError(f"{root}/net/{name}", "cut short", 2)
+
+    def counted_protocols(root: str) -> Any:
+        calls["protocols"] += 1
+        return real_protocols(root)
+
+    def counted_range(root: str) -> Any:
+        calls["range"] += 1
+        return real_range(root)
+
+    monkeypatch.setattr(sockstat_mod, "read_sockstat", broken_sockstat)
+    monkeypatch.setattr(sockstat_mod, "read_protocols", counted_protocols)
+    monkeypatch.setattr(snapshot, "read_ephemeral_range", counted_range)
+    with Snapshot("/proc", "netlink") as snap:
+        for _ in range(3):
+            with pytest.raises(ParseError, match="cut short"):
+                snap.sockstat()
+            assert snap.unix_inuse() == snap.unix_inuse()
+            assert snap.ephemeral() is not None
+    assert calls == {"sockstat": 1, "protocols": 1, "range": 1}
+    with Snapshot("/proc", "netlink") as snap:  # a new snapshot reads afresh
+        snap.ephemeral()
+    assert calls["range"] == 2

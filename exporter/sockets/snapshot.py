@@ -23,7 +23,7 @@ import struct
 import threading
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union, cast
 
 from exporter.bpf import btf, tcpbound, tcpiter
 from exporter.bpf import syscalls as bpf_sc
@@ -188,11 +188,9 @@ class Snapshot:
         self._inet: Dict[str, Optional[InetTables]] = {}
         self._failed: Dict[str, Exception] = {}
         self._unix: Optional[Tuple[Optional[UnixTables]]] = None
-        self._eph: Optional[Tuple[Optional[EphemeralRange], Optional[Exception]]] = None
         self._scan_worth: Optional[bool] = None
-        self._protocols: Optional[Tuple[Optional[Dict[str, int]], Optional[Exception]]] = None
-        self._sockstat: Optional[Tuple[Optional[Sockstat], Optional[Sockstat],
-                                       Optional[Exception]]] = None
+        # Files read at most once per snapshot (_read_once): key -> (value, what reading raised)
+        self._once: Dict[str, Tuple[Any, Optional[Exception]]] = {}
 
     @property
     def dumps(self) -> int:
@@ -252,18 +250,28 @@ class Snapshot:
         with self._lock:
             if self.system is not None and not self.system.has_procfs:
                 return None
-            if self._protocols is None:
-                try:
-                    table = sockstat.read_protocols(self.procfs)
-                    self._protocols = (None if table is None else
-                                       {k: v for k, v in table.items() if k.startswith("UNIX")},
-                                       None)
-                except (ParseError, OSError) as e:
-                    self._protocols = (None, e)
-            got, err = self._protocols
-            if err is not None:
-                raise err
-            return got
+            return cast(Optional[Dict[str, int]],
+                        self._read_once("protocols", self._read_unix_inuse))
+
+    def _read_unix_inuse(self) -> Optional[Dict[str, int]]:
+        table = sockstat.read_protocols(self.procfs)
+        return None if table is None else {k: v for k, v in table.items() if k.startswith("UNIX")}
+
+    def _read_once(self, key: str, read: Callable[[], Any]) -> Any:
+        """``read()`` the first time ``key`` is asked for in this snapshot; after that, what it
+        returned, or what it raised (ParseError, OSError) raised again. The caller holds
+        ``_lock``."""
+        got = self._once.get(key)
+        if got is None:
+            try:
+                got = (read(), None)
+            except (ParseError, OSError) as e:
+                got = (None, e)
+            self._once[key] = got
+        value, err = got
+        if err is not None:
+            raise err
+        return value
 
     def ephemeral(self) -> Optional[EphemeralRange]:
         """The ephemeral port range (read once per snapshot); raises what reading it raised."""
@@ -279,16 +287,9 @@ class Snapshot:
     def _sockstat_locked(self) -> Tuple[Optional[Sockstat], Optional[Sockstat]]:
         if self.system is not None and not self.system.has_procfs:
             return None, None  # a system without /proc/net/sockstat: no data
-        if self._sockstat is None:
-            try:
-                self._sockstat = (sockstat.read_sockstat(self.procfs, "sockstat"),
-                                  sockstat.read_sockstat(self.procfs, "sockstat6"), None)
-            except (ParseError, OSError) as e:
-                self._sockstat = (None, None, e)
-        v4, v6, err = self._sockstat
-        if err is not None:
-            raise err
-        return v4, v6
+        return cast(Tuple[Optional[Sockstat], Optional[Sockstat]], self._read_once(
+            "sockstat", lambda: (sockstat.read_sockstat(self.procfs, "sockstat"),
+                                 sockstat.read_sockstat(self.procfs, "sockstat6"))))
 
     def _inuse(self, protocol: str, fam: str) -> Optional[int]:
         """Sockets of ``protocol`` in this namespace by the kernel's own count (sockstat
@@ -304,15 +305,8 @@ class Snapshot:
         return row.get("inuse")
 
     def _ephemeral_locked(self) -> Optional[EphemeralRange]:
-        if self._eph is None:
-            try:
-                self._eph = (read_ephemeral_range(self.procfs), None)
-            except (ParseError, OSError) as e:
-                self._eph = (None, e)
-        rng, err = self._eph
-        if err is not None:
-            raise err
-        return rng
+        return cast(Optional[EphemeralRange],
+                    self._read_once("ephemeral", lambda: read_ephemeral_range(self.procfs)))
 
     # --- choosing the source -----------------------------------------------------------------
 
