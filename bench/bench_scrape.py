@@ -36,7 +36,9 @@ sockets), times the kernel's own dumps of the tables a scrape reads (TCP of both
 unix, plus UDP of both families for ``udp``; sendto and recv only, nothing decoded) and runs
 ``ss`` on the mix's table. It prints, per mix and size, the median scrape time of each, the
 ratios, CPU seconds per scrape (the growth over the rounds of the servers' threads' run time in
-/proc/<pid>/task/<tid>/schedstat, exact to the nanosecond, divided by the rounds; from
+/proc/<pid>/task/<tid>/schedstat, exact to the nanosecond, divided by the rounds, of which
+there are --rounds or more, up to ten times as many, until our full exporter has spent a CPU
+second; from
 process_cpu_seconds_total, in 10 ms ticks, where a thread came or went), series and bytes per
 scrape, the peak RSS (VmHWM) of each and the growth of ours during the timed scrapes (VmHWM
 after minus VmRSS before: one scrape's transient peak shows there), with --rss-scrapes N the
@@ -212,6 +214,10 @@ def start(ns: str, mix: Mix) -> Dict[str, Tuple[subprocess.Popen, int]]:
     return procs
 
 
+# CPU seconds of the full exporter that the rounds of one size add up to at least.
+MIN_CPU = 1.0
+
+
 def run_size(name: str, n: int, rounds: int, rss_scrapes: int = 0) -> Dict[str, Any]:
     mix = MIXES[name]
     ns = f"nsbench-{os.getpid()}-{name}-{n}"
@@ -240,7 +246,12 @@ def run_size(name: str, n: int, rounds: int, rss_scrapes: int = 0) -> Dict[str, 
         dumps: List[float] = []
         bodies: Dict[str, str] = {}
         order = list(conns)
-        for i in range(rounds):
+        # At least `rounds` rounds, and more (up to ten times as many) until the full exporter
+        # has spent MIN_CPU seconds: a 5 ms scrape over 20 rounds is 0.1 s of CPU, over which
+        # this machine's speed alone moves a ratio by a tenth.
+        i = 0
+        while i < rounds or (i < 10 * rounds
+                             and cpu_ns(pids["full"])[0] - first_ns["full"][0] < MIN_CPU * 1e9):
             # Each round starts with the next server: the hash tables a dump walks are the
             # kernel's, shared, and whoever walks them first after `ss` has swept the caches
             # pays for bringing them back.
@@ -258,6 +269,8 @@ def run_size(name: str, n: int, rounds: int, rss_scrapes: int = 0) -> Dict[str, 
             times["kernel"].append(kernel.time())
             times["ss"].append(timed(lambda: subprocess.run(ss_cmd, stdout=subprocess.DEVNULL,
                                                             check=True)))
+            i += 1
+        rounds = i
         # Every round scraped each server once more after `first`: CPU per scrape, to the
         # nanosecond from the threads' schedstat where the same threads ran throughout (kept-
         # alive connections keep their serving threads), else from the exporters' own
@@ -281,7 +294,7 @@ def run_size(name: str, n: int, rounds: int, rss_scrapes: int = 0) -> Dict[str, 
                         (rss_kib(pid, "VmHWM") - hwm0) / 1024)
         return {"mix": name, "n": n, "seen": mix.counted(bodies["alone"]),
                 "median": {k: statistics.median(v) for k, v in times.items()},
-                "cpu": cpu_per, "cpu_exact": all(exact.values()), "hwm": hwm,
+                "cpu": cpu_per, "cpu_exact": all(exact.values()), "rounds": rounds, "hwm": hwm,
                 "rss_before": rss_before,
                 "series": {k: series(b) for k, b in bodies.items()},
                 "bytes": {k: len(b.encode()) for k, b in bodies.items()},
@@ -307,8 +320,8 @@ def report(name: str, results: List[Dict[str, Any]]) -> None:
     print(f"| {mix.unit} | full default scrape | node_exporter same ground | ratio "
           "| CPU/scrape ours | CPU/scrape node | CPU ratio | series ours | series node "
           "| bytes ours | bytes node | peak RSS ours | peak RSS node | RSS growth ours "
-          "| netlink dumps/scrape | host TCP sockets | load |")
-    print("| ---: " * 17 + "|")
+          "| netlink dumps/scrape | host TCP sockets | load | rounds |")
+    print("| ---: " * 18 + "|")
     for r in results:
         m, c, h, s, b = r["median"], r["cpu"], r["hwm"], r["series"], r["bytes"]
         growth = max(0, h["full"] - r["rss_before"]) / 1024
@@ -317,7 +330,7 @@ def report(name: str, results: List[Dict[str, Any]]) -> None:
               f"| {c['full'] / c['node']:.2f} | {s['full']:,} | {s['node']:,} "
               f"| {b['full'] / 1024:.0f} kB | {b['node'] / 1024:.0f} kB "
               f"| {h['full'] / 1024:.1f} MiB | {h['node'] / 1024:.1f} MiB | {growth:.2f} MiB "
-              f"| {r['dumps']:.0f} | {int(r['host_tcp']):,} | {r['load']:.1f} |")
+              f"| {r['dumps']:.0f} | {int(r['host_tcp']):,} | {r['load']:.1f} | {r['rounds']} |")
     print()
     ticks = [f"{int(r['seen']):,}" for r in results if not r["cpu_exact"]]
     if ticks:
