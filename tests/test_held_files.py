@@ -203,7 +203,7 @@ def test_files_printed_whole_take_one_read_sized_to_them(monkeypatch: pytest.Mon
     own_files.close_all()
     try:
         own_files.keep("/proc")
-        monkeypatch.setattr(own_files, "_FIRST_SIZE", 4)
+        monkeypatch.setattr(own_files, "FIRST_SIZE", 4)
         monkeypatch.setattr(os, "pread", counting)
         for parts in (("sys", "net", "core", "somaxconn"), ("net", "snmp"), ("net", "snmp6"),
                       ("net", "netstat")):
@@ -224,3 +224,17 @@ def test_files_printed_whole_take_one_read_sized_to_them(monkeypatch: pytest.Mon
         assert len(reads) >= 2  # read until an empty read
     finally:
         own_files.close_all()
+
+
+def test_held_files_printed_whole_grow_their_buffer(tmp_path: Path) -> None:
+    """A held file printed whole that is larger than the first buffer comes whole, then with
+    one read into the buffer that held it."""
+    big = b"x" * 10000 + b"\n"
+    (tmp_path / "a").write_bytes(big)
+    files = HeldFiles(["a"], max_fds=4, single_record=True)
+    try:
+        assert files.read("k", str(tmp_path)) == [big]
+        assert files._sizes == [16384]
+        assert files.read("k", str(tmp_path)) == [big]
+    finally:
+        files.close()

@@ -6,13 +6,9 @@ same files every scrape, and a file of /proc printed again from offset 0 (``prea
 fresh open gives: only the open is saved (a path walk, and for files longer than a page a second
 printing, see :mod:`exporter.procfs.reread`), which is most of the cost of the small ones.
 
-The files of ``sys/`` (sysctls) and the counters files of ``net/`` (snmp, netstat, snmp6,
-sockstat, sockstat6) are printed whole by one handler: one ``pread`` from offset 0 into a
-buffer larger than the file is all of it, so no read is spent finding the end. The buffer is
-sized to the file (from 4 KiB, doubled while a read fills it, remembered per file): a sysctl
-read makes the kernel allocate and zero a buffer of the size asked (proc_sys_call_handler), so
-asking 64 KiB for a six-byte value costs four times the read itself. Other files (net/dev,
-net/route, ...) come one seq_file buffer per read and are read to the end.
+The sysctls of ``sys/`` and the counters files of ``net/`` are printed whole by one handler
+and read with one ``pread`` sized to them (:func:`exporter.procfs.reread.pread_whole`); the
+other files of ``net/`` are read to their end.
 
 Only a procfs root whose ``self`` is this process is kept (:func:`keep`, decided by the scrape
 from /proc/self/mountinfo), and only its ``net/`` and ``sys/``: those show the exporter's own
@@ -29,12 +25,9 @@ import os
 import threading
 from typing import Dict, FrozenSet, Optional, Set, Tuple
 
-from exporter.procfs.reread import pread_all
+from exporter.procfs.reread import FIRST_SIZE, ONE_SHOW, pread_all, pread_whole
 
 _DIRS: FrozenSet[str] = frozenset({"net", "sys"})
-# net/ files printed by a single seq_file show() (proc_create_net_single).
-_ONE_SHOW: FrozenSet[str] = frozenset({"snmp", "netstat", "snmp6", "sockstat", "sockstat6"})
-_FIRST_SIZE = 4096
 _lock = threading.Lock()
 _roots: Set[str] = set()
 # path -> (descriptor, buffer size for a file printed whole by one handler, else 0)
@@ -62,19 +55,16 @@ def read(path: str, whole: bool = False) -> bytes:
     fd, size = entry
     if not size:
         return pread_all(fd)
-    data = os.pread(fd, size, 0)
-    while len(data) >= size:  # may be cut short: read it all again into a larger buffer
-        size *= 2
-        data = os.pread(fd, size, 0)
-    if size != entry[1]:
-        _fds[path] = (fd, size)
+    data, grown = pread_whole(fd, size)
+    if grown != size:
+        _fds[path] = (fd, grown)
     return data
 
 
 def printed_whole(parts: Tuple[str, ...]) -> bool:
     """Whether ``<root>/<parts...>`` is printed whole by one handler: a sysctl, or one of the
     counters files of net/."""
-    return parts[0] == "sys" or (parts[0] == "net" and len(parts) == 2 and parts[1] in _ONE_SHOW)
+    return parts[0] == "sys" or (parts[0] == "net" and len(parts) == 2 and parts[1] in ONE_SHOW)
 
 
 def _open(path: str, whole: bool) -> Tuple[int, int]:
@@ -82,7 +72,7 @@ def _open(path: str, whole: bool) -> Tuple[int, int]:
         entry: Optional[Tuple[int, int]] = _fds.get(path)
         if entry is None:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            entry = _fds[path] = (fd, _FIRST_SIZE if whole else 0)
+            entry = _fds[path] = (fd, FIRST_SIZE if whole else 0)
         return entry
 
 

@@ -14,6 +14,14 @@ longer found (:meth:`HeldFiles.sweep`), like the sock_diag sockets of tier 2. Be
 reference the namespace's inode cannot be reused while the files are held, so the namespace's
 key stays its own.
 
+A file printed whole by one handler, a sysctl or a seq_file of one show() (the counters files
+``ONE_SHOW``), comes whole from one ``pread`` at offset 0 into a buffer larger than it: no read
+is spent finding the end (:func:`pread_whole`). The buffer is sized to the file, from 4 KiB,
+doubled while a read fills it, and remembered per file by the caller: a sysctl read makes the
+kernel allocate and zero a buffer of the size asked (proc_sys_call_handler), so asking 64 KiB
+for a six-byte value costs four times the read itself. Other files (net/dev, net/route, ...)
+come one seq_file buffer per read and are read to the end (:func:`pread_all`).
+
 Descriptors are bounded: at most ``max_fds`` are held; beyond that the files are opened, read
 and closed each time, with the same result.
 """
@@ -21,9 +29,12 @@ and closed each time, with the same result.
 from __future__ import annotations
 
 import os
-from typing import Dict, Hashable, Iterable, List, Optional, Sequence
+from typing import Dict, Hashable, Iterable, List, Optional, Sequence, Tuple
 
 _CHUNK = 1 << 16
+# net/ files printed by a single seq_file show() (proc_create_net_single).
+ONE_SHOW = frozenset({"snmp", "netstat", "snmp6", "sockstat", "sockstat6"})
+FIRST_SIZE = 4096
 
 
 def pread_all(fd: int) -> bytes:
@@ -45,9 +56,15 @@ def pread_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
-def _pread_once(fd: int) -> bytes:
-    data = os.pread(fd, _CHUNK, 0)
-    return data if len(data) < _CHUNK else pread_all(fd)
+def pread_whole(fd: int, size: int) -> Tuple[bytes, int]:
+    """A file printed whole by one handler, read from offset 0 into a buffer of ``size`` bytes,
+    doubled and read again while a read fills it (it may have been cut short): the content,
+    and the size that held it, for the next read."""
+    data = os.pread(fd, size, 0)
+    while len(data) >= size:
+        size *= 2
+        data = os.pread(fd, size, 0)
+    return data, size
 
 
 def nofile_budget(reserve: int = 512) -> int:
@@ -78,7 +95,8 @@ class HeldFiles:
         # net/sockstat): one read from offset 0 returns all of a file shorter than the read,
         # so the read that would find the end is left out. Not so for files of many records
         # (net/tcp), which come one buffer per read.
-        self._read = _pread_once if single_record else pread_all
+        # Buffer sizes per name, for files printed whole (see pread_whole); 0: read to the end.
+        self._sizes = [FIRST_SIZE if single_record else 0] * len(self.names)
         self.max_fds = nofile_budget() if max_fds is None else max_fds
         self._held: Dict[Hashable, List[Optional[int]]] = {}
         self._fds = 0
@@ -99,8 +117,7 @@ class HeldFiles:
         fds = self._held.get(key)
         if fds is not None:
             try:
-                read = self._read
-                return [None if fd is None else read(fd) for fd in fds]
+                return [None if fd is None else self._read(i, fd) for i, fd in enumerate(fds)]
             except OSError:
                 self.drop(key)  # opened afresh below
         opened: List[Optional[int]] = []
@@ -111,7 +128,7 @@ class HeldFiles:
                                           os.O_RDONLY | os.O_CLOEXEC))
                 except FileNotFoundError:
                     opened.append(None)
-            out = [None if fd is None else self._read(fd) for fd in opened]
+            out = [None if fd is None else self._read(i, fd) for i, fd in enumerate(opened)]
         except OSError:
             _close(opened)
             raise
@@ -122,6 +139,12 @@ class HeldFiles:
         else:
             _close(opened)
         return out
+
+    def _read(self, i: int, fd: int) -> bytes:
+        if not self._sizes[i]:
+            return pread_all(fd)
+        data, self._sizes[i] = pread_whole(fd, self._sizes[i])
+        return data
 
     def drop(self, key: Hashable) -> None:
         fds = self._held.pop(key, None)
