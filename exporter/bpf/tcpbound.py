@@ -39,6 +39,8 @@ from exporter.bpf import btf
 from exporter.bpf import syscalls as sc
 from exporter.bpf.asm import FP, MAP_UPDATE_ELEM, R0, R1, R2, R3, R4, R6, R7, R8, Asm, reg
 from exporter.bpf.tcpiter import MAX_READS, Incomplete
+from exporter.procfs import sysctl
+from exporter.procfs.errors import ParseError
 from exporter.vocabulary.names import TCP_CLOSE
 
 SOCK_FROM_FILE = 162  # enum bpf_func_id
@@ -199,13 +201,13 @@ def worth_it(procfs: str, tcp_sockets: int) -> bool:
     Both from ``procfs``'s sysctls: fs.file-nr (open files, host-wide) and
     net.ipv4.tcp_ehash_entries (Linux 6.1; negative where the namespace shares the host's)."""
     try:
-        with open(os.path.join(procfs, "sys/fs/file-nr"), "rb") as f:
-            files = int(f.read().split()[0])
-        with open(os.path.join(procfs, "sys/net/ipv4/tcp_ehash_entries"), "rb") as f:
-            buckets = abs(int(f.read().split()[0]))
-    except (OSError, ValueError, IndexError):
+        files = sysctl.read_ints(procfs, "fs/file-nr")
+        buckets = sysctl.read_ints(procfs, "net/ipv4/tcp_ehash_entries")
+    except (ParseError, OSError):
         return False
-    return files * 70 < buckets * 5 + tcp_sockets * 100
+    if not files or not buckets:
+        return False  # absent: the dump, which always works
+    return files[0] * 70 < abs(buckets[0]) * 5 + tcp_sockets * 100
 
 
 class BoundScan(sc.Owned):

@@ -188,7 +188,6 @@ class Snapshot:
         self._inet: Dict[str, Optional[InetTables]] = {}
         self._failed: Dict[str, Exception] = {}
         self._unix: Optional[Tuple[Optional[UnixTables]]] = None
-        self._scan_worth: Optional[bool] = None
         # Files read at most once per snapshot (_read_once): key -> (value, what reading raised)
         self._once: Dict[str, Tuple[Any, Optional[Exception]]] = {}
 
@@ -372,9 +371,8 @@ class Snapshot:
 
     def _scan_worth_it(self) -> bool:
         """tcpbound.worth_it for this namespace, once per snapshot."""
-        if self._scan_worth is None:
-            self._scan_worth = tcpbound.worth_it(self.procfs, self._tcp_size())
-        return self._scan_worth
+        return bool(self._read_once("scan_worth",
+                                    lambda: tcpbound.worth_it(self.procfs, self._tcp_size())))
 
     def _tcp_size(self) -> int:
         """TCP sockets in the namespace by sockstat: inuse of TCP and of TCP6, and tw (both
