@@ -31,22 +31,21 @@ it:
   collectors that cover the mix's sockets: tcpstat (web, pairs), udp_queues and sockstat (udp),
   sockstat (unix; node_exporter counts no unix socket states).
 
-Each round scrapes all four once, in turn, over kept-alive HTTP connections (so scraping adds no
-sockets), times the kernel's own dumps of the tables a scrape reads (TCP of both families and
-unix, plus UDP of both families for ``udp``; sendto and recv only, nothing decoded) and runs
-``ss`` on the mix's table. It prints, per mix and size, the median scrape time of each, the
-ratios, CPU seconds per scrape (the growth over the rounds of the servers' threads' run time in
-/proc/<pid>/task/<tid>/schedstat, exact to the nanosecond, divided by the rounds, of which
-there are --rounds or more, up to ten times as many, until our full exporter has spent a CPU
-second; from
-process_cpu_seconds_total, in 10 ms ticks, where a thread came or went), series and bytes per
-scrape, the peak RSS (VmHWM) of each and the growth of ours during the timed scrapes (VmHWM
-after minus VmRSS before: one scrape's transient peak shows there), with --rss-scrapes N the
-growth of our VmRSS and VmHWM over N more scrapes of the full exporter (in namespaces of at
-most --rss-max-sockets), the netlink dumps per scrape, the kernel's dump time and its share of
-our scrapes, the median per-collector time of the full scrape, the TCP sockets of the whole
-host (sockstat "alloc": the kernel walks every namespace's sockets on a dump) and the 1-minute
-load average at the end.
+Each round scrapes all four once, in turn (each round starting with the next), over kept-alive
+HTTP connections (so scraping adds no sockets), times the kernel's own dumps of the tables a
+scrape reads (TCP of both families and unix, plus UDP of both families for ``udp``; sendto and
+recv only, nothing decoded) and runs ``ss`` on the mix's table. It prints, per mix and size,
+the median scrape time of each, the ratios, CPU seconds per scrape (the growth over the rounds
+of the servers' threads' run time in /proc/<pid>/task/<tid>/schedstat, exact to the nanosecond,
+divided by the rounds, of which there are --rounds or more, up to ten times as many, until our
+full exporter has spent a CPU second; from process_cpu_seconds_total, in 10 ms ticks, where a
+thread came or went), series and bytes per scrape, the peak RSS (VmHWM) of each and the growth
+of ours during the timed scrapes (VmHWM after minus VmRSS before: one scrape's transient peak
+shows there), with --rss-scrapes N the growth of our VmRSS and VmHWM over N more scrapes of the
+full exporter (in namespaces of at most --rss-max-sockets), the netlink dumps per scrape, the
+kernel's dump time and its share of our scrapes, the median per-collector time of the full
+scrape, the TCP sockets of the whole host (sockstat "alloc": the kernel walks every namespace's
+sockets on a dump) and the 1-minute load average at the end.
 """
 
 from __future__ import annotations
